@@ -1,0 +1,74 @@
+"""`FilterWeights`: every filter of every conv layer, as pictures, each logged epoch."""
+
+from __future__ import annotations
+
+from tb_cnnviz import layers as layer_lib
+from tb_cnnviz import summary
+
+from .base import VizCallback
+
+__all__ = ["FilterWeights"]
+
+
+class FilterWeights(VizCallback):
+    """Logs the kernels of conv layers as a grid of filter pictures, with per-filter statistics.
+
+    A first layer that reads RGB is drawn in colour, one picture per filter; deeper kernels are
+    drawn one slice per input channel. Each step also stores every filter's L2 norm, mean and
+    relative change since the previous logged step, and the layer's update ratio ‖Δw‖/‖w‖ as a
+    scalar in TensorBoard's Scalars tab.
+
+    Args:
+        log_dir: The `log_dir` of `keras.callbacks.TensorBoard`; pictures go to its `train` run.
+        layers: Layer names or `outer/inner` paths; `None` means every conv layer.
+        freq: Log every `freq` epochs; 0 turns it off.
+        max_filters: Draw at most this many filters per layer (evenly sampled beyond).
+        max_input_channels: Draw at most this many input-channel slices per filter.
+
+    Example:
+        >>> import numpy as np, keras, tempfile
+        >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+        ...                           keras.layers.Flatten(), keras.layers.Dense(2)])
+        >>> model.compile("adam", "mse")
+        >>> cb = FilterWeights(tempfile.mkdtemp())
+        >>> _ = model.fit(np.zeros((4, 8, 8, 3)), np.zeros((4, 2)), epochs=1, verbose=0,
+        ...               callbacks=[cb])
+    """
+
+    kind = "weights"
+
+    def __init__(
+        self, log_dir="logs", *, layers=None, freq=1, max_filters=256, max_input_channels=64
+    ):
+        super().__init__(log_dir, layers=layers, freq=freq, max_filters=max_filters)
+        if (
+            isinstance(max_input_channels, bool)
+            or not isinstance(max_input_channels, int)
+            or max_input_channels < 1
+        ):
+            raise ValueError(
+                "max_input_channels must be a positive integer. "
+                f"Received: max_input_channels={max_input_channels!r}"
+            )
+        self.max_input_channels = max_input_channels
+        self._previous = {}
+        self._rgb_layer = None
+
+    def _validate(self, model):
+        first_path, first = layer_lib.conv_layers(model)[0]
+        kernel = layer_lib.kernel_for_display(first)
+        self._rgb_layer = first_path if kernel.shape[-2] == 3 else None
+
+    def _log_layer(self, path, layer, step):
+        kernel = layer_lib.kernel_for_display(layer)
+        summary.filter_weights(
+            path,
+            kernel,
+            step=step,
+            previous=self._previous.get(path),
+            rgb=path == self._rgb_layer,
+            max_filters=self.max_filters,
+            max_slices=self.max_input_channels,
+            description=f"Filters of `{path}` ({type(layer).__name__}, kernel {kernel.shape}).",
+        )
+        self._previous[path] = kernel

@@ -1,0 +1,87 @@
+"""Training the demo: two runs of the demo CNN with every tb-cnnviz callback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+from tb_cnnviz.demo.data import CLASS_NAMES, make_shapes
+from tb_cnnviz.demo.model import build_demo_cnn
+
+__all__ = ["demo_probes", "train_demo"]
+
+
+def demo_probes(n: int = 8, *, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Returns `n` fixed probe images (one per class, in class order) and their labels.
+
+    Example:
+        >>> images, labels = demo_probes(4)
+        >>> images.shape, labels.tolist()
+        ((4, 32, 32, 3), [0, 1, 2, 3])
+    """
+    images, labels = make_shapes(40 * len(CLASS_NAMES), seed=seed)
+    picks = [
+        int(np.flatnonzero(labels == c % len(CLASS_NAMES))[c // len(CLASS_NAMES)]) for c in range(n)
+    ]
+    return images[picks], labels[picks]
+
+
+def train_demo(
+    logdir: str,
+    *,
+    epochs: int = 5,
+    samples: int = 4000,
+    runs=(("lr_1e-3", 1e-3), ("lr_1e-4", 1e-4)),
+    clean: bool = True,
+    verbose: int | str = "auto",
+) -> list[str]:
+    """Trains the demo CNN once per `(name, learning_rate)` in `runs`, logging to `logdir/name`.
+
+    Each run gets Keras' own `TensorBoard` callback (scalars, histograms) and `CNNViz` with
+    fixed probe images, so the CNN Viz tab stands beside Scalars and Histograms.
+
+    Args:
+        logdir: The parent log directory.
+        epochs: Epochs per run.
+        samples: Training images (generated; 20% more are generated for validation).
+        runs: `(run name, learning rate)` pairs.
+        clean: Remove each run's folder first, so steps of an earlier demo do not mix in.
+        verbose: Keras' `fit` verbosity.
+
+    Returns:
+        The run folders written.
+
+    Example:
+        >>> import tempfile
+        >>> train_demo(tempfile.mkdtemp(), epochs=1, samples=64, runs=(("a", 1e-3),),
+        ...            verbose=0)  # doctest: +ELLIPSIS
+        ['.../a']
+    """
+    import keras
+    from tb_cnnviz.callbacks import CNNViz
+
+    x, y = make_shapes(samples, seed=0)
+    x_val, y_val = make_shapes(max(samples // 5, 32), seed=2)
+    probes, probe_labels = demo_probes()
+    written = []
+    for name, learning_rate in runs:
+        run_dir = os.path.join(logdir, name)
+        if clean and os.path.isdir(run_dir):
+            shutil.rmtree(run_dir)
+        print(f"Training run {name!r} (Adam, learning rate {learning_rate:g}) -> {run_dir}")
+        model = build_demo_cnn(learning_rate)
+        model.fit(
+            x,
+            y,
+            epochs=epochs,
+            batch_size=64,
+            validation_data=(x_val, y_val),
+            verbose=verbose,
+            callbacks=[
+                keras.callbacks.TensorBoard(run_dir, histogram_freq=1),
+                CNNViz(run_dir, probe_images=probes),
+            ],
+        )
+        written.append(run_dir)
+    return written

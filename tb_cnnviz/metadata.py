@@ -1,0 +1,237 @@
+"""The on-disk contract between the writing side and the serving side of tb-cnnviz.
+
+This is the only module that both `tb_cnnviz.summary` (which imports TensorFlow) and
+`tb_cnnviz.plugin` (which must not) import. It holds the plugin name, the format version, the
+kinds of picture, and the functions that build and parse the two pieces of metadata that travel
+in event files:
+
+* the per-(run, tag) `SummaryMetadata` whose `plugin_data.content` is versioned JSON. TensorBoard
+  keeps only the first one per (run, tag), so it holds nothing that changes from step to step;
+* the per-step *index* blob, the first blob of every datum: versioned JSON describing the PNG
+  atlases that follow it (geometry, filter ids, per-tile value ranges, per-filter statistics).
+
+Readers meet data written by a newer version with a single warning and skip it; they never crash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from typing import Any
+
+from tensorboard.compat.proto import summary_pb2
+
+__all__ = [
+    "FORMAT_VERSION",
+    "KINDS",
+    "PLUGIN_NAME",
+    "PluginMetadata",
+    "create_summary_metadata",
+    "decode_index",
+    "encode_index",
+    "parse_plugin_metadata",
+    "tag_for",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The plugin name: the route prefix in TensorBoard and `plugin_data.plugin_name` on disk.
+PLUGIN_NAME = "cnnviz"
+
+#: The newest format this code writes and reads. Bump it only with a migration in `_migrate`.
+FORMAT_VERSION = 1
+
+#: Kinds of picture, in the order the dashboard offers them.
+KINDS = ("weights", "feature_maps", "actmax", "attribution")
+
+_warned_versions: set[int] = set()
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginMetadata:
+    """What one (run, tag) holds, parsed from `plugin_data.content`.
+
+    Attributes:
+        kind: One of `KINDS`.
+        layer: The layer name as the user knows it (nested layers as `outer/inner`).
+        version: The format version the data was written with.
+        extra: Any further static keys the writer stored (for example `layer_class`).
+    """
+
+    kind: str
+    layer: str
+    version: int = FORMAT_VERSION
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def tag_for(layer: str, kind: str) -> str:
+    """Returns the tag under which `kind` pictures of `layer` are written.
+
+    One tag per (layer, kind) keeps TensorBoard's first-metadata-wins rule harmless.
+
+    Args:
+        layer: The layer name.
+        kind: One of `KINDS`.
+
+    Returns:
+        The tag, `"<layer>/<kind>"`.
+
+    Raises:
+        ValueError: If `kind` is not one of `KINDS`.
+
+    Example:
+        >>> tag_for("conv2d_1", "weights")
+        'conv2d_1/weights'
+    """
+    _check_kind(kind)
+    return f"{layer}/{kind}"
+
+
+def create_summary_metadata(
+    kind: str,
+    layer: str,
+    *,
+    description: str | None = None,
+    display_name: str | None = None,
+    **extra: Any,
+) -> summary_pb2.SummaryMetadata:
+    """Builds the `SummaryMetadata` proto for a cnnviz summary.
+
+    The data class is set explicitly to BLOB_SEQUENCE: TensorBoard hides third-party summaries
+    whose data class is unset.
+
+    Args:
+        kind: One of `KINDS`.
+        layer: The layer name.
+        description: Optional Markdown shown by TensorBoard.
+        display_name: Optional display name.
+        **extra: Further JSON-serializable static facts about the series.
+
+    Returns:
+        A `tensorboard.compat.proto.summary_pb2.SummaryMetadata`.
+
+    Example:
+        >>> md = create_summary_metadata("weights", "conv2d")
+        >>> md.plugin_data.plugin_name
+        'cnnviz'
+        >>> parse_plugin_metadata(md.plugin_data.content).layer
+        'conv2d'
+    """
+    _check_kind(kind)
+    content = {"version": FORMAT_VERSION, "kind": kind, "layer": str(layer), **extra}
+    return summary_pb2.SummaryMetadata(
+        display_name=display_name or "",
+        summary_description=description or "",
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name=PLUGIN_NAME,
+            content=json.dumps(content, sort_keys=True).encode("utf-8"),
+        ),
+        data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
+    )
+
+
+def parse_plugin_metadata(content: bytes) -> PluginMetadata | None:
+    """Parses `plugin_data.content` written by `create_summary_metadata`.
+
+    Args:
+        content: The raw bytes of `plugin_data.content`.
+
+    Returns:
+        A `PluginMetadata`, or `None` when the data was written by a newer format version (a
+        warning is logged once per version).
+
+    Raises:
+        TypeError: If `content` is not `bytes`.
+        ValueError: If `content` is not cnnviz metadata.
+
+    Example:
+        >>> parse_plugin_metadata(b'{"version": 1, "kind": "actmax", "layer": "c"}').kind
+        'actmax'
+    """
+    obj = _load_json(content, "plugin metadata")
+    if obj is None:
+        return None
+    kind = obj.pop("kind", None)
+    layer = obj.pop("layer", None)
+    version = obj.pop("version")
+    if kind not in KINDS or not isinstance(layer, str):
+        raise ValueError(
+            f"cnnviz plugin metadata needs a kind in {KINDS} and a string layer. "
+            f"Received: kind={kind!r}, layer={layer!r}"
+        )
+    return PluginMetadata(kind=kind, layer=layer, version=version, extra=obj)
+
+
+def encode_index(index: dict[str, Any]) -> bytes:
+    """Serializes a per-step index blob, stamping it with `FORMAT_VERSION`.
+
+    Args:
+        index: The index, as described in the `tb_cnnviz.summary` module docstring.
+
+    Returns:
+        Compact UTF-8 JSON bytes.
+
+    Example:
+        >>> decode_index(encode_index({"kind": "weights"}))["version"]
+        1
+    """
+    return json.dumps(
+        {**index, "version": FORMAT_VERSION}, separators=(",", ":"), allow_nan=False
+    ).encode("utf-8")
+
+
+def decode_index(blob: bytes) -> dict[str, Any] | None:
+    """Parses a per-step index blob.
+
+    Args:
+        blob: The first blob of a cnnviz datum.
+
+    Returns:
+        The index as a dict, or `None` when it was written by a newer format version (a warning
+        is logged once per version).
+
+    Raises:
+        TypeError: If `blob` is not `bytes`.
+        ValueError: If `blob` is not a cnnviz index.
+
+    Example:
+        >>> decode_index(b'{"version": 1, "kind": "weights"}')["kind"]
+        'weights'
+    """
+    return _load_json(blob, "index blob")
+
+
+def _load_json(raw: bytes, what: str) -> dict[str, Any] | None:
+    if not isinstance(raw, bytes | bytearray):
+        raise TypeError(f"cnnviz {what} must be bytes. Received: {type(raw).__name__}")
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"cnnviz {what} is not valid JSON: {e}") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"cnnviz {what} must be a JSON object. Received: {type(obj).__name__}")
+    version = obj.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"cnnviz {what} has no valid version. Received: version={version!r}")
+    if version > FORMAT_VERSION:
+        if version not in _warned_versions:
+            _warned_versions.add(version)
+            logger.warning(
+                "Skipping cnnviz data written in format version %d; this tb-cnnviz reads up to "
+                "version %d. Upgrade tb-cnnviz to see it.",
+                version,
+                FORMAT_VERSION,
+            )
+        return None
+    return _migrate(obj)
+
+
+def _migrate(obj: dict[str, Any]) -> dict[str, Any]:
+    # Place for future migrations: bring an older version's dict up to FORMAT_VERSION here.
+    return obj
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")

@@ -1,0 +1,250 @@
+"""NumPy-only picture work: tile normalization, atlas packing, PNG encoding and statistics.
+
+Nothing here imports TensorFlow or TensorBoard, so the same code serves the callbacks, the summary
+functions, `replay` and tests. A *tile* is one small picture (one kernel slice, one feature map,
+one actmax image); tiles of a layer are packed row-major into one or more PNG *atlases*, each tile
+stretched to the full 0..255 range of its own values. The per-tile `(min, max)` is kept beside the
+atlas, so a reader can recover the real values and re-normalize per layer or apply a colormap.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "MAX_ATLAS_SIDE",
+    "Atlas",
+    "activation_stats",
+    "decode_png",
+    "encode_png",
+    "pack_tiles",
+    "round_floats",
+    "unpack_tiles",
+    "weight_stats",
+]
+
+#: Longest side of one atlas PNG, in pixels; a layer that needs more gets several atlases.
+MAX_ATLAS_SIDE = 8192
+
+
+class Atlas:
+    """One PNG holding `count` tiles of equal size laid out row-major in `cols` columns.
+
+    Attributes:
+        png: The encoded PNG bytes.
+        cols: Tiles per row.
+        rows: Rows of tiles.
+        count: Tiles held (the last row may be short).
+    """
+
+    __slots__ = ("png", "cols", "rows", "count")
+
+    def __init__(self, png: bytes, cols: int, rows: int, count: int):
+        self.png, self.cols, self.rows, self.count = png, cols, rows, count
+
+    def describe(self) -> dict[str, int]:
+        """Returns the atlas geometry as stored in the index blob.
+
+        Example:
+            >>> Atlas(b"", cols=4, rows=2, count=7).describe()
+            {'cols': 4, 'rows': 2, 'count': 7}
+        """
+        return {"cols": self.cols, "rows": self.rows, "count": self.count}
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """Encodes a `uint8` array `[h, w]` (gray) or `[h, w, 3]` (RGB) as PNG.
+
+    Args:
+        pixels: The picture.
+
+    Returns:
+        PNG bytes.
+
+    Example:
+        >>> encode_png(np.zeros((2, 3), np.uint8))[:4]
+        b'\\x89PNG'
+    """
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """Decodes PNG bytes into a `uint8` array `[h, w]` or `[h, w, 3]`.
+
+    Example:
+        >>> decode_png(encode_png(np.full((2, 2), 7, np.uint8)))[0, 0]
+        np.uint8(7)
+    """
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def pack_tiles(tiles: np.ndarray) -> tuple[list[Atlas], np.ndarray]:
+    """Normalizes each tile to 0..255 and packs the tiles into PNG atlases.
+
+    Args:
+        tiles: Finite floats `[n, h, w]` or `[n, h, w, c]` with `c` 1 or 3.
+
+    Returns:
+        `(atlases, ranges)`: the atlases in order, and a float64 array `[n, 2]` holding each
+        tile's `(min, max)` before normalization. A constant tile is drawn mid-gray.
+
+    Raises:
+        ValueError: If `tiles` has the wrong rank or channel count, is empty, or is not finite.
+
+    Example:
+        >>> atlases, ranges = pack_tiles(np.arange(8.0).reshape(2, 2, 2))
+        >>> [a.describe() for a in atlases], ranges.tolist()
+        ([{'cols': 2, 'rows': 1, 'count': 2}], [[0.0, 3.0], [4.0, 7.0]])
+    """
+    tiles = np.asarray(tiles, dtype=np.float64)
+    if tiles.ndim == 3:
+        tiles = tiles[..., None]
+    if tiles.ndim != 4 or tiles.shape[-1] not in (1, 3) or tiles.shape[0] == 0:
+        raise ValueError(
+            "tiles must have shape [n, h, w] or [n, h, w, c] with n > 0 and c in (1, 3). "
+            f"Received: shape={tiles.shape}"
+        )
+    if not np.isfinite(tiles).all():
+        raise ValueError(f"tiles contain {int((~np.isfinite(tiles)).sum())} NaN or Inf values")
+    n, h, w, c = tiles.shape
+    flat = tiles.reshape(n, -1)
+    lo, hi = flat.min(axis=1), flat.max(axis=1)
+    span = hi - lo
+    scale = np.divide(255.0, span, out=np.zeros_like(span), where=span > 0)
+    pixels = (
+        np.where(
+            (span > 0)[:, None],
+            np.rint((flat - lo[:, None]) * scale[:, None]),
+            128.0,
+        )
+        .astype(np.uint8)
+        .reshape(n, h, w, c)
+    )
+
+    cols = max(1, min(MAX_ATLAS_SIDE // w, math.ceil(math.sqrt(n * h / w))))
+    rows_per_atlas = max(1, MAX_ATLAS_SIDE // h)
+    per_atlas = cols * rows_per_atlas
+    atlases = []
+    for start in range(0, n, per_atlas):
+        chunk = pixels[start : start + per_atlas]
+        count = len(chunk)
+        rows = math.ceil(count / cols)
+        canvas = np.zeros((rows * cols, h, w, c), np.uint8)
+        canvas[:count] = chunk
+        canvas = canvas.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4)
+        atlases.append(Atlas(encode_png(canvas.reshape(rows * h, cols * w, c)), cols, rows, count))
+    return atlases, np.stack([lo, hi], axis=1)
+
+
+def unpack_tiles(
+    atlases: list[tuple[bytes, int]], tile_shape: tuple[int, int, int], ranges=None
+) -> np.ndarray:
+    """Cuts tiles back out of atlases: the inverse of `pack_tiles`, up to 8-bit quantization.
+
+    Args:
+        atlases: `(png_bytes, cols)` per atlas, in order.
+        tile_shape: `(h, w, c)` of one tile.
+        ranges: Optional `[n, 2]` per-tile `(min, max)`; when given, values are mapped back to
+            their original scale, otherwise the 0..255 pixel values are returned.
+
+    Returns:
+        A float64 array `[n, h, w, c]`.
+
+    Example:
+        >>> atlases, ranges = pack_tiles(np.arange(8.0).reshape(2, 2, 2))
+        >>> unpack_tiles([(a.png, a.cols) for a in atlases], (2, 2, 1), ranges)[1, :, :, 0]
+        array([[4., 5.],
+               [6., 7.]])
+    """
+    h, w, c = tile_shape
+    out = []
+    for png, cols in atlases:
+        img = decode_png(png).reshape(-1, cols * w, c).astype(np.float64)
+        rows = img.shape[0] // h
+        out.append(img.reshape(rows, h, cols, w, c).transpose(0, 2, 1, 3, 4).reshape(-1, h, w, c))
+    pixels = np.concatenate(out)
+    if ranges is None:
+        return pixels
+    ranges = np.asarray(ranges, np.float64)
+    pixels = pixels[: len(ranges)]
+    lo, hi = ranges[:, 0], ranges[:, 1]
+    return lo[:, None, None, None] + pixels / 255.0 * (hi - lo)[:, None, None, None]
+
+
+def weight_stats(filters: np.ndarray, previous: np.ndarray | None = None) -> dict[str, list]:
+    """Per-filter statistics of conv weights.
+
+    Args:
+        filters: `[n_filters, ...]`, one row per output filter.
+        previous: The same filters at the previous logged step, or `None`.
+
+    Returns:
+        `{"l2_norm": [...], "mean": [...], "relative_change": [...]}`, where `relative_change` is
+        `‖w - w_prev‖ / ‖w_prev‖` (`None` entries when there is no previous step).
+
+    Example:
+        >>> weight_stats(np.array([[3.0, 4.0]]), np.array([[3.0, 0.0]]))["relative_change"]
+        [1.3333333]
+    """
+    flat = np.asarray(filters, np.float64).reshape(len(filters), -1)
+    norm = np.linalg.norm(flat, axis=1)
+    if previous is None or np.shape(previous) != np.shape(filters):
+        change = [None] * len(flat)
+    else:
+        prev = np.asarray(previous, np.float64).reshape(len(flat), -1)
+        prev_norm = np.linalg.norm(prev, axis=1)
+        delta = np.linalg.norm(flat - prev, axis=1)
+        change = round_floats(
+            np.divide(delta, prev_norm, out=np.zeros_like(delta), where=prev_norm > 0)
+        )
+    return {
+        "l2_norm": round_floats(norm),
+        "mean": round_floats(flat.mean(axis=1)),
+        "relative_change": change,
+    }
+
+
+def activation_stats(activations: np.ndarray) -> dict[str, list]:
+    """Per-filter statistics of feature maps.
+
+    Args:
+        activations: `[n_images, ..., n_filters]`, channels last.
+
+    Returns:
+        `{"mean": [...], "max": [...], "zero_fraction": [...], "dead": [...]}`; a filter is dead
+        when its output is zero (or below) everywhere on every image.
+
+    Example:
+        >>> activation_stats(np.array([[[0.0, 2.0], [0.0, 0.0]]]))["dead"]
+        [True, False]
+    """
+    acts = np.asarray(activations, np.float64)
+    flat = np.moveaxis(acts, -1, 0).reshape(acts.shape[-1], -1)
+    peak = flat.max(axis=1)
+    return {
+        "mean": round_floats(flat.mean(axis=1)),
+        "max": round_floats(peak),
+        "zero_fraction": round_floats((flat == 0).mean(axis=1)),
+        "dead": [bool(p <= 0) for p in peak],
+    }
+
+
+def round_floats(values) -> list[float]:
+    """Flattens `values` into a list of floats rounded to eight significant digits.
+
+    Eight digits keep the JSON index small without visible loss.
+
+    Example:
+        >>> round_floats([1 / 3])
+        [0.33333333]
+    """
+    return [float(f"{v:.8g}") for v in np.asarray(values, np.float64).ravel()]

@@ -1,0 +1,85 @@
+"""Shared test helpers: read a real logdir back through TensorBoard's real data provider."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class LogdirReader:
+    """A logdir loaded through TensorBoard's `MultiplexerDataProvider`, as the plugin sees it."""
+
+    def __init__(self, logdir):
+        from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+        from tensorboard.plugins.base_plugin import TBContext  # noqa: F401  (imports the stack)
+
+        self.logdir = str(logdir)
+        # A reservoir of 0 keeps every step, like the plugin's default in TensorBoard.
+        self.mux = plugin_event_multiplexer.EventMultiplexer(
+            tensor_size_guidance={"cnnviz": 0}
+        )
+        self.mux.AddRunsFromDirectory(self.logdir)
+        self.mux.Reload()
+        self.provider = data_provider.MultiplexerDataProvider(self.mux, self.logdir)
+
+    @property
+    def ctx(self):
+        from tensorboard import context
+
+        return context.RequestContext()
+
+    def cnnviz_tags(self) -> set[tuple[str, str]]:
+        """`(run, tag)` pairs of cnnviz blob sequences."""
+        seqs = self.provider.list_blob_sequences(self.ctx, experiment_id="", plugin_name="cnnviz")
+        return {(run, tag) for run, tags in seqs.items() for tag in tags}
+
+    def scalar_tags(self) -> set[tuple[str, str]]:
+        """`(run, tag)` pairs of scalars."""
+        got = self.provider.list_scalars(self.ctx, experiment_id="", plugin_name="scalars")
+        return {(run, tag) for run, tags in got.items() for tag in tags}
+
+    def steps(self, run: str, tag: str) -> list[int]:
+        """Every logged step of one cnnviz tag."""
+        return [d.step for d in self._data(run, tag)]
+
+    def datum(self, run: str, tag: str, step: int):
+        """`(index, atlas_pngs)` of one step, decoded."""
+        from tb_cnnviz import metadata
+
+        [d] = [d for d in self._data(run, tag) if d.step == step]
+        blobs = [self.provider.read_blob(self.ctx, blob_key=ref.blob_key) for ref in d.values]
+        return metadata.decode_index(blobs[0]), blobs[1:]
+
+    def scalars(self, run: str, tag: str) -> list[tuple[int, float]]:
+        """`(step, value)` of one scalar series."""
+        from tensorboard.data import provider as provider_lib
+
+        got = self.provider.read_scalars(
+            self.ctx,
+            experiment_id="",
+            plugin_name="scalars",
+            downsample=10**6,
+            run_tag_filter=provider_lib.RunTagFilter([run], [tag]),
+        )
+        return [(d.step, d.value) for d in got[run][tag]]
+
+    def _data(self, run, tag):
+        from tensorboard.data import provider as provider_lib
+
+        got = self.provider.read_blob_sequences(
+            self.ctx,
+            experiment_id="",
+            plugin_name="cnnviz",
+            downsample=10**6,
+            run_tag_filter=provider_lib.RunTagFilter([run], [tag]),
+        )
+        return got[run][tag]
+
+
+@pytest.fixture
+def read_logdir():
+    """Returns a function that loads a logdir through TensorBoard's data provider."""
+    return LogdirReader

@@ -1,0 +1,251 @@
+"""The Keras callbacks: real training on small models, read back through TensorBoard."""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from tb_cnnviz import tiles
+from tb_cnnviz.callbacks import CNNViz, FeatureMaps, FilterWeights
+
+
+def small_cnn(input_shape=(12, 12, 3), *, build=True):
+    layers = [
+        keras.layers.Conv2D(4, 3, activation="relu", name="conv_a"),
+        keras.layers.Conv2D(6, 3, activation="relu", name="conv_b"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(2, name="out"),
+    ]
+    if build:
+        layers.insert(0, keras.Input(input_shape))
+    model = keras.Sequential(layers)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def data(n=16, shape=(12, 12, 3), seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, *shape), dtype=np.float32), rng.integers(0, 2, n)
+
+
+def fit(model, callbacks, epochs=2, shape=(12, 12, 3)):
+    x, y = data(shape=shape)
+    return model.fit(x, y, epochs=epochs, batch_size=8, verbose=0, callbacks=callbacks)
+
+
+def test_two_epoch_fit_writes_exactly_the_expected_tags_and_steps(tmp_path, read_logdir):
+    """A 2-epoch fit with CNNViz beside keras' TensorBoard yields exactly these (run, tag) pairs."""
+    model = small_cnn()
+    probes, _ = data(n=3, seed=1)
+    fit(
+        model,
+        [keras.callbacks.TensorBoard(str(tmp_path)), CNNViz(str(tmp_path), probe_images=probes)],
+    )
+    logs = read_logdir(tmp_path)
+    assert logs.cnnviz_tags() == {
+        ("train", "conv_a/weights"),
+        ("train", "conv_b/weights"),
+        ("train", "conv_a/feature_maps"),
+        ("train", "conv_b/feature_maps"),
+    }
+    for run, tag in logs.cnnviz_tags():
+        assert logs.steps(run, tag) == [0, 1]
+    scalars = logs.scalar_tags()
+    assert ("train", "epoch_loss") in scalars  # Keras' own scalars stand in the same run
+    assert {
+        ("train", "conv_a/update_ratio"),
+        ("train", "conv_b/update_ratio"),
+        ("train", "conv_a/dead_fraction"),
+        ("train", "conv_b/dead_fraction"),
+    } <= scalars
+    assert [s for s, _ in logs.scalars("train", "conv_a/update_ratio")] == [1]
+
+
+def test_drawn_weight_tile_equals_the_kernel(tmp_path, read_logdir):
+    """Every drawn weight tile decodes to the kernel within 1/255 of its tile's range."""
+    model = small_cnn()
+    fit(model, [FilterWeights(str(tmp_path))], epochs=1)
+    index, atlases = read_logdir(tmp_path).datum("train", "conv_b/weights", 0)
+    kernel = model.get_layer("conv_b").kernel.numpy()  # [3, 3, 4, 6]
+    assert index["slices"] == {"axis": "input_channel", "count": 4, "total": 4}
+    assert index["tile"] == [3, 3, 1]
+    drawn = tiles.unpack_tiles(
+        [(png, a["cols"]) for png, a in zip(atlases, index["atlases"], strict=True)],
+        tuple(index["tile"]),
+        index["ranges"],
+    )
+    expected = np.moveaxis(kernel, (-1, -2), (0, 1)).reshape(-1, 3, 3, 1)  # filter-major
+    span = np.ptp(expected.reshape(len(expected), -1), axis=1)[:, None, None, None]
+    assert np.all(np.abs(drawn - expected) <= span / 255 + 1e-6)
+
+
+def test_first_rgb_layer_is_drawn_in_colour(tmp_path, read_logdir):
+    """A first conv layer reading RGB gets one colour tile per filter; a deeper one does not."""
+    fit(small_cnn(), [FilterWeights(str(tmp_path))], epochs=1)
+    logs = read_logdir(tmp_path)
+    first, _ = logs.datum("train", "conv_a/weights", 0)
+    assert first["slices"]["axis"] == "rgb" and first["tile"] == [3, 3, 3]
+    assert len(first["ranges"]) == 4
+
+
+def test_feature_map_statistics_flag_dead_filters(tmp_path, read_logdir):
+    """Feature-map stats hold mean, max, zero fraction and a dead flag matching the activations."""
+    model = small_cnn()
+    fit(model, [], epochs=1)
+    kernel, bias = model.get_layer("conv_b").get_weights()
+    kernel[..., 0] = 0.0
+    bias[0] = -1.0  # filter 0 of conv_b now outputs relu(-1) = 0 everywhere: dead
+    model.get_layer("conv_b").set_weights([kernel, bias])
+    probes, _ = data(n=2, seed=3)
+    callback = FeatureMaps(str(tmp_path), probes, layers=["conv_b"])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback.set_model(model)
+    callback.on_train_begin()
+    callback.on_epoch_end(0)
+    callback.on_train_end()
+    logs = read_logdir(tmp_path)
+    index, _ = logs.datum("train", "conv_b/feature_maps", 0)
+    assert index["stats"]["dead"][0] is True
+    assert index["stats"]["zero_fraction"][0] == 1.0
+    assert index["layer_stats"]["dead_fraction"] == pytest.approx(1 / 6)
+    assert index["slices"] == {"axis": "probe", "count": 2, "total": 2}
+    assert logs.scalars("train", "conv_b/dead_fraction")[0][1] == pytest.approx(1 / 6)
+
+
+def test_layers_inside_a_nested_model_are_found_and_named_by_path(tmp_path, read_logdir):
+    """Conv layers in a sub-model are logged under `outer/inner` paths, feature maps too."""
+    inner = keras.Sequential(
+        [keras.Input((10, 10, 4)), keras.layers.Conv2D(5, 3, name="deep")], name="block"
+    )
+    inp = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(4, 3, name="stem")(inp)
+    x = inner(x)
+    out = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, out)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    probes, _ = data(n=2)
+    fit(model, [CNNViz(str(tmp_path), probe_images=probes)], epochs=1)
+    assert read_logdir(tmp_path).cnnviz_tags() == {
+        ("train", "stem/weights"),
+        ("train", "block/deep/weights"),
+        ("train", "stem/feature_maps"),
+        ("train", "block/deep/feature_maps"),
+    }
+
+
+def test_unbuilt_sequential_and_layer_selection(tmp_path, read_logdir):
+    """A Sequential built only by fit() works, and layers= selects by name."""
+    fit(small_cnn(build=False), [FilterWeights(str(tmp_path), layers=["conv_b"])], epochs=1)
+    assert read_logdir(tmp_path).cnnviz_tags() == {("train", "conv_b/weights")}
+
+
+def test_frequency_zero_turns_a_kind_off_and_two_skips_epochs(tmp_path, read_logdir):
+    """weights_freq=0 writes no weights; feature_maps_freq=2 logs epochs 1 and 3 (steps 1, 3)."""
+    probes, _ = data(n=2)
+    viz = CNNViz(str(tmp_path), probes, weights_freq=0, feature_maps_freq=2)
+    fit(small_cnn(), [viz], epochs=4)
+    logs = read_logdir(tmp_path)
+    assert {tag for _, tag in logs.cnnviz_tags()} == {"conv_a/feature_maps", "conv_b/feature_maps"}
+    assert logs.steps("train", "conv_a/feature_maps") == [1, 3]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: FilterWeights(d, freq=-1), "freq=-1"),
+        (lambda d: FilterWeights(d, freq=1.5), "freq=1.5"),
+        (lambda d: FilterWeights(d, max_filters=0), "max_filters=0"),
+        (lambda d: FilterWeights(d, layers=[3]), "layers=[3]"),
+        (lambda d: FeatureMaps(d), "probe_images=None"),
+        (lambda d: FeatureMaps(d, probe_images=np.zeros((0, 12, 12, 3))), "shape=(0, 12, 12, 3)"),
+        (lambda d: FeatureMaps(d, probe_images=np.array([["a"]])), "dtype=<U1"),
+        (lambda d: FeatureMaps(d, probe_images=np.zeros(5)), "shape=(5,)"),
+        (lambda d: FeatureMaps(d, probe_images=np.full((1, 12, 12, 3), np.nan)), "NaN"),
+    ],
+)
+def test_bad_arguments_raise_a_clear_value_error_at_construction(tmp_path, make, message):
+    """Bad constructor arguments raise ValueError quoting the value received."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make(str(tmp_path))
+
+
+def _train_then_fail(tmp_path, read_logdir, bad_callback):
+    """Trains once successfully, then a second fit with `bad_callback` must fail before epoch 0."""
+    model = small_cnn()
+    fit(model, [FilterWeights(str(tmp_path))], epochs=1)
+    before = read_logdir(tmp_path).steps("train", "conv_a/weights")
+    weights = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError) as err:
+        fit(model, [bad_callback], epochs=1)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights(), strict=True))
+    assert read_logdir(tmp_path).steps("train", "conv_a/weights") == before == [0]
+    return str(err.value)
+
+
+def test_unknown_layer_fails_before_training_and_lists_valid_names(tmp_path, read_logdir):
+    """An unknown layer name raises before any epoch, lists valid names, and keeps earlier logs."""
+    message = _train_then_fail(tmp_path, read_logdir, FilterWeights(str(tmp_path), layers="nope"))
+    assert "'nope'" in message and "['conv_a', 'conv_b']" in message
+
+
+def test_probe_images_of_the_wrong_shape_fail_before_training(tmp_path, read_logdir):
+    """Probe images that do not fit the model raise before any epoch and keep earlier logs."""
+    bad = FeatureMaps(str(tmp_path), probe_images=np.zeros((2, 12, 12, 5)))
+    message = _train_then_fail(tmp_path, read_logdir, bad)
+    assert "probe_images" in message and "(2, 12, 12, 5)" in message
+
+
+def test_model_without_conv_layers_fails_before_training(tmp_path):
+    """A model with no conv layer raises a ValueError naming the conv classes."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="no convolution layer"):
+        model.fit(np.zeros((4, 4)), np.zeros((4, 2)), verbose=0,
+                  callbacks=[FilterWeights(str(tmp_path))])
+
+
+def test_unwritable_log_dir_fails_before_training(tmp_path):
+    """A log_dir that cannot be created raises a ValueError quoting it."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ValueError, match="log_dir"):
+        fit(small_cnn(), [FilterWeights(str(blocker / "logs"))], epochs=1)
+
+
+def test_a_failing_visualization_warns_once_and_training_goes_on(tmp_path, read_logdir):
+    """NaN weights from epoch 1 on: one warning, all epochs run, epoch 0's pictures intact."""
+
+    class PoisonAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                layer = self.model.get_layer("conv_b")
+                kernel, bias = layer.get_weights()
+                layer.set_weights([np.full_like(kernel, np.nan), bias])
+
+    model = small_cnn()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = fit(
+            model, [PoisonAfterFirstEpoch(), FilterWeights(str(tmp_path))], epochs=3
+        )
+    ours = [w for w in caught if "tb-cnnviz" in str(w.message)]
+    assert len(ours) == 1 and "NaN" in str(ours[0].message)
+    assert len(history.history["loss"]) == 3
+    logs = read_logdir(tmp_path)
+    # The NaNs spread to conv_a through training; both keep the picture of epoch 0.
+    assert logs.steps("train", "conv_b/weights") == [0]
+    assert logs.steps("train", "conv_a/weights") == [0]
+    index, _ = logs.datum("train", "conv_b/weights", 0)
+    assert np.isfinite(index["ranges"]).all()
+
+
+def test_event_files_land_in_the_train_run_of_log_dir(tmp_path):
+    """Pictures are written under <log_dir>/train, the run Keras' TensorBoard callback uses."""
+    fit(small_cnn(), [FilterWeights(str(tmp_path))], epochs=1)
+    assert os.listdir(tmp_path) == ["train"]
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "train"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 import numpy as np
 from tb_cnnviz.demo.data import CLASS_NAMES, make_shapes
@@ -61,6 +62,8 @@ def train_demo(
     import keras
     from tb_cnnviz.callbacks import CNNViz
 
+    if verbose == "auto":  # one line per epoch when the output is a log, not a terminal
+        verbose = 1 if sys.stdout.isatty() else 2
     x, y = make_shapes(samples, seed=0)
     x_val, y_val = make_shapes(max(samples // 5, 32), seed=2)
     probes, probe_labels = demo_probes()

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole tb-cnnviz test suite, installing what it needs first:
+#   a virtual environment in .venv with the package and its test extras (TensorFlow CPU build),
+#   Debian's chromium for the browser tests (when run as root and missing),
+# then node's built-in test runner for the dashboard logic and pytest for everything else
+# (unit, training, plugin, doctests and headless-browser end-to-end tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[tensorflow-cpu,test]"
+
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "note: /usr/bin/chromium is missing; browser tests will be skipped (install Debian's chromium)."
+  fi
+fi
+
+node --test tests/js/
+.venv/bin/python -m pytest --doctest-modules tb_cnnviz callbacks demo tests "$@"

@@ -38,7 +38,7 @@ class FilterWeights(VizCallback):
     kind = "weights"
 
     def __init__(
-        self, log_dir="logs", *, layers=None, freq=1, max_filters=256, max_input_channels=64
+        self, log_dir="logs", *, layers=None, freq=1, max_filters=256, max_input_channels=32
     ):
         super().__init__(log_dir, layers=layers, freq=freq, max_filters=max_filters)
         if (

@@ -247,4 +247,13 @@ def round_floats(values) -> list[float]:
         >>> round_floats([1 / 3])
         [0.33333333]
     """
-    return [float(f"{v:.8g}") for v in np.asarray(values, np.float64).ravel()]
+    return _round_significant(values, 8).tolist()
+
+
+def _round_significant(values, digits: int) -> np.ndarray:
+    # Vectorized: layers can have hundreds of thousands of tiles, too many for a Python loop.
+    a = np.asarray(values, np.float64).ravel()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exponent = np.where(a == 0, 0, np.floor(np.log10(np.abs(a))))
+    scale = 10.0 ** (digits - 1 - exponent)
+    return np.round(a * scale) / scale

@@ -66,6 +66,10 @@ class LogdirReader:
         )
         return [(d.step, d.value) for d in got[run][tag]]
 
+    def client(self):
+        """A client of the real plugin WSGI app over this logdir."""
+        return plugin_client(self)
+
     def _data(self, run, tag):
         from tensorboard.data import provider as provider_lib
 
@@ -83,3 +87,19 @@ class LogdirReader:
 def read_logdir():
     """Returns a function that loads a logdir through TensorBoard's data provider."""
     return LogdirReader
+
+
+def plugin_client(reader: LogdirReader):
+    """A `werkzeug.test.Client` on the real CNN Viz plugin, served by TensorBoard's WSGI app."""
+    import werkzeug.test
+    import werkzeug.wrappers
+    from tensorboard.backend import application
+    from tensorboard.plugins import base_plugin
+
+    from tb_cnnviz.plugin import CNNVizPlugin
+
+    ctx = base_plugin.TBContext(
+        logdir=reader.logdir, data_provider=reader.provider, sampling_hints={"cnnviz": 0}
+    )
+    app = application.TensorBoardWSGI([CNNVizPlugin(ctx)], data_provider=reader.provider)
+    return werkzeug.test.Client(app, werkzeug.wrappers.Response)

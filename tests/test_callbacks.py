@@ -100,6 +100,7 @@ def test_feature_map_statistics_flag_dead_filters(tmp_path, read_logdir):
     kernel, bias = model.get_layer("conv_b").get_weights()
     kernel[..., 0] = 0.0
     bias[0] = -1.0  # filter 0 of conv_b now outputs relu(-1) = 0 everywhere: dead
+    bias[1:] = 5.0  # and the others are surely alive
     model.get_layer("conv_b").set_weights([kernel, bias])
     probes, _ = data(n=2, seed=3)
     callback = FeatureMaps(str(tmp_path), probes, layers=["conv_b"])

@@ -1,0 +1,163 @@
+"""Tests for `tb_cnnviz.metadata`, the on-disk contract shared by the writing and serving sides."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from tensorboard.compat.proto import summary_pb2
+
+from tb_cnnviz import metadata
+
+
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch):
+    """Gives each test its own set of already-warned versions (module state)."""
+    monkeypatch.setattr(metadata, "_warned_versions", set())
+
+
+def test_create_then_parse_round_trips():
+    """Every field written by create_summary_metadata is read back by parse_plugin_metadata."""
+    md = metadata.create_summary_metadata(
+        "feature_maps",
+        "block1/conv2d",
+        description="probe maps",
+        display_name="conv",
+        layer_class="Conv2D",
+    )
+    assert md.plugin_data.plugin_name == metadata.PLUGIN_NAME == "cnnviz"
+    assert md.data_class == summary_pb2.DATA_CLASS_BLOB_SEQUENCE
+    assert md.summary_description == "probe maps"
+    assert md.display_name == "conv"
+    parsed = metadata.parse_plugin_metadata(md.plugin_data.content)
+    assert parsed == metadata.PluginMetadata(
+        kind="feature_maps",
+        layer="block1/conv2d",
+        version=metadata.FORMAT_VERSION,
+        extra={"layer_class": "Conv2D"},
+    )
+
+
+def test_round_trip_survives_serialization():
+    """Metadata read back from a serialized proto parses the same as the original."""
+    md = metadata.create_summary_metadata("actmax", "conv")
+    again = summary_pb2.SummaryMetadata.FromString(md.SerializeToString())
+    assert metadata.parse_plugin_metadata(again.plugin_data.content).kind == "actmax"
+
+
+@pytest.mark.parametrize("kind", metadata.KINDS)
+def test_tag_for_every_kind(kind):
+    """Each kind gets the tag "<layer>/<kind>"."""
+    assert metadata.tag_for("conv2d_1", kind) == f"conv2d_1/{kind}"
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: metadata.tag_for("conv", "histogram"),
+        lambda: metadata.create_summary_metadata("weight", "conv"),
+    ],
+)
+def test_unknown_kind_is_a_value_error(call):
+    """An unknown kind is refused with the valid choices in the message."""
+    with pytest.raises(ValueError, match="feature_maps"):
+        call()
+
+
+@pytest.mark.parametrize("content", ["{}", None, 7, {"version": 1}])
+def test_parse_rejects_non_bytes_with_type_error(content):
+    """parse_plugin_metadata takes bytes only."""
+    with pytest.raises(TypeError, match="bytes"):
+        metadata.parse_plugin_metadata(content)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"not json",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'"weights"',
+        b'{"kind": "weights", "layer": "c"}',
+        b'{"version": 0, "kind": "weights", "layer": "c"}',
+        b'{"version": "1", "kind": "weights", "layer": "c"}',
+        b'{"version": true, "kind": "weights", "layer": "c"}',
+        b'{"version": 1, "kind": "histogram", "layer": "c"}',
+        b'{"version": 1, "kind": "weights", "layer": 3}',
+        b'{"version": 1, "kind": "weights"}',
+    ],
+)
+def test_parse_rejects_malformed_content_with_value_error(content):
+    """Bytes that are not cnnviz metadata raise ValueError, never anything else."""
+    with pytest.raises(ValueError):
+        metadata.parse_plugin_metadata(content)
+
+
+def test_newer_version_is_skipped_with_exactly_one_warning(caplog):
+    """Data from a newer format version parses to None and warns once, however often it is read."""
+    newer = metadata.FORMAT_VERSION + 1
+    content = json.dumps({"version": newer, "kind": "weights", "layer": "c"}).encode()
+    index = json.dumps({"version": newer, "kind": "weights"}).encode()
+    with caplog.at_level(logging.WARNING, logger=metadata.__name__):
+        assert metadata.parse_plugin_metadata(content) is None
+        assert metadata.parse_plugin_metadata(content) is None
+        assert metadata.decode_index(index) is None
+    warnings = [r for r in caplog.records if r.name == metadata.__name__]
+    assert len(warnings) == 1
+    assert f"version {newer}" in warnings[0].getMessage()
+
+
+def test_each_newer_version_warns_once(caplog):
+    """Two different newer versions give two warnings, one each."""
+    with caplog.at_level(logging.WARNING, logger=metadata.__name__):
+        for version in (metadata.FORMAT_VERSION + 1, metadata.FORMAT_VERSION + 2) * 2:
+            metadata.decode_index(json.dumps({"version": version}).encode())
+    assert len([r for r in caplog.records if r.name == metadata.__name__]) == 2
+
+
+def test_index_encode_decode_round_trips():
+    """An index survives encode_index/decode_index unchanged, stamped with FORMAT_VERSION."""
+    index = {
+        "kind": "weights",
+        "layer": "conv2d",
+        "tile": [3, 3, 1],
+        "filters": [0, 1],
+        "total_filters": 2,
+        "slices": {"axis": "input_channel", "count": 1, "total": 1},
+        "atlases": [{"blob": 1, "cols": 2, "rows": 1, "count": 2}],
+        "ranges": [[-0.5, 0.25], [0.0, 1.0]],
+        "stats": {"l2_norm": [1.5, 2.0], "relative_change": [None, None]},
+        "layer_stats": {},
+        "notes": ["é ünïcode"],
+    }
+    blob = metadata.encode_index(index)
+    assert isinstance(blob, bytes)
+    assert metadata.decode_index(blob) == {**index, "version": metadata.FORMAT_VERSION}
+
+
+def test_encode_index_overrides_a_stale_version():
+    """encode_index always writes the current FORMAT_VERSION."""
+    blob = metadata.encode_index({"version": 99})
+    assert metadata.decode_index(blob)["version"] == metadata.FORMAT_VERSION
+
+
+def test_encode_index_refuses_nan():
+    """NaN is not JSON: encode_index refuses it instead of writing an unreadable index."""
+    with pytest.raises(ValueError):
+        metadata.encode_index({"ranges": [[float("nan"), 1.0]]})
+
+
+@pytest.mark.parametrize("blob", ["{}", None, 1])
+def test_decode_index_rejects_non_bytes(blob):
+    """decode_index takes bytes only."""
+    with pytest.raises(TypeError):
+        metadata.decode_index(blob)
+
+
+@pytest.mark.parametrize("blob", [b"", b"{", b"[]", b'{"version": -1}', b"\x89PNG\r\n\x1a\n"])
+def test_decode_index_rejects_malformed_blobs(blob):
+    """Bytes that are not a cnnviz index raise ValueError."""
+    with pytest.raises(ValueError):
+        metadata.decode_index(blob)

@@ -7,6 +7,7 @@ import shutil
 import sys
 
 import numpy as np
+
 from tb_cnnviz.demo.data import CLASS_NAMES, make_shapes
 from tb_cnnviz.demo.model import build_demo_cnn
 
@@ -48,7 +49,8 @@ def train_demo(
         samples: Training images (generated; 20% more are generated for validation).
         runs: `(run name, learning rate)` pairs.
         clean: Remove each run's folder first, so steps of an earlier demo do not mix in.
-        verbose: Keras' `fit` verbosity.
+        verbose: Keras' `fit` verbosity; `"auto"` shows Keras' progress bar on a terminal and
+            exactly one line per epoch anywhere else (a log, CI).
 
     Returns:
         The run folders written.
@@ -57,13 +59,16 @@ def train_demo(
         >>> import tempfile
         >>> train_demo(tempfile.mkdtemp(), epochs=1, samples=64, runs=(("a", 1e-3),),
         ...            verbose=0)  # doctest: +ELLIPSIS
+        Training run 'a' (Adam, learning rate 0.001) -> .../a
         ['.../a']
     """
     import keras
+
     from tb_cnnviz.callbacks import CNNViz
 
-    if verbose == "auto":  # one line per epoch when the output is a log, not a terminal
-        verbose = 1 if sys.stdout.isatty() else 2
+    lines = verbose == "auto" and not sys.stdout.isatty()
+    if verbose == "auto":
+        verbose = 1 if not lines else 0
     x, y = make_shapes(samples, seed=0)
     x_val, y_val = make_shapes(max(samples // 5, 32), seed=2)
     probes, probe_labels = demo_probes()
@@ -74,6 +79,12 @@ def train_demo(
             shutil.rmtree(run_dir)
         print(f"Training run {name!r} (Adam, learning rate {learning_rate:g}) -> {run_dir}")
         model = build_demo_cnn(learning_rate)
+        callbacks = [
+            keras.callbacks.TensorBoard(run_dir, histogram_freq=1),
+            CNNViz(run_dir, probe_images=probes),
+        ]
+        if lines:  # Keras' verbose=2 prints two lines per epoch; a log reads better with one
+            callbacks.append(_epoch_lines(name, epochs))
         model.fit(
             x,
             y,
@@ -81,10 +92,21 @@ def train_demo(
             batch_size=64,
             validation_data=(x_val, y_val),
             verbose=verbose,
-            callbacks=[
-                keras.callbacks.TensorBoard(run_dir, histogram_freq=1),
-                CNNViz(run_dir, probe_images=probes),
-            ],
+            callbacks=callbacks,
         )
         written.append(run_dir)
     return written
+
+
+def _epoch_lines(run: str, epochs: int):
+    """A callback printing one line per epoch: the run, the epoch, the metrics, the time."""
+    import keras
+
+    from tb_cnnviz.progress import Progress
+
+    bar = Progress(epochs, f"{run} epoch", stream=sys.stdout, interactive=False)
+
+    def report(epoch, logs):
+        bar.advance(", ".join(f"{k} {v:.4g}" for k, v in sorted((logs or {}).items())))
+
+    return keras.callbacks.LambdaCallback(on_epoch_end=report)

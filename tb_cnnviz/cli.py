@@ -5,13 +5,25 @@ Subcommands:
 * `tb-cnnviz demo`: trains the demo CNN on generated shapes as two runs with different learning
   rates, with every callback, then serves TensorBoard with the CNN Viz tab.
 * `tb-cnnviz serve`: serves TensorBoard on a logdir, on loopback, keeping every logged step.
+* `tb-cnnviz export`: writes a layer's grid as a figure (.png, .pdf, .svg), its evolution over
+  every step as a .gif (`--animate`), or two runs side by side (`--compare`).
+* `tb-cnnviz replay`: logs the pictures of a folder of saved checkpoints (one `.keras` file per
+  epoch) as if the callbacks had run during training.
+
+Bad input (a missing run, layer or step, an unwritable output, …) ends with exit status 2 and one
+line on stderr saying what is wrong and what exists instead; an existing output file is only ever
+replaced by a complete new one.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import types
+
+from tb_cnnviz import metadata
 
 __all__ = ["main"]
 
@@ -34,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
+    args.as_program = argv is None
     if args.version:
         from tb_cnnviz import __version__
 
@@ -77,6 +90,79 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=6006, help="default 6006")
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only)")
     serve.set_defaults(func=_serve)
+
+    export = sub.add_parser(
+        "export",
+        help="write a layer's grid as .png/.pdf/.svg, or its evolution as .gif",
+        description="Write one layer's pictures of one kind as a figure with a title, filter "
+        "ids and a colorbar (.png, .pdf or .svg, by the extension of -o); with --animate, its "
+        "evolution over every logged step as a .gif; with --compare, two runs side by side. "
+        "Leave out --run, --layer or --kind to be told what the logdir holds.",
+    )
+    export.add_argument("--logdir", required=True, help="the log directory")
+    export.add_argument(
+        "--run", help="the run (NAME also finds NAME/train); optional when there is one"
+    )
+    export.add_argument("--layer", help="the layer, or the method for --kind attribution")
+    export.add_argument("--kind", choices=metadata.KINDS, help="the kind of picture")
+    export.add_argument("--step", type=_step, help="the step (default: the latest)")
+    export.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="FILE.png, .pdf, .svg, or .gif"
+    )
+    export.add_argument(
+        "--animate", action="store_true", help="write the evolution over all steps as a .gif"
+    )
+    export.add_argument(
+        "--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="draw two runs side by side"
+    )
+    export.add_argument(
+        "--normalization",
+        choices=("filter", "layer", "tile"),
+        default="filter",
+        help="stretch colours per filter (default), share one scale per layer, or per slice",
+    )
+    export.add_argument("--cmap", help="a matplotlib colormap (default: by kind)")
+    export.add_argument(
+        "--slice",
+        dest="slices",
+        metavar="all|N",
+        help="which slices each filter shows: all, or one input channel / probe image",
+    )
+    export.add_argument(
+        "--width", type=_positive_float, help="figure width in inches (default 7; 10 to compare)"
+    )
+    export.add_argument(
+        "--dpi", type=_positive_float, help="least resolution (default 200; 100 for .gif)"
+    )
+    export.add_argument(
+        "--fps", type=_positive_float, default=2.0, help="frames per second (default 2)"
+    )
+    export.set_defaults(func=_export)
+
+    replay = sub.add_parser(
+        "replay",
+        help="log the pictures of saved checkpoints, as if the callbacks had run",
+        description="Load the .keras checkpoints of CHECKPOINT_DIR in epoch order (as written "
+        "by keras.callbacks.ModelCheckpoint('ckpt/model_{epoch:02d}.keras')) and log every "
+        "kind of picture into the 'train' run of --logdir, as CNNViz would have. "
+        "Checkpoint epoch N (1-based, as Keras names files) is logged at step N-1, the step "
+        "the callbacks log that epoch at.",
+    )
+    replay.add_argument("checkpoint_dir", metavar="CHECKPOINT_DIR")
+    replay.add_argument(
+        "--logdir", required=True, help="where to log (pictures go to its train run)"
+    )
+    replay.add_argument(
+        "--probe-images",
+        metavar="FILE.npy",
+        help="probe images [n, *input_shape] saved with numpy.save; without them, kinds that "
+        "need images are skipped",
+    )
+    replay.add_argument("--probe-labels", metavar="FILE.npy", help="the probe images' true classes")
+    replay.add_argument(
+        "--layers", nargs="+", metavar="LAYER", help="layers to draw (default: every conv layer)"
+    )
+    replay.set_defaults(func=_replay)
     return parser
 
 
@@ -92,9 +178,135 @@ def _demo(args) -> int:
 
 def _serve(args) -> int:
     if not os.path.isdir(args.logdir):
-        print(f"tb-cnnviz serve: --logdir {args.logdir!r} is not a directory.", file=sys.stderr)
-        return 2
+        return _fail("serve", f"--logdir {args.logdir!r} is not a directory.")
     return serve(args.logdir, port=args.port, host=args.host)
+
+
+def _export(args) -> int:
+    try:
+        return _export_checked(args)
+    except _BadInput as e:
+        return _fail("export", str(e))
+
+
+def _export_checked(args) -> int:
+    if args.as_program:
+        _skip_tensorflow_for_reading()
+        # TensorBoard's reader warns about its own bookkeeping (runs deleted while it lists
+        # them, …); an export user needs none of it. Our own warnings still show.
+        logging.getLogger("tensorboard").setLevel(logging.ERROR)
+    # Everything that can be checked without reading the logdir is checked first.
+    output = args.output
+    _check_writable(output)
+    ext = os.path.splitext(output)[1].lower()
+    if args.animate and ext != ".gif":
+        raise _BadInput(f"--animate writes a .gif; -o {output!r} does not end in .gif")
+    if not args.animate and ext not in (".png", ".pdf", ".svg"):
+        hint = " (a .gif needs --animate)" if ext == ".gif" else ""
+        raise _BadInput(f"-o {output!r} must end in .png, .pdf or .svg{hint}")
+    if args.compare and args.run:
+        raise _BadInput("give either --run or --compare RUN_A RUN_B, not both")
+    if args.animate and args.step is not None:
+        raise _BadInput("--animate shows every step; leave out --step")
+    slices = args.slices
+    if slices is not None and slices != "all":
+        if not slices.isdigit():
+            raise _BadInput(f"--slice must be 'all' or a number; got {slices!r}")
+        slices = int(slices)
+
+    if args.as_program:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no window, no display needed
+    from matplotlib import pyplot as plt
+
+    from tb_cnnviz import plot
+    from tb_cnnviz.progress import Progress
+    from tb_cnnviz.reader import Logdir, NotFoundError, names_text
+
+    try:
+        logs = Logdir(args.logdir)
+        runs = list(args.compare) if args.compare else [_pick_run(logs, args.run)]
+        runs = [logs.resolve_run(run) for run in runs]
+        layer = args.layer
+        layers = logs.layers(runs[0])
+        if layer is None:
+            listing = "; ".join(f"{name!r} ({', '.join(k)})" for name, k in layers.items())
+            raise _BadInput(f"--layer is needed; layers of run {runs[0]!r}: {listing}")
+        if args.kind is None:
+            kinds = layers.get(layer)
+            if kinds is None:
+                raise _BadInput(
+                    f"--layer and --kind are needed; layers of run {runs[0]!r}: "
+                    + names_text(layers)
+                )
+            raise _BadInput(f"--kind is needed; layer {layer!r} has: {', '.join(kinds)}")
+        options = {"normalization": args.normalization, "cmap": args.cmap, "slices": slices}
+        if args.width:
+            options["width"] = args.width
+        if args.animate:
+            what = runs if args.compare else runs[0]
+            target = plot.animate(logs, what, layer, args.kind, fps=args.fps, **options)
+        elif args.compare:
+            target = plot.compare(logs, runs, layer, args.kind, args.step, **options)
+        else:
+            target = plot.layer_grid(logs, runs[0], layer, args.kind, args.step, **options).figure
+    except (NotFoundError, ValueError) as e:
+        raise _BadInput(str(e)) from None
+
+    bar = None
+
+    def report(frame, total):
+        nonlocal bar
+        if bar is None:
+            bar = Progress(total, "export")
+        bar.advance(f"frame {frame + 1}")
+
+    try:
+        plot.save(target, output, dpi=args.dpi, fps=args.fps, progress=report)
+    except OSError as e:
+        raise _BadInput(f"cannot write -o {output!r}: {e.strerror or e}") from None
+    except NotFoundError as e:  # a step that could not be read while drawing a frame
+        raise _BadInput(str(e)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+        plt.close(plot.figure_of(target))
+    print(f"Wrote {output}")
+    return 0
+
+
+def _replay(args) -> int:
+    from tb_cnnviz import replay as replay_lib
+
+    try:
+        checkpoints = replay_lib.find_checkpoints(args.checkpoint_dir)
+        probes = labels = None
+        if args.probe_images:
+            probes = replay_lib.load_probe_images(args.probe_images)
+        if args.probe_labels:
+            if probes is None:
+                raise _BadInput("--probe-labels needs --probe-images")
+            labels = replay_lib.load_probe_images(args.probe_labels)
+        _check_log_dir(args.logdir)
+        replay_lib.replay(
+            args.checkpoint_dir,
+            args.logdir,
+            probe_images=probes,
+            labels=labels,
+            layers=args.layers,
+        )
+    except (_BadInput, ValueError) as e:  # ReplayError and CNNViz's argument errors
+        return _fail("replay", str(e))
+    first, last = checkpoints[0].step, checkpoints[-1].step
+    skipped = (
+        "; no --probe-images, so kinds that need images were skipped" if probes is None else ""
+    )
+    print(
+        f"Replayed {len(checkpoints)} checkpoints into {os.path.join(args.logdir, 'train')} "
+        f"(steps {first}-{last}{skipped}). Browse with: tb-cnnviz serve --logdir {args.logdir}"
+    )
+    return 0
 
 
 def serve(logdir: str, *, port: int = 6006, host: str = "127.0.0.1") -> int:
@@ -125,6 +337,78 @@ def serve(logdir: str, *, port: int = 6006, host: str = "127.0.0.1") -> int:
         return tb.main() or 0
     except KeyboardInterrupt:
         return 0
+
+
+class _BadInput(Exception):
+    """Input the user can fix; reported in one line, without a traceback."""
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"tb-cnnviz {command}: {message}", file=sys.stderr)
+    return 2
+
+
+def _pick_run(logs, run: str | None) -> str:
+    from tb_cnnviz.reader import names_text
+
+    if run is not None:
+        return run
+    runs = logs.runs()
+    if len(runs) == 1:
+        return runs[0]
+    if not runs:
+        raise logs.no_data()
+    raise _BadInput(f"--run is needed; runs with CNN Viz pictures: {names_text(runs)}")
+
+
+def _check_writable(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise _BadInput(f"-o {path!r} is a directory; give a file name")
+    if not os.path.isdir(folder):
+        raise _BadInput(f"cannot write -o {path!r}: {folder!r} is not a directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _BadInput(f"cannot write -o {path!r}: {folder!r} is not writable")
+
+
+def _check_log_dir(logdir: str) -> None:
+    if os.path.exists(logdir) and not os.path.isdir(logdir):
+        raise _BadInput(f"--logdir {logdir!r} is not a directory")
+
+
+def _skip_tensorflow_for_reading() -> None:
+    """Keeps TensorBoard's event reader from importing TensorFlow in this process.
+
+    TensorBoard reads event files through `tensorboard.compat.tf`, which imports TensorFlow when
+    it is installed (seconds of start-up) unless the module `tensorboard.compat.notf` exists:
+    the switch TensorBoard's own TF-free build uses. Only `export` does this, and only when it
+    runs as its own process (not when `main` is called from Python) before anything imported
+    TensorFlow: in a process that goes on to write summaries (`demo`, `replay`) TensorBoard's
+    summary ops need the real TensorFlow behind `tensorboard.compat`.
+    """
+    if "tensorflow" in sys.modules or "tensorboard.compat.notf" in sys.modules:
+        return
+    sys.modules["tensorboard.compat.notf"] = types.ModuleType("tensorboard.compat.notf")
+
+
+def _step(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a step number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a step number (0 or more), got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:

@@ -1,0 +1,338 @@
+"""Reading CNN Viz pictures back from a logdir, without TensorFlow.
+
+`Logdir` loads event files through TensorBoard's own `EventMultiplexer` and
+`MultiplexerDataProvider`, the same reading code the CNN Viz tab uses, keeping every logged step.
+It serves `tb_cnnviz.plot` and `tb-cnnviz export`, and anyone who wants the numbers in a
+notebook. The format it reads is described in the `tb_cnnviz.summary` module docstring; data
+written by a newer tb-cnnviz is skipped with one warning.
+
+A request for something the logdir does not hold raises `NotFoundError`, whose message lists
+what it does hold, so a typo is fixed at a glance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any
+
+import numpy as np
+
+from tb_cnnviz import metadata, tiles
+
+__all__ = ["LayerPictures", "Logdir", "NotFoundError", "names_text", "natural_key"]
+
+# "Every point" for the data provider's `downsample` (0 would return nothing: TensorBoard #5550).
+_ALL_POINTS = 10**6
+_MAX_LISTED = 20  # names quoted in a message before it says "and N more"
+
+
+class NotFoundError(LookupError):
+    """A logdir, run, layer, kind or step that is not there; the message lists what is."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerPictures:
+    """One layer's pictures of one kind at one step, with the values they stand for.
+
+    Attributes:
+        run: The run, as TensorBoard names it (for example `"lr_1e-3/train"`).
+        layer: The layer (or, for `attribution`, the method).
+        kind: One of `tb_cnnviz.KINDS`.
+        step: The step.
+        wall_time: When the step was written, in seconds since the epoch.
+        tiles: The pictures in their original units, float64
+            `[filters, slices, height, width, channels]` (channels 1 or 3), up to 8-bit
+            quantization: `tiles[i, s]` is slice `s` of filter `filters[i]`.
+        index: The step's index blob as stored (geometry, `stats`, `layer_stats`, `notes`).
+        static: Static facts of the series from the plugin metadata (for example
+            `class_names` of an attribution series).
+    """
+
+    run: str
+    layer: str
+    kind: str
+    step: int
+    wall_time: float
+    tiles: np.ndarray
+    index: dict[str, Any]
+    static: dict[str, Any]
+
+    @property
+    def filters(self) -> list[int]:
+        """The ids of the filters drawn (probe image ids for `attribution`), in order."""
+        return list(self.index["filters"])
+
+    @property
+    def slice_axis(self) -> str:
+        """What the slices of a filter are: `"input_channel"`, `"rgb"`, `"probe"` or `"image"`."""
+        return str(self.index["slices"]["axis"])
+
+    @property
+    def slice_labels(self) -> list[str] | None:
+        """Names of the slices when the index gives them (`attribution`: image, predicted, …)."""
+        labels = self.index["slices"].get("labels")
+        return None if labels is None else [str(label) for label in labels]
+
+
+class Logdir:
+    """A logdir's CNN Viz pictures, as TensorBoard reads them, every step kept.
+
+    Event files are read once, when the `Logdir` is made; make a new one to see later steps.
+
+    Args:
+        path: The log directory (the one given to `tensorboard --logdir`).
+
+    Raises:
+        NotFoundError: If `path` is not a directory.
+
+    Example:
+        >>> import tempfile, numpy as np, tensorflow as tf
+        >>> from tb_cnnviz import summary
+        >>> path = tempfile.mkdtemp()
+        >>> with tf.summary.create_file_writer(path + "/run1").as_default():
+        ...     for step in range(3):
+        ...         _ = summary.filter_weights("conv1", np.random.rand(3, 3, 3, 8), step=step)
+        >>> logs = Logdir(path)
+        >>> logs.runs(), logs.layers("run1"), logs.steps("run1", "conv1", "weights")
+        (['run1'], {'conv1': ['weights']}, [0, 1, 2])
+        >>> logs.read("run1", "conv1", "weights").tiles.shape
+        (8, 1, 3, 3, 3)
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+
+        self.path = os.fspath(path)
+        if not os.path.isdir(self.path):
+            raise NotFoundError(f"logdir {self.path!r} is not a directory")
+        # A reservoir of 0 keeps every step of the cnnviz series (TensorBoard keeps 10 otherwise).
+        self._mux = plugin_event_multiplexer.EventMultiplexer(
+            tensor_size_guidance={metadata.PLUGIN_NAME: 0}
+        )
+        self._mux.AddRunsFromDirectory(self.path)
+        self._mux.Reload()
+        self._provider = data_provider.MultiplexerDataProvider(self._mux, self.path)
+        self._series = self._list_series()
+
+    def runs(self) -> list[str]:
+        """Returns the runs that hold CNN Viz pictures, naturally sorted.
+
+        Example:
+            >>> import tempfile
+            >>> Logdir(tempfile.mkdtemp()).runs()
+            []
+        """
+        return sorted(self._series, key=natural_key)
+
+    def layers(self, run: str) -> dict[str, list[str]]:
+        """Returns `{layer: [kinds]}` for one run, layers naturally sorted, kinds in `KINDS` order.
+
+        The class example shows it, with `runs`, `steps` and `read`.
+
+        Args:
+            run: The run; `"<name>"` also finds `"<name>/train"`, where the callbacks write.
+
+        Raises:
+            NotFoundError: If the run has no CNN Viz pictures.
+        """
+        series = self._series[self.resolve_run(run)]
+        out: dict[str, list[str]] = {}
+        for layer, kind in sorted(series, key=lambda lk: natural_key(lk[0])):
+            out.setdefault(layer, []).append(kind)
+        return {layer: sorted(kinds, key=metadata.KINDS.index) for layer, kinds in out.items()}
+
+    def steps(self, run: str, layer: str, kind: str) -> list[int]:
+        """Returns every logged step of one layer's pictures of one kind, ascending.
+
+        Raises:
+            NotFoundError: If the run, layer or kind is not there.
+        """
+        return [datum.step for datum in self._data(run, layer, kind)]
+
+    def read(self, run: str, layer: str, kind: str, step: int | None = None) -> LayerPictures:
+        """Reads one layer's pictures of one kind at one step.
+
+        Args:
+            run: The run; `"<name>"` also finds `"<name>/train"`.
+            layer: The layer name (nested layers as `outer/inner`; for `attribution`, the method).
+            kind: One of `tb_cnnviz.KINDS`.
+            step: The step; `None` means the latest.
+
+        Returns:
+            A `LayerPictures`.
+
+        Raises:
+            NotFoundError: If the run, layer, kind or step is not there, or the step was written
+                by a newer tb-cnnviz.
+        """
+        run = self.resolve_run(run)
+        data = self._data(run, layer, kind)
+        if step is None:
+            datum = data[-1]
+        else:
+            matches = [d for d in data if d.step == step]
+            if not matches:
+                raise NotFoundError(
+                    f"no step {step} of {layer!r} {kind} in run {run!r}; its steps: "
+                    + _steps_text([d.step for d in data])
+                )
+            datum = matches[0]
+        blobs = [
+            bytes(self._provider.read_blob(self._ctx(), blob_key=ref.blob_key))
+            for ref in datum.values
+        ]
+        where = f"step {datum.step} of {layer!r} {kind} in run {run!r}"
+        try:
+            index = metadata.decode_index(blobs[0]) if blobs else None
+        except (TypeError, ValueError) as e:
+            raise NotFoundError(f"{where} is unreadable: {e}") from None
+        if index is None:
+            raise NotFoundError(f"{where} was written by a newer tb-cnnviz; upgrade to read it")
+        h, w, c = index["tile"]
+        count = int(index["slices"]["count"])
+        n = len(index["filters"])
+        atlases = [(blobs[a["blob"]], int(a["cols"])) for a in index["atlases"]]
+        values = tiles.unpack_tiles(atlases, (h, w, c), index["ranges"])[: n * count]
+        return LayerPictures(
+            run=run,
+            layer=layer,
+            kind=kind,
+            step=int(datum.step),
+            wall_time=float(datum.wall_time),
+            tiles=values.reshape(n, count, h, w, c),
+            index=index,
+            static=dict(self._series[run][(layer, kind)][1].extra),
+        )
+
+    def resolve_run(self, run: str) -> str:
+        """Returns the run's name as TensorBoard knows it.
+
+        The callbacks write into `<log_dir>/train`, so `"lr_1e-3"` finds `"lr_1e-3/train"`
+        when only the latter exists.
+
+        Raises:
+            NotFoundError: If no such run holds CNN Viz pictures; the message lists those that do.
+
+        Example:
+            >>> import tempfile
+            >>> Logdir(tempfile.mkdtemp()).resolve_run("run1")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            tb_cnnviz.reader.NotFoundError: no CNN Viz pictures in logdir '...' (no event files)...
+        """
+        if run in self._series:
+            return run
+        inner = f"{run.rstrip('/')}/train"
+        if inner in self._series:
+            return inner
+        if not self._series:
+            raise self.no_data()
+        raise NotFoundError(
+            f"no run {run!r} with CNN Viz pictures in {self.path!r}; runs: "
+            + names_text(self.runs())
+        )
+
+    def no_data(self) -> NotFoundError:
+        """The error for a logdir without CNN Viz pictures, saying what it holds instead.
+
+        Example:
+            >>> import tempfile
+            >>> "no event files" in str(Logdir(tempfile.mkdtemp()).no_data())
+            True
+        """
+        others = self._mux.Runs()
+        found = f"{len(others)} run(s) without any" if others else "no event files"
+        return NotFoundError(
+            f"no CNN Viz pictures in logdir {self.path!r} ({found}); log some with "
+            "tb_cnnviz.callbacks.CNNViz or `tb-cnnviz replay`"
+        )
+
+    # Internals.
+
+    def _ctx(self):
+        from tensorboard import context
+
+        return context.RequestContext()
+
+    def _list_series(self) -> dict[str, dict[tuple[str, str], tuple[str, Any]]]:
+        listed = self._provider.list_blob_sequences(
+            self._ctx(), experiment_id="", plugin_name=metadata.PLUGIN_NAME
+        )
+        series: dict[str, dict[tuple[str, str], tuple[str, Any]]] = {}
+        for run, tags in listed.items():
+            for tag, info in tags.items():
+                try:
+                    parsed = metadata.parse_plugin_metadata(bytes(info.plugin_content or b""))
+                except (TypeError, ValueError):
+                    continue  # not ours, or damaged: TensorBoard's tab skips it too
+                if parsed is not None:  # None: a newer format, already warned about
+                    series.setdefault(run, {})[(parsed.layer, parsed.kind)] = (tag, parsed)
+        return series
+
+    def _data(self, run: str, layer: str, kind: str):
+        from tensorboard.data import provider
+
+        run = self.resolve_run(run)
+        series = self._series[run]
+        if kind not in metadata.KINDS:
+            raise NotFoundError(f"no kind {kind!r}; kinds: {names_text(metadata.KINDS)}")
+        if (layer, kind) not in series:
+            layers = self.layers(run)
+            if layer in layers:
+                raise NotFoundError(
+                    f"layer {layer!r} of run {run!r} has no {kind} pictures; it has: "
+                    + ", ".join(layers[layer])
+                )
+            with_kind = [name for name, kinds in layers.items() if kind in kinds]
+            raise NotFoundError(
+                f"no layer {layer!r} with {kind} pictures in run {run!r}; layers: "
+                + names_text(with_kind or layers)
+            )
+        tag = series[(layer, kind)][0]
+        found = self._provider.read_blob_sequences(
+            self._ctx(),
+            experiment_id="",
+            plugin_name=metadata.PLUGIN_NAME,
+            downsample=_ALL_POINTS,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
+        )
+        data = sorted(found.get(run, {}).get(tag, []), key=lambda d: d.step)
+        if not data:
+            raise NotFoundError(f"{layer!r} {kind} in run {run!r} holds no steps")
+        return data
+
+
+def natural_key(text: str) -> list:
+    """A sort key that orders the numbers inside names by value: `conv2` before `conv10`.
+
+    Example:
+        >>> sorted(["conv10", "conv2", "conv1"], key=natural_key)
+        ['conv1', 'conv2', 'conv10']
+    """
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in _DIGITS.split(text)]
+
+
+def names_text(items) -> str:
+    """Lists names for a message, quoted, cut short when long.
+
+    Example:
+        >>> names_text(["a", "b"])
+        "'a', 'b'"
+    """
+    items = list(items)
+    if not items:
+        return "(none)"
+    shown = ", ".join(repr(i) for i in items[:_MAX_LISTED])
+    if len(items) > _MAX_LISTED:
+        shown += f", and {len(items) - _MAX_LISTED} more"
+    return shown
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def _steps_text(steps: list[int]) -> str:
+    if len(steps) > _MAX_LISTED:
+        return ", ".join(map(str, steps[:10])) + f", …, {steps[-1]} ({len(steps)} steps)"
+    return ", ".join(map(str, steps))

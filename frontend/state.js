@@ -1,0 +1,177 @@
+// The view state, its URL forms, and the catalog of the logdir. Pure (node-testable).
+// The view lives in the iframe's `location.hash` as a query string of its non-default values:
+// run (comma-separated; "," and "\" escaped with "\"), layer, kind, step, slice ("all", an index,
+// or "oK": heatmap K over the image), sort ("id" or "<kind>.<stat>"), desc, show (all|dead|alive),
+// norm (filter|layer|tile), cmap, zoom, alpha (heatmap opacity %), filter (inspected), frun (its
+// run). TensorBoard's URL mirrors them as `p.cnnviz.<key>` (what `experimental.GetURLPluginData`
+// answers), so a reload or a shared TensorBoard link restores the view.
+
+import { COLORMAPS } from "./colormaps.js";
+import { NORM_MODES, SHOW_MODES, MAX_ZOOM } from "./grid.js";
+
+/** Kinds in `tb_cnnviz.metadata.KINDS` order, with their labels. */
+export const KIND_LABELS = { weights: "Weights", feature_maps: "Feature maps", actmax: "Activation max", attribution: "Attribution" };
+export const DEFAULT_ALPHA = 60;
+export const PARENT_PREFIX = "p.cnnviz.";
+
+/**
+ * @typedef {{runs: string[], layer: string | null, kind: string | null, step: number | null,
+ *   slice: "all" | number | string | null, sort: string, desc: boolean, show: string, norm: string, cmap: string | null, zoom: number | null, alpha: number,
+ *   filter: number | null, frun: string | null}} ViewState
+ * @typedef {{tag: string, kind: string, layer: string}} TagInfo
+ * @typedef {{name: string, tags: TagInfo[]}} LayerInfo
+ * @typedef {{runs: string[], layers: LayerInfo[], byTag: Map<string, TagInfo>}} Catalog
+ */
+
+/** @returns {ViewState} */
+export function defaultState() {
+  return {
+    runs: [], layer: null, kind: null, step: null, slice: null, sort: "id", desc: false,
+    show: "all", norm: "filter", cmap: null, zoom: null, alpha: DEFAULT_ALPHA, filter: null, frun: null,
+  };
+}
+
+/** Joins names with ",", escaping "\" and ",". @param {string[]} items @returns {string} */
+export const encodeList = (items) => items.map((s) => String(s).replace(/[\\,]/g, "\\$&")).join(",");
+
+/** The inverse of `encodeList`. @param {string} text @returns {string[]} */
+export function decodeList(text) {
+  if (!text) return [];
+  const out = [];
+  let cur = "";
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] === "\\" && i + 1 < text.length) cur += text[++i];
+    else if (text[i] === ",") { out.push(cur); cur = ""; }
+    else cur += text[i];
+  }
+  return [...out, cur];
+}
+
+const int = (v, lo, hi) => (/^\d{1,15}$/.test(v) && +v >= lo && +v <= hi ? +v : null);
+const oneOf = (v, list, fallback) => (list.includes(v) ? v : fallback);
+
+/** The state's non-default values as key/value pairs. @param {ViewState} s @returns {[string, string][]} */
+export function stateToParams(s) {
+  const d = defaultState();
+  const pairs = [
+    ["run", s.runs.length ? encodeList(s.runs) : null], ["layer", s.layer], ["kind", s.kind],
+    ["step", s.step], ["slice", s.slice], ["sort", s.sort === d.sort ? null : s.sort], ["desc", s.desc ? 1 : null],
+    ["show", s.show === d.show ? null : s.show], ["norm", s.norm === d.norm ? null : s.norm], ["cmap", s.cmap],
+    ["zoom", s.zoom], ["alpha", s.alpha === d.alpha ? null : s.alpha], ["filter", s.filter], ["frun", s.frun],
+  ];
+  return pairs.filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => [k, String(v)]);
+}
+
+/** A state from key/value pairs; unknown keys and invalid values are ignored. @param {Iterable<[string, string]>} params @returns {ViewState} */
+export function paramsToState(params) {
+  const s = defaultState();
+  for (const [k, raw] of params) {
+    const v = String(raw);
+    if (k === "run") s.runs = [...new Set(decodeList(v))].filter(Boolean);
+    else if (k === "layer" || k === "kind" || k === "frun") s[k] = v || null;
+    else if (k === "step") s.step = int(v, 0, Number.MAX_SAFE_INTEGER);
+    else if (k === "slice") s.slice = v === "all" || /^o\d{1,6}$/.test(v) ? v : int(v, 0, 1e6);
+    else if (k === "alpha") s.alpha = int(v, 0, 100) ?? DEFAULT_ALPHA;
+    else if (k === "sort") s.sort = v && v.length < 200 ? v : "id";
+    else if (k === "desc") s.desc = v === "1" || v === "true";
+    else if (k === "show") s.show = oneOf(v, SHOW_MODES, "all");
+    else if (k === "norm") s.norm = oneOf(v, NORM_MODES, "filter");
+    else if (k === "cmap") s.cmap = oneOf(v, COLORMAPS, null);
+    else if (k === "zoom") s.zoom = int(v, 1, MAX_ZOOM);
+    else if (k === "filter") s.filter = int(v, 0, 1e9);
+  }
+  return s;
+}
+
+/** The iframe's hash of a state, without "#". @param {ViewState} state @returns {string} */
+export const stateToHash = (state) => new URLSearchParams(stateToParams(state)).toString();
+
+/** A state from the iframe's hash. @param {string} hash @returns {ViewState} */
+export const stateFromHash = (hash) => paramsToState(new URLSearchParams(String(hash || "").replace(/^#/, "")));
+
+/** Whether a hash holds any state. @param {string} hash */
+export const hashHasState = (hash) => stateToParams(stateFromHash(hash)).length > 0;
+
+/**
+ * TensorBoard's hash as its `tf_storage` reads it: a bare token is the tab, the rest encoded
+ * key=value pairs (malformed ones skipped). @param {string} hash @returns {{tab: string | null, entries: [string, string][]}}
+ */
+export function parseParentHash(hash) {
+  let tab = null;
+  const entries = [];
+  for (const part of String(hash || "").replace(/^#/, "").split("&")) {
+    const bits = part.split("=");
+    try {
+      if (bits.length === 1 && part) tab = decodeURIComponent(part);
+      else if (bits.length === 2) entries.push([decodeURIComponent(bits[0]), decodeURIComponent(bits[1])]);
+    } catch {
+      // a malformed escape
+    }
+  }
+  return { tab, entries };
+}
+
+/** This plugin's pairs in TensorBoard's hash, prefix removed. @param {string} hash @returns {[string, string][]} */
+export const pluginDataFromParentHash = (hash) =>
+  parseParentHash(hash).entries.filter(([k]) => k.startsWith(PARENT_PREFIX)).map(([k, v]) => [k.slice(PARENT_PREFIX.length), v]);
+
+/** TensorBoard's hash with this plugin's keys set from `state`, the rest kept. @param {string} hash @param {ViewState} state @returns {string} */
+export function mergeParentHash(hash, state) {
+  const { tab, entries } = parseParentHash(hash);
+  const pairs = [...entries.filter(([k]) => !k.startsWith(PARENT_PREFIX)), ...stateToParams(state).map(([k, v]) => [PARENT_PREFIX + k, v])];
+  return [...(tab !== null ? [encodeURIComponent(tab)] : []), ...pairs.map((p) => p.map(encodeURIComponent).join("="))].join("&");
+}
+
+// The catalog: the /tags answer arranged for the pickers.
+
+const natural = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
+const KINDS = Object.keys(KIND_LABELS);
+const kindRank = (kind) => (KINDS.includes(kind) ? KINDS.indexOf(kind) : KINDS.length);
+// Layers of filters come before attribution, which is about the model's output.
+const layerRank = (layer) => (layer.tags.every((t) => t.kind === "attribution") ? 1 : 0);
+
+/** Runs, and layers (natural order) with tags (kind order). @param {Object<string, Object<string, {kind: string, layer: string}>>} tags @param {string[]} [runs]
+ * @returns {Catalog}
+ */
+export function buildCatalog(tags, runs = []) {
+  const names = [...new Set([...runs.filter((r) => r in tags), ...Object.keys(tags)])];
+  const byTag = new Map();
+  for (const run of names) {
+    for (const [tag, info] of Object.entries(tags[run] || {})) {
+      if (!byTag.has(tag)) byTag.set(tag, { tag, kind: String(info.kind), layer: String(info.layer) });
+    }
+  }
+  const layers = new Map();
+  for (const info of byTag.values()) layers.set(info.layer, [...(layers.get(info.layer) || []), info]);
+  const list = [...layers]
+    .map(([name, ts]) => ({ name, tags: ts.sort((a, b) => kindRank(a.kind) - kindRank(b.kind) || natural.compare(a.tag, b.tag)) }))
+    .sort((a, b) => layerRank(a) - layerRank(b) || natural.compare(a.name, b.name));
+  return { runs: names, layers: list, byTag };
+}
+
+/**
+ * A valid state: known runs (else the first), a held layer and kind, a logged step (null: the
+ * latest; missing: the closest). @param {ViewState} state @param {Catalog} catalog @param {Object<string, Object<string, {steps: number[]}>>} tags
+ * @returns {ViewState}
+ */
+export function reconcile(state, catalog, tags) {
+  const s = { ...state, runs: state.runs.filter((r) => catalog.runs.includes(r)) };
+  if (!s.runs.length && catalog.runs.length) s.runs = [catalog.runs[0]];
+  const held = new Set(s.runs.flatMap((r) => Object.keys(tags[r] || {})));
+  const layers = catalog.layers.filter((l) => l.tags.some((t) => held.has(t.tag)));
+  const layer = layers.find((l) => l.name === s.layer) || layers[0];
+  const avail = layer ? layer.tags.filter((t) => held.has(t.tag)) : [];
+  const info = avail.find((t) => t.kind === s.kind) || avail[0];
+  s.layer = layer ? layer.name : null;
+  s.kind = info ? info.kind : null;
+  const steps = info ? s.runs.flatMap((r) => tags[r]?.[info.tag]?.steps || []).sort((a, b) => a - b) : [];
+  if (!steps.length) s.step = null;
+  else if (s.step === null) s.step = steps[steps.length - 1];
+  else if (!steps.includes(s.step)) s.step = steps.reduce((b, v) => (Math.abs(v - s.step) < Math.abs(b - s.step) ? v : b));
+  if (s.filter === null || !s.runs.includes(s.frun)) s.frun = null;
+  return s;
+}
+
+/** The tag a state shows (one per layer and kind: "<layer>/<kind>"). @param {ViewState} state @param {Catalog} catalog @returns {string | null} */
+export const currentTag = (state, catalog) =>
+  catalog.layers.find((l) => l.name === state.layer)?.tags.find((t) => t.kind === state.kind)?.tag ?? null;

@@ -1,0 +1,323 @@
+// Pure DOM builders: they build or update elements from plain data and never fetch. Names from
+// the logs (runs, layers, tags, notes) only reach the page as text or attributes, never as HTML.
+// Interactive elements carry `data-action` (+ data); index.js listens on the root and dispatches.
+
+import { colormapGradient } from "./colormaps.js";
+import { cssSize, formatStat } from "./grid.js";
+
+/** @typedef {{value: string, label: string}} Option @typedef {import("./grid.js").Pixels} Pixels */
+
+/** An element; props: class, text, title, data, attrs (false/null skipped), style. @param {string} tag @param {Object<string, any>} [props] @param {...any} children @returns {HTMLElement} */
+export function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  if (props.class) node.className = props.class;
+  if (props.text !== undefined) node.textContent = String(props.text);
+  if (props.title) node.title = props.title;
+  for (const [k, v] of Object.entries(props.data || {})) if (v != null) node.dataset[k] = String(v);
+  for (const [k, v] of Object.entries(props.attrs || {})) if (v !== false && v != null) node.setAttribute(k, v === true ? "" : String(v));
+  Object.assign(node.style, props.style || {});
+  node.append(...children.filter((c) => c != null && c !== false));
+  return node;
+}
+
+const button = (cls, text, action, props = {}) =>
+  el("button", { ...props, class: cls, text, data: { action, key: action, ...props.data }, attrs: { type: "button", ...props.attrs } });
+const icon = (action, text, label, enabled = true) => button("cv-icon-btn", text, action, { title: label, attrs: { "aria-label": label, disabled: !enabled } });
+
+/** Paul Tol's vibrant colours (light and dark). @param {number} i @returns {string} */
+export const runColor = (i) => ["#0077bb", "#ee7733", "#009988", "#cc3311", "#33bbee", "#ee3377", "#888888", "#aa8800"][Math.abs(i) % 8];
+
+/** Replaces content, keeping focus on the same `data-key`. @param {HTMLElement} box @param {...Node} nodes */
+export function swapContent(box, ...nodes) {
+  const active = document.activeElement;
+  const k = active && box.contains(active) ? active.dataset.key : undefined;
+  box.replaceChildren(...nodes);
+  if (k !== undefined) [...box.querySelectorAll("[data-key]")].find((n) => n.dataset.key === k)?.focus({ preventScroll: true });
+}
+
+const KEYS = "Keys: , . or ← → step (arrows move in the grid) · P play · + − 0 zoom · Enter inspect · [ ] other filter · Esc close";
+
+/** The page: sidebar (runs, layers, display, keys), toolbar, panels, inspector. @returns {Object<string, HTMLElement>} */
+export function buildShell() {
+  const section = (title, body, extra = null) =>
+    el("section", { class: "cv-side-section" }, el("h2", { class: "cv-side-title" }, el("span", { text: title }), extra), body);
+  const r = {
+    runsCount: el("span", { class: "cv-count" }), runs: el("div", { class: "cv-runs" }),
+    layers: el("div", { class: "cv-layers", attrs: { role: "list" } }), display: el("div", { class: "cv-display" }),
+    kinds: el("div", { class: "cv-kinds", attrs: { role: "tablist", "aria-label": "Kind of picture" } }),
+    steps: el("div", { class: "cv-steps" },
+      icon("play", "▶", "Play (P)"), icon("prev", "‹", "Previous step (,)"),
+      el("input", { class: "cv-slider", data: { action: "step-slider", key: "step-slider" }, attrs: { type: "range", min: 0, max: 0, value: 0, "aria-label": "Step" } }),
+      icon("next", "›", "Next step (.)"),
+      el("span", { class: "cv-step-label" }, el("b", { class: "cv-step-num" }), el("span", { class: "cv-step-of cv-muted" }))),
+    tools: el("div", { class: "cv-tools" }), panels: el("div", { class: "cv-panels" }),
+    inspector: el("aside", { class: "cv-inspector", attrs: { "aria-label": "Filter inspector", hidden: true, tabindex: "-1" } }),
+  };
+  r.main = el("main", { class: "cv-main" },
+    el("div", { class: "cv-bar" }, el("div", { class: "cv-bar-row" }, r.kinds, r.steps), r.tools),
+    el("div", { class: "cv-progress", attrs: { "aria-hidden": "true" } }), r.panels);
+  r.app = el("div", { class: "cv-app" },
+    el("aside", { class: "cv-side", attrs: { "aria-label": "Selection and display" } },
+      section("Runs", r.runs, r.runsCount), section("Layers", r.layers), section("Display", r.display),
+      el("p", { class: "cv-keys", text: KEYS })),
+    r.main, r.inspector);
+  return r;
+}
+
+/** A checkbox per run. @param {{name: string, color: string, checked: boolean, hasTag: boolean}[]} runs @returns {HTMLElement[]} */
+export function runsList(runs) {
+  return runs.map((r) => el("div", { class: "cv-run" + (r.hasTag ? "" : " cv-run--empty") },
+    el("label", { title: r.name },
+      el("input", { data: { action: "toggle-run", run: r.name, key: `run:${r.name}` }, attrs: { type: "checkbox", checked: r.checked } }),
+      el("span", { class: "cv-swatch", style: { background: r.color } }), el("span", { class: "cv-run-name", text: r.name })),
+    button("cv-only", "only", "only-run", { title: `Show only ${r.name}`, data: { run: r.name, key: `only:${r.name}` } })));
+}
+
+/** A button per layer with the kinds it holds. @param {{name: string, kinds: string[], active: boolean, held: boolean}[]} layers @returns {HTMLElement[]} */
+export function layersList(layers) {
+  return layers.map((l) => {
+    const b = button("cv-layer" + (l.active ? " is-active" : ""), undefined, "select-layer", {
+      data: { layer: l.name, key: `layer:${l.name}` }, title: l.name,
+      attrs: { role: "listitem", "aria-current": l.active && "true", disabled: !l.held },
+    });
+    b.append(el("span", { class: "cv-layer-name", text: l.name }), el("span", { class: "cv-layer-kinds", text: l.kinds.join(" · ") }));
+    return b;
+  });
+}
+
+/** Toggle buttons, one pressed. @param {string} action @param {Option[]} options @param {string} value @param {string} label */
+export function segmented(action, options, value, label) {
+  return el("div", { class: "cv-seg", attrs: { role: "group", "aria-label": label } },
+    ...options.map((o) => button("cv-seg-btn", o.label, action, { data: { value: o.value, key: `${action}:${o.value}` }, attrs: { "aria-pressed": String(o.value === value) } })));
+}
+
+/**
+ * Normalization, colormap and legend (numbers when per layer), zoom.
+ * @param {{norms: Option[], norm: string, cmaps: Option[], cmap: string, cmapAuto: boolean, zoom: number,
+ *   zoomAuto: boolean, rgb: boolean, range: number[] | null}} a @returns {HTMLElement[]}
+ */
+export function displayControls(a) {
+  const r = a.range, m = r ? Math.max(Math.abs(r[0]), Math.abs(r[1])) : 0;
+  const ends = a.cmap === "diverging" ? (r ? [-m, "0", m] : ["−max", "0", "+max"]) : r ? [r[0], "", r[1]] : ["min", "", "max"];
+  const field = (label, ...body) => el("div", { class: "cv-field" }, el("span", { class: "cv-label", text: label }), ...body);
+  return [
+    field("Normalize per", segmented("set-norm", a.norms, a.norm, "Normalization")),
+    field("Colormap" + (a.cmapAuto ? " (auto)" : ""), segmented("set-cmap", a.cmaps, a.cmap, "Colormap"),
+      el("div", { class: "cv-legend", style: { background: colormapGradient(a.cmap) } }),
+      el("div", { class: "cv-legend-ends" }, ...ends.map((t) => el("span", { text: typeof t === "number" ? formatStat(t) : t }))),
+      a.rgb && el("p", { class: "cv-hint", text: "RGB pictures keep their colours; diverging centres them on grey." })),
+    field("Zoom", el("div", { class: "cv-zoom" }, icon("zoom-out", "−", "Zoom out (-)"),
+      el("output", { class: "cv-zoom-val", text: `${a.zoom}×` }), icon("zoom-in", "+", "Zoom in (+)"),
+      button("cv-btn cv-btn--small", "Fit", "zoom-fit", { title: "Automatic zoom (0)", attrs: { "aria-pressed": String(a.zoomAuto) } }))),
+  ];
+}
+
+/** Tabs for the tags of the layer. @param {{tag: string, label: string, held: boolean}[]} options @param {string | null} active @returns {HTMLElement[]} */
+export function kindTabs(options, active) {
+  return options.map((o) => button("cv-kind" + (o.tag === active ? " is-active" : ""), o.label, "select-kind", {
+    data: { tag: o.tag, key: `kind:${o.tag}` }, attrs: { role: "tab", "aria-selected": String(o.tag === active), disabled: !o.held },
+  }));
+}
+
+/** Updates the step controls in place (keeps a drag). @param {HTMLElement} box @param {{steps: number[], index: number, playing: boolean}} a */
+export function updateStepControls(box, { steps, index, playing }) {
+  const n = steps.length;
+  const slider = box.querySelector(".cv-slider");
+  slider.max = String(Math.max(0, n - 1));
+  slider.value = String(Math.max(0, index));
+  slider.setAttribute("aria-valuetext", n ? `step ${steps[index]}` : "no steps");
+  for (const b of box.querySelectorAll("button, input")) b.disabled = n < 2;
+  const play = box.firstChild;
+  play.textContent = playing ? "❚❚" : "▶";
+  play.title = playing ? "Pause (P)" : "Play (P)";
+  play.setAttribute("aria-label", play.title);
+  play.classList.toggle("is-on", playing);
+  box.querySelector(".cv-step-num").textContent = n ? `Step ${steps[index]}` : "No steps";
+  box.querySelector(".cv-step-of").textContent = n ? `${index + 1} of ${n}` : "";
+}
+
+/**
+ * Slice, sort and direction, dead filter.
+ * @param {{slices: Option[], slice: string, sorts: Option[], sort: string, desc: boolean, shows: Option[],
+ *   show: string, hasDead: boolean}} a @returns {HTMLElement[]}
+ */
+export function gridTools(a) {
+  const select = (action, label, options, value, disabled = false, title = "") =>
+    el("label", { class: "cv-tool", title }, el("span", { class: "cv-label", text: label }),
+      el("select", { class: "cv-select", data: { action, key: action }, attrs: { disabled } },
+        ...options.map((o) => el("option", { text: o.label, attrs: { value: o.value, selected: o.value === value } }))));
+  const dir = a.desc ? "Descending" : "Ascending";
+  return [
+    a.slices.length > 1 && select("set-slice", "Show", a.slices, a.slice),
+    select("set-sort", "Sort by", a.sorts, a.sort),
+    icon("toggle-desc", a.desc ? "↓" : "↑", `${dir} (click to flip)`),
+    select("set-show", "Filter", a.shows, a.show, !a.hasDead, a.hasDead ? "" : "Needs feature maps of this layer"),
+  ].filter(Boolean);
+}
+
+/** A run's panel: header, notes, grid. @param {string} run @returns {HTMLElement} */
+export function buildPanel(run) {
+  return el("section", { class: "cv-panel", data: { run } }, el("header", { class: "cv-panel-head" }), el("div", { class: "cv-notes" }),
+    el("div", { class: "cv-panel-body" }, el("div", { class: "cv-grid", attrs: { role: "group", "aria-label": `Filters of ${run}` } })));
+}
+
+/**
+ * Fills a panel's header and notes. @param {HTMLElement} panel @param {{run: string, color: string, step: number | null,
+ *   wanted: number | null, wallTime: number, facts: string[], layerStats: string[][], notes: string[], deadFact?: string}} a
+ */
+export function updatePanelHead(panel, a) {
+  const when = a.wallTime ? new Date(a.wallTime * 1000).toLocaleString() : "";
+  const step = a.step === null ? "" : `step ${a.step}` + (a.wanted === null || a.step === a.wanted ? "" : ` (nearest to ${a.wanted})`);
+  panel.firstChild.replaceChildren(
+    el("span", { class: "cv-swatch", style: { background: a.color } }), el("h3", { class: "cv-panel-title", text: a.run, title: a.run }),
+    el("span", { class: "cv-chip", text: step, title: when }),
+    ...a.facts.map((f) => el("span", { class: "cv-fact" + (f === a.deadFact ? " cv-fact--dead" : ""), text: f })),
+    ...a.layerStats.map(([k, v]) => el("span", { class: "cv-fact" }, `${k} `, el("b", { text: v }))));
+  panel.children[1].replaceChildren(...a.notes.map((n) => el("p", { class: "cv-note", text: n })));
+}
+
+/** Shows a message instead of a panel's grid; null shows the grid. @param {HTMLElement} panel @param {Node | null} message */
+export function panelMessage(panel, message) {
+  const body = panel.lastChild;
+  while (body.childNodes.length > 1) body.lastChild.remove();
+  body.firstChild.hidden = Boolean(message);
+  if (message) body.append(message);
+}
+
+/** An empty-state or error card. @param {string} title @param {string} [detail] @param {{action?: string, label?: string, tone?: string, code?: string}} [o] @returns {HTMLElement} */
+export function messageCard(title, detail = "", o = {}) {
+  return el("div", { class: "cv-message" + (o.tone ? ` cv-message--${o.tone}` : ""), attrs: { role: o.tone === "error" && "alert" } },
+    el("p", { class: "cv-message-title", text: title }), detail && el("p", { class: "cv-message-detail", text: detail }),
+    o.code && el("pre", { class: "cv-code", text: o.code }), o.action && button("cv-btn", o.label || "Retry", o.action));
+}
+
+/** A loading placeholder. @param {string} text @returns {HTMLElement} */
+export const loadingCard = (text) => el("div", { class: "cv-loading", text, attrs: { "aria-busy": "true" } });
+
+/**
+ * Puts the tiles of `order` (positions) in a grid, reused by id; returns canvases by position.
+ * @param {HTMLElement} grid
+ * @param {{filters: number[], order: number[], dead: Map<number, boolean> | null, captions: Map<number, string> | null,
+ *   valueLabel: string, noun: string, focus: number | null, selected: number | null, width: number, height: number,
+ *   zoom: number, dpr: number}} a
+ * @returns {Map<number, HTMLCanvasElement>}
+ */
+export function syncGrid(grid, a) {
+  const tiles = grid._tiles || (grid._tiles = new Map());
+  const keep = new Set(a.order.map((i) => a.filters[i]));
+  for (const [id, tile] of tiles) if (!keep.has(id)) { tile.remove(); tiles.delete(id); }
+  const cw = `${cssSize(a.width, a.zoom, a.dpr)}px`, ch = `${cssSize(a.height, a.zoom, a.dpr)}px`;
+  const out = new Map(), wanted = [];
+  let roving = null;
+  for (const pos of a.order) {
+    const id = a.filters[pos];
+    let tile = tiles.get(id);
+    if (!tile) {
+      tile = el("button", { class: "cv-tile", data: { action: "open-filter", filter: id }, attrs: { type: "button", tabindex: "-1" } },
+        el("canvas", { class: "cv-canvas" }), el("span", { class: "cv-tile-id", text: id }), el("span", { class: "cv-tile-val" }));
+      tiles.set(id, tile);
+    }
+    const canvas = tile.firstChild;
+    if (canvas.width !== a.width) canvas.width = a.width;
+    if (canvas.height !== a.height) canvas.height = a.height;
+    Object.assign(canvas.style, { width: cw, height: ch });
+    const dead = Boolean(a.dead?.get(id));
+    const text = a.captions?.get(id) ?? "";
+    tile.classList.toggle("is-dead", dead);
+    tile.classList.toggle("is-selected", a.selected === id);
+    if (tile.lastChild.textContent !== text) tile.lastChild.textContent = text;
+    tile.title = `${a.noun} ${id}${dead ? " · dead: zero on every probe image" : ""}${text ? ` · ${a.valueLabel}${text}` : ""}`;
+    tile.setAttribute("aria-label", tile.title);
+    tile.tabIndex = -1;
+    if (id === a.focus) roving = tile;
+    wanted.push(tile);
+    out.set(pos, canvas);
+  }
+  if (wanted.length !== grid.children.length || wanted.some((t, i) => grid.children[i] !== t)) {
+    const active = document.activeElement; // re-inserting a focused tile blurs it
+    grid.append(...wanted);
+    if (grid.contains(active) && document.activeElement !== active) active.focus({ preventScroll: true });
+  }
+  const first = roving || grid.firstElementChild;
+  if (first) first.tabIndex = 0;
+  return out;
+}
+
+/** Puts pixels on a canvas, sized for a pixel-exact zoom. @param {HTMLCanvasElement} canvas @param {Pixels} px @param {number} zoom @param {number} dpr */
+export function paintCanvas(canvas, px, zoom, dpr) {
+  canvas.width = px.width;
+  canvas.height = px.height;
+  canvas.style.width = `${cssSize(px.width, zoom, dpr)}px`;
+  canvas.style.height = `${cssSize(px.height, zoom, dpr)}px`;
+  canvas.getContext("2d")?.putImageData(new ImageData(px.data, px.width, px.height), 0, 0);
+}
+
+/** A statistic across steps, the current one marked. @param {{step: number, value: number | null}[]} points @param {number | null} current @returns {SVGSVGElement} */
+export function sparkline(points, current) {
+  const w = 220, h = 36, svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  const add = (tag, attrs, node = document.createElementNS(svg.namespaceURI, tag)) => {
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+    return node === svg ? svg : svg.appendChild(node);
+  };
+  add("svg", { viewBox: `0 0 ${w} ${h}`, class: "cv-spark", preserveAspectRatio: "none", "aria-hidden": "true" }, svg);
+  const ok = (p) => Number.isFinite(p.value);
+  const vals = points.filter(ok).map((p) => p.value);
+  if (!vals.length) return svg;
+  const s0 = points[0].step, s1 = points[points.length - 1].step, v0 = Math.min(...vals), v1 = Math.max(...vals);
+  const x = (s) => (s1 === s0 ? w / 2 : 3 + ((s - s0) / (s1 - s0)) * (w - 6));
+  const y = (v) => (v1 === v0 ? h / 2 : h - 3 - ((v - v0) / (v1 - v0)) * (h - 6));
+  if (current !== null && current >= s0 && current <= s1) add("line", { class: "cv-spark-now", x1: x(current), x2: x(current), y1: 0, y2: h });
+  const d = points.map((p, i) => (ok(p) ? `${i && ok(points[i - 1]) ? "L" : "M"}${x(p.step).toFixed(1)},${y(p.value).toFixed(1)}` : "")).join("");
+  add("path", { class: "cv-spark-line", d, "vector-effect": "non-scaling-stroke" });
+  const at = points.find((p) => p.step === current && ok(p));
+  if (at) add("circle", { class: "cv-spark-dot", cx: x(at.step), cy: y(at.value), r: 2.5 });
+  return svg;
+}
+
+/**
+ * The inspector's frame; index.js fills sections, stats and evolution. @param {{title: string, run: string, layer: string, step: number | null, color: string, dead: boolean,
+ *   canPrev: boolean, canNext: boolean}} a
+ * @returns {{root: HTMLElement, sections: HTMLElement, stats: HTMLElement, evolution: HTMLElement}}
+ */
+export function inspectorView(a) {
+  const sections = el("div");
+  const stats = el("div", { class: "cv-insp-stats" }, el("p", { class: "cv-muted", text: "Loading statistics…" }));
+  const evolution = el("div", { class: "cv-evo", attrs: { role: "list" } });
+  const part = (title, note, body) => el("section", { class: "cv-insp-section" }, el("h3", { text: title }, el("span", { class: "cv-muted", text: note })), body);
+  const root = el("div", { class: "cv-insp" },
+    el("header", { class: "cv-insp-head" },
+      el("div", { class: "cv-insp-titles" },
+        el("h2", { class: "cv-insp-title" }, el("span", { text: a.title }), a.dead && el("span", { class: "cv-badge", text: "dead" })),
+        el("p", { class: "cv-insp-sub" }, el("span", { class: "cv-swatch", style: { background: a.color } }),
+          el("span", { text: a.run }), el("span", { text: ` · ${a.layer}` }), el("span", { class: "cv-muted", text: a.step === null ? "" : ` · step ${a.step}` }))),
+      icon("prev-filter", "‹", "Previous filter ([)", a.canPrev), icon("next-filter", "›", "Next filter (])", a.canNext), icon("close-inspector", "✕", "Close (Esc)")),
+    sections, part("Statistics", "", stats), part("Evolution", " · click a step to go there", evolution));
+  return { root, sections, stats, evolution };
+}
+
+/** Inspector pictures. @param {string} title @param {string} subtitle @param {{label: string, pixels: Pixels}[]} items @param {number} zoom @param {number} dpr @param {string} [note] @returns {HTMLElement} */
+export function pictureSection(title, subtitle, items, zoom, dpr, note = "") {
+  const figures = items.map((item) => {
+    const canvas = el("canvas", { class: "cv-canvas" });
+    paintCanvas(canvas, item.pixels, zoom, dpr);
+    return el("figure", { class: "cv-pic" }, canvas, el("figcaption", { text: item.label }));
+  });
+  return el("section", { class: "cv-insp-section" }, el("h3", { text: title }, el("span", { class: "cv-muted", text: subtitle && ` · ${subtitle}` })),
+    note && el("p", { class: "cv-muted cv-small", text: note }), figures.length > 0 && el("div", { class: "cv-pics" }, ...figures));
+}
+
+/** A value and chart per statistic. @param {{label: string, value: string, points: any[]}[]} rows @param {number | null} current @returns {HTMLElement[]} */
+export function statsRows(rows, current) {
+  if (!rows.length) return [el("p", { class: "cv-muted", text: "No statistics logged for this filter." })];
+  return rows.map((r) => el("div", { class: "cv-stat" },
+    el("div", { class: "cv-stat-head" }, el("span", { text: r.label, title: r.label }), el("b", { text: r.value })), sparkline(r.points, current)));
+}
+
+/** One frame of the evolution strip. @param {number} step @param {boolean} current @returns {HTMLElement} */
+export function evolutionFrame(step, current) {
+  const b = button("cv-frame" + (current ? " is-current" : ""), undefined, "goto-step", {
+    data: { step, key: `step:${step}` }, attrs: { role: "listitem", "aria-label": `Go to step ${step}`, "aria-current": current && "step" },
+  });
+  b.append(el("canvas", { class: "cv-canvas" }), el("span", { text: step }));
+  return b;
+}

@@ -1,0 +1,557 @@
+"""End-to-end tests of the CNN Viz tab: a real `tensorboard` process and headless Chromium.
+
+A session fixture writes a small logdir with `tb_cnnviz.summary` (two runs, one of them named
+with HTML; two conv layers; weights and feature maps; 12 steps), starts TensorBoard on it, and
+Playwright drives the tab inside TensorBoard's own page and iframe. The tests also save the
+screenshots in `docs/screenshots/`.
+
+Chromium is `/usr/bin/chromium`; without it these tests skip, unless `CI=true`, where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from urllib.parse import quote, urlencode
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+EVIL = "<img src=x onerror=alert(1)>"
+RUNS = ["cifar/baseline", EVIL]
+STEPS = 12
+SCREENSHOTS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+
+
+def _require_browser():
+    missing = None
+    if not os.path.exists(CHROMIUM):
+        missing = f"{CHROMIUM} is missing"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            missing = "playwright is not installed"
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser tests need Chromium and Playwright in CI: {missing}")
+        pytest.skip(missing)
+
+
+# ---------------------------------------------------------------------------------------------
+# A small logdir that looks like training: smooth edge-like kernels, feature maps of real probe
+# pictures through those kernels, a few dead filters.
+
+
+def _probe_images(rng) -> np.ndarray:
+    """Four 32×32 RGB pictures: a disc, stripes, a checkerboard and a colour gradient."""
+    y, x = np.mgrid[0:32, 0:32] / 31.0
+    disc = ((x - 0.5) ** 2 + (y - 0.45) ** 2 < 0.1).astype(float)
+    stripes = (np.sin(x * 18 + y * 6) > 0).astype(float)
+    checker = ((np.floor(x * 4) + np.floor(y * 4)) % 2).astype(float)
+    pics = [
+        np.stack([disc, disc * 0.6, 1 - disc], -1),
+        np.stack([stripes, stripes * 0.3, stripes * 0.8], -1),
+        np.stack([checker, 1 - checker, checker * 0.5], -1),
+        np.stack([x, y, 1 - x], -1),
+    ]
+    return np.stack(pics).astype(np.float32) + rng.normal(0, 0.03, (4, 32, 32, 3)).astype(
+        np.float32
+    )
+
+
+def _conv(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """A valid, stride-1 convolution `[n, h, w, cin] * [kh, kw, cin, cout]`."""
+    kh, kw = kernel.shape[:2]
+    windows = np.lib.stride_tricks.sliding_window_view(images, (kh, kw), axis=(1, 2))
+    return np.einsum("nhwcij,ijco->nhwo", windows, kernel, optimize=True)
+
+
+def _edge_kernels(rng, size: int, cin: int, cout: int) -> np.ndarray:
+    """Gabor-like kernels `[size, size, cin, cout]`: spread orientations, random colours."""
+    half = (size - 1) / 2
+    y, x = np.mgrid[-half : half + 1, -half : half + 1] / max(half, 1)
+    out = np.empty((size, size, cin, cout), np.float32)
+    for f in range(cout):
+        theta = np.pi * f / cout
+        u = x * np.cos(theta) + y * np.sin(theta)
+        wave = np.cos(3.0 * u + rng.uniform(0, np.pi)) * np.exp(-(x**2 + y**2) / 0.9)
+        out[..., f] = wave[..., None] * rng.normal(0, 1, cin)
+    return out
+
+
+def write_logdir(root: pathlib.Path, runs=RUNS, steps=STEPS, start=0) -> None:
+    """Writes `steps` training-like steps per run with `tb_cnnviz.summary`, from step `start`.
+
+    Kernels start as noise and settle into oriented edges, the way first layers learn.
+    """
+    import tensorflow as tf
+
+    from tb_cnnviz import summary
+
+    for r, run in enumerate(runs):
+        rng = np.random.default_rng(r)
+        probes = _probe_images(rng)
+        edges1 = _edge_kernels(rng, 5, 3, 16)
+        noise1 = rng.normal(0, 0.6, edges1.shape).astype(np.float32)
+        edges2 = _edge_kernels(rng, 3, 16, 32) * 0.3
+        noise2 = rng.normal(0, 0.15, edges2.shape).astype(np.float32)
+        writer = tf.summary.create_file_writer(str(root / run))
+        with writer.as_default():
+            prev1 = prev2 = None
+            for step in range(start + steps):
+                learned = min(1.0, (step + 1) / 8)
+                k1 = edges1 * learned + noise1 * (1 - learned) ** 2
+                k2 = edges2 * learned + noise2 * (1 - learned) ** 2
+                if step >= start:
+                    a1 = np.maximum(_conv(probes, k1) - 0.2, 0)  # [4, 28, 28, 16]
+                    a1[..., 13:] = 0  # three dead filters
+                    a2 = np.maximum(_conv(a1[:, ::2, ::2], k2), 0)  # [4, 12, 12, 32]
+                    a2[..., [3, 17]] = 0
+                    summary.filter_weights("conv2d", k1, step=step, previous=prev1)
+                    summary.filter_weights("conv2d_1", k2, step=step, previous=prev2)
+                    summary.feature_maps("conv2d", a1, step=step)
+                    summary.feature_maps("conv2d_1", a2, step=step)
+                prev1, prev2 = k1, k2
+        writer.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures: logdir, TensorBoard, browser.
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str):
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="session")
+def logdir(tmp_path_factory):
+    _require_browser()
+    root = tmp_path_factory.mktemp("cnnviz_e2e")
+    write_logdir(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tensorboard(logdir):
+    """A live TensorBoard on the logdir; yields its base URL."""
+    port = _free_port()
+    log = open(logdir.parent / "tensorboard.log", "wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(logdir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--reload_interval",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"tensorboard exited; see {log.name}")
+            try:
+                listing = _get_json(f"{base}/data/plugins_listing")
+                tags = _get_json(f"{base}/data/plugin/cnnviz/tags")
+                if listing.get("cnnviz", {}).get("enabled") and len(tags) == len(RUNS):
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"tensorboard did not serve cnnviz data; see {log.name}")
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def browser(tensorboard):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class Tab:
+    """TensorBoard's page with the CNN Viz tab open, and the tab's iframe."""
+
+    def __init__(self, browser, base, hash_="", width=1280, height=800, scheme="light"):
+        self.context = browser.new_context(
+            viewport={"width": width, "height": height}, color_scheme=scheme
+        )
+        self.page = self.context.new_page()
+        self.base = base
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on(
+            "console",
+            lambda m: "Content Security Policy" in m.text and self.errors.append(m.text),
+        )
+        self.page.goto(f"{base}/#cnnviz{hash_}")
+        self.frame = self._frame()
+
+    def _frame(self):
+        handle = self.page.wait_for_selector(
+            "iframe[src*='plugin_entry']", state="attached", timeout=30000
+        )
+        frame = handle.content_frame()
+        frame.wait_for_selector(".cv-tile canvas", timeout=30000)
+        return frame
+
+    def reload(self):
+        self.page.reload()
+        self.frame = self._frame()
+
+    def painted(self, action: str) -> None:
+        """Runs JS `action` in the frame and waits until the grid repaints."""
+        self.frame.evaluate(
+            """(action) => new Promise((resolve) => {
+                 document.addEventListener("cnnviz:painted", resolve, { once: true });
+                 (0, eval)(action);
+               })""",
+            action,
+        )
+
+    def wait_hash(self, key: str, value: str | None) -> None:
+        """Waits until the iframe's hash (written 120 ms after a change) has `key=value`."""
+        self.frame.wait_for_function(
+            "([k, v]) => new URLSearchParams(location.hash.slice(1)).get(k) === v",
+            arg=[key, value],
+            timeout=10000,
+        )
+
+    def state(self) -> dict:
+        return self.frame.evaluate(
+            "Object.fromEntries(new URLSearchParams(location.hash.slice(1)))"
+        )
+
+    def step_label(self) -> str:
+        return self.frame.inner_text(".cv-step-num")
+
+    def tiles(self, run=None) -> list[int]:
+        sel = f'.cv-panel[data-run="{run}"] .cv-tile' if run else ".cv-tile"
+        return self.frame.eval_on_selector_all(sel, "ts => ts.map(t => Number(t.dataset.filter))")
+
+    def wait_for(self, js: str, timeout=10000):
+        self.frame.wait_for_function(js, timeout=timeout)
+
+    def close(self):
+        assert not self.dialogs, f"a dialog fired: {self.dialogs}"
+        assert not self.errors, f"page errors or CSP violations: {self.errors}"
+        self.context.close()
+
+
+@pytest.fixture
+def tab(browser, tensorboard):
+    opened = []
+
+    def make(**kwargs):
+        t = Tab(browser, tensorboard, **kwargs)
+        opened.append(t)
+        return t
+
+    yield make
+    for t in opened:
+        t.close()
+
+
+def _stats(base, run, tag):
+    return _get_json(f"{base}/data/plugin/cnnviz/stats?{urlencode({'run': run, 'tag': tag})}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tests.
+
+
+def test_grid_shows_every_filter_pixel_exact_and_every_step(tab):
+    """Every filter is a data-filter tile at an integer zoom; all 12 steps are reachable."""
+    t = tab()
+    frame = t.frame
+    assert t.tiles() == list(range(16))
+    # Pixel-exact: the canvas' CSS size is an integer multiple of its pixel size.
+    size = frame.eval_on_selector(
+        ".cv-tile canvas",
+        "c => [c.width, c.height, c.getBoundingClientRect().width]",
+    )
+    assert size[0] == 5 and size[1] == 5  # one RGB 5×5 kernel per filter
+    assert size[2] % size[0] == 0 and size[2] / size[0] >= 2
+    assert (
+        frame.eval_on_selector(".cv-tile canvas", "c => getComputedStyle(c).imageRendering")
+        == "pixelated"
+    )
+    # The canvas holds real pixels.
+    alpha = frame.eval_on_selector(
+        ".cv-tile canvas", "c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data[3]"
+    )
+    assert alpha == 255
+    assert frame.get_attribute(".cv-slider", "max") == str(STEPS - 1)
+    assert t.step_label() == f"Step {STEPS - 1}"  # opens at the latest step
+    seen = set()
+    frame.press(".cv-slider", "Home")
+    t.wait_for("document.querySelector('.cv-step-num').textContent === 'Step 0'")
+    for _ in range(STEPS + 2):
+        seen.add(t.step_label())
+        t.page.keyboard.press(".")
+        frame.wait_for_timeout(40)
+    seen.add(t.step_label())
+    assert seen == {f"Step {s}" for s in range(STEPS)}
+    assert len(seen) > 10
+
+
+def test_keyboard_switches_run_layer_kind_step_and_inspects(tab):
+    """Keyboard alone picks run, layer, kind, step, opens and closes the inspector, and plays."""
+    t = tab()
+    f = t.frame
+    # Run: move to the other run with "only".
+    f.focus('[data-action="only-run"][data-run="cifar/baseline"]')
+    t.page.keyboard.press("Enter")
+    t.wait_for(
+        "[...document.querySelectorAll('.cv-panel')].map(p => p.dataset.run).join()"
+        " === 'cifar/baseline'"
+    )
+    # Layer and kind.
+    f.focus('[data-action="select-layer"][data-layer="conv2d_1"]')
+    t.page.keyboard.press("Enter")
+    t.wait_for("document.querySelectorAll('.cv-tile').length === 32")
+    f.focus('[data-action="select-kind"][data-tag="conv2d_1/feature_maps"]')
+    t.page.keyboard.press("Enter")
+    t.wait_hash("kind", "feature_maps")
+    # Step: arrow keys outside the grid.
+    t.page.keyboard.press("ArrowLeft")
+    t.page.keyboard.press("ArrowLeft")
+    t.wait_for(f"document.querySelector('.cv-step-num').textContent === 'Step {STEPS - 3}'")
+    t.wait_hash("step", str(STEPS - 3))
+    # Into the grid, move with arrows, open with Enter.
+    f.focus(".cv-tile[tabindex='0']")
+    t.page.keyboard.press("ArrowRight")
+    t.page.keyboard.press("ArrowRight")
+    assert f.evaluate("document.activeElement.dataset.filter") == "2"
+    t.page.keyboard.press("Enter")
+    f.wait_for_selector(".cv-insp")
+    t.wait_hash("filter", "2")
+    titles = f.eval_on_selector_all(".cv-insp-section h3", "hs => hs.map(h => h.textContent)")
+    assert any(x.startswith("Weights") for x in titles) and any(
+        x.startswith("Feature maps") for x in titles
+    )
+    t.wait_for(
+        "document.querySelectorAll('.cv-insp .cv-pic canvas').length >= 16 + 4"
+    )  # 16 kernel slices + 4 maps
+    t.wait_for("document.querySelectorAll('.cv-stat').length >= 6")
+    t.wait_for(f"document.querySelectorAll('.cv-evo .cv-frame').length === {STEPS}")
+    assert f.inner_text(".cv-insp-title").startswith("Filter 2")
+    # Next filter with "]", back to the grid with Esc.
+    t.page.keyboard.press("]")
+    t.wait_hash("filter", "3")
+    t.page.keyboard.press("Escape")
+    t.wait_for("document.querySelector('.cv-inspector').hidden")
+    t.wait_hash("filter", None)
+    assert f.evaluate("document.activeElement.dataset.filter") == "3"
+    # Play with P: the step advances on its own; P again pauses.
+    t.page.keyboard.press("p")
+    assert f.get_attribute('[data-action="play"]', "aria-label") == "Pause (P)"
+    t.wait_for(
+        f"document.querySelector('.cv-step-num').textContent !== 'Step {STEPS - 3}'", timeout=3000
+    )
+    t.page.keyboard.press("p")
+    assert f.get_attribute('[data-action="play"]', "aria-label") == "Play (P)"
+
+
+def test_sort_by_statistic_and_filter_dead(tab, tensorboard):
+    """Sorting by weight norm follows the logged norms; 'dead only' keeps just dead filters."""
+    t = tab(hash_="&p.cnnviz.run=cifar%2Fbaseline&p.cnnviz.layer=conv2d_1&p.cnnviz.kind=weights")
+    f = t.frame
+    f.select_option('[data-action="set-sort"]', "weights.l2_norm")
+    t.wait_hash("sort", "weights.l2_norm")
+    last = _stats(tensorboard, "cifar/baseline", "conv2d_1/weights")["series"][-1]
+    norms = dict(zip(last["filters"], last["stats"]["l2_norm"], strict=True))
+    expected = sorted(norms, key=lambda i: (-norms[i], i))
+    assert t.tiles() == expected
+    # Dead filters come from the feature maps of the same layer and step, even on the weights view.
+    maps = _stats(tensorboard, "cifar/baseline", "conv2d_1/feature_maps")["series"][-1]
+    dead = sorted(i for i, d in zip(maps["filters"], maps["stats"]["dead"], strict=True) if d)
+    assert {3, 17} <= set(dead)  # zeroed by the logdir writer
+    t.wait_for(f"document.querySelectorAll('.cv-tile.is-dead').length === {len(dead)}")
+    f.select_option('[data-action="set-show"]', "dead")
+    t.wait_for(f"document.querySelectorAll('.cv-tile').length === {len(dead)}")
+    assert sorted(t.tiles()) == dead
+    assert f.eval_on_selector_all(
+        ".cv-tile", "ts => ts.every(t => t.classList.contains('is-dead'))"
+    )
+
+
+def test_compare_runs_side_by_side_and_names_stay_text(tab):
+    """Two runs show side by side at one step; a run named in HTML shows as inert text."""
+    t = tab()
+    f = t.frame
+    for run in RUNS:
+        box = f.locator(f'input[data-action="toggle-run"][data-run="{run}"]')
+        if not box.is_checked():
+            box.check()
+    t.wait_for(
+        "document.querySelectorAll('.cv-panel').length === 2"
+        " && document.querySelectorAll('.cv-panel .cv-tile').length === 32"
+    )
+    chips = f.eval_on_selector_all(".cv-panel .cv-chip", "cs => cs.map(c => c.textContent)")
+    assert chips == [f"step {STEPS - 1}"] * 2
+    t.page.keyboard.press(",")
+    t.wait_for(
+        "[...document.querySelectorAll('.cv-panel .cv-chip')]"
+        ".every(c => c.textContent === 'step 10')"
+    )
+    titles = f.eval_on_selector_all(".cv-panel-title", "hs => hs.map(h => h.textContent)")
+    assert sorted(titles) == sorted(RUNS)
+    assert f.evaluate("document.querySelectorAll('img').length") == 0
+    assert f.evaluate("document.body.innerHTML.includes('&lt;img src=x onerror=alert(1)&gt;')")
+    assert not t.dialogs
+
+
+def test_state_survives_reloads(tab):
+    """The view lives in the URL: reloading the iframe or the whole TensorBoard page restores it."""
+    t = tab()
+    f = t.frame
+    f.click('[data-action="select-layer"][data-layer="conv2d_1"]')
+    f.click('[data-action="select-kind"][data-tag="conv2d_1/feature_maps"]')
+    f.select_option('[data-action="set-sort"]', "feature_maps.zero_fraction")
+    f.click('[data-action="set-norm"][data-value="layer"]')
+    f.click('[data-action="set-cmap"][data-value="gray"]')
+    f.click('[data-action="zoom-in"]')
+    f.click('[data-action="prev"]')
+    f.click('.cv-tile[data-filter="5"]')
+    t.wait_hash("filter", "5")
+    want = t.state()
+    assert (
+        want["layer"] == "conv2d_1"
+        and want["kind"] == "feature_maps"
+        and want["step"] == str(STEPS - 2)
+    )
+    assert (
+        want["norm"] == "layer"
+        and want["cmap"] == "gray"
+        and want["sort"] == "feature_maps.zero_fraction"
+    )
+    assert "p.cnnviz.layer=conv2d_1" in t.page.url
+    # Reload only the iframe.
+    f.evaluate("window.__before_reload = true; setTimeout(() => location.reload(), 0)")
+    f.wait_for_function(
+        "!window.__before_reload && document.querySelector('.cv-tile canvas')", timeout=30000
+    )
+    t.frame.wait_for_selector(".cv-insp")
+    assert t.state() == want
+    # Reload TensorBoard itself: the state comes back from its URL (p.cnnviz.* keys).
+    t.reload()
+    t.frame.wait_for_selector(".cv-insp")
+    assert t.state() == want
+    f = t.frame
+    assert f.inner_text(".cv-step-num") == f"Step {STEPS - 2}"
+    assert f.get_attribute('[data-action="set-cmap"][data-value="gray"]', "aria-pressed") == "true"
+    assert f.eval_on_selector(".cv-kind.is-active", "b => b.dataset.tag") == "conv2d_1/feature_maps"
+    assert f.inner_text(".cv-insp-title").startswith("Filter 5")
+
+
+def test_themes_narrow_window_and_screenshots(tab):
+    """The tab follows TensorBoard's dark mode and fits a narrow window; saves the screenshots."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    both = "&p.cnnviz.run=" + quote("cifar/baseline," + EVIL, safe="")
+    t = tab(hash_=both + "&p.cnnviz.layer=conv2d&p.cnnviz.kind=feature_maps&p.cnnviz.zoom=3")
+    t.wait_for("document.querySelectorAll('.cv-panel .cv-tile').length === 32")
+    t.frame.wait_for_timeout(300)
+    t.page.screenshot(path=str(SCREENSHOTS / "light.png"))
+    # Dark mode: TensorBoard toggles a class on its body; the iframe follows.
+    t.page.evaluate("document.body.classList.add('dark-mode')")
+    t.wait_for("document.documentElement.classList.contains('cv-dark')")
+    bg = t.frame.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert bg != "rgb(245, 246, 247)"
+    t.page.evaluate("document.body.classList.remove('dark-mode')")
+    t.wait_for("!document.documentElement.classList.contains('cv-dark')")
+
+    d = tab(
+        hash_="&p.cnnviz.run=cifar%2Fbaseline&p.cnnviz.layer=conv2d&p.cnnviz.kind=feature_maps&p.cnnviz.filter=4",
+        scheme="dark",
+    )
+    d.page.evaluate("document.body.classList.add('dark-mode')")
+    d.wait_for("document.documentElement.classList.contains('cv-dark')")
+    d.wait_for(f"document.querySelectorAll('.cv-evo canvas').length >= {STEPS}")
+    d.frame.wait_for_timeout(800)
+    d.page.screenshot(path=str(SCREENSHOTS / "dark.png"))
+
+    i = tab(
+        hash_="&p.cnnviz.run=cifar%2Fbaseline&p.cnnviz.layer=conv2d_1&p.cnnviz.kind=weights&p.cnnviz.sort=weights.l2_norm&p.cnnviz.desc=1&p.cnnviz.filter=9"
+    )
+    i.wait_for("document.querySelectorAll('.cv-insp .cv-pic canvas').length >= 16")
+    i.wait_for(f"document.querySelectorAll('.cv-evo .cv-frame').length >= {STEPS}")
+    i.frame.wait_for_timeout(800)
+    i.page.screenshot(path=str(SCREENSHOTS / "inspector.png"))
+
+    n = tab(
+        hash_="&p.cnnviz.run=cifar%2Fbaseline&p.cnnviz.layer=conv2d&p.cnnviz.kind=feature_maps",
+        width=420,
+        height=860,
+    )
+    width = n.frame.evaluate("document.documentElement.scrollWidth")
+    assert width <= 420, "no horizontal scrolling in a narrow window"
+    n.frame.wait_for_timeout(300)
+    n.page.screenshot(path=str(SCREENSHOTS / "narrow.png"))
+
+
+# Last in the file: it adds steps to a run that the tests above count.
+def test_new_steps_appear_while_training_runs(tab, logdir):
+    """Steps logged after the page opened appear on TensorBoard's reload, without a page reload."""
+    t = tab(hash_="&p.cnnviz.run=cifar%2Fbaseline")
+    assert t.frame.get_attribute(".cv-slider", "max") == str(STEPS - 1)
+    write_logdir(logdir, runs=["cifar/baseline"], steps=2, start=STEPS)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        t.page.click("app-header-reload button")
+        try:
+            t.wait_for(f"document.querySelector('.cv-slider').max === '{STEPS + 1}'", timeout=2000)
+            break
+        except Exception:
+            continue
+    assert t.frame.get_attribute(".cv-slider", "max") == str(STEPS + 1)
+    # It was following the latest step, so it moves on to the new one.
+    t.wait_for(f"document.querySelector('.cv-step-num').textContent === 'Step {STEPS + 1}'")

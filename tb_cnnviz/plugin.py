@@ -476,7 +476,7 @@ class CNNVizPlugin(base_plugin.TBPlugin):
         )
 
     def tags_impl(self, ctx, experiment_id: str, run: str | None = None) -> dict[str, Any]:
-        """Returns `{run: {tag: {"kind", "layer", "steps", "description"}}}`.
+        """Returns `{run: {tag: {"kind", "layer", "steps", "description", …static facts}}}`.
 
         `steps` lists every stored step in ascending order. Tags written by a newer format
         version (one warning) or with malformed metadata (logged once) are left out, and so are
@@ -521,7 +521,10 @@ class CNNVizPlugin(base_plugin.TBPlugin):
                 # Remembered, so the /layer requests that follow a /tags are answered at once.
                 data = sequences.get(run_name, {}).get(tag)
                 steps = list(self._remember(experiment_id, run_name, tag, data).by_step)
+                # Static facts the writer stored (class names, method, ...) come first, so the
+                # keys every tag has cannot be shadowed by them.
                 tags[tag] = {
+                    **parsed.extra,
                     "kind": parsed.kind,
                     "layer": parsed.layer,
                     "steps": steps,

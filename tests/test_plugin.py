@@ -885,3 +885,23 @@ def test_random_requests_never_500_nor_leak_source(client, route, query, path):
             "image/png",
             "text/html",
         )
+
+
+def test_tags_pass_static_facts_through_without_shadowing(tmp_path, read_logdir):
+    """Static facts a writer stored (class names) appear in /tags; kind and layer still win."""
+    import tensorflow as tf
+
+    def build():
+        pictures = np.zeros((1, 1, 2, 2, 1))
+        return pictures, {"axis": "image", "count": 1, "total": 1}, {}, {}, []
+
+    writer = tf.summary.create_file_writer(str(tmp_path / "run"))
+    with writer.as_default():
+        summary.write_layer(
+            "attribution", "gradcam", build, [0], 1, step=0, class_names=["cat", "dog"]
+        )
+    writer.close()
+    tags = read_logdir(tmp_path).client().get("/data/plugin/cnnviz/tags").get_json()
+    info = tags["run"]["gradcam/attribution"]
+    assert info["class_names"] == ["cat", "dog"]
+    assert info["kind"] == "attribution" and info["layer"] == "gradcam" and info["steps"] == [0]

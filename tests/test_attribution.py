@@ -1,0 +1,541 @@
+"""Attribution maps: they point where the class is decided, survive the weight-randomization
+sanity check, work on any model shape, and the `Attribution` callback logs them readably."""
+
+from __future__ import annotations
+
+import re
+
+import keras
+import numpy as np
+import pytest
+
+from tb_cnnviz import attribution, metadata, summary, tiles
+from tb_cnnviz.callbacks import Attribution, CNNViz
+
+SIZE = 32
+HALF = SIZE // 2
+#: The quadrant that decides the class: top right.
+QUADRANT = (slice(0, HALF), slice(HALF, SIZE))
+CLASSES = 4
+
+
+def quadrant_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-mean noise images whose class is set only by a stripe pattern in the top-right
+    quadrant: horizontal, vertical, diagonal stripes or a checkerboard, at a random phase."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, CLASSES, n)
+    # Every pixel has the same variance, so the quadrant stands out by its structure alone: a
+    # map that only tracks contrast, as a randomly initialized network's does, cannot find it.
+    noise = 0.3
+    images = rng.normal(0.0, np.sqrt(0.25 + noise**2), (n, SIZE, SIZE, 3)).astype(np.float32)
+    yy, xx = np.mgrid[0:HALF, 0:HALF]
+    phase = rng.integers(0, 8, (n, 1, 1))
+    rows, cols = (yy + phase) // 4, (xx + phase) // 4
+    patterns = np.stack([rows % 2, cols % 2, ((yy + xx + phase) // 4) % 2, (rows + cols) % 2], 1)
+    chosen = patterns[np.arange(n), labels][..., None] - 0.5  # +-0.5: variance 0.25
+    images[:, QUADRANT[0], QUADRANT[1]] = chosen + rng.normal(0.0, noise, (n, HALF, HALF, 3))
+    return images, labels
+
+
+def quadrant_model(seed: int = 0) -> keras.Model:
+    # The L1 penalty on the last conv layer's activity teaches the model to stay silent where
+    # there is nothing to see. Without it a global-average-pooled CNN keeps firing, class-
+    # neutrally, on the noise, and the sensitivity methods (Grad-CAM++, SmoothGrad) rightly
+    # show that sensitivity all over the image.
+    keras.utils.set_random_seed(seed)
+    conv = {"kernel_size": 3, "padding": "same", "activation": "relu"}
+    model = keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 3)),
+            keras.layers.Conv2D(16, **conv),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, **conv),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(
+                32, name="last_conv", activity_regularizer=keras.regularizers.L1(1e-4), **conv
+            ),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(CLASSES),
+        ]
+    )
+    model.compile(
+        keras.optimizers.Adam(3e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """The quadrant model trained to >= 90% validation accuracy, with 32 validation probes."""
+    x, y = quadrant_images(2000, seed=0)
+    x_val, y_val = quadrant_images(200, seed=1)
+    model = quadrant_model()
+    model.fit(x, y, batch_size=64, epochs=6, verbose=0)
+    accuracy = model.evaluate(x_val, y_val, verbose=0)[1]
+    assert accuracy >= 0.9, f"the quadrant model reached only {accuracy:.3f} accuracy"
+    return model, x_val[:32], y_val[:32]
+
+
+def quadrant_fraction(maps: np.ndarray) -> np.ndarray:
+    """Share of each map's mass inside the deciding quadrant."""
+    inside = maps[:, QUADRANT[0], QUADRANT[1]].sum(axis=(1, 2))
+    return inside / np.maximum(maps.sum(axis=(1, 2)), 1e-12)
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation with tied values sharing their mean rank; 0 for a constant."""
+    ra, rb = _ranks(a.ravel()), _ranks(b.ravel())
+    if ra.std() == 0 or rb.std() == 0:
+        return 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    sums = np.zeros(len(counts))
+    np.add.at(sums, inverse, ranks)
+    return (sums / counts)[inverse]
+
+
+def small_classifier(*, activation=None, dtype=None, name="small"):
+    keras.utils.set_random_seed(1)
+    return keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(6, 3, activation="relu", name="conv_a"),
+            keras.layers.Conv2D(8, 3, activation="relu", name="conv_b"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, activation=activation, dtype=dtype, name="scores"),
+        ],
+        name=name,
+    )
+
+
+def probes(n=4, shape=(16, 16, 3), seed=0):
+    return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
+
+
+# -- correctness on a known answer --------------------------------------------------------------
+
+
+def test_model_decides_by_the_quadrant(trained):
+    """Swapping the top-right quadrant between probes moves the prediction with it."""
+    model, x, y = trained
+    swapped = x.copy()
+    order = np.roll(np.arange(len(x)), 1)
+    swapped[:, QUADRANT[0], QUADRANT[1]] = x[order][:, QUADRANT[0], QUADRANT[1]]
+    predicted, _ = attribution.predicted_classes(model, swapped)
+    assert np.mean(predicted == y[order]) >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("method", "threshold"),
+    [("gradcam", 0.6), ("gradcam_plus_plus", 0.6), ("smoothgrad", 0.5)],
+)
+def test_maps_point_at_the_deciding_quadrant(trained, method, threshold):
+    """Correctly classified probes put most map mass in the deciding quadrant (chance: 25%)."""
+    model, x, y = trained
+    predicted, _ = attribution.predicted_classes(model, x)
+    correct = predicted == y
+    assert correct.mean() >= 0.9
+    maps = attribution.METHODS[method](model, x[correct])
+    fractions = quadrant_fraction(maps)
+    print(f"{method}: quadrant mass mean {fractions.mean():.3f}, min {fractions.min():.3f}")
+    assert fractions.mean() >= threshold
+    assert np.median(fractions) >= threshold
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam_plus_plus", "smoothgrad"])
+def test_maps_change_when_the_weights_are_rerandomized(trained, method):
+    """Adebayo et al. (2018): maps of three re-initialized copies share little rank order with
+    the trained model's (mean Spearman < 0.3) and lose the quadrant."""
+    model, x, _ = trained
+    predicted, _ = attribution.predicted_classes(model, x)
+    fn = attribution.METHODS[method]
+    trained_maps = fn(model, x, class_index=predicted)
+    correlations, fractions = [], []
+    for seed in range(3):
+        keras.utils.set_random_seed(100 + seed)
+        randomized = keras.models.clone_model(model)  # same architecture, fresh initial weights
+        random_maps = fn(randomized, x, class_index=predicted)
+        pairs = zip(trained_maps, random_maps, strict=True)
+        correlations += [rank_correlation(a, b) for a, b in pairs]
+        fractions.append(quadrant_fraction(random_maps).mean())
+    print(
+        f"{method}: Spearman trained vs re-randomized mean {np.mean(correlations):.3f}, "
+        f"max {np.max(correlations):.3f}; quadrant mass after {np.mean(fractions):.3f}"
+    )
+    assert np.mean(correlations) < 0.3
+    assert np.mean(fractions) < 0.45
+
+
+# -- the functions' contract --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam_plus_plus", "smoothgrad"])
+def test_maps_are_float32_unit_range_at_input_size(method):
+    """Each method returns float32 [n, h, w] in [0, 1] at the input's size, reaching 1."""
+    maps = attribution.METHODS[method](small_classifier(), probes(5))
+    assert maps.shape == (5, 16, 16) and maps.dtype == np.float32
+    assert maps.min() >= 0 and maps.max() <= 1
+    assert np.allclose(maps.reshape(5, -1).max(axis=1), 1.0)
+
+
+def test_class_index_none_int_and_per_image_agree():
+    """None means the predicted class; an int and a per-image array pick classes explicitly."""
+    model, x = small_classifier(), probes(4)
+    predicted, _ = attribution.predicted_classes(model, x)
+    by_default = attribution.gradcam(model, x)
+    np.testing.assert_allclose(attribution.gradcam(model, x, class_index=predicted), by_default)
+    one = attribution.gradcam(model, x, class_index=2)
+    per_image = attribution.gradcam(model, x, class_index=np.full(4, 2))
+    np.testing.assert_allclose(one, per_image)
+
+
+def test_smoothgrad_is_deterministic_per_seed():
+    """The same seed gives the same SmoothGrad maps; another seed gives other maps."""
+    model, x = small_classifier(), probes(3)
+    first = attribution.smoothgrad(model, x, samples=4, seed=7)
+    np.testing.assert_array_equal(first, attribution.smoothgrad(model, x, samples=4, seed=7))
+    assert not np.array_equal(first, attribution.smoothgrad(model, x, samples=4, seed=8))
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam_plus_plus", "smoothgrad"])
+def test_final_softmax_is_differentiated_as_logits_and_left_in_place(method):
+    """A softmax model gives the same maps as its logit twin, and keeps its softmax afterwards."""
+    with_softmax = small_classifier(activation="softmax")
+    logits = small_classifier(name="twin")
+    logits.set_weights(with_softmax.get_weights())
+    x = probes(3)
+    fn = attribution.METHODS[method]
+    np.testing.assert_allclose(fn(with_softmax, x, class_index=1), fn(logits, x, class_index=1))
+    assert with_softmax.get_layer("scores").activation is keras.activations.softmax
+    outputs = keras.ops.convert_to_numpy(with_softmax(x))
+    np.testing.assert_allclose(outputs.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_repeated_calls_reuse_one_compiled_function():
+    """Grad-CAM calls with batches of 4, 3 and 6 images trace the compiled function once."""
+    model, x = small_classifier(), probes(6)
+    for n in (4, 3, 6):
+        attribution.gradcam(model, x[:n])
+    [compiled] = [fn for key, fn in attribution._CACHE[model].items() if key[0] == "cam"]
+    assert compiled.experimental_get_tracing_count() == 1
+
+
+def test_layer_none_finds_the_last_conv_inside_a_nested_model():
+    """layer=None reads the nested model's last conv, and maps equal a flat twin's."""
+    keras.utils.set_random_seed(2)
+    inner = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(6, 3, activation="relu", name="c1"),
+            keras.layers.Conv2D(8, 3, activation="relu", name="c2"),
+        ],
+        name="backbone",
+    )
+    inp = keras.Input((16, 16, 3))
+    out = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(inner(inp)))
+    nested = keras.Model(inp, out)
+    flat = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(6, 3, activation="relu"),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3),
+        ]
+    )
+    flat.set_weights(nested.get_weights())
+    x = probes(3)
+    assert attribution.gradcam_layers(nested, x) == ["backbone/c2"]
+    for fn in (attribution.gradcam, attribution.gradcam_plus_plus):
+        np.testing.assert_allclose(fn(nested, x), fn(flat, x), atol=1e-5)
+    np.testing.assert_allclose(
+        attribution.gradcam(nested, x, layer="c1"),
+        attribution.gradcam(flat, x, layer=flat.layers[0].name),
+        atol=1e-5,
+    )
+
+
+def test_multi_input_model_gets_one_map_per_image_input():
+    """Two image inputs get a map each at their own size; the vector input gets None."""
+    keras.utils.set_random_seed(3)
+    a, b, v = (
+        keras.Input((16, 16, 3), name="a"),
+        keras.Input((12, 12, 1), name="b"),
+        keras.Input((5,)),
+    )
+    pa = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="conv_a")(a))
+    pb = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="conv_b")(b))
+    out = keras.layers.Dense(3)(keras.layers.Concatenate()([pa, pb, v]))
+    model = keras.Model([a, b, v], out)
+    x = [probes(2), probes(2, (12, 12, 1)), np.ones((2, 5), np.float32)]
+    assert attribution.gradcam_layers(model, x) == ["conv_a", "conv_b", None]
+    for fn in attribution.METHODS.values():
+        maps = fn(model, x)
+        assert [None if m is None else m.shape for m in maps] == [(2, 16, 16), (2, 12, 12), None]
+
+
+@pytest.mark.parametrize(
+    ("conv", "shape"), [(keras.layers.Conv1D, (24, 2)), (keras.layers.Conv3D, (6, 8, 8, 1))]
+)
+def test_one_and_three_dimensional_inputs_get_maps_of_their_shape(
+    conv, shape, tmp_path, read_logdir
+):
+    """Conv1D and Conv3D models get [n, length] and [n, d, h, w] maps, logged as one row and at
+    the middle depth."""
+    keras.utils.set_random_seed(4)
+    pool = {1: keras.layers.GlobalAveragePooling1D, 3: keras.layers.GlobalAveragePooling3D}
+    model = keras.Sequential(
+        [
+            keras.Input(shape),
+            conv(4, 3, activation="relu", name="c"),
+            pool[len(shape) - 1](),
+            keras.layers.Dense(3),
+        ]
+    )
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = probes(3, shape)
+    for fn in attribution.METHODS.values():
+        maps = fn(model, x)
+        assert maps.shape == (3, *shape[:-1]) and 0 <= maps.min() and maps.max() <= 1
+    model.fit(x, np.array([0, 1, 2]), epochs=1, verbose=0, callbacks=[Attribution(tmp_path, x)])
+    index, _ = read_logdir(tmp_path).datum("train", "gradcam/attribution", 0)
+    assert index["tile"] == ([1, 24, 1] if len(shape) == 2 else [8, 8, 1])
+
+
+def test_mixed_precision_maps_match_float32():
+    """Under mixed_float16 the maps are float32 and match the float32 twin's closely."""
+    reference = small_classifier()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = small_classifier(dtype="float32", name="mixed")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    mixed.set_weights(reference.get_weights())
+    assert mixed.get_layer("conv_a").compute_dtype == "float16"
+    x = probes(4)
+    for fn in attribution.METHODS.values():
+        half, full = fn(mixed, x, class_index=1), fn(reference, x, class_index=1)
+        assert half.dtype == np.float32
+        assert np.corrcoef(half.ravel(), full.ravel())[0, 1] > 0.99
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m, x: attribution.gradcam(m, x, class_index=3), "Received: class_index=3"),
+        (lambda m, x: attribution.gradcam(m, x, class_index=-1), "Received: class_index=-1"),
+        (
+            lambda m, x: attribution.smoothgrad(m, x, class_index=[0, 1, 9, 0]),
+            "Received: class_index=[0, 1, 9, 0]",
+        ),
+        (lambda m, x: attribution.gradcam(m, x, class_index=[0, 1]), "class_index=[0, 1]"),
+        (lambda m, x: attribution.gradcam(m, x, layer="scores"), "Received: layer='scores'"),
+        (lambda m, x: attribution.gradcam(m, x, layer="nope"), "Received: layer='nope'"),
+        (lambda m, x: attribution.gradcam(m, x[:, :15]), "images.shape=(4, 15, 16, 3)"),
+        (lambda m, x: attribution.gradcam_plus_plus(m, x[0]), "images.shape=(16, 16, 3)"),
+        (lambda m, x: attribution.smoothgrad(m, x, samples=0), "Received: samples=0"),
+        (lambda m, x: attribution.smoothgrad(m, x, noise=-1.0), "Received: noise=-1.0"),
+    ],
+)
+def test_bad_input_gets_a_value_error_naming_argument_and_value(call, message):
+    """Out-of-range classes, non-conv layers, wrong shapes: a ValueError with the value received."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call(small_classifier(), probes(4))
+
+
+def test_callback_rejects_labels_of_the_wrong_length_and_unknown_methods(tmp_path):
+    """Labels must match the probes; methods must be known; both fail in the constructor."""
+    with pytest.raises(ValueError, match="labels with length 3"):
+        Attribution(tmp_path, probes(4), labels=[0, 1, 2])
+    with pytest.raises(ValueError, match=r"Received: methods=\('gradcam', 'lime'\)"):
+        Attribution(tmp_path, probes(4), methods=("gradcam", "lime"))
+
+
+def test_callback_rejects_out_of_range_labels_before_training(tmp_path):
+    """Labels beyond the model's classes raise in on_train_begin, before any epoch."""
+    model = small_classifier()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = probes(4)
+    with pytest.raises(ValueError, match=r"Received: labels=\[0, 1, 2, 5\]"):
+        model.fit(
+            x,
+            np.zeros(4),
+            epochs=1,
+            verbose=0,
+            callbacks=[Attribution(tmp_path, x, labels=[0, 1, 2, 5])],
+        )
+
+
+# -- logging --------------------------------------------------------------------------------------
+
+
+def test_callback_logs_image_and_heatmaps_per_probe_with_predictions(tmp_path, read_logdir):
+    """Two epochs, three methods: exact tags, steps, slice labels, stats, and decodable tiles."""
+    model = small_classifier()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, labels = probes(4), np.array([0, 1, 2, 1])
+    callback = Attribution(
+        tmp_path,
+        x,
+        labels=labels,
+        methods=("gradcam", "gradcam_plus_plus", "smoothgrad"),
+        class_names=["cat", "dog", "eel"],
+    )
+    model.fit(x, labels, epochs=2, verbose=0, callbacks=[callback])
+    logs = read_logdir(tmp_path)
+    assert logs.cnnviz_tags() == {
+        ("train", "gradcam/attribution"),
+        ("train", "gradcam_plus_plus/attribution"),
+        ("train", "smoothgrad/attribution"),
+    }
+    predicted, confidence = attribution.predicted_classes(model, x)
+    for _, tag in logs.cnnviz_tags():
+        assert logs.steps("train", tag) == [0, 1]
+        index, atlases = logs.datum("train", tag, 1)
+        assert index["kind"] == "attribution" and index["filters"] == [0, 1, 2, 3]
+        assert index["slices"] == {
+            "axis": "image",
+            "count": 3,
+            "total": 3,
+            "labels": ["image", "predicted", "true"],
+        }
+        assert index["tile"] == [16, 16, 3]
+        assert index["stats"]["predicted"] == predicted.tolist()
+        assert index["stats"]["true"] == labels.tolist()
+        assert index["stats"]["correct"] == (predicted == labels).tolist()
+        np.testing.assert_allclose(index["stats"]["confidence"], confidence, rtol=1e-5)
+        assert index["layer_stats"]["accuracy"] == pytest.approx(np.mean(predicted == labels))
+        decoded = tiles.unpack_tiles(
+            [(png, a["cols"]) for png, a in zip(atlases, index["atlases"], strict=True)],
+            tuple(index["tile"]),
+            index["ranges"],
+        )
+        assert decoded.shape == (12, 16, 16, 3)
+        span = np.ptp(x.reshape(4, -1), axis=1)[:, None, None, None]
+        assert np.all(np.abs(decoded[0::3] - x) <= span / 255 + 1e-6)  # the probe images
+        heat = decoded.reshape(4, 3, 16, 16, 3)[:, 1:]
+        assert heat.min() >= -1e-6 and heat.max() <= 1 + 1e-6
+        assert np.all(heat[..., 0] == heat[..., 2])  # heatmaps are gray
+    md = logs.provider.list_blob_sequences(logs.ctx, experiment_id="", plugin_name="cnnviz")
+    static = metadata.parse_plugin_metadata(md["train"]["gradcam/attribution"].plugin_content)
+    assert static.kind == "attribution" and static.layer == "gradcam"
+    assert static.extra == {
+        "method": "gradcam",
+        "target_layer": "conv_b",
+        "class_names": ["cat", "dog", "eel"],
+    }
+
+
+def test_callback_without_labels_logs_predicted_class_only(tmp_path, read_logdir):
+    """Without labels the slices are image and predicted; true and correct are null."""
+    model = small_classifier()
+    model.compile("adam", "mse")
+    x = probes(2)
+    model.fit(x, np.zeros((2, 3)), epochs=1, verbose=0, callbacks=[Attribution(tmp_path, x)])
+    index, _ = read_logdir(tmp_path).datum("train", "gradcam/attribution", 0)
+    assert index["slices"]["labels"] == ["image", "predicted"]
+    assert index["stats"]["true"] == [None, None] and index["stats"]["correct"] == [None, None]
+    assert index["layer_stats"]["accuracy"] is None
+
+
+def test_true_class_map_is_that_class_where_the_prediction_is_wrong(tmp_path, read_logdir):
+    """A wrong probe's "true" tile is Grad-CAM of its true class; a right probe's repeats its
+    "predicted" tile."""
+    model, x = small_classifier(), probes(3)
+    predicted, _ = attribution.predicted_classes(model, x)
+    labels = predicted.copy()
+    labels[1] = (predicted[1] + 1) % 3
+    callback = Attribution(tmp_path, x, labels=labels)
+    callback.set_model(model)  # the Keras callback protocol, driven without training
+    callback.on_train_begin()
+    callback.on_epoch_end(0)
+    callback.on_train_end()
+    index, atlases = read_logdir(tmp_path).datum("train", "gradcam/attribution", 0)
+    decoded = tiles.unpack_tiles(
+        [(png, a["cols"]) for png, a in zip(atlases, index["atlases"], strict=True)],
+        tuple(index["tile"]),
+        index["ranges"],
+    ).reshape(3, 3, 16, 16, 3)[..., 0]
+    assert index["stats"]["correct"] == [True, False, True]
+    expected_true = attribution.gradcam(model, x[1:2], class_index=int(labels[1]))[0]
+    np.testing.assert_allclose(decoded[1, 2], expected_true, atol=1 / 255 + 1e-6)
+    np.testing.assert_allclose(decoded[0, 2], decoded[0, 1])
+    expected_predicted = attribution.gradcam(model, x)
+    np.testing.assert_allclose(decoded[:, 1], expected_predicted, atol=1 / 255 + 1e-6)
+
+
+def test_summary_attribution_validates_and_skips_without_a_writer():
+    """Mismatched heatmaps raise; with no default writer nothing is written."""
+    x = probes(2)
+    with pytest.raises(ValueError, match=r"heatmaps.shape=\(2, 8, 8\)"):
+        summary.attribution(
+            "gradcam", x, np.zeros((2, 8, 8)), step=0, predicted=[0, 1], confidence=[1, 1]
+        )
+    with pytest.raises(ValueError, match="true_classes=None"):
+        summary.attribution(
+            "gradcam",
+            x,
+            np.zeros((2, 16, 16)),
+            step=0,
+            predicted=[0, 1],
+            confidence=[1, 1],
+            true_heatmaps=np.zeros((2, 16, 16)),
+        )
+    assert not summary.attribution(
+        "gradcam", x, np.zeros((2, 16, 16)), step=0, predicted=[0, 1], confidence=[1, 1]
+    )
+
+
+def test_callback_works_with_a_sequential_built_by_fit(tmp_path, read_logdir):
+    """A Sequential without an Input, built only by fit(), is checked after the first batch."""
+    model = keras.Sequential(
+        [keras.layers.Conv2D(4, 3, name="only_conv"), keras.layers.Flatten(), keras.layers.Dense(3)]
+    )
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = probes(2)
+    callback = Attribution(tmp_path, x, labels=[0, 2], methods=("gradcam", "smoothgrad"))
+    model.fit(x, np.array([0, 2]), epochs=1, verbose=0, callbacks=[callback])
+    logs = read_logdir(tmp_path)
+    assert {tag for _, tag in logs.cnnviz_tags()} == {
+        "gradcam/attribution",
+        "smoothgrad/attribution",
+    }
+    assert callback._target_layers == ["only_conv"]
+
+
+def test_multi_input_callback_writes_one_tag_per_image_input(tmp_path, read_logdir):
+    """Each image input of a multi-input model gets its own `<method>/<input>` tag."""
+    keras.utils.set_random_seed(3)
+    a, b = keras.Input((16, 16, 3), name="left"), keras.Input((12, 12, 1), name="right")
+    pa = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(a))
+    pb = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(b))
+    model = keras.Model([a, b], keras.layers.Dense(3)(keras.layers.Concatenate()([pa, pb])))
+    model.compile("adam", "mse")
+    x = [probes(2), probes(2, (12, 12, 1))]
+    model.fit(x, np.zeros((2, 3)), epochs=1, verbose=0, callbacks=[Attribution(tmp_path, x)])
+    logs = read_logdir(tmp_path)
+    assert logs.cnnviz_tags() == {
+        ("train", "gradcam/left/attribution"),
+        ("train", "gradcam/right/attribution"),
+    }
+    index, _ = logs.datum("train", "gradcam/right/attribution", 0)
+    assert index["tile"] == [12, 12, 1]
+
+
+def test_cnnviz_includes_attribution_only_with_probe_images(tmp_path):
+    """CNNViz adds Attribution (with labels and attribution_freq) when probe images are given."""
+    with_probes = CNNViz(tmp_path, probes(2), labels=[0, 1], attribution_freq=3)
+    [added] = [c for c in with_probes.callbacks if isinstance(c, Attribution)]
+    assert added.freq == 3 and added.labels.tolist() == [0, 1]
+    assert not any(isinstance(c, Attribution) for c in CNNViz(tmp_path).callbacks)

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 
 
 def free_port() -> int:
+    """A free TCP port on loopback."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 def get_json(url: str, timeout: float = 60.0):
+    """GETs JSON, retrying while the server is still starting."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -29,6 +33,7 @@ def get_json(url: str, timeout: float = 60.0):
 
 
 def serve(argv: list[str]):
+    """Starts a command with its output captured (stdout and stderr together)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
@@ -46,3 +51,19 @@ def wait_for_steps(port: int, run: str, tag: str, expected: list[int], timeout: 
         if steps == expected or time.monotonic() > deadline:
             return listing, steps
         time.sleep(1.0)
+
+
+@contextlib.contextmanager
+def tensorboard(logdir, *flags: str):
+    """Runs the real `tensorboard` on loopback; yields `(port, output)`, `output` filled at exit."""
+    port = free_port()
+    program = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    proc = serve(
+        [program, "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port), *flags]
+    )
+    output: list[str] = []
+    try:
+        yield port, output
+    finally:
+        proc.terminate()
+        output.append(proc.communicate(timeout=30)[0])

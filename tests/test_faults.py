@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 import urllib.request
 
 import keras
 import numpy as np
 import tensorflow as tf
-from tbserver import free_port, get_json, serve
+from tbserver import get_json, tensorboard
 
 from tb_cnnviz import summary
 from tb_cnnviz.callbacks import CNNViz
@@ -19,32 +17,19 @@ from tb_cnnviz.callbacks import CNNViz
 
 def test_tensorboard_shows_new_steps_while_training_writes(tmp_path):
     """A live `tensorboard` sees each epoch's pictures while fit() runs, and logs no error."""
-    port = free_port()
-    tensorboard = os.path.join(os.path.dirname(sys.executable), "tensorboard")
-    proc = serve(
-        [
-            tensorboard,
-            "--logdir",
-            str(tmp_path),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--reload_interval",
-            "1",
-        ]
-    )
-    base = f"http://127.0.0.1:{port}/data/plugin/cnnviz"
-    get_json(f"http://127.0.0.1:{port}/data/plugins_listing")  # the server is up
     seen = []
 
     class WaitForTheServer(keras.callbacks.Callback):
         """After CNNViz logged an epoch, polls the live server until that step shows."""
 
+        def __init__(self, base):
+            super().__init__()
+            self.base = base
+
         def on_epoch_end(self, epoch, logs=None):
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                tags = get_json(f"{base}/tags").get("train", {})
+                tags = get_json(f"{self.base}/tags").get("train", {})
                 steps = tags.get("c1/weights", {}).get("steps", [])
                 if epoch in steps:
                     seen.append(steps)
@@ -62,21 +47,15 @@ def test_tensorboard_shows_new_steps_while_training_writes(tmp_path):
     )
     model.compile("adam", "mse")
     x = np.random.default_rng(0).random((8, 10, 10, 3), dtype=np.float32)
-    try:
-        model.fit(
-            x,
-            np.zeros((8, 2)),
-            epochs=3,
-            verbose=0,
-            callbacks=[CNNViz(str(tmp_path), probe_images=x[:2]), WaitForTheServer()],
-        )
+    with tensorboard(tmp_path, "--reload_interval", "1") as (port, output):
+        get_json(f"http://127.0.0.1:{port}/data/plugins_listing")  # the server is up
+        base = f"http://127.0.0.1:{port}/data/plugin/cnnviz"
+        viz = CNNViz(str(tmp_path), probe_images=x[:2])
+        model.fit(x, np.zeros((8, 2)), epochs=3, verbose=0, callbacks=[viz, WaitForTheServer(base)])
         with urllib.request.urlopen(f"{base}/layer?run=train&tag=c1/weights&step=2") as r:
             assert json.loads(r.read())["index"]["filters"] == [0, 1, 2, 3]
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=30)
     assert seen == [[0], [0, 1], [0, 1, 2]]
-    assert "Traceback" not in out and " E " not in out, out[-3000:]
+    assert "Traceback" not in output[0] and " E " not in output[0], output[0][-3000:]
 
 
 def test_a_logdir_with_thousands_of_tags_is_listed_and_served(tmp_path, read_logdir):

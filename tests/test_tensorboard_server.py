@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from tbserver import free_port, serve, wait_for_steps
+from tbserver import free_port, serve, tensorboard, wait_for_steps
 
 from tb_cnnviz import summary
 
@@ -31,53 +31,19 @@ def logdir(tmp_path_factory):
 @pytest.mark.parametrize("load_fast", ["true", "false"])
 def test_plain_tensorboard_serves_every_logged_step(logdir, load_fast):
     """`tensorboard --logdir` with no sampling flag lists all 15 steps and enables the tab."""
-    port = free_port()
-    tensorboard = os.path.join(os.path.dirname(sys.executable), "tensorboard")
-    proc = serve(
-        [
-            tensorboard,
-            "--logdir",
-            str(logdir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            f"--load_fast={load_fast}",
-        ]
-    )
-    try:
+    with tensorboard(logdir, f"--load_fast={load_fast}") as (port, _):
         listing, steps = wait_for_steps(port, "run_a/train", "conv1/weights", list(range(STEPS)))
-        assert steps == list(range(STEPS))
-        assert listing["cnnviz"]["enabled"] is True
-        assert listing["cnnviz"]["tab_name"] == "CNN Viz"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    assert steps == list(range(STEPS))
+    assert listing["cnnviz"]["enabled"] is True
+    assert listing["cnnviz"]["tab_name"] == "CNN Viz"
 
 
 def test_explicit_samples_per_plugin_is_respected(logdir):
     """An explicit `--samples_per_plugin=cnnviz=5` keeps 5 steps: the user's value wins."""
-    port = free_port()
-    tensorboard = os.path.join(os.path.dirname(sys.executable), "tensorboard")
-    proc = serve(
-        [
-            tensorboard,
-            "--logdir",
-            str(logdir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--samples_per_plugin=cnnviz=5",
-            "--load_fast=false",
-        ]
-    )
-    try:
+    flags = ("--samples_per_plugin=cnnviz=5", "--load_fast=false")
+    with tensorboard(logdir, *flags) as (port, _):
         _, steps = wait_for_steps(port, "run_a/train", "conv1/weights", None, timeout=20)
-        assert steps is not None and len(steps) == 5 and steps[-1] == STEPS - 1
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    assert steps is not None and len(steps) == 5 and steps[-1] == STEPS - 1
 
 
 def test_tb_cnnviz_serve_binds_loopback_and_prints_the_url(logdir):

@@ -15,7 +15,13 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=["tb_cnnviz", "tb_cnnviz.callbacks", "tb_cnnviz.frontend", "tb_cnnviz.demo"],
+    packages=[
+        "tb_cnnviz",
+        "tb_cnnviz.actmax",
+        "tb_cnnviz.callbacks",
+        "tb_cnnviz.frontend",
+        "tb_cnnviz.demo",
+    ],
     package_dir={
         "tb_cnnviz": "tb_cnnviz",
         "tb_cnnviz.callbacks": "callbacks",

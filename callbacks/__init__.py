@@ -6,9 +6,18 @@ Add one to `model.fit` and run `tensorboard --logdir <log_dir>`:
     model.fit(x, y, epochs=10, callbacks=[CNNViz("logs/run1", probe_images=x_val[:8])])
 """
 
+from .actmax import ActivationMaximization
+from .attribution import Attribution
 from .base import VizCallback
 from .cnnviz import CNNViz
 from .feature_maps import FeatureMaps
 from .weights import FilterWeights
 
-__all__ = ["CNNViz", "FeatureMaps", "FilterWeights", "VizCallback"]
+__all__ = [
+    "ActivationMaximization",
+    "Attribution",
+    "CNNViz",
+    "FeatureMaps",
+    "FilterWeights",
+    "VizCallback",
+]

@@ -3,26 +3,50 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 
+from .actmax import ActivationMaximization
+from .attribution import Attribution
 from .feature_maps import FeatureMaps
 from .weights import FilterWeights
 
 __all__ = ["CNNViz"]
 
+# Activation maximization costs optimization steps per filter: CNNViz keeps it to a budget.
+# Measured in benchmarks/actmax.py: 16 warm-started steps of 4 layers keep the demo CNN's
+# 50,000-image epoch within 1.10x of plain fit().
+ACTMAX_MAX_LAYERS = 4
+ACTMAX_MAX_FILTERS = 64
+ACTMAX_STEPS = 16
+
 
 class CNNViz(keras.callbacks.Callback):
     """Logs every kind of CNN picture for the CNN Viz tab of TensorBoard.
 
-    It bundles `FilterWeights` and, when `probe_images` are given, `FeatureMaps`, all writing
-    into the `train` run of `log_dir`, beside `keras.callbacks.TensorBoard`'s scalars.
+    It bundles `FilterWeights` and, when `probe_images` are given, `FeatureMaps` and
+    `Attribution` (Grad-CAM heatmaps of the probe images), and `ActivationMaximization` (what
+    each filter wants to see; colours decorrelated with the probe images' colour statistics when
+    given), all writing into the `train` run of `log_dir`, beside `keras.callbacks.TensorBoard`'s
+    scalars. For a model activation maximization cannot draw (not one image input), it drops
+    out of `callbacks` quietly and the other kinds go on.
 
     Args:
         log_dir: The `log_dir` of `keras.callbacks.TensorBoard`.
         probe_images: A few fixed images `[n, *input_shape]` (4-16 is plenty) in the value range
             the model trains on; kinds that need images are off without them.
+        labels: The probe images' true classes (ids or one-hot), so attribution also shows the
+            true class and whether each prediction is correct.
         layers: Layer names or `outer/inner` paths; `None` means every conv layer.
         weights_freq: Log filter weights every this many epochs; 0 turns them off.
         feature_maps_freq: Log feature maps every this many epochs; 0 turns them off.
+        attribution_freq: Log Grad-CAM heatmaps every this many epochs; 0 turns them off.
+        actmax_freq: Log activation-maximization images every this many epochs; 0 turns them
+            off.
+        actmax_steps: Optimization steps per logged epoch; each epoch refines the last one's
+            images. To keep the cost small, activation maximization draws at most 4 layers
+            (spread over the depth) and 64 filters per layer; use `ActivationMaximization`
+            directly for more.
+        value_range: `(low, high)` of the model's input pixels, for activation maximization.
         max_filters: Draw at most this many filters per layer (evenly sampled beyond).
 
     Attributes:
@@ -37,7 +61,7 @@ class CNNViz(keras.callbacks.Callback):
         >>> _ = model.fit(np.zeros((4, 8, 8, 3)), np.zeros((4, 2)), epochs=1, verbose=0,
         ...               callbacks=[viz])
         >>> [type(c).__name__ for c in viz.callbacks]
-        ['FilterWeights', 'FeatureMaps']
+        ['FilterWeights', 'FeatureMaps', 'Attribution', 'ActivationMaximization']
     """
 
     def __init__(
@@ -46,8 +70,13 @@ class CNNViz(keras.callbacks.Callback):
         probe_images=None,
         *,
         layers=None,
+        labels=None,
         weights_freq=1,
         feature_maps_freq=1,
+        attribution_freq=1,
+        actmax_freq=1,
+        actmax_steps=ACTMAX_STEPS,
+        value_range=(0.0, 1.0),
         max_filters=256,
     ):
         super().__init__()
@@ -56,6 +85,11 @@ class CNNViz(keras.callbacks.Callback):
         self.layers = layers
         self.weights_freq = weights_freq
         self.feature_maps_freq = feature_maps_freq
+        self.labels = labels
+        self.attribution_freq = attribution_freq
+        self.actmax_freq = actmax_freq
+        self.actmax_steps = actmax_steps
+        self.value_range = value_range
         self.max_filters = max_filters
         common = {"layers": layers, "max_filters": max_filters}
         self.callbacks = [FilterWeights(log_dir, freq=weights_freq, **common)]
@@ -63,6 +97,21 @@ class CNNViz(keras.callbacks.Callback):
             self.callbacks.append(
                 FeatureMaps(log_dir, probe_images, freq=feature_maps_freq, **common)
             )
+            self.callbacks.append(
+                Attribution(log_dir, probe_images, labels=labels, freq=attribution_freq)
+            )
+        actmax = ActivationMaximization(
+            log_dir,
+            layers=layers,
+            freq=actmax_freq,
+            max_filters=min(max_filters, ACTMAX_MAX_FILTERS),
+            max_layers=ACTMAX_MAX_LAYERS,
+            steps=actmax_steps,
+            value_range=value_range,
+            decorrelate=_probe_colours(probe_images),
+        )
+        actmax._optional = True
+        self.callbacks.append(actmax)
 
     def set_model(self, model):
         super().set_model(model)
@@ -77,6 +126,8 @@ class CNNViz(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         for callback in self.callbacks:
             callback.on_train_begin(logs)
+        # A kind that cannot draw this model (actmax of a sequence model) drops out quietly.
+        self.callbacks = [c for c in self.callbacks if getattr(c, "active", True)]
 
     def on_train_batch_end(self, batch, logs=None):
         for callback in self.callbacks:
@@ -89,3 +140,22 @@ class CNNViz(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         for callback in self.callbacks:
             callback.on_train_end(logs)
+
+
+def _probe_colours(probe_images):
+    """The probe images' colour statistics for decorrelation, or ImageNet's (`True`).
+
+    A model trained on saturated shapes or scans does not see ImageNet's colours; its probe
+    images say which colours it does see.
+    """
+    from tb_cnnviz.actmax import color_correlation
+
+    if isinstance(probe_images, list | tuple) or probe_images is None:
+        return True
+    images = np.asarray(probe_images)
+    if images.ndim != 4 or images.shape[-1] != 3 or not np.issubdtype(images.dtype, np.number):
+        return True
+    try:
+        return color_correlation(images)
+    except ValueError:  # no colour variance: nothing to learn from
+        return True

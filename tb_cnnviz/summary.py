@@ -25,11 +25,13 @@ The index of one step::
       "filters": [0, 1, 2, …],            # ids of the filters drawn, in drawing order
       "total_filters": 64,                # filters in the layer; more than len(filters) = sampled
       "slices": {"axis": "input_channel", # what the tiles of one filter are: "input_channel",
-                 "count": 32,             #   "rgb", "probe" or "image"
-                 "total": 32},            # before any cap
+                 "count": 32,             #   "input_channel_grid" (a 1x1 kernel: one tile of
+                 "total": 32},            #   all its input weights, row-major), "rgb", "probe"
+                                          #   or "image"; "total" counts them before any cap
       "atlases": [{"blob": 1, "cols": 40, "rows": 26, "count": 1024}, …],
       "ranges": [[lo, hi], …],            # one per tile
       "stats": {"l2_norm": […], …},       # one list per statistic, aligned with "filters"
+                                          #   (actmax: "activation", the activation reached)
       "layer_stats": {"update_ratio": 0.01, …},
       "notes": ["…"]                      # optional human-readable remarks (caps applied, …)
     }
@@ -39,6 +41,18 @@ Atlases hold consecutive tiles row-major: the `k`-th tile of an atlas sits at co
 row `k // cols`, at pixel `(col * w, row * h)`. A tile's pixel `p` stands for the value
 `lo + p / 255 * (hi - lo)`; a constant tile is drawn as 128. Statistics that do not exist yet
 (for example the change at the first step) are `null`.
+
+The `attribution` kind (`attribution`, tag `"<method>/attribution"`, e.g. `"gradcam/attribution"`)
+fills the same index for class heatmaps of probe images. `filters` are the probe images' ids
+`0…n-1`; `slices` has `"axis": "image"` and names its tiles in `"labels"`: `"image"` (the probe
+itself, RGB or gray; 1-D inputs as one row, 3-D at their middle depth), `"predicted"` (the
+heatmap of the predicted class) and, when labels are known, `"true"` (the heatmap of the true
+class). A heatmap's values lie in [0, 1], 1 marking the most important pixels; its tiles are gray
+(R = G = B) so the dashboard can colour-map them and blend them over the image tile with an
+opacity slider. `stats` holds per probe `predicted` (class id), `confidence` (its probability),
+`true` (class id or `null`) and `correct` (bool or `null`); `layer_stats` holds `accuracy` over
+the probes (`null` without labels) and `mean_confidence`. The plugin metadata may carry the
+static facts `method`, `target_layer` and `class_names`.
 
 Per-layer health numbers are also written as ordinary scalars (`"<layer>/update_ratio"`,
 `"<layer>/dead_fraction"`) so they show in TensorBoard's Scalars tab.
@@ -54,12 +68,19 @@ import tensorflow as tf
 
 from tb_cnnviz import metadata, tiles
 
-__all__ = ["DEFAULT_MAX_FILTERS", "feature_maps", "filter_weights", "write_layer"]
+__all__ = [
+    "DEFAULT_MAX_FILTERS",
+    "actmax",
+    "attribution",
+    "feature_maps",
+    "filter_weights",
+    "write_layer",
+]
 
 #: Default cap on filters drawn per layer; larger layers are sampled evenly and say so.
 DEFAULT_MAX_FILTERS = 256
 #: Default cap on input-channel slices drawn per filter.
-DEFAULT_MAX_SLICES = 64
+DEFAULT_MAX_SLICES = 32
 #: Default cap on a feature-map tile's longer side; larger maps are average-pooled.
 DEFAULT_MAX_TILE_SIDE = 64
 
@@ -130,6 +151,12 @@ def filter_weights(
         notes = []
         if rgb:
             pics, slices = pics[:, None], {"axis": "rgb", "count": 1, "total": 1}
+        elif pics.shape[1] * pics.shape[2] == 1:
+            # A 1x1 kernel is one weight per input channel: single-pixel slices would say
+            # nothing, so each filter becomes one tile of its input-channel weights, row-major.
+            h = _grid_height(in_channels)
+            pics = pics.reshape(len(ids), 1, h, in_channels // h, 1)
+            slices = {"axis": "input_channel_grid", "count": 1, "total": 1}
         else:
             shown = min(in_channels, max_slices)
             if shown < in_channels:
@@ -213,6 +240,205 @@ def feature_maps(
     return written
 
 
+def attribution(
+    name: str,
+    images,
+    heatmaps,
+    step: int | None = None,
+    *,
+    predicted,
+    confidence,
+    true_classes=None,
+    true_heatmaps=None,
+    class_names: Sequence[str] | None = None,
+    method: str | None = None,
+    target_layer: str | None = None,
+    max_tile_side: int = DEFAULT_MAX_TILE_SIDE,
+    description: str | None = None,
+) -> bool:
+    """Writes class attribution heatmaps of probe images, with each probe's prediction.
+
+    Each probe image is stored beside its heatmaps, so the dashboard can blend them with an
+    opacity slider and switch between the predicted and the true class.
+
+    Args:
+        name: The attribution method's name; the tag is `"<name>/attribution"`.
+        images: The probe images `[n, h, w, channels]` or `[n, h, w]`; 3 channels are drawn in
+            colour, any other count as the channel mean in gray. 1-D inputs `[n, length, …]` are
+            drawn as one row, 3-D inputs `[n, d, h, w, …]` at their middle depth.
+        heatmaps: Heatmaps for the predicted class `[n, h, w]` (`[n, length]`, `[n, d, h, w]`),
+            1 marking the most important pixels (as `tb_cnnviz.attribution` returns them).
+        step: The step; defaults to `tf.summary.experimental.get_step()`.
+        predicted: Each probe's predicted class `[n]`.
+        confidence: The probability of each probe's predicted class `[n]`.
+        true_classes: Each probe's true class `[n]`, when known.
+        true_heatmaps: Heatmaps for the true class, shaped like `heatmaps`; needs
+            `true_classes`.
+        class_names: Optional names of the classes, stored once for the dashboard.
+        method: Optional method id stored as a static fact (for example `"gradcam"`).
+        target_layer: Optional conv layer the maps were read from, stored as a static fact.
+        max_tile_side: Average-pool pictures whose longer side exceeds this.
+        description: Optional Markdown for TensorBoard.
+
+    Returns:
+        True when a summary was written, False when no default writer records.
+
+    Raises:
+        ValueError: If shapes or lengths disagree, or no step is known.
+
+    Example:
+        >>> import tempfile
+        >>> writer = tf.summary.create_file_writer(tempfile.mkdtemp())
+        >>> with writer.as_default():
+        ...     attribution("gradcam", np.random.rand(2, 8, 8, 3), np.random.rand(2, 8, 8),
+        ...                 step=0, predicted=[1, 0], confidence=[0.9, 0.6])
+        True
+    """
+    heat, images = _to_numpy(heatmaps), _to_numpy(images)
+    if heat.ndim not in (2, 3, 4) or len(heat) == 0:
+        raise ValueError(
+            "heatmaps must have shape [n_images, *spatial] with 1 to 3 spatial dimensions and "
+            f"at least one image. Received: heatmaps.shape={heat.shape}"
+        )
+    if images.ndim not in (heat.ndim, heat.ndim + 1) or images.shape[: heat.ndim] != heat.shape:
+        raise ValueError(
+            "heatmaps must hold one map per image at the images' size, and images must have "
+            "shape [n_images, *spatial] or [n_images, *spatial, channels]. "
+            f"Received: heatmaps.shape={heat.shape}, images.shape={images.shape}"
+        )
+    if images.ndim == heat.ndim:
+        images = images[..., None]
+    n = len(heat)
+    maps = {"predicted": _heatmaps("heatmaps", heat, heat.shape)}
+    stats = {
+        "predicted": _classes("predicted", predicted, n),
+        "confidence": tiles.round_floats(_per_image("confidence", confidence, n)),
+        "true": [None] * n,
+        "correct": [None] * n,
+    }
+    if true_heatmaps is not None and true_classes is None:
+        raise ValueError(
+            "true_heatmaps need true_classes to say which class they show. "
+            "Received: true_classes=None"
+        )
+    if true_classes is not None:
+        stats["true"] = _classes("true_classes", true_classes, n)
+        stats["correct"] = [p == t for p, t in zip(stats["predicted"], stats["true"], strict=True)]
+        if true_heatmaps is not None:
+            maps["true"] = _heatmaps("true_heatmaps", true_heatmaps, heat.shape)
+    if not _recording():
+        return False
+    step = _resolve_step(step)
+
+    def build():
+        pictures = images if images.shape[-1] in (1, 3) else images.mean(-1, keepdims=True)
+        channels = pictures.shape[-1]
+        stacked = np.stack(list(maps.values()), axis=1)[..., None]  # [n, k, *spatial, 1]
+        # One atlas needs one channel count: heatmaps are stored gray with the image's channels.
+        pictures = np.concatenate([pictures[:, None], np.repeat(stacked, channels, -1)], axis=1)
+        notes = []
+        if pictures.ndim == 4:  # 1-D inputs: one row
+            pictures = pictures[:, :, None]
+        if pictures.ndim == 6:  # 3-D inputs: the middle depth, as for feature maps
+            depth = pictures.shape[2]
+            pictures = pictures[:, :, depth // 2]
+            notes.append(f"showing depth {depth // 2} of {depth}")
+        shrunk = np.moveaxis(_shrink(np.moveaxis(pictures, -1, 2), max_tile_side), 2, -1)
+        if shrunk.shape[2:4] != pictures.shape[2:4]:
+            (h, w), (hh, ww) = pictures.shape[2:4], shrunk.shape[2:4]
+            notes.append(f"pictures average-pooled from {h}x{w} to {hh}x{ww}")
+        labels = ["image", *maps]
+        slices = {"axis": "image", "count": len(labels), "total": len(labels), "labels": labels}
+        known = [c for c in stats["correct"] if c is not None]
+        layer_stats = {
+            "accuracy": float(np.mean(known)) if known else None,
+            "mean_confidence": tiles.round_floats([np.mean(stats["confidence"])])[0],
+        }
+        return shrunk, slices, stats, layer_stats, notes
+
+    return write_layer(
+        "attribution",
+        name,
+        build,
+        list(range(n)),
+        n,
+        step,
+        description=description,
+        method=method,
+        target_layer=target_layer,
+        class_names=None if class_names is None else [str(c) for c in class_names],
+    )
+
+
+def actmax(
+    name: str,
+    images,
+    step: int | None = None,
+    *,
+    activations=None,
+    filters: Sequence[int] | None = None,
+    total_filters: int | None = None,
+    description: str | None = None,
+) -> bool:
+    """Writes activation-maximization images: for each filter, an input that excites it most.
+
+    Args:
+        name: The layer name; the tag is `"<name>/actmax"`.
+        images: One image per filter, `[n, h, w, 3]` (drawn in colour, slice axis `"rgb"`) or
+            `[n, h, w, 1]` / `[n, h, w]` (gray, slice axis `"image"`), in any value range, as
+            `tb_cnnviz.actmax.render` returns them.
+        step: The step; defaults to `tf.summary.experimental.get_step()`.
+        activations: The activation each image reached `[n]`, stored as the per-filter
+            statistic `activation`.
+        filters: The filter id of each image; defaults to `0…n-1`.
+        total_filters: Filters in the layer, when only some were rendered; defaults to the
+            number of filters given.
+        description: Optional Markdown for TensorBoard.
+
+    Returns:
+        True when a summary was written, False when no default writer records.
+
+    Raises:
+        ValueError: If shapes or lengths disagree, values are not finite, or no step is known.
+
+    Example:
+        >>> import tempfile
+        >>> writer = tf.summary.create_file_writer(tempfile.mkdtemp())
+        >>> with writer.as_default():
+        ...     actmax("conv2d", np.random.rand(4, 8, 8, 3), step=0, activations=[1, 2, 3, 4])
+        True
+    """
+    pics = _to_numpy(images)
+    if pics.ndim == 3:
+        pics = pics[..., None]
+    if pics.ndim != 4 or pics.shape[-1] not in (1, 3) or len(pics) == 0:
+        raise ValueError(
+            "images must have shape [n_filters, h, w, 3] or [n_filters, h, w(, 1)] with at "
+            f"least one image. Received: images.shape={pics.shape}"
+        )
+    n = len(pics)
+    ids = list(range(n)) if filters is None else [int(f) for f in filters]
+    if len(ids) != n:
+        raise ValueError(
+            f"filters must name one filter per image ({n}). Received: {len(ids)} filters"
+        )
+    stats = {}
+    if activations is not None:
+        reached = tiles.round_floats(_per_image("activations", activations, n))
+        stats["activation"] = [v if np.isfinite(v) else None for v in reached]  # JSON has no NaN
+    total = len(ids) if total_filters is None else int(total_filters)
+    if not _recording():
+        return False
+    step = _resolve_step(step)
+
+    def build():
+        axis = "rgb" if pics.shape[-1] == 3 else "image"
+        return pics[:, None], {"axis": axis, "count": 1, "total": 1}, stats, {}, []
+
+    total = max(total, len(ids))
+    return write_layer("actmax", name, build, ids, total, step, description=description)
+
+
 def write_layer(
     kind: str,
     name: str,
@@ -288,6 +514,37 @@ def write_layer(
     )
 
 
+def _heatmaps(argument: str, maps, shape: tuple[int, int, int]) -> np.ndarray:
+    maps = _to_numpy(maps)
+    if maps.shape != shape:
+        raise ValueError(
+            f"{argument} must have shape [n_images, h, w] = {list(shape)}, one map per image at "
+            f"the images' size. Received: {argument}.shape={maps.shape}"
+        )
+    if not np.isfinite(maps).all():
+        raise ValueError(f"{argument} contains NaN or Inf values.")
+    return maps
+
+
+def _per_image(argument: str, values, n: int) -> np.ndarray:
+    values = np.asarray(values).reshape(-1) if np.ndim(values) else np.asarray([values])
+    if len(values) != n or not np.issubdtype(values.dtype, np.number):
+        raise ValueError(
+            f"{argument} must hold one number per image ({n} images). "
+            f"Received: {argument}={np.asarray(values).tolist()!r}"
+        )
+    return values
+
+
+def _classes(argument: str, values, n: int) -> list[int]:
+    values = _per_image(argument, values, n)
+    if not np.all(np.equal(np.mod(values, 1), 0)):
+        raise ValueError(
+            f"{argument} must hold class ids. Received: {argument}={values.tolist()!r}"
+        )
+    return [int(v) for v in values]
+
+
 def _kernel_pictures(per_filter: np.ndarray) -> np.ndarray:
     """`[n, *spatial, in]` -> `[n, h, w, in]`: 1-D kernels as one row, 3-D depth side by side."""
     if per_filter.ndim == 3:
@@ -296,6 +553,11 @@ def _kernel_pictures(per_filter: np.ndarray) -> np.ndarray:
         n, d, h, w, c = per_filter.shape
         return per_filter.transpose(0, 2, 1, 3, 4).reshape(n, h, d * w, c)
     return per_filter
+
+
+def _grid_height(n: int) -> int:
+    """The largest divisor of `n` not above its square root: the height of a near-square grid."""
+    return max(d for d in range(1, int(n**0.5) + 1) if n % d == 0)
 
 
 def _shrink(maps: np.ndarray, max_side: int) -> np.ndarray:
@@ -319,8 +581,7 @@ def _sample(total: int, cap: int) -> list[int]:
 
 
 def _pairs(ranges: np.ndarray) -> list[list[float]]:
-    flat = tiles.round_floats(ranges.ravel())
-    return [flat[i : i + 2] for i in range(0, len(flat), 2)]
+    return np.reshape(tiles.round_floats(ranges), (-1, 2)).tolist()
 
 
 def _ratio(delta: np.ndarray, base: np.ndarray) -> float:

@@ -52,6 +52,9 @@ def test_two_epoch_fit_writes_exactly_the_expected_tags_and_steps(tmp_path, read
         ("train", "conv_b/weights"),
         ("train", "conv_a/feature_maps"),
         ("train", "conv_b/feature_maps"),
+        ("train", "conv_a/actmax"),
+        ("train", "conv_b/actmax"),
+        ("train", "gradcam/attribution"),
     }
     for run, tag in logs.cnnviz_tags():
         assert logs.steps(run, tag) == [0, 1]
@@ -136,6 +139,9 @@ def test_layers_inside_a_nested_model_are_found_and_named_by_path(tmp_path, read
         ("train", "block/deep/weights"),
         ("train", "stem/feature_maps"),
         ("train", "block/deep/feature_maps"),
+        ("train", "stem/actmax"),
+        ("train", "block/deep/actmax"),
+        ("train", "gradcam/attribution"),
     }
 
 
@@ -146,9 +152,12 @@ def test_unbuilt_sequential_and_layer_selection(tmp_path, read_logdir):
 
 
 def test_frequency_zero_turns_a_kind_off_and_two_skips_epochs(tmp_path, read_logdir):
-    """weights_freq=0 writes no weights; feature_maps_freq=2 logs epochs 1 and 3 (steps 1, 3)."""
+    """*_freq=0 turns a kind off; feature_maps_freq=2 logs epochs 1 and 3 (steps 1, 3)."""
     probes, _ = data(n=2)
-    viz = CNNViz(str(tmp_path), probes, weights_freq=0, feature_maps_freq=2)
+    viz = CNNViz(
+        str(tmp_path), probes, weights_freq=0, feature_maps_freq=2, attribution_freq=0,
+        actmax_freq=0,
+    )
     fit(small_cnn(), [viz], epochs=4)
     logs = read_logdir(tmp_path)
     assert {tag for _, tag in logs.cnnviz_tags()} == {"conv_a/feature_maps", "conv_b/feature_maps"}

@@ -1,0 +1,160 @@
+"""`ActivationMaximization`: for every filter, the input that excites it most, each logged epoch."""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np
+
+from tb_cnnviz import actmax, summary
+from tb_cnnviz.actmax import param as param_lib
+from tb_cnnviz.actmax import renderer as renderer_lib
+from tb_cnnviz.actmax.forward import _is_conv2d
+from tb_cnnviz.summary import _sample
+
+from .base import VizCallback
+
+__all__ = ["ActivationMaximization"]
+
+#: Optimization steps per logged epoch in the callbacks' default: with warm starts, each epoch
+#: refines the previous epoch's images, so the images sharpen as training goes on.
+DEFAULT_STEPS = 32
+
+
+class ActivationMaximization(VizCallback):
+    """Logs, for every filter of each 2-D conv layer, an image that excites it most.
+
+    The images come from `tb_cnnviz.actmax`: a Fourier parameterization with decorrelated
+    colours, random pad/jitter/scale/rotate transforms, all filters of a layer optimized as one
+    batch in one compiled step. The first logged epoch starts from noise; each later one
+    continues from the previous epoch's images (`warm_start`), so a few steps per epoch follow
+    the network as it learns. Each step also stores the activation every image reached
+    (statistic `activation`).
+
+    Layers that are not 2-D convolutions (Conv1D, Conv3D) are skipped with one warning.
+
+    Args:
+        log_dir: The `log_dir` of `keras.callbacks.TensorBoard`; pictures go to its `train` run.
+        layers: Layer names or `outer/inner` paths; `None` means every 2-D conv layer.
+        freq: Log every `freq` epochs; 0 turns it off.
+        max_filters: Render at most this many filters per layer (evenly sampled beyond).
+        max_layers: Render at most this many layers, spread evenly over the depth and always
+            including the last; `None` renders every selected layer.
+        steps: Optimization steps per logged epoch.
+        warm_start: Continue from the previous logged epoch's images instead of from noise.
+        value_range: `(low, high)` of the model's input pixels, e.g. `(0, 1)`, `(-1, 1)` or
+            `(0, 255)`.
+        size: `(h, w)` to render at; defaults to the model's input size.
+        decorrelate: Colour decorrelation: `True` (ImageNet's colour statistics), `False`, or
+            a `3x3` matrix from `tb_cnnviz.actmax.color_correlation(images)` for models trained
+            on other colours.
+        seed: The seed; the images of a run are reproducible for a given seed.
+
+    Example:
+        >>> import numpy as np, keras, tempfile
+        >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+        ...                           keras.layers.Flatten(), keras.layers.Dense(2)])
+        >>> model.compile("adam", "mse")
+        >>> cb = ActivationMaximization(tempfile.mkdtemp(), steps=4)
+        >>> _ = model.fit(np.zeros((4, 8, 8, 3)), np.zeros((4, 2)), epochs=1, verbose=0,
+        ...               callbacks=[cb])
+    """
+
+    kind = "actmax"
+
+    def __init__(
+        self,
+        log_dir="logs",
+        *,
+        layers=None,
+        freq=1,
+        max_filters=256,
+        max_layers=None,
+        steps=DEFAULT_STEPS,
+        warm_start=True,
+        value_range=(0.0, 1.0),
+        size=None,
+        decorrelate=True,
+        seed=0,
+    ):
+        super().__init__(log_dir, layers=layers, freq=freq, max_filters=max_filters)
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+            raise ValueError(f"steps must be a positive integer. Received: steps={steps!r}")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise ValueError(f"seed must be an integer. Received: seed={seed!r}")
+        if max_layers is not None and (
+            isinstance(max_layers, bool)
+            or not isinstance(max_layers, numbers.Integral)
+            or max_layers < 1
+        ):
+            raise ValueError(
+                "max_layers must be a positive integer or None. "
+                f"Received: max_layers={max_layers!r}"
+            )
+        self.max_layers = max_layers
+        self.steps = int(steps)
+        self.warm_start = bool(warm_start)
+        self.value_range = renderer_lib._value_range(value_range)
+        self.size = None if size is None else param_lib._size(size)
+        self.decorrelate = decorrelate
+        param_lib._mixing_matrix(decorrelate)  # validates it now, not at the end of an epoch
+        self.seed = int(seed)
+        # When bundled in CNNViz, a model or layer this kind cannot draw turns it off quietly:
+        # the user asked for "everything that applies", not for this kind.
+        self._optional = False
+        #: Whether this callback draws anything for the model (known after `on_train_begin`).
+        self.active = True
+        self._renderers = {}
+        self._previous = {}
+
+    def _validate(self, model):
+        self._renderers, self._previous = {}, {}
+        flat = [(path, layer) for path, layer in self._selected if _is_conv2d(layer)]
+        skipped = [path for path, layer in self._selected if not _is_conv2d(layer)]
+        if self.max_layers is not None and len(flat) > self.max_layers:
+            picks = np.linspace(len(flat) - 1, 0, self.max_layers).round().astype(int)
+            flat = [flat[i] for i in sorted(set(picks.tolist()))]
+        try:
+            for path, _ in flat:
+                self._renderers[path] = actmax.Renderer(
+                    model,
+                    path,
+                    value_range=self.value_range,
+                    size=self.size,
+                    decorrelate=self.decorrelate,
+                )
+        except ValueError:
+            if not self._optional:
+                raise
+            self._renderers, flat = {}, []
+        if skipped and not self._optional:
+            warnings.warn(
+                "tb-cnnviz: activation maximization draws 2-D conv layers only; skipping "
+                f"{skipped}.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self._selected = flat
+        self.active = bool(flat)
+
+    def _log_layer(self, path, layer, step):
+        renderer = self._renderers[path]
+        total = renderer.units
+        ids = _sample(total, self.max_filters)
+        previous = self._previous.get(path) if self.warm_start else None
+        images = renderer(ids, steps=self.steps, seed=self.seed, init=previous)
+        self._previous[path] = images.state
+        summary.actmax(
+            path,
+            images,
+            step=step,
+            activations=images.activations,
+            filters=ids,
+            total_filters=total,
+            description=(
+                f"For each filter of `{path}` ({type(layer).__name__}), an input that excites it "
+                f"most; {self.steps} optimization steps per logged epoch"
+                + (", each continuing the last." if self.warm_start else ".")
+            ),
+        )

@@ -1,0 +1,294 @@
+"""Reading the layers an objective needs from any Keras model, inside a compiled step.
+
+Two ways, chosen per model:
+
+* a truncated feature extractor `keras.Model(model.inputs, [layer.output, ...])`, when every
+  layer read is a top-level layer of a Functional or Sequential model: it runs only the layers
+  the objective depends on, the cheapest forward pass there is;
+* otherwise (a layer inside a nested sub-model, a subclassed model, the model's logits) the whole
+  model runs while `tb_cnnviz.layers.capture_outputs` records the layers. A nested Functional
+  sub-model's layers live in the sub-model's own graph, so the outer model cannot be cut there.
+
+Conv outputs are handed to objectives channels last, whatever the layer's `data_format`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import keras
+import tensorflow as tf
+
+from tb_cnnviz import layers as layer_lib
+from tb_cnnviz.actmax.objectives import LOGITS
+
+__all__ = ["ModelReader", "find_layer", "image_input_shape"]
+
+
+def image_input_shape(model: keras.Model) -> tuple:
+    """Returns the `(h, w, c)` a single-image-input model expects (`None` for free dimensions).
+
+    Raises:
+        ValueError: If the model is not built, has several inputs, or its input is not an image
+            batch `[n, h, w, c]`.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((28, 20, 1)), keras.layers.Conv2D(2, 3)])
+        >>> image_input_shape(model)
+        (28, 20, 1)
+    """
+    inputs = getattr(model, "inputs", None)
+    try:
+        shapes = [tuple(t.shape) for t in inputs] if inputs else [tuple(model.input_shape)]
+    except (AttributeError, ValueError, TypeError):
+        raise ValueError(
+            f"Cannot tell what input the model {model.name!r} expects: build it first (call it on "
+            "a batch, or give the first layer a keras.Input). Received: model is not built"
+        ) from None
+    if len(shapes) != 1:
+        raise ValueError(
+            "Activation maximization needs a model with one image input. "
+            f"Received: model with {len(shapes)} inputs of shapes {shapes}"
+        )
+    shape = shapes[0]
+    if len(shape) != 4 or shape[-1] is None:
+        raise ValueError(
+            "Activation maximization needs an image input [batch, height, width, channels]. "
+            f"Received: input shape {shape}"
+        )
+    return tuple(None if d is None else int(d) for d in shape[1:])
+
+
+def find_layer(model: keras.Model, name: str, argument: str, *, conv: bool):
+    """Returns `(path, layer)` for a layer given by path or unique plain name.
+
+    Args:
+        model: The model.
+        name: The layer's path (`outer/inner`) or plain name.
+        argument: The argument the name came from, for the message.
+        conv: Whether the caller needs a conv layer's feature maps.
+
+    Raises:
+        ValueError: If no layer or several layers have that name, or `conv` is set and the layer
+            is not a 2-D convolution. The message lists the conv layers.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3, name="c")])
+        >>> find_layer(m, "c", "layer", conv=True)[0]
+        'c'
+    """
+    everything = list(layer_lib.all_layers(model))
+    convs = [p for p, layer in everything if _is_conv2d(layer)]
+    matches = [(p, layer) for p, layer in everything if p == name]
+    if not matches:
+        matches = [(p, layer) for p, layer in everything if layer.name == name]
+    if not matches:
+        raise ValueError(
+            f"{name!r} is not a layer of the model {model.name!r}. Conv layers: {convs}. "
+            f"Received: {argument}={name!r}"
+        )
+    if len(matches) > 1:
+        raise ValueError(
+            f"{name!r} names several layers: {[p for p, _ in matches]}; give the full path. "
+            f"Received: {argument}={name!r}"
+        )
+    path, layer = matches[0]
+    if conv and not _is_conv2d(layer):
+        raise ValueError(
+            f"{path!r} is a {type(layer).__name__} layer, not a 2-D conv layer; a channel or "
+            f"neuron objective needs a conv layer's feature maps. Conv layers: {convs}. "
+            f"Received: {argument}={name!r}"
+        )
+    return path, layer
+
+
+class ModelReader:
+    """Maps an image batch to the outputs (and pre-activations) of the layers an objective needs.
+
+    Call it inside `reader.active()`: that context hooks the layers read (recording nested
+    layers' outputs and, where asked, their outputs before the activation function) and bypasses
+    a final softmax while the compiled step traces and runs.
+
+    Args:
+        model: A built Keras model with one image input.
+        needs: `Objective.needs`: layer name -> `"output"`, `"feature_maps"` (a conv layer) or
+            `"pre_activation"` (a conv layer, read before its activation too); `LOGITS` means
+            the model's pre-softmax output.
+        argument: The argument the layer names came from, for error messages.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3, name="c")])
+        >>> reader = ModelReader(m, {"c": "feature_maps"})
+        >>> with reader.active():
+        ...     outputs, pre = reader(tf.zeros((1, 8, 8, 3)))
+        >>> outputs["c"].shape
+        TensorShape([1, 6, 6, 2])
+    """
+
+    def __init__(self, model: keras.Model, needs, argument: str = "layer"):
+        self.model = model
+        self.input_shape = image_input_shape(model)
+        self._layers = {
+            name: find_layer(model, name, argument, conv=need != "output")
+            for name, need in needs.items()
+            if name != LOGITS
+        }
+        self._pre_names = [name for name, need in needs.items() if need == "pre_activation"]
+        self._logits = LOGITS in needs
+        # Filled while tracing inside `active()`: layer id -> tensor.
+        self._captured: dict[int, object] = {}  # outputs, from capture_outputs
+        self._hooked: dict[int, object] = {}  # outputs, from the pre-activation hooks
+        self._pre: dict[int, object] = {}  # pre-activations
+        self._extractor = None if self._logits else self._truncate()
+
+    @property
+    def truncated(self) -> bool:
+        """Whether a truncated feature extractor runs instead of the whole model."""
+        return self._extractor is not None
+
+    def __call__(self, images: tf.Tensor) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+        """Returns `(outputs, pre_activations)`, each `{layer name: tensor}`, conv maps channels
+        last."""
+        names = list(self._layers)
+        if self._extractor is not None:
+            outs = self._extractor(images, training=False)
+            outs = outs if isinstance(outs, list | tuple) else [outs]
+            outputs = dict(zip(names, outs, strict=True))
+        else:
+            logits = self.model(images, training=False)
+            outputs = {name: self._recorded(name) for name in names}
+            if self._logits:
+                outputs[LOGITS] = logits
+        pre = {name: self._recorded(name, pre=True) for name in self._pre_names}
+        for table in (outputs, pre):
+            for name in table:
+                layer = self._layers[name][1] if name in self._layers else None
+                if getattr(layer, "data_format", "channels_last") == "channels_first":
+                    table[name] = tf.experimental.numpy.moveaxis(table[name], 1, -1)
+        return outputs, pre
+
+    @contextlib.contextmanager
+    def active(self):
+        """Hooks the model for `__call__`: records layers, bypasses a final softmax."""
+        pre_layers = [self._layers[name][1] for name in self._pre_names]
+        others = [layer for _, layer in self._layers.values() if layer not in pre_layers]
+        with contextlib.ExitStack() as stack:
+            if self._logits:
+                stack.enter_context(_without_final_softmax(self.model))
+            for layer in pre_layers:
+                stack.enter_context(_record_pre_activation(layer, self._pre, self._hooked))
+            if self._extractor is None:
+                self._captured = stack.enter_context(layer_lib.capture_outputs(others))
+            try:
+                yield
+            finally:
+                self._captured, self._hooked, self._pre = {}, {}, {}
+
+    def _recorded(self, name: str, pre: bool = False):
+        key = id(self._layers[name][1])
+        out = self._pre.get(key) if pre else self._captured.get(key, self._hooked.get(key))
+        if out is None:
+            raise ValueError(
+                f"The model's forward pass never called layer {name!r}, so its output cannot be "
+                "read."
+            )
+        return out
+
+    def bytes_per_image(self, size: tuple[int, int]) -> int:
+        """Roughly the memory one image costs in a forward and backward pass at `size`.
+
+        Counts every layer output the pass keeps for the backward pass, three times (the output,
+        its gradient, and working space), from the layers' known output shapes.
+
+        Example:
+            >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3)])
+            >>> ModelReader(m, {}).bytes_per_image((8, 8)) > 0
+            True
+        """
+        model = self._extractor or self.model
+        h, w = size
+        elements = h * w * (self.input_shape[-1] or 3)
+        for _, layer in layer_lib.all_layers(model):
+            if getattr(layer, "layers", None):
+                continue  # a sub-model: its own layers are counted
+            try:
+                shape = tuple(layer.output.shape[1:])
+            except (AttributeError, ValueError):
+                continue
+            known = [d for d in shape if d is not None]
+            scale = (h * w) / 1024 if None in shape else 1  # free spatial dims: assume 32x32 base
+            elements += int(math.prod(known) * scale)
+        return int(elements * 4 * 3)
+
+    def _truncate(self):
+        if any("/" in path for path, _ in self._layers.values()) or not self._layers:
+            return None
+        try:
+            # The single input as a tensor, not a list: called with a tensor, a list-input
+            # model warns about the structure on every trace.
+            extractor = keras.Model(
+                self.model.inputs[0], [layer.output for _, layer in self._layers.values()]
+            )
+        except Exception:  # shared layers, subclassed models: read by capture instead
+            return None
+        return extractor
+
+
+@contextlib.contextmanager
+def _record_pre_activation(layer, pre: dict, outputs: dict):
+    """Runs `layer` with a linear activation, records that and the real output."""
+    activation = getattr(layer, "activation", None)
+    original = layer.call
+    key = id(layer)
+
+    def hook(*args, **kwargs):
+        value = original(*args, **kwargs)
+        pre[key] = value
+        out = activation(value) if activation is not None else value
+        outputs[key] = out
+        return out
+
+    if activation is not None:
+        object.__setattr__(layer, "activation", keras.activations.linear)
+    object.__setattr__(layer, "call", hook)
+    try:
+        yield
+    finally:
+        object.__delattr__(layer, "call")
+        if activation is not None:
+            object.__setattr__(layer, "activation", activation)
+
+
+def _is_conv2d(layer) -> bool:
+    return isinstance(layer, layer_lib.CONV_TYPES) and getattr(layer, "rank", 2) == 2
+
+
+@contextlib.contextmanager
+def _without_final_softmax(model):
+    """Makes the model return pre-softmax logits while the block runs."""
+    last = model
+    while getattr(last, "layers", None):
+        last = last.layers[-1]
+    activation = getattr(last, "activation", None)
+    softmax_layer = isinstance(last, keras.layers.Softmax) or (
+        isinstance(last, keras.layers.Activation) and _is_softmax(activation)
+    )
+    if softmax_layer:
+        object.__setattr__(last, "call", lambda inputs, *args, **kwargs: inputs)
+        try:
+            yield
+        finally:
+            object.__delattr__(last, "call")
+    elif _is_softmax(activation):
+        object.__setattr__(last, "activation", keras.activations.linear)
+        try:
+            yield
+        finally:
+            object.__setattr__(last, "activation", activation)
+    else:
+        yield
+
+
+def _is_softmax(fn) -> bool:
+    return getattr(fn, "__name__", "") == "softmax"

@@ -1,0 +1,559 @@
+"""Rendering: every selected filter of a layer optimized as one batch in one compiled step.
+
+`Renderer` holds the compiled optimization for one model and objective and can be called again
+and again (a training callback calls it every epoch without retracing); `render` is the one-call
+form. One call of the compiled function runs all `steps` of gradient ascent inside TensorFlow
+(a `tf.while_loop`), so the host is involved once per chunk, not once per step.
+
+Per call:
+
+1. The selected filters are split into chunks that fit `memory_budget` (equal sizes; the last is
+   padded with a repeat so one trace serves every chunk).
+2. Each image starts from noise drawn from `(seed, filter)`, or from a previous result's state
+   (`init=`): a warm start carries the variables and the optimizer's moments, so refining last
+   epoch's image takes a few steps instead of a cold start's many.
+3. Each step: parameterization -> images in `[0, 1]` -> random transforms (their random numbers
+   hashed from `(seed, filter, step)`) -> crop to the render size -> resize to the model's input
+   size if it differs -> the model's value range -> forward -> objective per image -> gradient ->
+   Adam, per image.
+4. The activation each image reached is measured on the untransformed final image.
+
+Every image depends only on its own filter, the seed and the steps taken, so filter `k`'s image
+is the same whichever filters share its batch (up to floating-point reordering inside batched
+convolutions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tb_cnnviz.actmax import objectives as obj_lib
+from tb_cnnviz.actmax import param as param_lib
+from tb_cnnviz.actmax import transforms as tf_lib
+from tb_cnnviz.actmax.forward import ModelReader, image_input_shape
+
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "DEFAULT_STEPS",
+    "ActmaxImages",
+    "Renderer",
+    "WarmStart",
+    "default_objective",
+    "render",
+]
+
+#: Default bytes one chunk of images may use in the forward and backward pass.
+DEFAULT_MEMORY_BUDGET = 1 << 30
+#: Default optimization steps of a cold start.
+DEFAULT_STEPS = 128
+#: Weight of the total-variation penalty in `default_objective`.
+DEFAULT_TOTAL_VARIATION = 0.3
+#: Size used when the model's input has free spatial dimensions and no size is given.
+_FREE_SIZE = 128
+
+_BETA1, _BETA2, _EPSILON = 0.9, 0.999, 1e-8
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+    """What a later call needs to continue optimizing images: pass the result as `init=`.
+
+    Attributes:
+        kind: The parameterization (`"fourier"` or `"pixel"`).
+        value_shape: One image's variable shape.
+        filters: The filter of each row.
+        values: Variable values `[n, *value_shape]`.
+        m: Adam's first moments, like `values`.
+        v: Adam's second moments, like `values`.
+        steps: Steps each image has taken, `[n]`.
+    """
+
+    kind: str
+    value_shape: tuple[int, ...]
+    filters: tuple[int, ...]
+    values: np.ndarray
+    m: np.ndarray
+    v: np.ndarray
+    steps: np.ndarray
+
+    def rows(self) -> dict[int, int]:
+        """Filter -> row."""
+        return {f: i for i, f in enumerate(self.filters)}
+
+
+class ActmaxImages(np.ndarray):
+    """The rendered images `[n, h, w, c]`, in the model's input value range, with what they reached.
+
+    A NumPy array: index it, save it, plot it. The extra attributes live on the array `render`
+    returns; arrays derived from it (slices, arithmetic) are plain data and carry `None`.
+
+    Attributes:
+        activations: float32 `[n]`: the objective each image reached (for the default objective,
+            its filter's mean activation), measured without transforms.
+        filters: The filter of each image.
+        layer: The layer rendered, or `None` for a custom objective without one.
+        state: A `WarmStart` to continue from: `render(..., init=previous)`.
+    """
+
+    activations: np.ndarray | None
+    filters: list[int] | None
+    layer: str | None
+    state: WarmStart | None
+
+    def __array_finalize__(self, obj):
+        self.activations = self.filters = self.layer = self.state = None
+
+
+def default_objective(layer: str) -> obj_lib.Objective:
+    """The objective `render` maximizes for `layer`: each image's own filter's mean activation,
+    plus `wake_up` so a filter the starting image leaves silent still gets a gradient, minus a
+    little total variation (`DEFAULT_TOTAL_VARIATION`) against speckle.
+
+    The penalty's weight is in the layer's activation units, so it smooths layers with small
+    activations (a first layer, a barely trained network) more than layers with large ones;
+    pass your own `objective=` to tune it.
+
+    Example:
+        >>> str(default_objective("conv4"))
+        "channel('conv4') + wake_up('conv4') - 0.3 * total_variation()"
+    """
+    return (
+        obj_lib.channel(layer)
+        + obj_lib.wake_up(layer)
+        - DEFAULT_TOTAL_VARIATION * obj_lib.total_variation()
+    )
+
+
+class Renderer:
+    """Compiled activation maximization for one model and objective, reusable across calls.
+
+    Args:
+        model: A built Keras model with one image input `[n, h, w, c]` (channels last).
+        layer: The conv layer whose filters to render (name or `outer/inner` path).
+        objective: What to maximize, per image (see `tb_cnnviz.actmax.objectives`). Defaults to
+            `default_objective(layer)`. An objective without an index reads each image's filter.
+        param: `"fourier"` (default: `1/f` spectrum, decorrelated colours) or `"pixel"`.
+        transforms: `"standard"` (default: pad, jitter, scale, rotate, jitter, sized to the
+            image), `None` for none, a `Transform`, or a list of them.
+        value_range: `(low, high)` of the model's input pixels, e.g. `(0, 1)`, `(-1, 1)` or
+            `(0, 255)`. Returned images are in this range.
+        size: `(h, w)` (or one int) to render at; defaults to the model's input size. A size
+            other than a fixed input size is resized to it before the forward pass.
+        learning_rate: Adam's step size.
+        decorrelate: Decorrelate colours (3-channel inputs): `True` with ImageNet's colour
+            statistics, `False`, or a `3x3` matrix from `color_correlation(images)` for models
+            trained on other colours.
+        batch_size: Images optimized together; defaults to what fits `memory_budget`.
+        memory_budget: Bytes a chunk may use in the forward and backward pass.
+
+    Raises:
+        ValueError: For an unknown layer, a non-conv layer where a channel objective needs one,
+            a model without one image input, or a bad argument value.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((16, 16, 3)),
+        ...                           keras.layers.Conv2D(4, 3, activation="relu", name="c")])
+        >>> renderer = Renderer(model, "c")
+        >>> images = renderer(steps=4)
+        >>> images.shape, images.activations.shape
+        ((4, 16, 16, 3), (4,))
+        >>> refined = renderer(steps=2, init=images)  # continues where `images` stopped
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        layer: str | None = None,
+        *,
+        objective=None,
+        param: str = "fourier",
+        transforms="standard",
+        value_range=(0.0, 1.0),
+        size=None,
+        learning_rate: float = 0.2,
+        decorrelate=True,
+        batch_size: int | None = None,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    ):
+        if layer is not None and not isinstance(layer, str):
+            raise ValueError(f"layer must be a layer name (str) or None. Received: layer={layer!r}")
+        if layer is None and objective is None:
+            raise ValueError("Give a layer to render or an objective. Received: layer=None")
+        self.model = model
+        self.layer = layer
+        self.objective = (
+            default_objective(layer) if objective is None else obj_lib.as_objective(objective)
+        )
+        # What to report per image: the filter's activation for the default objective.
+        self.measure = obj_lib.channel(layer) if objective is None else self.objective
+        if param not in ("fourier", "pixel"):
+            raise ValueError(f"param must be 'fourier' or 'pixel'. Received: param={param!r}")
+        self.param = param
+        self.value_range = _value_range(value_range)
+        self.learning_rate = _positive_float(learning_rate, "learning_rate")
+        self.decorrelate = param_lib._mixing_matrix(decorrelate)
+        if batch_size is not None:
+            batch_size = param_lib._positive(batch_size, "batch_size")
+        self.batch_size = batch_size
+        self.memory_budget = param_lib._positive(memory_budget, "memory_budget")
+
+        argument = "layer" if objective is None else "objective"
+        needs = (self.objective + self.measure).needs
+        self._reader = ModelReader(model, needs, argument)
+        h, w, self.channels = image_input_shape(model)
+        self.model_size = (h, w) if h is not None and w is not None else None
+        if size is None:
+            size = self.model_size or (_FREE_SIZE, _FREE_SIZE)
+        self.size = param_lib._size(size)
+        self.transforms = _transforms(transforms, self.size)
+        self._units = self._count_units()
+        self._slots: dict[int, _Slot] = {}
+
+    @property
+    def units(self) -> int | None:
+        """How many filters (or classes) the per-image targets can index; `None` if unused."""
+        return self._units
+
+    def __call__(self, filters=None, *, steps: int = DEFAULT_STEPS, seed: int = 0, init=None):
+        """Optimizes one image per filter and returns them.
+
+        Args:
+            filters: Filter indices (or classes, for `class_logit()`); `None` means all units of
+                the layer (one image when the objective has no per-image target).
+            steps: Optimization steps, at least 1.
+            seed: The seed; image `k` depends only on `(seed, filters[k], steps, init)`.
+            init: A previous result (or its `.state`) to continue from; filters it lacks
+                start from noise.
+
+        Returns:
+            `ActmaxImages` `[n, h, w, c]` in `value_range`, with `.activations` and `.state`.
+
+        Raises:
+            ValueError: For a filter out of range, `steps < 1`, a bad seed, or an `init` from
+                another parameterization or size.
+        """
+        ids = self._filters(filters)
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+            raise ValueError(f"steps must be a positive integer. Received: steps={steps!r}")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise ValueError(f"seed must be an integer. Received: seed={seed!r}")
+        warm = self._warm_state(init)
+
+        batch = self._batch(len(ids))
+        n_chunks = math.ceil(len(ids) / batch)
+        batch = math.ceil(len(ids) / n_chunks)  # equal chunks: one trace serves them all
+        slot = self._slot(batch)
+        images, scores, rows = [], [], []
+        for start in range(0, len(ids), batch):
+            chunk = ids[start : start + batch]
+            padded = chunk + [chunk[-1]] * (batch - len(chunk))
+            slot.load(padded, seed, warm)
+            with self._reader.active():
+                slot.run(tf.constant(int(steps)), tf.constant(int(seed) & 0xFFFFFFFF, tf.int64),
+                         tf.constant(padded, tf.int32))
+                score, pictures = slot.evaluate(tf.constant(padded, tf.int32))
+            keep = len(chunk)
+            images.append(pictures.numpy()[:keep])
+            scores.append(score.numpy()[:keep])
+            rows.append(slot.save(keep))
+
+        lo, hi = self.value_range
+        result = (lo + (hi - lo) * np.concatenate(images)).astype(np.float32).view(ActmaxImages)
+        result.activations = np.concatenate(scores).astype(np.float32)
+        result.filters = list(ids)
+        result.layer = self.layer
+        result.state = WarmStart(
+            kind=self.param,
+            value_shape=slot.param.value_shape,
+            filters=tuple(ids),
+            values=np.concatenate([r[0] for r in rows]),
+            m=np.concatenate([r[1] for r in rows]),
+            v=np.concatenate([r[2] for r in rows]),
+            steps=np.concatenate([r[3] for r in rows]),
+        )
+        return result
+
+    # -- internals ---------------------------------------------------------------------------
+    def _count_units(self) -> int | None:
+        if not self.objective.targets:
+            return None
+        h, w = self.model_size or self.size
+        with self._reader.active():
+            outs, _ = self._reader(tf.zeros((1, h, w, self.channels)))
+        return min(int(outs[name].shape[-1]) for name in self.objective.targets)
+
+    def _filters(self, filters) -> list[int]:
+        if filters is None:
+            return list(range(self._units or 1))
+        if isinstance(filters, numbers.Integral) and not isinstance(filters, bool):
+            filters = [filters]
+        try:
+            ids = [int(f) for f in filters if not isinstance(f, bool) and _is_int(f)]
+            valid = len(ids) == len(list(filters))
+        except TypeError:
+            valid = False
+        if not valid or not ids:
+            raise ValueError(
+                "filters must be a non-empty list of filter indices or None. "
+                f"Received: filters={filters!r}"
+            )
+        limit = self._units
+        bad = [f for f in ids if f < 0 or (limit is not None and f >= limit)]
+        if bad:
+            where = f"{self.layer!r} has {limit} filters" if self.layer else f"{limit} units"
+            raise ValueError(
+                f"filters: index {bad[0]} is out of range; {where} (valid: 0..{(limit or 1) - 1}). "
+                f"Received: filters={ids if len(ids) <= 20 else ids[:20] + ['...']}"
+            )
+        return ids
+
+    def _warm_state(self, init) -> WarmStart | None:
+        if init is None:
+            return None
+        state = init.state if isinstance(init, ActmaxImages) else init
+        if not isinstance(state, WarmStart):
+            raise ValueError(
+                "init must be a previous result of this renderer (or its .state). "
+                f"Received: init of type {type(init).__name__}"
+            )
+        expected = self._value_shape()
+        if state.kind != self.param or tuple(state.value_shape) != expected:
+            raise ValueError(
+                f"init was rendered with param={state.kind!r} and variable shape "
+                f"{tuple(state.value_shape)}; this renderer uses param={self.param!r} and "
+                f"{expected}. Render both at the same size and parameterization. "
+                f"Received: init with param={state.kind!r}"
+            )
+        return state
+
+    def _value_shape(self) -> tuple[int, ...]:
+        kind = param_lib.FourierParam if self.param == "fourier" else param_lib.PixelParam
+        return kind.shape_for(self.size, self.channels)
+
+    def _batch(self, n: int) -> int:
+        if self.batch_size is not None:
+            return min(n, self.batch_size)
+        per_image = self._reader.bytes_per_image(self.model_size or self.size)
+        return max(1, min(n, self.memory_budget // max(per_image, 1)))
+
+    def _slot(self, batch: int) -> _Slot:
+        if batch not in self._slots:
+            self._slots[batch] = _Slot(self, batch)
+        return self._slots[batch]
+
+    def _prepare(self, images01: tf.Tensor) -> tf.Tensor:
+        """Crops transformed images to the render size, fits them to the model, maps the range."""
+        h, w = self.size
+        x = tf.image.resize_with_crop_or_pad(images01 - 0.5, h, w) + 0.5  # pads mid-grey
+        if self.model_size is not None and self.model_size != self.size:
+            x = tf.image.resize(x, self.model_size, method="bilinear", antialias=True)
+        lo, hi = self.value_range
+        return lo + (hi - lo) * x
+
+
+class _Slot:
+    """Variables and compiled functions for one chunk size."""
+
+    def __init__(self, renderer: Renderer, batch: int):
+        self.renderer = renderer
+        self.batch = batch
+        make = param_lib.fourier if renderer.param == "fourier" else param_lib.pixel
+        self.param = make(
+            batch,
+            renderer.size,
+            renderer.channels,
+            decorrelate=False if renderer.decorrelate is None else renderer.decorrelate,
+        )
+        var = self.param.variable
+        self.m = tf.Variable(tf.zeros_like(var), name="adam_m")
+        self.v = tf.Variable(tf.zeros_like(var), name="adam_v")
+        self.t = tf.Variable(tf.zeros([batch]), name="adam_steps")
+        # No AutoGraph: the loop is an explicit tf.while_loop, and converting the model, the
+        # transforms and the objectives would only add tracing time to every first call.
+        self.run = tf.function(self._run, autograph=False)
+        self.evaluate = tf.function(self._evaluate, autograph=False)
+
+    def load(self, filters: Sequence[int], seed: int, warm: WarmStart | None) -> None:
+        rows = warm.rows() if warm is not None else {}
+        cold = [f for f in filters if f not in rows]
+        noise = dict(zip(cold, self.param.noise([(seed, f) for f in cold]), strict=True))
+        shape = self.param.value_shape
+        values, m, v, t = [], [], [], []
+        for f in filters:
+            if f in rows:
+                r = rows[f]
+                values.append(warm.values[r])
+                m.append(warm.m[r])
+                v.append(warm.v[r])
+                t.append(warm.steps[r])
+            else:
+                values.append(noise[f])
+                m.append(np.zeros(shape, np.float32))
+                v.append(np.zeros(shape, np.float32))
+                t.append(0.0)
+        self.param.variable.assign(np.stack(values))
+        self.m.assign(np.stack(m))
+        self.v.assign(np.stack(v))
+        self.t.assign(np.asarray(t, np.float32))
+
+    def save(self, keep: int):
+        return (
+            self.param.variable.numpy()[:keep],
+            self.m.numpy()[:keep],
+            self.v.numpy()[:keep],
+            self.t.numpy()[:keep],
+        )
+
+    def _run(self, steps, seed, targets):
+        r = self.renderer
+        transforms = r.transforms
+        draws = transforms.draws if transforms is not None else 0
+        var = self.param.variable
+        lr = r.learning_rate
+        keys = tf.cast(targets, tf.uint32)
+        expand = [-1] + [1] * (var.shape.rank - 1)
+
+        def step(i):
+            with tf.GradientTape() as tape:
+                images = self.param()
+                x = images
+                if transforms is not None:
+                    x = transforms(x, _uniform(seed, keys, tf.cast(self.t, tf.uint32), draws))
+                outputs, pre = r._reader(r._prepare(x))
+                acts = obj_lib.Activations(outputs, images, targets, pre)
+                score = tf.reduce_sum(r.objective(acts))
+            grad = tape.gradient(score, var)
+            # Adam, ascending, with a step count per image: warm and cold images can share a chunk.
+            self.t.assign_add(tf.ones_like(self.t))
+            t = tf.reshape(self.t, expand)
+            self.m.assign(_BETA1 * self.m + (1 - _BETA1) * grad)
+            self.v.assign(_BETA2 * self.v + (1 - _BETA2) * tf.square(grad))
+            m_hat = self.m / (1 - tf.pow(_BETA1, t))
+            v_hat = self.v / (1 - tf.pow(_BETA2, t))
+            var.assign_add(lr * m_hat / (tf.sqrt(v_hat) + _EPSILON))
+            return (i + 1,)
+
+        tf.while_loop(lambda i: i < steps, step, (tf.constant(0),))
+        return tf.constant(0)
+
+    def _evaluate(self, targets):
+        r = self.renderer
+        images = self.param()
+        outputs, pre = r._reader(r._prepare(images))
+        acts = obj_lib.Activations(outputs, images, targets, pre)
+        return r.measure(acts), images
+
+
+def render(
+    model: keras.Model,
+    layer: str | None = None,
+    filters=None,
+    *,
+    steps: int = DEFAULT_STEPS,
+    size=None,
+    seed: int = 0,
+    init=None,
+    **options,
+) -> ActmaxImages:
+    """Renders, for each filter of a conv layer, the image that excites it most.
+
+    All selected filters are optimized together in one compiled step (in chunks that fit
+    `memory_budget`), with a Fourier parameterization, decorrelated colours and random
+    transforms by default. To render repeatedly (every epoch, say), keep a `Renderer`: it
+    compiles once.
+
+    Args:
+        model: A built Keras model with one image input.
+        layer: The conv layer (name or `outer/inner` path).
+        filters: Filter indices; `None` means all.
+        steps: Optimization steps (at least 1).
+        size: `(h, w)` or one int; defaults to the model's input size.
+        seed: Image `k` depends only on `(seed, filters[k], steps, init)`.
+        init: A previous result to continue from (warm start).
+        **options: Further `Renderer` arguments: `objective`, `param`, `transforms`,
+            `value_range`, `learning_rate`, `decorrelate`, `batch_size`, `memory_budget`.
+
+    Returns:
+        `ActmaxImages` `[n, h, w, c]` in the model's input value range; `.activations` holds the
+        activation each image reached and `.state` what a warm start needs.
+
+    Raises:
+        ValueError: For an unknown layer, a filter out of range, `steps < 1`, a non-conv layer
+            where a channel objective needs one, or another bad argument.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((12, 16, 1)),
+        ...                           keras.layers.Conv2D(3, 3, activation="relu", name="c")])
+        >>> images = render(model, "c", filters=[0, 2], steps=8)
+        >>> images.shape, images.filters
+        ((2, 12, 16, 1), [0, 2])
+    """
+    renderer = Renderer(model, layer, size=size, **options)
+    return renderer(filters, steps=steps, seed=seed, init=init)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _mix(x):
+    """A 32-bit multiply-xorshift hash: every input bit affects every output bit."""
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+    x = x * tf.constant(0x21F0AAAD, tf.uint32)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 15))
+    x = x * tf.constant(0x735A2D97, tf.uint32)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 15))
+
+
+def _uniform(seed, keys, steps, count: int):
+    """`[n, count]` numbers in `[0, 1)` that depend only on `(seed, keys[i], steps[i], j)`."""
+    j = tf.cast(tf.range(count), tf.uint32)[None, :]
+    h = _mix(tf.cast(seed, tf.uint32) + tf.constant(0x9E3779B9, tf.uint32))
+    h = _mix(tf.bitwise.bitwise_xor(h, keys))
+    h = _mix(tf.bitwise.bitwise_xor(h, steps))[:, None]
+    h = _mix(tf.bitwise.bitwise_xor(h, j))
+    return tf.cast(tf.bitwise.right_shift(h, 8), tf.float32) * (1.0 / (1 << 24))
+
+
+def _transforms(transforms, size):
+    if transforms is None:
+        return None
+    if isinstance(transforms, str):
+        if transforms != "standard":
+            raise ValueError(
+                "transforms must be 'standard', None, a Transform or a list of them. "
+                f"Received: transforms={transforms!r}"
+            )
+        transforms = tf_lib.standard(size)
+    elif isinstance(transforms, list | tuple):
+        transforms = tf_lib.compose(transforms)
+    # Cropping back to the render size inside the same composition fuses it into one resampling.
+    return tf_lib.compose([transforms, tf_lib.center_crop(size)])
+
+
+def _value_range(value_range) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"value_range must be a (low, high) pair. Received: value_range={value_range!r}"
+        ) from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(
+            f"value_range must be finite with low < high. Received: value_range={value_range!r}"
+        )
+    return lo, hi
+
+
+def _positive_float(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{name} must be a positive number. Received: {name}={value!r}")
+    return float(value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral | np.integer)

@@ -1,0 +1,359 @@
+"""Activation maximization: objective algebra, the engine's promises, summary and callbacks."""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tb_cnnviz import actmax, summary
+from tb_cnnviz.actmax import (
+    Activations,
+    channel,
+    class_logit,
+    l2,
+    neuron,
+    total_variation,
+)
+from tb_cnnviz.callbacks import ActivationMaximization, CNNViz
+
+
+def small_cnn(input_shape=(16, 16, 3), seed=0):
+    """Two conv layers (`c1`: 4 filters, `c2`: 6), then a softmax head of 3 classes."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Conv2D(4, 3, activation="relu", name="c1"),
+            keras.layers.Conv2D(6, 3, activation="relu", name="c2"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_cnn()
+
+
+def acts_of(outputs, n=2, targets=None, images=None):
+    images = tf.zeros((n, 4, 4, 3)) if images is None else images
+    return Activations(outputs, images, targets)
+
+
+# -- objectives without a model ----------------------------------------------------------------
+def test_objective_algebra_adds_subtracts_scales_and_describes_itself():
+    """Sums, differences, negation and scaling compute per image and print as code."""
+    maps = tf.reshape(tf.range(16.0), (2, 2, 2, 2))  # channel 0: evens, channel 1: odds
+    acts = acts_of({"c": maps})
+    a, b = channel("c", 0), channel("c", 1)
+    cases = {
+        "channel('c', 0) + channel('c', 1)": (a + b, [7.0, 23.0]),
+        "channel('c', 0) - 0.5 * channel('c', 1)": (a - 0.5 * b, [1.0, 5.0]),
+        "-(channel('c', 0) + 1)": (-(a + 1), [-4.0, -12.0]),
+        "channel('c', 1) / 2": (b / 2, [2.0, 6.0]),
+        "channel('c', 0) - (channel('c', 1) - channel('c', 0))": (a - (b - a), [2.0, 10.0]),
+    }
+    for text, (objective, expected) in cases.items():
+        assert str(objective) == text
+        np.testing.assert_allclose(objective(acts).numpy(), expected)
+    assert sum([a, b]).needs == {"c": "feature_maps"}
+
+
+def test_objectives_without_an_index_read_each_images_own_target():
+    """`channel(layer)` gives image i the mean of filter targets[i]; `neuron` the centre value."""
+    maps = tf.reshape(tf.range(2 * 3 * 3 * 3, dtype=tf.float32), (2, 3, 3, 3))
+    acts = acts_of({"c": maps}, targets=[2, 0])
+    np.testing.assert_allclose(channel("c")(acts).numpy(), [14.0, 39.0])
+    np.testing.assert_allclose(neuron("c")(acts).numpy(), [14.0, 39.0])
+    np.testing.assert_allclose(neuron("c", 1, x=0, y=0)(acts).numpy(), [1.0, 28.0])
+    logits = tf.constant([[1.0, 5.0], [7.0, 3.0]])
+    np.testing.assert_allclose(
+        class_logit()(acts_of({actmax.LOGITS: logits}, targets=[1, 1])).numpy(), [5.0, 3.0]
+    )
+
+
+def test_regularizers_are_objectives_of_the_images():
+    """total_variation and l2 read only the images, per image, in [0, 1] units."""
+    flat = tf.fill((1, 4, 4, 3), 0.5)
+    checker = tf.reshape(tf.constant([0.0, 1.0, 1.0, 0.0] * 4), (1, 4, 4, 1))
+    images = tf.concat([flat, tf.tile(checker, [1, 1, 1, 3])], 0)
+    acts = acts_of({}, images=images)
+    np.testing.assert_allclose(total_variation()(acts).numpy(), [0.0, 1 / 3], rtol=1e-6)
+    np.testing.assert_allclose(l2()(acts).numpy(), [0.0, 0.25])
+    assert (channel("c") - 0.1 * total_variation()).needs == {"c": "feature_maps"}
+
+
+def test_objective_algebra_rejects_what_it_cannot_mean():
+    """Objectives multiply only by numbers; an objective without index needs targets."""
+    with pytest.raises(TypeError):
+        channel("c", 0) * channel("c", 1)
+    with pytest.raises(ZeroDivisionError):
+        channel("c", 0) / 0
+    with pytest.raises(ValueError, match=r"Received: index=-1"):
+        channel("c", -1)
+    with pytest.raises(ValueError, match="per-image targets"):
+        channel("c")(acts_of({"c": tf.ones((2, 2, 2, 2))}))
+
+
+# -- the lower-level pieces ------------------------------------------------------------------
+def test_fourier_parameterization_is_the_inverse_real_dft():
+    """The matrix-product image of a spectrum equals numpy's irfft2 (non-square, odd width)."""
+    h, w = 6, 9
+    param = actmax.fourier(2, (h, w), decorrelate=False, std=1.0)
+    values = param.variable.numpy()
+    scale = param._scale.numpy()[:h]
+    expected = np.fft.irfft2((values[:, :, :h] + 1j * values[:, :, h:]) * scale, s=(h, w))
+    np.testing.assert_allclose(
+        param._decode(param.variable).numpy(), expected.transpose(0, 2, 3, 1), atol=1e-5
+    )
+    images = param().numpy()
+    assert images.shape == (2, h, w, 3) and images.min() > 0 and images.max() < 1
+
+
+def test_composed_whole_pixel_transforms_are_exact_crops():
+    """pad then jitter, fused into one resampling, equals padding and slicing by hand."""
+    images = tf.random.uniform((2, 5, 7, 3), seed=1)
+    draws = tf.constant([[0.0, 0.99], [0.5, 0.3]])  # offsets (col, row): (0, 4) and (2, 1)
+    out = actmax.compose([actmax.pad(2), actmax.jitter(4)])(images, draws).numpy()
+    padded = np.pad(images.numpy(), [(0, 0), (2, 2), (2, 2), (0, 0)], constant_values=0.5)
+    np.testing.assert_allclose(out[0], padded[0, 4:9, 0:7], atol=1e-6)
+    np.testing.assert_allclose(out[1], padded[1, 1:6, 2:9], atol=1e-6)
+
+
+def test_regularizers_ascend_with_the_low_level_pieces():
+    """A hand-written loop over a pixel parameterization raises -total_variation() and -l2()."""
+    for objective in (-total_variation(), -l2()):
+        param = actmax.pixel(2, 8, std=1.0, seeds=[1, 2])
+        optimizer = keras.optimizers.Adam(0.1)
+        scores = []
+        for _ in range(6):
+            with tf.GradientTape() as tape:
+                score = tf.reduce_sum(objective(Activations({}, param())))
+            optimizer.apply_gradients([(-tape.gradient(score, param.variable), param.variable)])
+            scores.append(float(score))
+        assert scores[-1] > scores[0], (objective, scores)
+
+
+# -- rendering ---------------------------------------------------------------------------------
+OBJECTIVES = {
+    "channel": lambda: channel("c2"),
+    "neuron": lambda: neuron("c2", pre_activation=True),
+    "class_logit": lambda: class_logit(),
+    "channel - tv - l2": lambda: channel("c2", pre_activation=True)
+    - 0.1 * total_variation()
+    - 0.1 * l2(),
+}
+
+
+@pytest.mark.parametrize("param", ["fourier", "pixel"])
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_gradient_ascent_ascends(model, name, param):
+    """For each objective and parameterization, a few more steps reach a higher objective."""
+    objective = OBJECTIVES[name]()
+    renderer = actmax.Renderer(model, "c2", objective=objective, param=param)
+    targets = [0, 1, 2] if name == "class_logit" else [0, 3, 5]
+    start = renderer(targets, steps=1).activations
+    end = renderer(targets, steps=12).activations
+    assert end.mean() > start.mean() + 1e-4, (start, end)
+
+
+def test_render_returns_images_in_the_value_range_with_what_they_reached(model):
+    """One image per filter, [n, h, w, c] in value_range, activations and filters attached."""
+    for value_range in [(0, 1), (-1, 1), (0, 255)]:
+        images = actmax.render(model, "c1", steps=3, value_range=value_range)
+        assert isinstance(images, np.ndarray) and images.shape == (4, 16, 16, 3)
+        assert images.min() >= value_range[0] and images.max() <= value_range[1]
+        assert images.max() - images.min() > 0.01 * (value_range[1] - value_range[0])
+        assert images.filters == [0, 1, 2, 3] and images.layer == "c1"
+        assert images.activations.shape == (4,) and np.isfinite(images.activations).all()
+    assert images[:2].activations is None  # derived arrays are plain data
+
+
+def test_the_default_objective_measures_the_post_activation_of_each_filter(model):
+    """Reported activations equal the layer's mean output on the returned images."""
+    images = actmax.render(model, "c2", filters=[1, 4], steps=6)
+    extractor = keras.Model(model.inputs[0], model.get_layer("c2").output)
+    maps = extractor(np.asarray(images)).numpy()
+    np.testing.assert_allclose(
+        images.activations, maps.mean(axis=(1, 2))[[0, 1], [1, 4]], rtol=1e-4, atol=1e-6
+    )
+
+
+def test_class_logit_reads_past_a_final_softmax(model):
+    """With a softmax head, class_logit reports the pre-softmax logit; the model is unchanged."""
+    images = actmax.render(model, objective=class_logit(), filters=[2], steps=2)
+    x = np.asarray(images)
+    features = keras.Model(model.inputs[0], model.layers[-2].output)(x)
+    out = model.get_layer("out")
+    logits = features.numpy() @ out.kernel.numpy() + out.bias.numpy()
+    np.testing.assert_allclose(images.activations, logits[:, 2], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model(x).numpy().sum(), 1.0, rtol=1e-5)  # softmax is back
+
+
+def test_results_are_deterministic_per_seed_and_per_filter(model):
+    """Same seed: same images; a filter's image does not depend on its batch or chunking."""
+    renderer = actmax.Renderer(model, "c2")
+    first = renderer([0, 2, 5], steps=5, seed=3)
+    again = renderer([0, 2, 5], steps=5, seed=3)
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
+    alone = renderer([2], steps=5, seed=3)
+    np.testing.assert_allclose(np.asarray(alone)[0], np.asarray(first)[1], atol=1e-4)
+    chunked = actmax.Renderer(model, "c2", batch_size=2)([0, 2, 5], steps=5, seed=3)
+    np.testing.assert_allclose(np.asarray(chunked), np.asarray(first), atol=1e-4)
+    other = renderer([0, 2, 5], steps=5, seed=4)
+    assert np.abs(np.asarray(other) - np.asarray(first)).max() > 1e-3
+
+
+def test_a_warm_start_continues_where_the_last_call_stopped(model):
+    """5 steps then 5 warm steps equal 10 steps in one call; other filters start cold."""
+    renderer = actmax.Renderer(model, "c2")
+    ten = renderer([1, 3], steps=10)
+    five = renderer([1, 3], steps=5)
+    continued = renderer([1, 3, 4], steps=5, init=five)
+    np.testing.assert_allclose(np.asarray(continued)[:2], np.asarray(ten), atol=1e-4)
+    np.testing.assert_array_equal(continued.state.steps, [10, 10, 5])
+    cold = renderer([4], steps=5)
+    np.testing.assert_allclose(np.asarray(continued)[2], np.asarray(cold)[0], atol=1e-4)
+    with pytest.raises(ValueError, match=r"Received: init with param='fourier'"):
+        actmax.Renderer(model, "c2", param="pixel")([1], steps=1, init=five)
+
+
+def test_a_layer_inside_a_nested_model_renders():
+    """A conv layer of a sub-model (unreachable by a truncated model) renders by path."""
+    keras.utils.set_random_seed(0)
+    inner = keras.Sequential(
+        [keras.Input((14, 14, 4)), keras.layers.Conv2D(5, 3, activation="relu", name="deep")],
+        name="block",
+    )
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, name="stem")(inputs)  # linear: no dead start for `deep`
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inner(x)))
+    nested = keras.Model(inputs, outputs)
+    renderer = actmax.Renderer(nested, "block/deep")
+    assert not renderer._reader.truncated
+    start, end = renderer(steps=1), renderer(steps=10)
+    assert end.shape == (5, 16, 16, 3) and end.activations.mean() > start.activations.mean()
+
+
+def test_grayscale_non_square_input_renders_gray_images_of_its_shape():
+    """A (12, 20, 1) model gets (n, 12, 20, 1) images, without colour decorrelation."""
+    gray = small_cnn((12, 20, 1))
+    images = actmax.render(gray, "c1", filters=[0, 3], steps=4)
+    assert images.shape == (2, 12, 20, 1)
+    assert np.isfinite(images).all() and images.std() > 0
+
+
+def test_mixed_precision_models_render_with_a_float32_objective():
+    """Under mixed_float16 the objective is float32, finite, and rises."""
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = small_cnn()
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    renderer = actmax.Renderer(mixed, "c2")
+    start, end = renderer([0, 1], steps=1), renderer([0, 1], steps=10)
+    assert end.dtype == np.float32 and np.isfinite(end.activations).all()
+    assert end.activations.mean() > start.activations.mean()
+
+
+def test_bad_input_names_the_argument_and_the_value(model):
+    """Unknown layer, filter out of range, steps <= 0, non-conv layer: ValueError with Received."""
+    cases = [
+        (lambda: actmax.render(model, "nope"), r"'nope' is not a layer.*Received: layer='nope'"),
+        (
+            lambda: actmax.render(model, "c1", filters=[4]),
+            r"index 4 is out of range.*filters=\[4\]",
+        ),
+        (lambda: actmax.render(model, "c1", steps=0), r"Received: steps=0"),
+        (lambda: actmax.render(model, "c1", steps=-3), r"Received: steps=-3"),
+        (
+            lambda: actmax.render(model, "out"),
+            r"Dense layer, not a 2-D conv.*Received: layer='out'",
+        ),
+        (
+            lambda: actmax.render(model, objective=channel("out", 1)),
+            r"Dense layer.*Received: objective='out'",
+        ),
+        (lambda: actmax.render(model, "c1", value_range=(1, 0)), r"Received: value_range=\(1, 0\)"),
+        (lambda: actmax.render(model), r"Received: layer=None"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+# -- the summary and the callbacks -------------------------------------------------------------
+def test_summary_actmax_writes_one_index_with_the_activation_statistic(tmp_path, read_logdir):
+    """RGB images get slice axis rgb, gray ones image; activations are the per-filter stat."""
+    writer = tf.summary.create_file_writer(str(tmp_path / "train"))
+    with writer.as_default():
+        assert summary.actmax("rgb", np.random.rand(3, 8, 8, 3), step=0, activations=[1, 2, 3])
+        assert summary.actmax(
+            "gray", np.random.rand(2, 8, 6), step=0, filters=[5, 9], total_filters=10
+        )
+    writer.close()
+    logs = read_logdir(tmp_path)
+    assert logs.cnnviz_tags() == {("train", "rgb/actmax"), ("train", "gray/actmax")}
+    rgb, _ = logs.datum("train", "rgb/actmax", 0)
+    assert rgb["kind"] == "actmax" and rgb["slices"] == {"axis": "rgb", "count": 1, "total": 1}
+    assert rgb["stats"] == {"activation": [1.0, 2.0, 3.0]} and rgb["tile"] == [8, 8, 3]
+    gray, _ = logs.datum("train", "gray/actmax", 0)
+    assert gray["slices"]["axis"] == "image" and gray["tile"] == [8, 6, 1]
+    assert gray["filters"] == [5, 9] and gray["total_filters"] == 10
+    with pytest.raises(ValueError, match=r"Received: images.shape=\(2, 8, 8, 2\)"):
+        summary.actmax("bad", np.zeros((2, 8, 8, 2)), step=0)
+
+
+def test_callback_logs_every_conv_layer_each_epoch_and_warm_starts(tmp_path, read_logdir):
+    """Two epochs: one actmax tag per conv layer at steps 0 and 1, refined, not restarted."""
+    model = small_cnn()
+    x = np.random.default_rng(0).random((8, 16, 16, 3), dtype=np.float32)
+    callback = ActivationMaximization(str(tmp_path), steps=3)
+    model.fit(x, np.zeros(8), epochs=2, verbose=0, callbacks=[callback])
+    logs = read_logdir(tmp_path)
+    assert logs.cnnviz_tags() == {("train", "c1/actmax"), ("train", "c2/actmax")}
+    for tag in ("c1/actmax", "c2/actmax"):
+        assert logs.steps("train", tag) == [0, 1]
+        index, _ = logs.datum("train", tag, 1)
+        assert len(index["stats"]["activation"]) == len(index["filters"])
+    assert (callback._previous["c2"].steps == 6).all()  # 3 steps per epoch, continued
+
+
+def test_callback_rejects_bad_arguments_before_training():
+    """steps, max_layers and value_range errors end with Received: name=value."""
+    for kwargs, message in [
+        ({"steps": 0}, r"Received: steps=0"),
+        ({"max_layers": 0}, r"Received: max_layers=0"),
+        ({"value_range": (0, 0)}, r"Received: value_range=\(0, 0\)"),
+        ({"freq": -1}, r"Received: freq=-1"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            ActivationMaximization("logs", **kwargs)
+
+
+def test_cnnviz_includes_actmax_and_drops_it_quietly_where_it_cannot_draw(tmp_path):
+    """CNNViz renders actmax by default; for a Conv1D model it drops out without a warning."""
+    assert any(isinstance(c, ActivationMaximization) for c in CNNViz(str(tmp_path)).callbacks)
+    seq = keras.Sequential(
+        [
+            keras.Input((10, 2)),
+            keras.layers.Conv1D(3, 3),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ]
+    )
+    seq.compile("adam", "mse")
+    viz = CNNViz(str(tmp_path), weights_freq=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        seq.fit(np.zeros((4, 10, 2)), np.zeros(4), epochs=1, verbose=0, callbacks=[viz])
+    assert [str(w.message) for w in caught if "tb-cnnviz" in str(w.message)] == []
+    assert not any(isinstance(c, ActivationMaximization) for c in viz.callbacks)

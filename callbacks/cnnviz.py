@@ -126,12 +126,17 @@ class CNNViz(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         for callback in self.callbacks:
             callback.on_train_begin(logs)
-        # A kind that cannot draw this model (actmax of a sequence model) drops out quietly.
-        self.callbacks = [c for c in self.callbacks if getattr(c, "active", True)]
+        self._drop_inactive()
 
     def on_train_batch_end(self, batch, logs=None):
         for callback in self.callbacks:
             callback.on_train_batch_end(batch, logs)
+        if batch == 0:  # checks deferred until a model built by fit() has its weights
+            self._drop_inactive()
+
+    def _drop_inactive(self):
+        # A kind that cannot draw this model (actmax of a sequence model) drops out quietly.
+        self.callbacks = [c for c in self.callbacks if getattr(c, "active", True)]
 
     def on_epoch_end(self, epoch, logs=None):
         for callback in self.callbacks:

@@ -74,8 +74,8 @@ def test_reader_lists_runs_layers_kinds_and_steps(logs):
     """The reader sees both runs, every layer with its kinds, and every logged step."""
     assert logs.runs() == ["a/train", "b/train"]
     assert logs.layers("a") == {
-        "conv1": ["weights", "feature_maps"],
-        "conv2": ["weights", "feature_maps"],
+        "conv1": ["weights", "feature_maps", "actmax"],
+        "conv2": ["weights", "feature_maps", "actmax"],
         "gradcam": ["attribution"],
     }
     assert logs.steps("a", "conv2", "weights") == [0, 1, 2]
@@ -231,10 +231,13 @@ CONV1_WEIGHTS = ["--layer", "conv1", "--kind", "weights"]
     [
         (["--run", "zzz", *CONV1_WEIGHTS], ["no run 'zzz'", "'a/train', 'b/train'"]),
         (["--run", "a", "--layer", "conv9", "--kind", "weights"], ["no layer 'conv9'", "'conv2'"]),
-        (["--run", "a", "--layer", "conv1", "--kind", "actmax"], ["no actmax", "weights, feat"]),
+        (
+            ["--run", "a", "--layer", "conv1", "--kind", "attribution"],
+            ["no attribution", "weights, feat"],
+        ),
         (["--run", "a", *CONV1_WEIGHTS, "--step", "7"], ["no step 7", "its steps: 0, 1, 2"]),
-        (["--run", "a", "--layer", "conv1"], ["--kind is needed", "weights, feature_maps"]),
-        (["--run", "a"], ["--layer is needed", "'conv1' (weights, feature_maps)"]),
+        (["--run", "a", "--layer", "conv1"], ["--kind is needed", "weights, feature_maps, actmax"]),
+        (["--run", "a"], ["--layer is needed", "'conv1' (weights, feature_maps, actmax)"]),
         (CONV1_WEIGHTS, ["--run is needed", "'a/train', 'b/train'"]),
         (["--run", "a", *CONV1_WEIGHTS, "--slice", "x"], ["--slice must be 'all' or a number"]),
         (["--compare", "a", "b", *CONV1_WEIGHTS, "--step", "2"], ["no step 2", "steps: 0, 1"]),

@@ -73,6 +73,8 @@ def test_replay_logs_the_same_tags_at_the_same_steps_as_the_callbacks(
         "conv2/weights",
         "conv1/feature_maps",
         "conv2/feature_maps",
+        "conv1/actmax",
+        "conv2/actmax",
         "gradcam/attribution",
     }
     for run, tag in replayed.cnnviz_tags():
@@ -93,12 +95,15 @@ def test_replay_logs_the_same_tags_at_the_same_steps_as_the_callbacks(
     ]
 
 
-def test_replay_without_probe_images_logs_weights_only_and_says_so(
+def test_replay_without_probe_images_skips_the_kinds_that_need_them(
     trained, tmp_path, read_logdir, capsys
 ):
-    """Without --probe-images only the weights are replayed, and the summary says so."""
+    """Without --probe-images, weights and actmax are replayed, and the summary says so."""
     assert replay(trained / "ckpt", "--logdir", tmp_path / "w", "--layers", "conv2") == 0
-    assert read_logdir(tmp_path / "w").cnnviz_tags() == {("train", "conv2/weights")}
+    assert read_logdir(tmp_path / "w").cnnviz_tags() == {
+        ("train", "conv2/weights"),
+        ("train", "conv2/actmax"),
+    }
     assert "no --probe-images, so kinds that need images were skipped" in capsys.readouterr().out
 
 

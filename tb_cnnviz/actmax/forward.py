@@ -42,6 +42,8 @@ def image_input_shape(model: keras.Model) -> tuple:
     try:
         shapes = [tuple(t.shape) for t in inputs] if inputs else [tuple(model.input_shape)]
     except (AttributeError, ValueError, TypeError):
+        shapes = _called_shapes(model)
+    if not shapes:
         raise ValueError(
             f"Cannot tell what input the model {model.name!r} expects: build it first (call it on "
             "a batch, or give the first layer a keras.Input). Received: model is not built"
@@ -58,6 +60,15 @@ def image_input_shape(model: keras.Model) -> tuple:
             f"Received: input shape {shape}"
         )
     return tuple(None if d is None else int(d) for d in shape[1:])
+
+
+def _called_shapes(model) -> list[tuple]:
+    # A subclassed model has no symbolic inputs; Keras records the shapes it was first called
+    # with. There is no public accessor, so read it defensively and fall back to "unknown".
+    recorded = getattr(model, "_build_shapes_dict", None)
+    if not isinstance(recorded, dict) or not model.built:
+        return []
+    return [tuple(shape) for shape in recorded.values() if isinstance(shape, tuple | list)]
 
 
 def find_layer(model: keras.Model, name: str, argument: str, *, conv: bool):

@@ -391,41 +391,25 @@ def _skip_tensorflow_for_reading() -> None:
     sys.modules["tensorboard.compat.notf"] = types.ModuleType("tensorboard.compat.notf")
 
 
-def _step(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a step number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a step number (0 or more), got {text!r}")
-    return value
+def _number(convert, expected: str, ok):
+    """An argparse `type=` that converts, checks `ok(value)`, and says what was expected."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number (1-65535), got {text!r}")
-    return value
+_step = _number(int, "a step number (0 or more)", lambda v: v >= 0)
+_positive_float = _number(float, "a positive number", lambda v: 0 < v < float("inf"))
+_positive_int = _number(int, "a positive integer", lambda v: v >= 1)
+_port = _number(int, "a port number (1-65535)", lambda v: 1 <= v <= 65535)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ class CNNViz(keras.callbacks.Callback):
             the model trains on; kinds that need images are off without them.
         labels: The probe images' true classes (ids or one-hot), so attribution also shows the
             true class and whether each prediction is correct.
+        class_names: Names of the model's classes, shown instead of class ids.
         layers: Layer names or `outer/inner` paths; `None` means every conv layer.
         weights_freq: Log filter weights every this many epochs; 0 turns them off.
         feature_maps_freq: Log feature maps every this many epochs; 0 turns them off.
@@ -71,6 +72,7 @@ class CNNViz(keras.callbacks.Callback):
         *,
         layers=None,
         labels=None,
+        class_names=None,
         weights_freq=1,
         feature_maps_freq=1,
         attribution_freq=1,
@@ -86,6 +88,7 @@ class CNNViz(keras.callbacks.Callback):
         self.weights_freq = weights_freq
         self.feature_maps_freq = feature_maps_freq
         self.labels = labels
+        self.class_names = class_names
         self.attribution_freq = attribution_freq
         self.actmax_freq = actmax_freq
         self.actmax_steps = actmax_steps
@@ -98,7 +101,13 @@ class CNNViz(keras.callbacks.Callback):
                 FeatureMaps(log_dir, probe_images, freq=feature_maps_freq, **common)
             )
             self.callbacks.append(
-                Attribution(log_dir, probe_images, labels=labels, freq=attribution_freq)
+                Attribution(
+                    log_dir,
+                    probe_images,
+                    labels=labels,
+                    class_names=class_names,
+                    freq=attribution_freq,
+                )
             )
         actmax = ActivationMaximization(
             log_dir,

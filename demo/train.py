@@ -81,7 +81,9 @@ def train_demo(
         model = build_demo_cnn(learning_rate)
         callbacks = [
             keras.callbacks.TensorBoard(run_dir, histogram_freq=1),
-            CNNViz(run_dir, probe_images=probes),
+            CNNViz(
+                run_dir, probe_images=probes, labels=probe_labels, class_names=list(CLASS_NAMES)
+            ),
         ]
         if lines:  # Keras' verbose=2 prints two lines per epoch; a log reads better with one
             callbacks.append(_epoch_lines(name, epochs))

@@ -1,8 +1,9 @@
 """Seconds per epoch with and without CNNViz (defaults) for every model shape of tests/zoo.py.
 
 Each model trains on 512 generated examples (batch 32). Per model, in one run and side by side:
-one warm-up epoch each way (graph tracing is not what users pay per epoch), then the median of
-`--repeats` timed epochs without callbacks and with `CNNViz(log_dir, probe_images=4 images)`.
+one fit each way of 1 + `--repeats` epochs, first without callbacks, then with
+`CNNViz(log_dir, probe_images=4 images)`; the first epoch (graph tracing) is left out and the
+median of the others is reported, each epoch timed up to the end of CNNViz's epoch-end work.
 Prints a Markdown table: the kinds logged, both timings and their ratio.
 
     python benchmarks/models.py [--repeats 2] [--only ResNet50 Conv1D ...]
@@ -37,15 +38,21 @@ def grow(x, n=EXAMPLES):
     return np.concatenate([x] * reps)[:n] + rng.normal(0, 0.01, (n, *x.shape[1:])).astype(x.dtype)
 
 
-def epoch_seconds(model, x, y, callbacks_factory, repeats):
-    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=callbacks_factory())
-    times = []
-    for _ in range(repeats):
-        callbacks = callbacks_factory()
-        start = time.perf_counter()
-        model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=callbacks)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+class _EpochClock(keras.callbacks.Callback):
+    """Records when each epoch ends; listed last, so it sees other callbacks' epoch-end work."""
+
+    def on_train_begin(self, logs=None):
+        self.ends = [time.perf_counter()]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.ends.append(time.perf_counter())
+
+
+def epoch_seconds(model, x, y, callbacks, repeats):
+    """Median steady-state seconds per epoch: the first epoch (tracing) is left out."""
+    clock = _EpochClock()
+    model.fit(x, y, epochs=1 + repeats, batch_size=32, verbose=0, callbacks=[*callbacks, clock])
+    return statistics.median(b - a for a, b in zip(clock.ends[1:-1], clock.ends[2:], strict=True))
 
 
 def main():
@@ -62,16 +69,10 @@ def main():
         try:
             model, x, y, probes = build()
             x, y = grow(x), np.resize(y, EXAMPLES)
-            plain = epoch_seconds(model, x, y, list, args.repeats)
-            logdir = tempfile.mkdtemp()
-            kinds = []
-
-            def with_viz(logdir=logdir, kinds=kinds, probes=probes):
-                viz = CNNViz(logdir, probe_images=probes)
-                kinds[:] = [c.kind for c in viz.callbacks]
-                return [viz]
-
-            viz = epoch_seconds(model, x, y, with_viz, args.repeats)
+            plain = epoch_seconds(model, x, y, [], args.repeats)
+            viz_callback = CNNViz(tempfile.mkdtemp(), probe_images=probes)
+            viz = epoch_seconds(model, x, y, [viz_callback], args.repeats)
+            kinds = [c.kind for c in viz_callback.callbacks]
         finally:
             keras.mixed_precision.set_global_policy(policy)
         print(

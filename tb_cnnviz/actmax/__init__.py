@@ -25,6 +25,7 @@ from tb_cnnviz.actmax.objectives import (
     wake_up,
 )
 from tb_cnnviz.actmax.param import (
+    DEFAULT_DECAY_POWER,
     FourierParam,
     ImageParam,
     PixelParam,
@@ -33,6 +34,7 @@ from tb_cnnviz.actmax.param import (
     pixel,
 )
 from tb_cnnviz.actmax.renderer import (
+    DEFAULT_LEARNING_RATE,
     DEFAULT_MEMORY_BUDGET,
     DEFAULT_STEPS,
     ActmaxImages,
@@ -54,6 +56,8 @@ from tb_cnnviz.actmax.transforms import (
 )
 
 __all__ = [
+    "DEFAULT_DECAY_POWER",
+    "DEFAULT_LEARNING_RATE",
     "DEFAULT_MEMORY_BUDGET",
     "DEFAULT_STEPS",
     "LOGITS",

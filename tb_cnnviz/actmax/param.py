@@ -4,9 +4,9 @@ A parameterization owns the variables and maps them to images in `[0, 1]`: `para
 `[n, h, w, c]`. Gradient ascent moves the variables, so the parameterization decides which images
 are easy to reach. Two are offered:
 
-* `fourier` (the default): each image is a spectrum whose frequencies are scaled by `1/f`, so
-  coarse structure moves as fast as fine detail and the optimizer does not fill the image with
-  high-frequency noise; colours are decorrelated (see below).
+* `fourier` (the default): each image is a spectrum whose frequencies are scaled by
+  `1/f**decay_power`, so coarse structure moves as fast as fine detail and the optimizer does not
+  fill the image with high-frequency noise; colours are decorrelated (see below).
 * `pixel`: one variable per pixel, the plain baseline.
 
 Colour decorrelation: the three channels the optimizer moves are not R, G and B but the
@@ -26,7 +26,21 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["FourierParam", "ImageParam", "PixelParam", "color_correlation", "fourier", "pixel"]
+__all__ = [
+    "DEFAULT_DECAY_POWER",
+    "FourierParam",
+    "ImageParam",
+    "PixelParam",
+    "color_correlation",
+    "fourier",
+    "pixel",
+]
+
+#: The default `decay_power` of `fourier`. A steeper `1/f` (1.0 is common for 224-pixel images)
+#: holds back the fine detail deeper filters respond to at the 32 to 64 pixels of a training-time
+#: render; `benchmarks/actmax.py` measures the trade-off (activation reached and high-frequency
+#: energy against a plain pixel-space batch).
+DEFAULT_DECAY_POWER = 0.5
 
 # Eigenvalues and eigenvectors (columns) of the RGB covariance of ImageNet pixels in [0, 1].
 _RGB_EIGENVALUES = np.array([0.2175, 0.0188, 0.0045])
@@ -115,6 +129,10 @@ class ImageParam:
         """The shape of one image's slice of the variable."""
         return self.shape_for(self.size, self.channels)
 
+    #: The axis of `value_shape` that holds the colour channel (the decorrelated axes when
+    #: colours are decorrelated). The renderer normalizes its steps per image and per channel.
+    channel_axis = 0
+
     @classmethod
     def shape_for(cls, size: tuple[int, int], channels: int) -> tuple[int, ...]:
         """The shape of one image's slice of the variable, for images of `size` and `channels`."""
@@ -157,6 +175,7 @@ class PixelParam(ImageParam):
     """Images held pixel by pixel (before the colour mixing and the sigmoid). See `pixel`."""
 
     kind = "pixel"
+    channel_axis = 2
 
     @classmethod
     def shape_for(cls, size, channels):
@@ -172,13 +191,14 @@ class FourierParam(ImageParam):
 
     Args:
         decay_power: How fast the scale falls with frequency: `1/f**decay_power`. Larger values
-            give smoother images.
+            give smoother images; `DEFAULT_DECAY_POWER` by default.
         **kwargs: As for `ImageParam`.
     """
 
     kind = "fourier"
 
-    def __init__(self, batch, size, channels=3, *, decay_power=1.0, **kwargs):
+    def __init__(self, batch, size, channels=3, *, decay_power=None, **kwargs):
+        decay_power = DEFAULT_DECAY_POWER if decay_power is None else decay_power
         self.decay_power = float(decay_power)
         h, w = _size(size)
         fy = np.fft.fftfreq(h)[:, None]
@@ -232,8 +252,9 @@ def _inverse_dft(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
-def fourier(batch, size, channels=3, *, decorrelate=True, decay_power=1.0, std=0.01, seeds=None):
-    """Images held as `1/f`-scaled Fourier spectra with decorrelated colours: the default.
+def fourier(batch, size, channels=3, *, decorrelate=True, decay_power=None, std=0.01, seeds=None):
+    """Images held as `1/f**decay_power`-scaled Fourier spectra with decorrelated colours: the
+    default.
 
     Args:
         batch: Images in the batch.
@@ -241,7 +262,8 @@ def fourier(batch, size, channels=3, *, decorrelate=True, decay_power=1.0, std=0
         channels: Colour channels (1 gray, 3 RGB).
         decorrelate: Decorrelate colours (3 channels only): `True` for ImageNet's statistics, or
             a `3x3` matrix from `color_correlation(images)`.
-        decay_power: The spectrum falls as `1/f**decay_power`; larger means smoother.
+        decay_power: The spectrum falls as `1/f**decay_power`; larger means smoother. Defaults to
+            `DEFAULT_DECAY_POWER`.
         std: Standard deviation of the starting noise.
         seeds: One seed per image (int or tuple of ints); default `range(batch)`.
 

@@ -15,8 +15,15 @@ Per call:
 3. Each step: parameterization -> images in `[0, 1]` -> random transforms (their random numbers
    hashed from `(seed, filter, step)`) -> crop to the render size -> resize to the model's input
    size if it differs -> the model's value range -> forward -> objective per image -> gradient ->
-   Adam, per image.
+   an Adam step, per image (see below).
 4. The activation each image reached is measured on the untransformed final image.
+
+The step is Adam with one second moment per image and colour channel (the mean square of the
+gradient over all of that channel's variables) instead of one per variable. Per-variable
+normalization would give every Fourier coefficient the same step size and so undo most of the
+`1/f` scaling and much of the colour decorrelation: images stay noisier and climb more slowly.
+Normalized per channel, the step follows the gradient's own spectrum, and each decorrelated
+colour axis still moves at its own pace (`benchmarks/actmax.py` measures both).
 
 Every image depends only on its own filter, the seed and the steps taken, so filter `k`'s image
 is the same whichever filters share its batch (up to floating-point reordering inside batched
@@ -40,6 +47,7 @@ from tb_cnnviz.actmax import transforms as tf_lib
 from tb_cnnviz.actmax.forward import ModelReader, image_input_shape
 
 __all__ = [
+    "DEFAULT_LEARNING_RATE",
     "DEFAULT_MEMORY_BUDGET",
     "DEFAULT_STEPS",
     "ActmaxImages",
@@ -53,6 +61,8 @@ __all__ = [
 DEFAULT_MEMORY_BUDGET = 1 << 30
 #: Default optimization steps of a cold start.
 DEFAULT_STEPS = 128
+#: Default step size of the renderer's optimizer.
+DEFAULT_LEARNING_RATE = 0.6
 #: Weight of the total-variation penalty in `default_objective`.
 DEFAULT_TOTAL_VARIATION = 0.3
 #: Size used when the model's input has free spatial dimensions and no size is given.
@@ -71,7 +81,8 @@ class WarmStart:
         filters: The filter of each row.
         values: Variable values `[n, *value_shape]`.
         m: Adam's first moments, like `values`.
-        v: Adam's second moments, like `values`.
+        v: Adam's second moments, one per image and colour channel: `values`' shape with every
+            axis but the channel's reduced to 1.
         steps: Steps each image has taken, `[n]`.
     """
 
@@ -146,7 +157,7 @@ class Renderer:
             `(0, 255)`. Returned images are in this range.
         size: `(h, w)` (or one int) to render at; defaults to the model's input size. A size
             other than a fixed input size is resized to it before the forward pass.
-        learning_rate: Adam's step size.
+        learning_rate: The step size (of Adam normalized per image and colour channel).
         decorrelate: Decorrelate colours (3-channel inputs): `True` with ImageNet's colour
             statistics, `False`, or a `3x3` matrix from `color_correlation(images)` for models
             trained on other colours.
@@ -177,7 +188,7 @@ class Renderer:
         transforms="standard",
         value_range=(0.0, 1.0),
         size=None,
-        learning_rate: float = 0.2,
+        learning_rate: float = DEFAULT_LEARNING_RATE,
         decorrelate=True,
         batch_size: int | None = None,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
@@ -372,8 +383,15 @@ class _Slot:
             decorrelate=False if renderer.decorrelate is None else renderer.decorrelate,
         )
         var = self.param.variable
+        # Every axis of one image's variable but its colour channel's: the second moment is
+        # shared along these.
+        channel = self.param.channel_axis
+        self.spread = [a + 1 for a in range(len(self.param.value_shape)) if a != channel]
+        self.moment_shape = tuple(
+            1 if a + 1 in self.spread else d for a, d in enumerate(self.param.value_shape)
+        )
         self.m = tf.Variable(tf.zeros_like(var), name="adam_m")
-        self.v = tf.Variable(tf.zeros_like(var), name="adam_v")
+        self.v = tf.Variable(tf.zeros([batch, *self.moment_shape]), name="adam_v")
         self.t = tf.Variable(tf.zeros([batch]), name="adam_steps")
         # No AutoGraph: the loop is an explicit tf.while_loop, and converting the model, the
         # transforms and the objectives would only add tracing time to every first call.
@@ -396,7 +414,7 @@ class _Slot:
             else:
                 values.append(noise[f])
                 m.append(np.zeros(shape, np.float32))
-                v.append(np.zeros(shape, np.float32))
+                v.append(np.zeros(self.moment_shape, np.float32))
                 t.append(0.0)
         self.param.variable.assign(np.stack(values))
         self.m.assign(np.stack(m))
@@ -430,11 +448,13 @@ class _Slot:
                 acts = obj_lib.Activations(outputs, images, targets, pre)
                 score = tf.reduce_sum(r.objective(acts))
             grad = tape.gradient(score, var)
-            # Adam, ascending, with a step count per image: warm and cold images can share a chunk.
+            # Adam, ascending, with a step count per image (warm and cold images can share a
+            # chunk) and a second moment per image and colour channel (see the module docstring).
             self.t.assign_add(tf.ones_like(self.t))
             t = tf.reshape(self.t, expand)
+            square = tf.reduce_mean(tf.square(grad), axis=self.spread, keepdims=True)
             self.m.assign(_BETA1 * self.m + (1 - _BETA1) * grad)
-            self.v.assign(_BETA2 * self.v + (1 - _BETA2) * tf.square(grad))
+            self.v.assign(_BETA2 * self.v + (1 - _BETA2) * square)
             m_hat = self.m / (1 - tf.pow(_BETA1, t))
             v_hat = self.v / (1 - tf.pow(_BETA2, t))
             var.assign_add(lr * m_hat / (tf.sqrt(v_hat) + _EPSILON))

@@ -33,6 +33,8 @@ class ActivationMaximization(VizCallback):
     (statistic `activation`).
 
     Layers that are not 2-D convolutions (Conv1D, Conv3D) are skipped with one warning.
+    Calling `fit()` again on the same model reuses the compiled renderers and continues from the
+    last logged images.
 
     Args:
         log_dir: The `log_dir` of `keras.callbacks.TensorBoard`; pictures go to its `train` run.
@@ -50,6 +52,13 @@ class ActivationMaximization(VizCallback):
             a `3x3` matrix from `tb_cnnviz.actmax.color_correlation(images)` for models trained
             on other colours.
         seed: The seed; the images of a run are reproducible for a given seed.
+        optional: For a model this callback cannot draw (not one image input), log nothing
+            instead of raising `ValueError`, and skip non-2-D conv layers without a warning.
+            `CNNViz` sets it: there the user asked for every kind that applies.
+
+    Attributes:
+        active: Whether this callback draws anything for the model being trained (known after
+            `on_train_begin`, or after the first batch for a model `fit()` builds).
 
     Example:
         >>> import numpy as np, keras, tempfile
@@ -77,6 +86,7 @@ class ActivationMaximization(VizCallback):
         size=None,
         decorrelate=True,
         seed=0,
+        optional=False,
     ):
         super().__init__(log_dir, layers=layers, freq=freq, max_filters=max_filters)
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
@@ -100,16 +110,16 @@ class ActivationMaximization(VizCallback):
         self.decorrelate = decorrelate
         param_lib._mixing_matrix(decorrelate)  # validates it now, not at the end of an epoch
         self.seed = int(seed)
-        # When bundled in CNNViz, a model or layer this kind cannot draw turns it off quietly:
-        # the user asked for "everything that applies", not for this kind.
-        self._optional = False
-        #: Whether this callback draws anything for the model (known after `on_train_begin`).
+        self.optional = bool(optional)
         self.active = True
         self._renderers = {}
         self._previous = {}
+        self._rendered_model = None  # the model `_renderers` and `_previous` belong to
 
     def _validate(self, model):
-        self._renderers, self._previous = {}, {}
+        if model is not self._rendered_model:
+            self._renderers, self._previous = {}, {}
+            self._rendered_model = model
         flat = [(path, layer) for path, layer in self._selected if _is_conv2d(layer)]
         skipped = [path for path, layer in self._selected if not _is_conv2d(layer)]
         if self.max_layers is not None and len(flat) > self.max_layers:
@@ -117,18 +127,19 @@ class ActivationMaximization(VizCallback):
             flat = [flat[i] for i in sorted(set(picks.tolist()))]
         try:
             for path, _ in flat:
-                self._renderers[path] = actmax.Renderer(
-                    model,
-                    path,
-                    value_range=self.value_range,
-                    size=self.size,
-                    decorrelate=self.decorrelate,
-                )
+                if path not in self._renderers:  # a later fit() of the same model reuses it
+                    self._renderers[path] = actmax.Renderer(
+                        model,
+                        path,
+                        value_range=self.value_range,
+                        size=self.size,
+                        decorrelate=self.decorrelate,
+                    )
         except ValueError:
-            if not self._optional:
+            if not self.optional:
                 raise
-            self._renderers, flat = {}, []
-        if skipped and not self._optional:
+            self._renderers, self._previous, self._rendered_model, flat = {}, {}, None, []
+        if skipped and not self.optional:
             warnings.warn(
                 "tb-cnnviz: activation maximization draws 2-D conv layers only; skipping "
                 f"{skipped}.",

@@ -28,7 +28,7 @@ class CNNViz(keras.callbacks.Callback):
     each filter wants to see; colours decorrelated with the probe images' colour statistics when
     given), all writing into the `train` run of `log_dir`, beside `keras.callbacks.TensorBoard`'s
     scalars. For a model activation maximization cannot draw (not one image input), it drops
-    out of `callbacks` quietly and the other kinds go on.
+    out of `callbacks` quietly for that `fit()` and the other kinds go on.
 
     Args:
         log_dir: The `log_dir` of `keras.callbacks.TensorBoard`.
@@ -51,7 +51,8 @@ class CNNViz(keras.callbacks.Callback):
         max_filters: Draw at most this many filters per layer (evenly sampled beyond).
 
     Attributes:
-        callbacks: The per-kind callbacks in use, in logging order.
+        callbacks: The per-kind callbacks in use for the current (or last) `fit()`, in logging
+            order.
 
     Example:
         >>> import numpy as np, keras, tempfile
@@ -118,21 +119,23 @@ class CNNViz(keras.callbacks.Callback):
             steps=actmax_steps,
             value_range=value_range,
             decorrelate=_probe_colours(probe_images),
+            optional=True,
         )
-        actmax._optional = True
         self.callbacks.append(actmax)
+        self._kinds = list(self.callbacks)  # every kind, whether or not it applies to a model
 
     def set_model(self, model):
         super().set_model(model)
-        for callback in self.callbacks:
+        for callback in self._kinds:
             callback.set_model(model)
 
     def set_params(self, params):
         super().set_params(params)
-        for callback in self.callbacks:
+        for callback in self._kinds:
             callback.set_params(params)
 
     def on_train_begin(self, logs=None):
+        self.callbacks = list(self._kinds)  # each fit() asks every kind afresh
         for callback in self.callbacks:
             callback.on_train_begin(logs)
         self._drop_inactive()

@@ -357,3 +357,42 @@ def test_cnnviz_includes_actmax_and_drops_it_quietly_where_it_cannot_draw(tmp_pa
         seq.fit(np.zeros((4, 10, 2)), np.zeros(4), epochs=1, verbose=0, callbacks=[viz])
     assert [str(w.message) for w in caught if "tb-cnnviz" in str(w.message)] == []
     assert not any(isinstance(c, ActivationMaximization) for c in viz.callbacks)
+
+
+def test_a_second_fit_of_the_same_model_reuses_the_renderers_and_continues(tmp_path, read_logdir):
+    """fit() twice: the same compiled renderers, images refined 3+3 steps, steps 0 and 1 logged."""
+    model = small_cnn()
+    x = np.random.default_rng(0).random((8, 16, 16, 3), dtype=np.float32)
+    callback = ActivationMaximization(str(tmp_path), layers=["c2"], steps=3)
+    model.fit(x, np.zeros(8), epochs=1, verbose=0, callbacks=[callback])
+    renderer = callback._renderers["c2"]
+    model.fit(x, np.zeros(8), initial_epoch=1, epochs=2, verbose=0, callbacks=[callback])
+    assert callback._renderers["c2"] is renderer
+    assert (callback._previous["c2"].steps == 6).all()
+    assert read_logdir(tmp_path).steps("train", "c2/actmax") == [0, 1]
+    other = small_cnn(seed=1)  # another model: its own renderers, images from noise
+    other.fit(x, np.zeros(8), epochs=1, verbose=0, callbacks=[callback])
+    assert callback._renderers["c2"] is not renderer
+    assert (callback._previous["c2"].steps == 3).all()
+
+
+def test_cnnviz_asks_every_kind_again_on_each_fit(tmp_path, read_logdir):
+    """A Conv1D fit drops actmax for that fit only; a later 2-D model gets it back and logs it."""
+    seq = keras.Sequential(
+        [
+            keras.Input((10, 2)),
+            keras.layers.Conv1D(3, 3),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ]
+    )
+    seq.compile("adam", "mse")
+    viz = CNNViz(str(tmp_path), weights_freq=0, actmax_steps=2)  # the Conv1D fit logs nothing
+    seq.fit(np.zeros((4, 10, 2)), np.zeros(4), epochs=1, verbose=0, callbacks=[viz])
+    assert not any(isinstance(c, ActivationMaximization) for c in viz.callbacks)
+    model = small_cnn()
+    x = np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32)
+    model.fit(x, np.zeros(4), epochs=1, verbose=0, callbacks=[viz])
+    assert any(isinstance(c, ActivationMaximization) for c in viz.callbacks)
+    tags = read_logdir(tmp_path).cnnviz_tags()
+    assert tags == {("train", "c1/actmax"), ("train", "c2/actmax")}

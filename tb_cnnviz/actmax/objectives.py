@@ -81,7 +81,8 @@ class Activations:
         return tf.cast(table[layer], tf.float32)
 
     def pick(self, values: tf.Tensor, index: int | None) -> tf.Tensor:
-        """Selects unit `index` (or each image's target) from the last axis of `values` `[n, k]`.
+        """Selects unit `index` (or each image's target) from the last axis of `values`
+        `[n, ..., k]`.
 
         Example:
             >>> Activations({}, tf.zeros((2, 1, 1, 1)), [1, 0]).pick(
@@ -89,7 +90,7 @@ class Activations:
             [2.0, 3.0]
         """
         if index is not None:
-            return values[:, index]
+            return values[..., index]
         if self.targets is None:
             raise ValueError(
                 "An objective without an index needs per-image targets (the filter each image "
@@ -220,8 +221,10 @@ def channel(layer: str, index: int | None = None, *, pre_activation: bool = Fals
     _check_index(index, "index")
 
     def fn(acts):
-        maps = _feature_maps(acts(layer, pre_activation=pre_activation), layer)
-        return acts.pick(tf.reduce_mean(maps, axis=list(range(1, maps.shape.rank - 1))), index)
+        # Picking each image's own filter first makes the mean (and its gradient) run over one
+        # contiguous map per image instead of strided over all filters: several times cheaper.
+        maps = acts.pick(_feature_maps(acts(layer, pre_activation=pre_activation), layer), index)
+        return tf.reduce_mean(maps, axis=list(range(1, maps.shape.rank)))
 
     return Objective(
         fn,
@@ -306,9 +309,11 @@ def wake_up(layer: str, index: int | None = None) -> Objective:
     def fn(acts):
         post = _feature_maps(acts(layer), layer)
         pre = _feature_maps(acts(layer, pre_activation=True), layer)
-        axes = list(range(1, post.shape.rank - 1))
-        silent = acts.pick(tf.reduce_max(post, axis=axes), index) <= 0
-        return tf.where(silent, acts.pick(tf.reduce_max(pre, axis=axes), index), 0.0)
+        # As in `channel`: each image's own filter first, then the maxima over its map alone.
+        post, pre = acts.pick(post, index), acts.pick(pre, index)
+        axes = list(range(1, post.shape.rank))
+        silent = tf.reduce_max(post, axis=axes) <= 0
+        return tf.where(silent, tf.reduce_max(pre, axis=axes), 0.0)
 
     return Objective(
         fn,
@@ -351,12 +356,40 @@ def total_variation() -> Objective:
     """
 
     def fn(acts):
-        img = tf.cast(acts.images, tf.float32)
-        down = tf.reduce_mean(tf.abs(img[:, 1:] - img[:, :-1]), axis=[1, 2, 3])
-        right = tf.reduce_mean(tf.abs(img[:, :, 1:] - img[:, :, :-1]), axis=[1, 2, 3])
-        return (down + right) / 2
+        return _total_variation(tf.cast(acts.images, tf.float32))
 
     return Objective(fn, "total_variation()")
+
+
+@tf.custom_gradient
+def _total_variation(img):
+    """`total_variation` of `[n, h, w, c]` images, with a hand-written gradient.
+
+    The gradient TensorFlow derives goes through `StridedSliceGrad`, which on CPU costs several
+    times the whole penalty (most of a rendering step's overhead); scattering the neighbour
+    differences' signs back with two pads each is the same sum, exactly.
+    """
+    down = img[:, 1:] - img[:, :-1]
+    right = img[:, :, 1:] - img[:, :, :-1]
+    value = (
+        tf.reduce_mean(tf.abs(down), axis=[1, 2, 3]) + tf.reduce_mean(tf.abs(right), axis=[1, 2, 3])
+    ) / 2
+
+    def grad(upstream):
+        upstream = upstream[:, None, None, None] / 2
+        g_down = tf.sign(down) * (upstream / tf.cast(tf.reduce_prod(tf.shape(down)[1:]), img.dtype))
+        g_right = tf.sign(right) * (
+            upstream / tf.cast(tf.reduce_prod(tf.shape(right)[1:]), img.dtype)
+        )
+        no = [0, 0]
+        return (
+            tf.pad(g_down, [no, [1, 0], no, no])
+            - tf.pad(g_down, [no, [0, 1], no, no])
+            + tf.pad(g_right, [no, no, [1, 0], no])
+            - tf.pad(g_right, [no, no, [0, 1], no])
+        )
+
+    return value, grad
 
 
 def l2(center: float = 0.5) -> Objective:

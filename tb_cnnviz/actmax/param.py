@@ -211,7 +211,9 @@ class FourierParam(ImageParam):
         # size of the optimizer then means the same at every image size.
         scale *= h * w / (2.0 * np.sqrt(np.sum(scale**2)))
         self._scale = tf.constant(np.concatenate([scale, scale]), tf.float32)  # real, imaginary
-        self._rows, self._cols = (tf.constant(m, tf.float32) for m in _inverse_dft(h, w))
+        rows, cols = _inverse_dft(h, w)
+        self._rows = tf.constant(rows, tf.float32)
+        self._cols = tf.constant(cols.reshape(2, w // 2 + 1, w), tf.float32)  # re/im, k, w
         super().__init__(batch, (h, w), channels, **kwargs)
 
     @classmethod
@@ -223,10 +225,12 @@ class FourierParam(ImageParam):
         # The inverse real 2-D DFT as two small matrix products: for the image sizes of
         # activation maximization this is several times faster on CPU than tf.signal.irfft2d,
         # forward and backward, and it is exact.
-        h = self.size[0]
+        # The real and imaginary halves are split by a reshape, not by slicing: slices' gradients
+        # (StridedSliceGrad) are slow on CPU.
+        h, w = self.size
         y = tf.einsum("ij,ncjk->ncik", self._rows, values * self._scale)  # rows transformed
-        y = tf.concat([y[:, :, :h], y[:, :, h:]], axis=-1)  # [n, c, h, 2 * (w // 2 + 1)]
-        return tf.einsum("ncik,kw->niwc", y, self._cols)
+        y = tf.reshape(y, [-1, self.channels, 2, h, w // 2 + 1])  # [n, c, re/im, h, w // 2 + 1]
+        return tf.einsum("ncrik,rkw->niwc", y, self._cols)
 
 
 def _inverse_dft(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:

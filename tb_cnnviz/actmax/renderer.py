@@ -267,8 +267,11 @@ class Renderer:
             padded = chunk + [chunk[-1]] * (batch - len(chunk))
             slot.load(padded, seed, warm)
             with self._reader.active():
-                slot.run(tf.constant(int(steps)), tf.constant(int(seed) & 0xFFFFFFFF, tf.int64),
-                         tf.constant(padded, tf.int32))
+                slot.run(
+                    tf.constant(int(steps)),
+                    tf.constant(int(seed) & 0xFFFFFFFF, tf.int64),
+                    tf.constant(padded, tf.int32),
+                )
                 score, pictures = slot.evaluate(tf.constant(padded, tf.int32))
             keep = len(chunk)
             images.append(pictures.numpy()[:keep])

@@ -225,6 +225,18 @@ def test_a_warm_start_continues_where_the_last_call_stopped(model):
         actmax.Renderer(model, "c2", param="pixel")([1], steps=1, init=five)
 
 
+def test_the_second_moment_is_one_per_image_and_colour_channel(model):
+    """Adam's v is [n, c, 1, 1] (Fourier) or [n, 1, 1, c] (pixel): steps keep the 1/f spectrum."""
+    fourier = actmax.Renderer(model, "c2")([0, 1], steps=2)
+    assert fourier.state.v.shape == (2, 3, 1, 1) and fourier.state.m.shape == (2, 3, 32, 9)
+    pixel = actmax.Renderer(model, "c2", param="pixel")([0], steps=2)
+    assert pixel.state.v.shape == (1, 1, 1, 3)
+    # Per-variable normalization would move every coefficient alike; per channel, the step of a
+    # coefficient follows its gradient, so the low frequencies (scaled up by 1/f) move most.
+    step = np.abs(fourier.state.m / np.sqrt(fourier.state.v))[0, 0]  # real parts: rows :16
+    assert step[:2, :2].mean() > 10 * step[6:11, 6:].mean()
+
+
 def test_a_layer_inside_a_nested_model_renders():
     """A conv layer of a sub-model (unreachable by a truncated model) renders by path."""
     keras.utils.set_random_seed(0)

@@ -37,6 +37,20 @@ def small_cnn(input_shape=(16, 16, 3), seed=0):
     return model
 
 
+def conv1d_model():
+    """A sequence model: activation maximization cannot draw it."""
+    model = keras.Sequential(
+        [
+            keras.Input((10, 2)),
+            keras.layers.Conv1D(3, 3),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile("adam", "mse")
+    return model
+
+
 @pytest.fixture(scope="module")
 def model():
     return small_cnn()
@@ -354,15 +368,7 @@ def test_callback_rejects_bad_arguments_before_training():
 def test_cnnviz_includes_actmax_and_drops_it_quietly_where_it_cannot_draw(tmp_path):
     """CNNViz renders actmax by default; for a Conv1D model it drops out without a warning."""
     assert any(isinstance(c, ActivationMaximization) for c in CNNViz(str(tmp_path)).callbacks)
-    seq = keras.Sequential(
-        [
-            keras.Input((10, 2)),
-            keras.layers.Conv1D(3, 3),
-            keras.layers.Flatten(),
-            keras.layers.Dense(1),
-        ]
-    )
-    seq.compile("adam", "mse")
+    seq = conv1d_model()
     viz = CNNViz(str(tmp_path), weights_freq=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -390,15 +396,7 @@ def test_a_second_fit_of_the_same_model_reuses_the_renderers_and_continues(tmp_p
 
 def test_cnnviz_asks_every_kind_again_on_each_fit(tmp_path, read_logdir):
     """A Conv1D fit drops actmax for that fit only; a later 2-D model gets it back and logs it."""
-    seq = keras.Sequential(
-        [
-            keras.Input((10, 2)),
-            keras.layers.Conv1D(3, 3),
-            keras.layers.Flatten(),
-            keras.layers.Dense(1),
-        ]
-    )
-    seq.compile("adam", "mse")
+    seq = conv1d_model()
     viz = CNNViz(str(tmp_path), weights_freq=0, actmax_steps=2)  # the Conv1D fit logs nothing
     seq.fit(np.zeros((4, 10, 2)), np.zeros(4), epochs=1, verbose=0, callbacks=[viz])
     assert not any(isinstance(c, ActivationMaximization) for c in viz.callbacks)

@@ -7,11 +7,10 @@ import warnings
 
 import numpy as np
 
-from tb_cnnviz import actmax, summary
+from tb_cnnviz import actmax, summary, tiles
+from tb_cnnviz import layers as layer_lib
 from tb_cnnviz.actmax import param as param_lib
 from tb_cnnviz.actmax import renderer as renderer_lib
-from tb_cnnviz.actmax.forward import _is_conv2d
-from tb_cnnviz.summary import _sample
 
 from .base import VizCallback
 
@@ -120,8 +119,8 @@ class ActivationMaximization(VizCallback):
         if model is not self._rendered_model:
             self._renderers, self._previous = {}, {}
             self._rendered_model = model
-        flat = [(path, layer) for path, layer in self._selected if _is_conv2d(layer)]
-        skipped = [path for path, layer in self._selected if not _is_conv2d(layer)]
+        flat = [(path, layer) for path, layer in self._selected if layer_lib.is_conv2d(layer)]
+        skipped = [path for path, layer in self._selected if not layer_lib.is_conv2d(layer)]
         if self.max_layers is not None and len(flat) > self.max_layers:
             picks = np.linspace(len(flat) - 1, 0, self.max_layers).round().astype(int)
             flat = [flat[i] for i in sorted(set(picks.tolist()))]
@@ -152,7 +151,7 @@ class ActivationMaximization(VizCallback):
     def _log_layer(self, path, layer, step):
         renderer = self._renderers[path]
         total = renderer.units
-        ids = _sample(total, self.max_filters)
+        ids = tiles.sample_filters(total, self.max_filters)
         previous = self._previous.get(path) if self.warm_start else None
         images = renderer(ids, steps=self.steps, seed=self.seed, init=previous)
         self._previous[path] = images.state

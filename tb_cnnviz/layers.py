@@ -17,6 +17,7 @@ __all__ = [
     "CONV_TYPES",
     "capture_outputs",
     "conv_layers",
+    "is_conv2d",
     "kernel_for_display",
     "resolve_layers",
 ]
@@ -69,6 +70,16 @@ def conv_layers(model: keras.layers.Layer) -> list[tuple[str, keras.layers.Layer
         ['c1']
     """
     return [(path, layer) for path, layer in all_layers(model) if isinstance(layer, CONV_TYPES)]
+
+
+def is_conv2d(layer: keras.layers.Layer) -> bool:
+    """Whether `layer` is a 2-D convolution (plain, transposed, depthwise or separable).
+
+    Example:
+        >>> is_conv2d(keras.layers.Conv2D(2, 3)), is_conv2d(keras.layers.Conv1D(2, 3))
+        (True, False)
+    """
+    return isinstance(layer, CONV_TYPES) and getattr(layer, "rank", 2) == 2
 
 
 def resolve_layers(

@@ -140,7 +140,7 @@ def filter_weights(
     step = _resolve_step(step)
     in_channels, total = kernel.shape[-2], kernel.shape[-1]
     rgb = in_channels == 3 if rgb is None else bool(rgb)
-    ids = _sample(total, max_filters)
+    ids = tiles.sample_filters(total, max_filters)
 
     def build():
         per_filter = np.moveaxis(kernel, -1, 0)  # [filters, *spatial, in]
@@ -219,7 +219,7 @@ def feature_maps(
         return False
     step = _resolve_step(step)
     total, n_images = acts.shape[-1], acts.shape[0]
-    ids = _sample(total, max_filters)
+    ids = tiles.sample_filters(total, max_filters)
     all_stats = tiles.activation_stats(acts)
     dead_fraction = float(np.mean(all_stats["dead"]))
 
@@ -570,14 +570,6 @@ def _shrink(maps: np.ndarray, max_side: int) -> np.ndarray:
     fh, fw = min(factor, h), min(factor, w)
     cropped = maps[..., : hh * fh, : ww * fw]
     return cropped.reshape(*maps.shape[:-2], hh, fh, ww, fw).mean(axis=(-3, -1))
-
-
-def _sample(total: int, cap: int) -> list[int]:
-    if cap <= 0:
-        raise ValueError(f"max_filters must be positive. Received: max_filters={cap}")
-    if total <= cap:
-        return list(range(total))
-    return sorted({int(round(i)) for i in np.linspace(0, total - 1, cap)})
 
 
 def _pairs(ranges: np.ndarray) -> list[list[float]]:

@@ -23,6 +23,7 @@ __all__ = [
     "encode_png",
     "pack_tiles",
     "round_floats",
+    "sample_filters",
     "unpack_tiles",
     "weight_stats",
 ]
@@ -236,6 +237,30 @@ def activation_stats(activations: np.ndarray) -> dict[str, list]:
         "zero_fraction": round_floats((flat == 0).mean(axis=1)),
         "dead": [bool(p <= 0) for p in peak],
     }
+
+
+def sample_filters(total: int, cap: int) -> list[int]:
+    """Which of `total` filters to draw: all of them, or `cap` spread evenly from first to last.
+
+    Args:
+        total: Filters in the layer.
+        cap: The most to draw (a callback's `max_filters`).
+
+    Returns:
+        Sorted indices; the first and the last filter are always among them.
+
+    Raises:
+        ValueError: If `cap` is not positive.
+
+    Example:
+        >>> sample_filters(4, 8), sample_filters(2048, 4)
+        ([0, 1, 2, 3], [0, 682, 1365, 2047])
+    """
+    if cap <= 0:
+        raise ValueError(f"max_filters must be positive. Received: max_filters={cap}")
+    if total <= cap:
+        return list(range(total))
+    return sorted({int(round(i)) for i in np.linspace(0, total - 1, cap)})
 
 
 def round_floats(values) -> list[float]:

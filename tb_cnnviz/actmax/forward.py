@@ -90,7 +90,7 @@ def find_layer(model: keras.Model, name: str, argument: str, *, conv: bool):
         'c'
     """
     everything = list(layer_lib.all_layers(model))
-    convs = [p for p, layer in everything if _is_conv2d(layer)]
+    convs = [p for p, layer in everything if layer_lib.is_conv2d(layer)]
     matches = [(p, layer) for p, layer in everything if p == name]
     if not matches:
         matches = [(p, layer) for p, layer in everything if layer.name == name]
@@ -105,7 +105,7 @@ def find_layer(model: keras.Model, name: str, argument: str, *, conv: bool):
             f"Received: {argument}={name!r}"
         )
     path, layer = matches[0]
-    if conv and not _is_conv2d(layer):
+    if conv and not layer_lib.is_conv2d(layer):
         raise ValueError(
             f"{path!r} is a {type(layer).__name__} layer, not a 2-D conv layer; a channel or "
             f"neuron objective needs a conv layer's feature maps. Conv layers: {convs}. "
@@ -269,10 +269,6 @@ def _record_pre_activation(layer, pre: dict, outputs: dict):
         object.__delattr__(layer, "call")
         if activation is not None:
             object.__setattr__(layer, "activation", activation)
-
-
-def _is_conv2d(layer) -> bool:
-    return isinstance(layer, layer_lib.CONV_TYPES) and getattr(layer, "rank", 2) == 2
 
 
 @contextlib.contextmanager

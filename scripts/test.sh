@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole tb-cnnviz test suite, installing what it needs first:
 #   a virtual environment in .venv with the package and its test extras (TensorFlow CPU build),
-#   Debian's chromium for the browser tests (when run as root and missing),
+#   Debian's chromium and nodejs (when run as root and missing),
 # then node's built-in test runner for the dashboard logic and pytest for everything else
 # (unit, training, plugin, doctests and headless-browser end-to-end tests).
 set -euo pipefail
@@ -14,11 +14,17 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[tensorflow-cpu,test]"
 
-if [ ! -x /usr/bin/chromium ]; then
+# Debian packages the tests need: chromium for the browser tests, nodejs for the dashboard's
+# logic tests. Installed when run as root and missing.
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null || missing+=(nodejs)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "note: /usr/bin/chromium is missing; browser tests will be skipped (install Debian's chromium)."
+    echo "note: missing ${missing[*]}: install Debian's packages (browser tests skip without chromium)."
   fi
 fi
 

@@ -8,7 +8,9 @@ in event files:
 * the per-(run, tag) `SummaryMetadata` whose `plugin_data.content` is versioned JSON. TensorBoard
   keeps only the first one per (run, tag), so it holds nothing that changes from step to step;
 * the per-step *index* blob, the first blob of every datum: versioned JSON describing the PNG
-  atlases that follow it (geometry, filter ids, per-tile value ranges, per-filter statistics).
+  atlases that follow it (geometry, filter ids, per-tile value ranges, per-filter statistics);
+* the per-step *plan* blob of the `"plan"` kind (tag `"<owner>/plan"`): which picture tags a
+  callback drew at that step, which it left out and why (its time budget, most often).
 
 Readers meet data written by a newer version with a single warning and skip it; they never crash.
 """
@@ -25,12 +27,14 @@ from tensorboard.compat.proto import summary_pb2
 __all__ = [
     "FORMAT_VERSION",
     "KINDS",
+    "PLAN_KIND",
     "PLUGIN_NAME",
     "PluginMetadata",
     "create_summary_metadata",
     "decode_index",
     "encode_index",
     "parse_plugin_metadata",
+    "plan_tag",
     "tag_for",
 ]
 
@@ -45,6 +49,10 @@ FORMAT_VERSION = 1
 #: Kinds of picture, in the order the dashboard offers them.
 KINDS = ("weights", "feature_maps", "actmax", "attribution")
 
+#: The kind of the per-step plan records: no pictures, only what was drawn and what was not.
+#: Never one of `KINDS`, so a plan tag (`"<owner>/plan"`) cannot collide with a picture tag.
+PLAN_KIND = "plan"
+
 _warned_versions: set[int] = set()
 
 
@@ -53,7 +61,7 @@ class PluginMetadata:
     """What one (run, tag) holds, parsed from `plugin_data.content`.
 
     Attributes:
-        kind: One of `KINDS`.
+        kind: One of `KINDS`, or `PLAN_KIND` for a callback's plan records.
         layer: The layer name as the user knows it (nested layers as `outer/inner`).
         version: The format version the data was written with.
         extra: Any further static keys the writer stored (for example `layer_class`).
@@ -88,6 +96,16 @@ def tag_for(layer: str, kind: str) -> str:
     return f"{layer}/{kind}"
 
 
+def plan_tag(owner: str) -> str:
+    """Returns the tag of the plan records a callback (its `owner` name) writes at each step.
+
+    Example:
+        >>> plan_tag("cnnviz")
+        'cnnviz/plan'
+    """
+    return f"{owner}/{PLAN_KIND}"
+
+
 def create_summary_metadata(
     kind: str,
     layer: str,
@@ -102,8 +120,8 @@ def create_summary_metadata(
     whose data class is unset.
 
     Args:
-        kind: One of `KINDS`.
-        layer: The layer name.
+        kind: One of `KINDS`, or `PLAN_KIND`.
+        layer: The layer name (for a plan, its owner).
         description: Optional Markdown shown by TensorBoard.
         display_name: Optional display name.
         **extra: Further JSON-serializable static facts about the series.
@@ -118,7 +136,8 @@ def create_summary_metadata(
         >>> parse_plugin_metadata(md.plugin_data.content).layer
         'conv2d'
     """
-    _check_kind(kind)
+    if kind != PLAN_KIND:
+        _check_kind(kind)
     content = {"version": FORMAT_VERSION, "kind": kind, "layer": str(layer), **extra}
     return summary_pb2.SummaryMetadata(
         display_name=display_name or "",
@@ -155,9 +174,9 @@ def parse_plugin_metadata(content: bytes) -> PluginMetadata | None:
     kind = obj.pop("kind", None)
     layer = obj.pop("layer", None)
     version = obj.pop("version")
-    if kind not in KINDS or not isinstance(layer, str):
+    if kind not in (*KINDS, PLAN_KIND) or not isinstance(layer, str):
         raise ValueError(
-            f"cnnviz plugin metadata needs a kind in {KINDS} and a string layer. "
+            f"cnnviz plugin metadata needs a kind in {(*KINDS, PLAN_KIND)} and a string layer. "
             f"Received: kind={kind!r}, layer={layer!r}"
         )
     return PluginMetadata(kind=kind, layer=layer, version=version, extra=obj)

@@ -56,6 +56,29 @@ static facts `method`, `target_layer` and `class_names`.
 
 Per-layer health numbers are also written as ordinary scalars (`"<layer>/update_ratio"`,
 `"<layer>/dead_fraction"`) so they show in TensorBoard's Scalars tab.
+
+Plan records (kind `"plan"`, tag `"<owner>/plan"`, `tb_cnnviz.metadata.plan_tag`) say, for each
+step a callback logged, which picture tags it drew and which it left out and why, so the
+dashboard can say "not drawn at this step" instead of showing another step's pictures. The
+datum holds one blob, the UTF-8 JSON::
+
+    {
+      "version": 1,
+      "kind": "plan",
+      "step": 3,
+      "budget": 0.05,                      # the time budget (a fraction of training time), or null
+      "drawn": ["conv1/weights", …],       # picture tags written at this step
+      "skipped": {"conv4/actmax": "…"},    # tags due at this step but not drawn, with the reason
+      "train_seconds": 41.2,               # training time of the run so far (callbacks excluded)
+      "own_seconds": 1.9                   # the callback's own time so far
+    }
+
+A tag skipped at every step of a run was left out of the run; its latest reason says why.
+
+Recording: like every `tf.summary` function, these write nothing (and return False) inside
+`tf.summary.record_if(False)` or when no default writer is set. The Keras callbacks record
+whatever an outer `record_if` says (Keras' `TensorBoard(update_freq=N)` holds one open for the
+whole of `fit()`): what they decide to draw is always written.
 """
 
 from __future__ import annotations
@@ -75,6 +98,7 @@ __all__ = [
     "feature_maps",
     "filter_weights",
     "write_layer",
+    "write_plan",
 ]
 
 #: Default cap on filters drawn per layer; larger layers are sampled evenly and say so.
@@ -508,6 +532,64 @@ def write_layer(
         tf.summary.write(
             metadata.tag_for(name, kind),
             tf.constant(blobs, dtype=tf.string),
+            step=step,
+            metadata=md.SerializeToString(),
+        )
+    )
+
+
+def write_plan(
+    owner: str,
+    step: int | None = None,
+    *,
+    drawn: Sequence[str] = (),
+    skipped: dict[str, str] | None = None,
+    budget: float | None = None,
+    train_seconds: float | None = None,
+    own_seconds: float | None = None,
+) -> bool:
+    """Writes a callback's plan record for one step: what it drew and what it left out, and why.
+
+    Args:
+        owner: The callback's name; the tag is `"<owner>/plan"`.
+        step: The step; defaults to `tf.summary.experimental.get_step()`.
+        drawn: The picture tags written at this step.
+        skipped: `{tag: reason}` for tags due at this step but not drawn.
+        budget: The time budget as a fraction of training time, or None for none.
+        train_seconds: Training time of the run so far, the callbacks' time excluded.
+        own_seconds: The callback's own time so far.
+
+    Returns:
+        True when a summary was written, False when no default writer records.
+
+    Example:
+        >>> import tempfile
+        >>> writer = tf.summary.create_file_writer(tempfile.mkdtemp())
+        >>> with writer.as_default():
+        ...     write_plan("cnnviz", step=0, drawn=["c/weights"], skipped={"c/actmax": "budget"})
+        True
+    """
+    if not _recording():
+        return False
+    step = _resolve_step(step)
+    record = {
+        "kind": metadata.PLAN_KIND,
+        "step": step,
+        "budget": None if budget is None else float(budget),
+        "drawn": [str(t) for t in drawn],
+        "skipped": {str(k): str(v) for k, v in (skipped or {}).items()},
+        "train_seconds": None if train_seconds is None else round(float(train_seconds), 3),
+        "own_seconds": None if own_seconds is None else round(float(own_seconds), 3),
+    }
+    md = metadata.create_summary_metadata(
+        metadata.PLAN_KIND,
+        owner,
+        description=f"What `{owner}` drew at each step, and what it left out and why.",
+    )
+    return bool(
+        tf.summary.write(
+            metadata.plan_tag(owner),
+            tf.constant([metadata.encode_index(record)], dtype=tf.string),
             step=step,
             metadata=md.SerializeToString(),
         )

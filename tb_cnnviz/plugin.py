@@ -23,6 +23,7 @@ import concurrent.futures
 import functools
 import json
 import logging
+import math
 import pathlib
 import re
 import threading
@@ -314,6 +315,7 @@ class CNNVizPlugin(base_plugin.TBPlugin):
         self._index_cache = _LRUCache(_INDEX_CACHE_BYTES, _INDEX_CACHE_ENTRIES)
         self._series_cache = _LRUCache(_SERIES_CACHE_POINTS, _SERIES_CACHE_ENTRIES)
         self._reported_tags: set[tuple[str, str, str]] = set()
+        self._reported_plans: set[tuple[str, str]] = set()
         self._read_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._read_pool_lock = threading.Lock()
 
@@ -334,6 +336,7 @@ class CNNVizPlugin(base_plugin.TBPlugin):
             "/layer": self._serve_layer,
             "/blob": self._serve_blob,
             "/stats": self._serve_stats,
+            "/plan": self._serve_plan,
         }
 
     def is_active(self) -> bool:
@@ -405,6 +408,13 @@ class CNNVizPlugin(base_plugin.TBPlugin):
         ctx, eid = _request_context(request)
         return _json_response(request, self.stats_impl(ctx, eid, run, tag))
 
+    @_route
+    def _serve_plan(self, request):
+        params = _query(request)
+        run = _required(params, "run")
+        ctx, eid = _request_context(request)
+        return _json_response(request, self.plan_impl(ctx, eid, run))
+
     # The plain-data core of each route.
 
     def static_impl(self, relative_path: str) -> tuple[bytes, str]:
@@ -451,6 +461,8 @@ class CNNVizPlugin(base_plugin.TBPlugin):
     def runs_impl(self, ctx, experiment_id: str) -> list[str]:
         """Returns the sorted names of the runs that hold readable cnnviz data.
 
+        A run counts when it holds a readable picture tag or a callback's plan records.
+
         Args:
             ctx: The `RequestContext` of the request.
             experiment_id: The experiment ID of the request (usually `""`).
@@ -478,9 +490,9 @@ class CNNVizPlugin(base_plugin.TBPlugin):
     def tags_impl(self, ctx, experiment_id: str, run: str | None = None) -> dict[str, Any]:
         """Returns `{run: {tag: {"kind", "layer", "steps", "description", …static facts}}}`.
 
-        `steps` lists every stored step in ascending order. Tags written by a newer format
-        version (one warning) or with malformed metadata (logged once) are left out, and so are
-        runs left with no tags.
+        `steps` lists every stored step in ascending order. Only picture tags are listed: plan
+        records (`plan_impl`) are not. Tags written by a newer format version (one warning) or
+        with malformed metadata (logged once) are left out, and so are runs left with no tags.
 
         Args:
             ctx: The `RequestContext` of the request.
@@ -506,18 +518,15 @@ class CNNVizPlugin(base_plugin.TBPlugin):
         run_filter = None if run is None else provider.RunTagFilter(runs=[run])
         listing = self._list(ctx, experiment_id, run_filter)
         if run is not None and not listing.get(run):
-            raise errors.NotFoundError(
-                f"no cnnviz run named {run!r}; runs with cnnviz data: "
-                + _names(self._list(ctx, experiment_id))
-            )
+            raise self._no_run(ctx, experiment_id, run)
         sequences = self._read(ctx, experiment_id, run_filter)
         result: dict[str, Any] = {}
         for run_name, series_by_tag in listing.items():
             tags = {}
             for tag, series in series_by_tag.items():
                 parsed = self._parse_tag(experiment_id, run_name, tag, series)
-                if parsed is None:
-                    continue
+                if parsed is None or parsed.kind == metadata.PLAN_KIND:
+                    continue  # unreadable, or a plan: what was drawn, not a picture (see /plan)
                 # Remembered, so the /layer requests that follow a /tags are answered at once.
                 data = sequences.get(run_name, {}).get(tag)
                 steps = list(self._remember(experiment_id, run_name, tag, data).by_step)
@@ -618,6 +627,51 @@ class CNNVizPlugin(base_plugin.TBPlugin):
             series.append(entry)
         return {"steps": [d.step for d in data], "series": series, "skipped": skipped}
 
+    def plan_impl(self, ctx, experiment_id: str, run: str) -> dict[str, Any]:
+        """Returns what the callbacks drew at each step of a run, what they left out, and why.
+
+        The plan records of every owner (`"<owner>/plan"` tags, see `tb_cnnviz.summary`) are
+        merged by step. A tag drawn by one owner at a step is not listed as skipped there.
+        `left_out` holds the tags skipped at some step, drawn at none and without any picture
+        in the run, each with its latest reason. `budget` and `train_seconds` are the latest
+        given (by step, then wall time); `own_seconds` adds up each owner's latest, as each
+        callback counts only its own time. A run without plan records (logs written before
+        plans existed) has empty `steps` and `left_out` and null numbers. Records written by a
+        newer tb-cnnviz (one warning) or malformed (logged once per run) are skipped.
+
+        Args:
+            ctx: The `RequestContext` of the request.
+            experiment_id: The experiment ID of the request.
+            run: The run name.
+
+        Returns:
+            `{"run", "budget", "steps": [{"step", "drawn", "skipped"}], "left_out",
+            "train_seconds", "own_seconds"}`, steps ascending.
+
+        Raises:
+            tensorboard.errors.NotFoundError: If the run holds no cnnviz data.
+        """
+        listing = self._list(ctx, experiment_id, provider.RunTagFilter(runs=[run])).get(run)
+        if not listing:
+            raise self._no_run(ctx, experiment_id, run)
+        kinds = {tag: self._parse_tag(experiment_id, run, tag, s) for tag, s in listing.items()}
+        plan_tags = sorted(t for t, p in kinds.items() if p and p.kind == metadata.PLAN_KIND)
+        picture_tags = {t for t, p in kinds.items() if p and p.kind != metadata.PLAN_KIND}
+        data = []
+        if plan_tags:
+            found = self._read(ctx, experiment_id, provider.RunTagFilter([run], plan_tags))
+            data = [(tag, d) for tag in plan_tags for d in found.get(run, {}).get(tag, [])]
+        records = self._read_each(
+            lambda d: self._plan_record(ctx, experiment_id, run, d),
+            _plan_cache_key,
+            [d for _, d in data],
+        )
+        merged = _merge_plans(
+            [(tag, d, r) for (tag, d), r in zip(data, records, strict=True) if r is not None],
+            picture_tags,
+        )
+        return {"run": run, **merged}
+
     def blob_impl(self, ctx, experiment_id: str, key: str) -> tuple[bytes, str]:
         """Returns `(bytes, content_type)` of one blob: a PNG atlas or an index (JSON).
 
@@ -689,10 +743,7 @@ class CNNVizPlugin(base_plugin.TBPlugin):
             return series
         tags = self._list(ctx, experiment_id, provider.RunTagFilter(runs=[run])).get(run)
         if not tags:
-            raise errors.NotFoundError(
-                f"no cnnviz run named {run!r}; runs with cnnviz data: "
-                + _names(sorted(self._list(ctx, experiment_id)))
-            )
+            raise self._no_run(ctx, experiment_id, run)
         raise errors.NotFoundError(
             f"no cnnviz tag {tag!r} in run {run!r}; its tags: " + _names(sorted(tags))
         )
@@ -709,12 +760,15 @@ class CNNVizPlugin(base_plugin.TBPlugin):
             return None
 
     def _indexes(self, ctx, data) -> list[tuple[dict[str, Any] | None, str | None]]:
-        """`_index` of many datums; those not cached are read a few at a time in parallel."""
-        missing = [d for d in data if d.values and self._cached_index(d) is None]
+        """`_index` of many datums."""
+        return self._read_each(lambda d: self._index(ctx, d), _index_cache_key, data)
+
+    def _read_each(self, read, cache_key, data) -> list:
+        """`read` of many datums; those not cached are read a few at a time in parallel."""
+        missing = [d for d in data if d.values and self._index_cache.get(cache_key(d)) is None]
         if len(missing) > 1:
-            pool = self._pool()
-            list(pool.map(lambda d: self._index(ctx, d), missing))  # fills the cache
-        return [self._index(ctx, d) for d in data]
+            list(self._pool().map(read, missing))  # fills the cache
+        return [read(d) for d in data]
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._read_pool_lock:
@@ -750,6 +804,87 @@ class CNNVizPlugin(base_plugin.TBPlugin):
                 index, why = None, f"step {datum.step} has an index whose atlases miss their blobs"
         self._index_cache.put(_index_cache_key(datum), (index, why), len(raw))
         return index, why
+
+    def _plan_record(self, ctx, experiment_id, run, datum) -> dict[str, Any] | None:
+        """One datum's plan record, checked, through the LRU cache; None when unreadable."""
+        if not datum.values:
+            return None
+        cached = self._index_cache.get(_plan_cache_key(datum))
+        if cached is not None:
+            return cached[0]
+        raw = bytes(self._data_provider.read_blob(ctx, blob_key=datum.values[0].blob_key))
+        try:
+            record = metadata.decode_index(raw)  # None (one warning) when newer
+            if record is not None:
+                _check_plan(record)
+        except (TypeError, ValueError) as e:
+            record = None
+            if (experiment_id, run) not in self._reported_plans:
+                self._reported_plans.add((experiment_id, run))
+                logger.warning("cnnviz: skipping plan records of run %r: %s", run, e)
+        self._index_cache.put(_plan_cache_key(datum), (record,), len(raw))
+        return record
+
+    def _no_run(self, ctx, experiment_id, run) -> errors.NotFoundError:
+        return errors.NotFoundError(
+            f"no cnnviz run named {run!r}; runs with cnnviz data: "
+            + _names(sorted(self._list(ctx, experiment_id)))
+        )
+
+
+def _plan_cache_key(datum) -> tuple[str, str, float]:
+    return metadata.PLAN_KIND, datum.values[0].blob_key, datum.wall_time
+
+
+def _check_plan(record: dict[str, Any]) -> None:
+    """Raises ValueError unless `record` is a plan record as `summary.write_plan` writes it."""
+    drawn, skipped = record.get("drawn", []), record.get("skipped", {})
+    if record.get("kind") != metadata.PLAN_KIND:
+        raise ValueError(f"a plan record needs kind 'plan'. Received: {record.get('kind')!r}")
+    if not isinstance(drawn, list) or not all(isinstance(t, str) for t in drawn):
+        raise ValueError("a plan record's 'drawn' must be a list of tags")
+    if not isinstance(skipped, dict) or not all(isinstance(r, str) for r in skipped.values()):
+        raise ValueError("a plan record's 'skipped' must map tags to reasons")
+    for name in ("budget", "train_seconds", "own_seconds"):
+        value = record.get(name)
+        if value is not None and not _finite(value):
+            raise ValueError(f"a plan record's {name!r} must be a number or null")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _merge_plans(records, picture_tags) -> dict[str, Any]:
+    """Merges `(owner tag, datum, record)` triples into the body of a `/plan` answer."""
+    by_step: dict[int, tuple[dict[str, None], dict[str, str]]] = {}
+    latest: dict[str, tuple[int, float, dict[str, Any]]] = {}  # per owner
+    for tag, datum, record in records:
+        drawn, skipped = by_step.setdefault(datum.step, ({}, {}))
+        drawn.update(dict.fromkeys(record.get("drawn", [])))
+        skipped.update(record.get("skipped", {}))
+        if tag not in latest or (datum.step, datum.wall_time) > latest[tag][:2]:
+            latest[tag] = (datum.step, datum.wall_time, record)
+    steps, drawn_ever, reasons = [], set(picture_tags), {}
+    for step in sorted(by_step):
+        drawn, skipped = by_step[step]
+        skipped = {t: r for t, r in sorted(skipped.items()) if t not in drawn}
+        drawn_ever.update(drawn)
+        reasons.update(skipped)  # steps ascend, so the latest reason stays
+        steps.append({"step": step, "drawn": list(drawn), "skipped": skipped})
+
+    def newest(name):  # the value of the latest record that gives one
+        given = [(d.step, d.wall_time, r[name]) for _, d, r in records if r.get(name) is not None]
+        return max(given, default=(0, 0.0, None))[2]
+
+    own = [r["own_seconds"] for _, _, r in latest.values() if r.get("own_seconds") is not None]
+    return {
+        "budget": newest("budget"),
+        "steps": steps,
+        "left_out": {t: r for t, r in sorted(reasons.items()) if t not in drawn_ever},
+        "train_seconds": newest("train_seconds"),
+        "own_seconds": round(sum(own), 3) if own else None,
+    }
 
 
 def _index_cache_key(datum) -> tuple[str, float]:

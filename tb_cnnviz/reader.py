@@ -266,7 +266,8 @@ class Logdir:
                     parsed = metadata.parse_plugin_metadata(bytes(info.plugin_content or b""))
                 except (TypeError, ValueError):
                     continue  # not ours, or damaged: TensorBoard's tab skips it too
-                if parsed is not None:  # None: a newer format, already warned about
+                # None: a newer format, already warned about. A plan record holds no pictures.
+                if parsed is not None and parsed.kind != metadata.PLAN_KIND:
                     series.setdefault(run, {})[(parsed.layer, parsed.kind)] = (tag, parsed)
         return series
 

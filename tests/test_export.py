@@ -82,6 +82,22 @@ def test_reader_lists_runs_layers_kinds_and_steps(logs):
     assert logs.steps("b/train", "conv2", "weights") == [0, 1]
 
 
+def test_reader_skips_plan_records(tmp_path):
+    """Plan records are not pictures: no layer or kind of theirs, and a plan-only run is no run."""
+    import tensorflow as tf
+
+    from tb_cnnviz import summary
+
+    with tf.summary.create_file_writer(str(tmp_path / "a")).as_default():
+        summary.filter_weights("conv1", np.ones((3, 3, 1, 2)), step=0)
+        summary.write_plan("cnnviz", 0, drawn=["conv1/weights"], skipped={"c/actmax": "slow"})
+    with tf.summary.create_file_writer(str(tmp_path / "plans_only")).as_default():
+        summary.write_plan("cnnviz", 0, skipped={"conv1/weights": "slow"})
+    logs = Logdir(tmp_path)
+    assert logs.runs() == ["a"]
+    assert logs.layers("a") == {"conv1": ["weights"]}
+
+
 def test_reader_returns_tiles_in_their_original_units(logs):
     """Read tiles are [filters, slices, h, w, c] and span exactly each tile's stored range."""
     pictures = logs.read("a", "conv2", "weights", step=1)

@@ -521,6 +521,162 @@ def test_odd_data_is_served_gracefully(client):
     assert nan["index"]["ranges"] == [["NaN", "Infinity"]]  # TensorBoard's JSON spelling
 
 
+# Plans: what the callbacks drew at each step, what they left out, and why.
+
+PLAN_RUN, PLAN_ONLY_RUN, NO_PLAN_RUN = "planned", "plans_only", "before_plans"
+PLAN_CONTENT = json.dumps({"version": 1, "kind": "plan", "layer": "broken"}).encode()
+
+
+def write_plan_runs(logdir: pathlib.Path) -> None:
+    """Writes a run planned by two owners (with broken plan blobs), a plan-only and a plan-less run.
+
+    In `planned`, `conv2d/weights` is drawn at steps 0-3 and `conv2d/feature_maps` at 0 and 2
+    (skipped at 1 and 3); `conv4/actmax` is skipped at 0 and 2 and never drawn. The second owner
+    `maps` draws `conv2d/feature_maps` at step 3, where `cnnviz` skipped it.
+    """
+    writer = tf.summary.create_file_writer(str(logdir / PLAN_RUN))
+    with writer.as_default():
+        for step in range(4):
+            summary.filter_weights("conv2d", kernel_at(0, step), step=step)
+            acts = np.ones((1, 4, 4, 4), np.float32)
+            if step in (0, 2, 3):
+                summary.feature_maps("conv2d", acts, step=step)
+            skipped = {"conv2d/feature_maps": f"budget at step {step}"} if step % 2 else {}
+            if step in (0, 2):
+                skipped["conv4/actmax"] = f"too slow at step {step}"
+            drawn = ["conv2d/weights"] + ([] if step % 2 else ["conv2d/feature_maps"])
+            summary.write_plan(
+                "cnnviz",
+                step,
+                drawn=drawn,
+                skipped=skipped,
+                budget=0.05,
+                train_seconds=10.0 * (step + 1),
+                own_seconds=0.5 * (step + 1),
+            )
+        summary.write_plan("maps", 3, drawn=["conv2d/feature_maps"], own_seconds=0.25)
+        write_blobs("broken/plan", [b"not json"], 0, PLAN_CONTENT)
+        write_blobs(
+            "broken/plan", [b'{"version": 1, "kind": "plan", "drawn": "x"}'], 1, PLAN_CONTENT
+        )
+        write_blobs("broken/plan", [b'{"version": 99, "kind": "plan"}'], 2, PLAN_CONTENT)
+        write_blobs("broken/plan", [], 3, PLAN_CONTENT)
+    writer.close()
+    writer = tf.summary.create_file_writer(str(logdir / PLAN_ONLY_RUN))
+    with writer.as_default():
+        summary.write_plan("cnnviz", 0, skipped={"conv2d/weights": "nothing fits"}, budget=None)
+    writer.close()
+    write_run(logdir, NO_PLAN_RUN, 0, steps=2)
+
+
+@pytest.fixture(scope="module")
+def plan_provider(tmp_path_factory):
+    """A logdir written by `write_plan_runs` behind TensorBoard's Python data provider."""
+    path = tmp_path_factory.mktemp("plans")
+    write_plan_runs(path)
+    return make_provider(path)
+
+
+@pytest.fixture(scope="module")
+def plan_client(plan_provider) -> werkzeug.test.Client:
+    """The app over the plan logdir."""
+    return make_client(plan_provider, {"cnnviz": 0})
+
+
+def test_plan_merges_owners_and_steps(plan_client):
+    """/plan merges every owner's records by step, ascending; drawn wins over skipped."""
+    body = get_json(plan_client, "plan", run=PLAN_RUN)
+    assert body["run"] == PLAN_RUN
+    assert body["steps"] == [
+        {
+            "step": 0,
+            "drawn": ["conv2d/weights", "conv2d/feature_maps"],
+            "skipped": {"conv4/actmax": "too slow at step 0"},
+        },
+        {
+            "step": 1,
+            "drawn": ["conv2d/weights"],
+            "skipped": {"conv2d/feature_maps": "budget at step 1"},
+        },
+        {
+            "step": 2,
+            "drawn": ["conv2d/weights", "conv2d/feature_maps"],
+            "skipped": {"conv4/actmax": "too slow at step 2"},
+        },
+        {"step": 3, "drawn": ["conv2d/weights", "conv2d/feature_maps"], "skipped": {}},
+    ]
+
+
+def test_plan_left_out_and_latest_numbers(plan_client):
+    """left_out holds tags never drawn with their latest reason; numbers come from the latest."""
+    body = get_json(plan_client, "plan", run=PLAN_RUN)
+    assert body["left_out"] == {"conv4/actmax": "too slow at step 2"}
+    assert body["budget"] == 0.05
+    assert body["train_seconds"] == 40.0
+    assert body["own_seconds"] == 2.0 + 0.25  # each owner's latest, added up
+
+
+def test_plan_tags_are_not_picture_tags(plan_client):
+    """/tags never lists plan tags; /runs still lists a run that holds only plan records."""
+    tags = get_json(plan_client, "tags")
+    assert set(tags) == {PLAN_RUN, NO_PLAN_RUN}
+    assert set(tags[PLAN_RUN]) == {"conv2d/weights", "conv2d/feature_maps"}
+    assert get_json(plan_client, "runs") == sorted([PLAN_RUN, PLAN_ONLY_RUN, NO_PLAN_RUN])
+    assert get_json(plan_client, "tags", run=PLAN_ONLY_RUN) == {}
+
+
+def test_plan_of_a_run_with_only_plans(plan_client):
+    """A run without pictures still answers its plan: everything it skipped is left out."""
+    body = get_json(plan_client, "plan", run=PLAN_ONLY_RUN)
+    assert body["left_out"] == {"conv2d/weights": "nothing fits"}
+    assert body["budget"] is None and body["own_seconds"] is None
+
+
+def test_plan_of_a_run_without_plans_is_empty(plan_client):
+    """A run logged before plans existed answers 200 with no steps, nothing left out, nulls."""
+    assert get_json(plan_client, "plan", run=NO_PLAN_RUN) == {
+        "run": NO_PLAN_RUN,
+        "budget": None,
+        "steps": [],
+        "left_out": {},
+        "train_seconds": None,
+        "own_seconds": None,
+    }
+
+
+def test_plan_unknown_run_is_404_and_missing_run_is_400(plan_client):
+    """/plan of an unknown run is a JSON 404 listing the runs; without run= it is a 400."""
+    error = get_json(plan_client, "plan", expect=404, run="ghost")["error"]
+    assert "'ghost'" in error and f"'{PLAN_RUN}'" in error
+    assert "run" in get_json(plan_client, "plan", expect=400)["error"]
+
+
+def test_plan_skips_malformed_and_newer_records(plan_provider, monkeypatch, caplog):
+    """Broken plan blobs (not JSON, wrong types, newer, empty) are skipped with one warning each."""
+    monkeypatch.setattr(metadata, "_warned_versions", set())
+    client = make_client(plan_provider, {"cnnviz": 0})
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            body = get_json(client, "plan", run=PLAN_RUN)
+    assert [s["step"] for s in body["steps"]] == [0, 1, 2, 3]
+    assert body["left_out"] == {"conv4/actmax": "too slow at step 2"}
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "plan records" in m]) == 1  # malformed, once per run
+    assert len([m for m in messages if "format version 99" in m]) == 1
+
+
+def test_plan_records_are_decoded_once(plan_provider, monkeypatch):
+    """A second /plan decodes no plan blob again: records are cached like index blobs."""
+    client = make_client(plan_provider, {"cnnviz": 0})
+    calls = []
+    real = metadata.decode_index
+    monkeypatch.setattr(metadata, "decode_index", lambda b: calls.append(1) or real(b))
+    first = get_json(client, "plan", run=PLAN_RUN)
+    count = len(calls)
+    assert count >= 5 and get_json(client, "plan", run=PLAN_RUN) == first
+    assert len(calls) == count
+
+
 # Sampling: every logged step, whatever TensorBoard's hint.
 
 
@@ -693,6 +849,10 @@ def test_bare_route_apps_answer_json_errors(provider):
     assert static.get("/static/index.js").status_code == 200
     blob = werkzeug.test.Client(apps["/blob"], Response)
     assert blob.get("/blob?key=%%%").status_code == 404
+    plan = werkzeug.test.Client(apps["/plan"], Response)
+    assert plan.get("/plan").status_code == 400
+    assert plan.get("/plan?run=ghost").status_code == 404
+    assert plan.get("/plan?run=alpha").get_json()["steps"] == []
 
 
 def test_plugin_serves_without_tensorflow(logdir):
@@ -719,6 +879,7 @@ def test_plugin_serves_without_tensorflow(logdir):
         tags = client.get("{PREFIX}tags").get_json()
         layer = client.get("{PREFIX}layer?run=alpha&tag=conv2d/weights&step=3").get_json()
         blob = client.get("{PREFIX}" + layer["atlases"][0])
+        assert client.get("{PREFIX}plan?run=alpha").get_json()["left_out"] == {{}}
         assert sys.modules["tensorflow"] is None
         print(len(tags["alpha"]["conv2d/weights"]["steps"]), blob.mimetype)
         """
@@ -863,7 +1024,9 @@ _QUERY_ALPHABET = st.sampled_from(
     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
 )
 @hypothesis.given(
-    route=st.sampled_from(["runs", "tags", "layer", "blob", "stats", "index.js", "static/"]),
+    route=st.sampled_from(
+        ["runs", "tags", "layer", "blob", "stats", "plan", "index.js", "static/"]
+    ),
     query=st.lists(_QUERY_ALPHABET, max_size=12).map("".join),
     path=st.lists(_QUERY_ALPHABET, max_size=6).map("".join),
 )

@@ -269,13 +269,9 @@ export function unionSteps(tags, runs, tag) {
   return [...all].sort((a, b) => a - b);
 }
 
-/** `step` if logged, else the closest earlier, else the first. @param {number[]} steps ascending @param {number} step @returns {number | null} */
-export function nearestStep(steps, step) {
-  if (!steps || !steps.length) return null;
-  let best = steps[0];
-  for (const s of steps) if (s <= step) best = s; else break;
-  return best;
-}
+/** The logged step closest to `step`, the earlier on a tie. @param {number[]} steps ascending @param {number} step @returns {number | null} */
+export const closestStep = (steps, step) =>
+  steps?.length ? steps.reduce((b, v) => (Math.abs(v - step) < Math.abs(b - step) ? v : b)) : null;
 
 /** Up to `max` steps spread evenly, keeping the ends. @param {number[]} steps @param {number} max @returns {number[]} */
 export function sampleSteps(steps, max) {

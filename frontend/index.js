@@ -23,7 +23,7 @@ const model = new Model();
 let ui, guest;
 let state = S.defaultState();
 let catalog = S.buildCatalog({});
-let tags = {};
+let tags = {}, runList = [], plans = {}, requested = state; // plans: run -> /plan (null: none); requested: before reconcile
 let playing = false, playTimer = 0, hashTimer = 0, autoZoom = 4, focusFilter = null;
 let firstGridMarked = false, refreshing = false;
 let scratch = new Uint8ClampedArray(0);
@@ -55,6 +55,7 @@ async function start(catalogLoad) {
   const initial = await initialState();
   try {
     await (catalogLoad || loadCatalog());
+    await loadPlans(initial);
   } catch (err) {
     V.swapContent(ui.panels, V.messageCard("Could not reach the CNN Viz plugin", errorText(err), { tone: "error", action: "retry" }));
     return;
@@ -65,7 +66,18 @@ async function start(catalogLoad) {
 async function loadCatalog() {
   const [runs, t] = await Promise.all([model.runs(), model.tags()]);
   tags = t && typeof t === "object" ? t : {};
-  catalog = S.buildCatalog(tags, Array.isArray(runs) ? runs : []);
+  runList = Array.isArray(runs) ? runs : [];
+  catalog = S.buildCatalog(tags, runList, leftOut());
+}
+
+const leftOut = () => Object.fromEntries(Object.entries(plans).map(([r, p]) => [r, S.leftOut(p, tags[r])]));
+
+/** Loads the plans of the runs `next` shows (failed: none; `fresh`: forgets the others); the catalog then names what they left out. */
+async function loadPlans(next, fresh = false) {
+  const runs = S.reconcile(next, catalog, tags, leftOut()).runs;
+  const got = await Promise.all(runs.map(async (r) => [r, await model.plan(r).catch(() => null)]));
+  plans = { ...(fresh ? {} : plans), ...Object.fromEntries(got) };
+  catalog = S.buildCatalog(tags, runList, leftOut());
 }
 
 /** The iframe's hash (an iframe reload), else TensorBoard's URL (a page reload or a shared link). */
@@ -80,12 +92,16 @@ async function initialState() {
 
 /** Makes `next` the state (validated), writes the URL, redraws; resolves when the grid is painted. */
 function commit(next) {
-  state = S.reconcile(next, catalog, tags);
+  requested = next;
+  state = S.reconcile(next, catalog, tags, leftOut());
   clearTimeout(hashTimer);
   hashTimer = setTimeout(writeHash, 120);
   renderChrome();
   const painted = renderGrid();
   renderInspector();
+  if (state.runs.some((run) => !(run in plans))) { // what a new run left out becomes selectable
+    loadPlans(state).then(() => commit({ ...state, layer: requested.layer, kind: requested.kind }));
+  }
   return painted;
 }
 
@@ -133,10 +149,12 @@ async function refresh() {
   try {
     const before = currentSteps();
     const atLatest = !before.length || state.step === before[before.length - 1];
-    const old = JSON.stringify(tags);
+    const known = () => JSON.stringify([tags, state.runs.map((run) => plans[run])]);
+    const old = known();
     model.invalidate();
     await loadCatalog();
-    if (JSON.stringify(tags) !== old) {
+    await loadPlans(state, true);
+    if (known() !== old) {
       inspKey = ""; // statistics may have grown
       await commit({ ...state, step: atLatest ? null : state.step }); // follow the latest step
     }
@@ -155,14 +173,16 @@ const currentLayer = () => catalog.layers.find((l) => l.name === state.layer);
 function renderChrome() {
   const tag = currentTag();
   const held = new Set(state.runs.flatMap((r) => Object.keys(tags[r] || {})));
+  const left = new Map(state.runs.flatMap((r) => Object.entries(leftOut()[r] || {})).filter(([t]) => !held.has(t)));
   ui.runsCount.textContent = catalog.runs.length ? `${state.runs.length} of ${catalog.runs.length}` : "";
   V.swapContent(ui.runs, ...V.runsList(catalog.runs.map((name, i) => ({ name, color: V.runColor(i), checked: state.runs.includes(name), hasTag: Boolean(tags[name]?.[tag]) }))));
+  const label = (t) => S.KIND_LABELS[t.kind] || t.kind;
   V.swapContent(ui.layers, ...V.layersList(catalog.layers.map((l) => ({
-    name: l.name, active: l.name === state.layer, held: l.tags.some((t) => held.has(t.tag)),
-    kinds: [...new Set(l.tags.map((t) => (S.KIND_LABELS[t.kind] || t.kind).toLowerCase()))],
+    name: l.name, active: l.name === state.layer, held: l.tags.some((t) => held.has(t.tag) || left.has(t.tag)),
+    kinds: [...new Set(l.tags.map((t) => (left.has(t.tag) ? "no " : "") + label(t).toLowerCase()))],
   }))));
   renderDisplay();
-  const tabs = (currentLayer()?.tags || []).map((t) => ({ tag: t.tag, label: S.KIND_LABELS[t.kind] || t.kind, held: held.has(t.tag) }));
+  const tabs = (currentLayer()?.tags || []).map((t) => ({ tag: t.tag, label: label(t), held: held.has(t.tag) || left.has(t.tag), left: left.get(t.tag) }));
   V.swapContent(ui.kinds, ...V.kindTabs(tabs, tag));
   renderSteps();
 }
@@ -219,15 +239,17 @@ async function renderGrid() {
   ui.panels.classList.toggle("is-compare", nodes.length > 1);
   const tag = currentTag();
   const jobs = state.runs.map((run) => {
-    const step = G.nearestStep(tags[run]?.[tag]?.steps || [], state.step ?? Infinity);
-    return { run, step, data: step === null ? null : model.layer(run, tag, step) };
+    const steps = tags[run]?.[tag]?.steps || [];
+    const step = steps.includes(state.step) ? state.step : null; // never another step's pictures
+    return { run, step, near: G.closestStep(steps, state.step), plan: model.plan(run).catch(() => null), data: step === null ? null : model.layer(run, tag, step) };
   });
   let busy = 0;
   if (jobs.some((j) => j.data && !model.hasLayer(j.run, tag, j.step))) {
     busy = setTimeout(() => ticket.live && ui.main.classList.add("is-busy"), 120);
     for (const j of jobs) if (j.data && !shown.has(j.run)) V.panelMessage(panels.get(j.run), V.loadingCard(`Loading ${tag} at step ${j.step}…`));
   }
-  const settled = await ticket.guard(Promise.allSettled(jobs.map((j) => j.data)));
+  const loads = [Promise.allSettled(jobs.map((j) => j.data)), ...jobs.map(async (j) => { j.plan = await j.plan; })];
+  const settled = await ticket.guard(Promise.all(loads).then((done) => done[0]));
   clearTimeout(busy);
   if (settled === STALE) return;
   ui.main.classList.remove("is-busy");
@@ -255,13 +277,20 @@ async function renderGrid() {
 function paintAll(jobs, settled, extra) {
   let first = null, anyDead = false;
   const sortStats = new Map();
+  const what = `${state.layer} · ${S.KIND_LABELS[state.kind] || state.kind}`, tag = currentTag();
   jobs.forEach((job, k) => {
     const panel = panels.get(job.run);
-    const head = { run: job.run, color: V.runColor(runIndex(job.run)), step: job.step, wanted: state.step, wallTime: 0, facts: [], layerStats: [], notes: [] };
+    const runLeft = S.leftOut(job.plan, tags[job.run]);
+    const head = { run: job.run, color: V.runColor(runIndex(job.run)), step: job.step, wallTime: 0, facts: [], layerStats: [], notes: [], left: S.groupLeftOut(runLeft, catalog.byTag) };
     const data = settled[k].value;
     let message = null;
-    if (job.step === null) message = V.messageCard(`No ${S.KIND_LABELS[state.kind] || state.kind || "pictures"} of ${state.layer} in this run`);
-    else if (settled[k].status === "rejected") message = V.messageCard(`Could not load step ${job.step}`, errorText(settled[k].reason), { tone: "error", action: "retry-grid" });
+    if (tag in runLeft) message = V.messageCard(`${what} was not drawn in this run`, runLeft[tag], { tone: "warn" });
+    else if (job.near === null) message = V.messageCard(`No ${S.KIND_LABELS[state.kind] || state.kind || "pictures"} of ${state.layer} in this run`);
+    else if (job.step === null) {
+      head.step = state.step;
+      message = V.messageCard(`${what} was not drawn at step ${state.step} in this run`, S.skipReason(job.plan, tag, state.step) || "No picture was logged at this step.",
+        { tone: "warn", action: "goto-step", label: `Go to step ${job.near}, the nearest drawn`, data: { step: job.near } });
+    } else if (settled[k].status === "rejected") message = V.messageCard(`Could not load step ${job.step}`, errorText(settled[k].reason), { tone: "error", action: "retry-grid" });
     else if (!data.index) message = V.messageCard(`Step ${job.step} cannot be drawn`, data.warning || "", { tone: "warn" });
     if (message) {
       shown.delete(job.run);

@@ -1,5 +1,5 @@
-// Every request and cache: runs, tags, layer steps (index + decoded atlases, LRU in bytes) and
-// statistics. Relative URLs only (the iframe's <base href> points at the plugin). Tickets drop
+// Every request and cache: runs, tags, plans, layer steps (index + decoded atlases, LRU in bytes)
+// and statistics. Relative URLs only (the iframe's <base href> points at the plugin). Tickets drop
 // answers for selections the user has left. fetch and the decoder are injectable for node tests.
 
 import { tileLocations } from "./grid.js";
@@ -86,7 +86,10 @@ export class Model {
   /** Every step's statistics of one (run, tag). @param {string} run @param {string} tag @returns {Promise<any>} */
   stats(run, tag) { return this._cached(key("stats", run, tag), () => this.json(url("stats", { run, tag }))); }
 
-  /** Forgets what new data changes (runs, tags, statistics); a logged step's pictures never change. */
+  /** What the callbacks drew at each step of a run, and what they left out and why. @param {string} run @returns {Promise<any>} */
+  plan(run) { return this._cached(key("plan", run), () => this.json(url("plan", { run }))); }
+
+  /** Forgets what new data changes (runs, tags, statistics, plans); a logged step's pictures never change. */
   invalidate() { this._meta.clear(); }
 
   /** A layer step, cached; prefetches queue behind the user's requests. @param {string} run @param {string} tag @param {number} step @param {{prefetch?: boolean}} [o] @returns {Promise<LayerData>} */

@@ -7,7 +7,7 @@
 // answers), so a reload or a shared TensorBoard link restores the view.
 
 import { COLORMAPS } from "./colormaps.js";
-import { NORM_MODES, SHOW_MODES, MAX_ZOOM } from "./grid.js";
+import { NORM_MODES, SHOW_MODES, MAX_ZOOM, closestStep } from "./grid.js";
 
 /** Kinds in `tb_cnnviz.metadata.KINDS` order, with their labels. */
 export const KIND_LABELS = { weights: "Weights", feature_maps: "Feature maps", actmax: "Activation max", attribution: "Attribution" };
@@ -21,6 +21,7 @@ export const PARENT_PREFIX = "p.cnnviz.";
  * @typedef {{tag: string, kind: string, layer: string}} TagInfo
  * @typedef {{name: string, tags: TagInfo[]}} LayerInfo
  * @typedef {{runs: string[], layers: LayerInfo[], byTag: Map<string, TagInfo>}} Catalog
+ * @typedef {Object<string, Object<string, string>>} Left by run, the tags its plan left out, and why
  */
 
 /** @returns {ViewState} */
@@ -130,10 +131,10 @@ const kindRank = (kind) => (KINDS.includes(kind) ? KINDS.indexOf(kind) : KINDS.l
 // Layers of filters come before attribution, which is about the model's output.
 const layerRank = (layer) => (layer.tags.every((t) => t.kind === "attribution") ? 1 : 0);
 
-/** Runs, and layers (natural order) with tags (kind order). @param {Object<string, Object<string, {kind: string, layer: string}>>} tags @param {string[]} [runs]
- * @returns {Catalog}
+/** Runs, and layers (natural order) with tags (kind order), also tags only plans name. @param {Object<string, Object<string, {kind: string, layer: string}>>} tags @param {string[]} [runs]
+ * @param {Left} [left] @returns {Catalog}
  */
-export function buildCatalog(tags, runs = []) {
+export function buildCatalog(tags, runs = [], left = {}) {
   const names = [...new Set([...runs.filter((r) => r in tags), ...Object.keys(tags)])];
   const byTag = new Map();
   for (const run of names) {
@@ -141,6 +142,7 @@ export function buildCatalog(tags, runs = []) {
       if (!byTag.has(tag)) byTag.set(tag, { tag, kind: String(info.kind), layer: String(info.layer) });
     }
   }
+  for (const run of names) for (const tag in left[run] || {}) if (!byTag.has(tag) && tagInfo(tag)) byTag.set(tag, tagInfo(tag));
   const layers = new Map();
   for (const info of byTag.values()) layers.set(info.layer, [...(layers.get(info.layer) || []), info]);
   const list = [...layers]
@@ -150,24 +152,25 @@ export function buildCatalog(tags, runs = []) {
 }
 
 /**
- * A valid state: known runs (else the first), a held layer and kind, a logged step (null: the
- * latest; missing: the closest). @param {ViewState} state @param {Catalog} catalog @param {Object<string, Object<string, {steps: number[]}>>} tags
- * @returns {ViewState}
+ * A valid state: known runs (else the first), a held layer and kind (left out only if asked), a
+ * logged step (null: the latest; missing: the closest; none: kept). @param {ViewState} state @param {Catalog} catalog
+ * @param {Object<string, Object<string, {steps: number[]}>>} tags @param {Left} [left] @returns {ViewState}
  */
-export function reconcile(state, catalog, tags) {
+export function reconcile(state, catalog, tags, left = {}) {
   const s = { ...state, runs: state.runs.filter((r) => catalog.runs.includes(r)) };
   if (!s.runs.length && catalog.runs.length) s.runs = [catalog.runs[0]];
-  const held = new Set(s.runs.flatMap((r) => Object.keys(tags[r] || {})));
+  const drawn = new Set(s.runs.flatMap((r) => Object.keys(tags[r] || {})));
+  const held = new Set([...drawn, ...s.runs.flatMap((r) => Object.keys(left[r] || {}))]);
+  const someDrawn = (ts) => ts.find((t) => drawn.has(t.tag));
   const layers = catalog.layers.filter((l) => l.tags.some((t) => held.has(t.tag)));
-  const layer = layers.find((l) => l.name === s.layer) || layers[0];
+  const layer = layers.find((l) => l.name === s.layer) || layers.find((l) => someDrawn(l.tags)) || layers[0];
   const avail = layer ? layer.tags.filter((t) => held.has(t.tag)) : [];
-  const info = avail.find((t) => t.kind === s.kind) || avail[0];
+  const info = avail.find((t) => t.kind === s.kind) || someDrawn(avail) || avail[0];
   s.layer = layer ? layer.name : null;
   s.kind = info ? info.kind : null;
   const steps = info ? s.runs.flatMap((r) => tags[r]?.[info.tag]?.steps || []).sort((a, b) => a - b) : [];
-  if (!steps.length) s.step = null;
-  else if (s.step === null) s.step = steps[steps.length - 1];
-  else if (!steps.includes(s.step)) s.step = steps.reduce((b, v) => (Math.abs(v - s.step) < Math.abs(b - s.step) ? v : b));
+  if (!info) s.step = null;
+  else if (steps.length) s.step = s.step === null ? steps[steps.length - 1] : closestStep(steps, s.step);
   if (s.filter === null || !s.runs.includes(s.frun)) s.frun = null;
   return s;
 }
@@ -175,3 +178,28 @@ export function reconcile(state, catalog, tags) {
 /** The tag a state shows (one per layer and kind: "<layer>/<kind>"). @param {ViewState} state @param {Catalog} catalog @returns {string | null} */
 export const currentTag = (state, catalog) =>
   catalog.layers.find((l) => l.name === state.layer)?.tags.find((t) => t.kind === state.kind)?.tag ?? null;
+
+// Plans (/plan answers): what was drawn at each step, what was left out, and why.
+
+/** "<layer>/<kind>" as a TagInfo (for tags only plans name). @param {string} tag @returns {TagInfo | null} */
+export function tagInfo(tag) {
+  const i = tag.lastIndexOf("/"), kind = tag.slice(i + 1);
+  return i > 0 && KINDS.includes(kind) ? { tag, kind, layer: tag.slice(0, i) } : null;
+}
+
+/** A plan's `left_out`, less tags with `pictures`. @param {any} plan @param {Object} [pictures] @returns {Object<string, string>} */
+export const leftOut = (plan, pictures = {}) => Object.fromEntries(Object.entries(plan?.left_out || {}).filter(([t]) => !(t in pictures)));
+
+/** Why a plan skipped `tag` at `step`, if it says. @param {any} plan @param {string} tag @param {number | null} step @returns {string | undefined} */
+export const skipReason = (plan, tag, step) => plan?.steps?.find?.((s) => s.step === step)?.skipped?.[tag];
+
+/** Left-out tags by kind and reason (mostly shared). @param {Object<string, string>} left @param {Map<string, TagInfo>} byTag @returns {{kind: string, label: string, reason: string, layers: string[]}[]} */
+export function groupLeftOut(left, byTag) {
+  const groups = {};
+  for (const [tag, reason] of Object.entries(left)) {
+    const info = byTag.get(tag) || tagInfo(tag);
+    if (info) (groups[`${info.kind}\u0000${reason}`] ||= { kind: info.kind, label: KIND_LABELS[info.kind], reason, layers: [] }).layers.push(info.layer);
+  }
+  for (const g of Object.values(groups)) g.layers.sort(natural.compare);
+  return Object.values(groups).sort((a, b) => kindRank(a.kind) - kindRank(b.kind) || natural.compare(a.reason, b.reason));
+}

@@ -112,10 +112,10 @@ export function displayControls(a) {
   ];
 }
 
-/** Tabs for the tags of the layer. @param {{tag: string, label: string, held: boolean}[]} options @param {string | null} active @returns {HTMLElement[]} */
+/** Tabs for the tags of the layer (`left`: why none was drawn). @param {{tag: string, label: string, held: boolean, left?: string}[]} options @param {string | null} active @returns {HTMLElement[]} */
 export function kindTabs(options, active) {
-  return options.map((o) => button("cv-kind" + (o.tag === active ? " is-active" : ""), o.label, "select-kind", {
-    data: { tag: o.tag, key: `kind:${o.tag}` }, attrs: { role: "tab", "aria-selected": String(o.tag === active), disabled: !o.held },
+  return options.map((o) => button("cv-kind" + (o.tag === active ? " is-active" : "") + (o.left ? " is-left" : ""), o.label, "select-kind", {
+    data: { tag: o.tag, key: `kind:${o.tag}` }, title: o.left && `Not drawn: ${o.left}`, attrs: { role: "tab", "aria-selected": String(o.tag === active), disabled: !o.held },
   }));
 }
 
@@ -162,18 +162,20 @@ export function buildPanel(run) {
 }
 
 /**
- * Fills a panel's header and notes. @param {HTMLElement} panel @param {{run: string, color: string, step: number | null,
- *   wanted: number | null, wallTime: number, facts: string[], layerStats: string[][], notes: string[], deadFact?: string}} a
+ * Fills a panel's header and notes (the layer's; what the run left out). @param {HTMLElement} panel @param {{run: string, color: string, step: number | null,
+ *   wallTime: number, facts: string[], layerStats: string[][], notes: string[], deadFact?: string, left?: {label: string, reason: string, layers: string[]}[]}} a
  */
 export function updatePanelHead(panel, a) {
   const when = a.wallTime ? new Date(a.wallTime * 1000).toLocaleString() : "";
-  const step = a.step === null ? "" : `step ${a.step}` + (a.wanted === null || a.step === a.wanted ? "" : ` (nearest to ${a.wanted})`);
   panel.firstChild.replaceChildren(
     el("span", { class: "cv-swatch", style: { background: a.color } }), el("h3", { class: "cv-panel-title", text: a.run, title: a.run }),
-    el("span", { class: "cv-chip", text: step, title: when }),
+    el("span", { class: "cv-chip", text: a.step === null ? "" : `step ${a.step}`, title: when }),
     ...a.facts.map((f) => el("span", { class: "cv-fact" + (f === a.deadFact ? " cv-fact--dead" : ""), text: f })),
     ...a.layerStats.map(([k, v]) => el("span", { class: "cv-fact" }, `${k} `, el("b", { text: v }))));
-  panel.children[1].replaceChildren(...a.notes.map((n) => el("p", { class: "cv-note", text: n })));
+  const names = (ls) => (ls.length > 4 ? `${ls.slice(0, 3).join(", ")} and ${ls.length - 3} more` : ls.join(", "));
+  panel.children[1].replaceChildren(...a.notes.map((n) => el("p", { class: "cv-note", text: n })),
+    ...(a.left || []).map((g) => el("p", { class: "cv-note cv-note--left", title: `${g.layers.join(", ")} · ${g.label}` },
+      el("b", { text: "Not drawn in this run: " }), `${names(g.layers)} · ${g.label} — ${g.reason}`)));
 }
 
 /** Shows a message instead of a panel's grid; null shows the grid. @param {HTMLElement} panel @param {Node | null} message */
@@ -184,11 +186,11 @@ export function panelMessage(panel, message) {
   if (message) body.append(message);
 }
 
-/** An empty-state or error card. @param {string} title @param {string} [detail] @param {{action?: string, label?: string, tone?: string, code?: string}} [o] @returns {HTMLElement} */
+/** An empty-state or error card. @param {string} title @param {string} [detail] @param {{action?: string, label?: string, data?: Object, tone?: string, code?: string}} [o] @returns {HTMLElement} */
 export function messageCard(title, detail = "", o = {}) {
   return el("div", { class: "cv-message" + (o.tone ? ` cv-message--${o.tone}` : ""), attrs: { role: o.tone === "error" && "alert" } },
     el("p", { class: "cv-message-title", text: title }), detail && el("p", { class: "cv-message-detail", text: detail }),
-    o.code && el("pre", { class: "cv-code", text: o.code }), o.action && button("cv-btn", o.label || "Retry", o.action));
+    o.code && el("pre", { class: "cv-code", text: o.code }), o.action && button("cv-btn", o.label || "Retry", o.action, { data: o.data }));
 }
 
 /** A loading placeholder. @param {string} text @returns {HTMLElement} */

@@ -160,8 +160,13 @@ def logdir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tensorboard(logdir):
     """A live TensorBoard on the logdir; yields its base URL."""
+    yield from _serve(logdir, len(RUNS))
+
+
+def _serve(logdir, runs: int):
+    """Runs TensorBoard on `logdir` until it serves cnnviz tags of `runs` runs; yields its URL."""
     port = _free_port()
-    log = open(logdir.parent / "tensorboard.log", "wb")
+    log = open(logdir.parent / f"tensorboard-{logdir.name}.log", "wb")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -188,7 +193,7 @@ def tensorboard(logdir):
             try:
                 listing = _get_json(f"{base}/data/plugins_listing")
                 tags = _get_json(f"{base}/data/plugin/cnnviz/tags")
-                if listing.get("cnnviz", {}).get("enabled") and len(tags) == len(RUNS):
+                if listing.get("cnnviz", {}).get("enabled") and len(tags) == runs:
                     break
             except OSError:
                 pass
@@ -286,18 +291,23 @@ class Tab:
         self.context.close()
 
 
-@pytest.fixture
-def tab(browser, tensorboard):
+def _tabs(browser, base):
+    """Yields a function that opens Tabs on `base`; closes them (checking for errors) after."""
     opened = []
 
     def make(**kwargs):
-        t = Tab(browser, tensorboard, **kwargs)
+        t = Tab(browser, base, **kwargs)
         opened.append(t)
         return t
 
     yield make
     for t in opened:
         t.close()
+
+
+@pytest.fixture
+def tab(browser, tensorboard):
+    yield from _tabs(browser, tensorboard)
 
 
 def _stats(base, run, tag):
@@ -536,6 +546,145 @@ def test_themes_narrow_window_and_screenshots(tab):
     assert width <= 420, "no horizontal scrolling in a narrow window"
     n.frame.wait_for_timeout(300)
     n.page.screenshot(path=str(SCREENSHOTS / "narrow.png"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Plans: a run whose callbacks skipped pictures under a time budget, next to one that drew all.
+
+FULL, BUDGET = "full", "<b>budget</b>"
+SLOW = "<em>too slow</em> for the 5% budget"  # reasons are data too: shown as text
+NO_MAPS = "no probe images"
+
+
+def write_plan_logdir(root: pathlib.Path, steps: int = 4) -> None:
+    """`full` draws everything at every step; `<b>budget</b>` skips conv2d's feature maps at step
+    1 and leaves out conv2d_1's feature maps and both layers' activation maximization."""
+    import tensorflow as tf
+
+    from tb_cnnviz import summary
+
+    write_logdir(root, runs=[FULL], steps=steps)
+    rng = np.random.default_rng(7)
+    probes = _probe_images(rng)
+    kernels = _edge_kernels(rng, 5, 3, 16), _edge_kernels(rng, 3, 16, 32)
+    left_out = {"conv2d/actmax": SLOW, "conv2d_1/actmax": SLOW, "conv2d_1/feature_maps": NO_MAPS}
+    with tf.summary.create_file_writer(str(root / BUDGET)).as_default():
+        for step in range(steps):
+            summary.filter_weights("conv2d", kernels[0], step=step)
+            summary.filter_weights("conv2d_1", kernels[1], step=step)
+            drawn = ["conv2d/weights", "conv2d_1/weights"]
+            skipped = dict(left_out)
+            if step == 1:
+                skipped["conv2d/feature_maps"] = SLOW
+            else:
+                summary.feature_maps("conv2d", np.maximum(_conv(probes, kernels[0]), 0), step=step)
+                drawn.append("conv2d/feature_maps")
+            summary.write_plan("cnnviz", step, drawn=drawn, skipped=skipped, budget=0.05)
+
+
+@pytest.fixture(scope="session")
+def plan_tensorboard(tmp_path_factory):
+    """A live TensorBoard on the plan logdir; yields its base URL."""
+    _require_browser()
+    root = tmp_path_factory.mktemp("cnnviz_plans")
+    write_plan_logdir(root)
+    yield from _serve(root, 2)
+
+
+@pytest.fixture
+def plan_tab(browser, plan_tensorboard):
+    yield from _tabs(browser, plan_tensorboard)
+
+
+PLAN_SHOTS = pathlib.Path("/tmp/plan-shots")
+SHOWN_TILES = ".cv-grid:not([hidden]) .cv-tile"  # a panel showing a message hides its grid
+BOTH = "&p.cnnviz.run=" + quote(f"{BUDGET},{FULL}", safe="")
+
+
+def _messages(t, run):
+    """The texts of the message card in a run's panel ('' when it shows a grid)."""
+    return t.frame.eval_on_selector(
+        f'.cv-panel[data-run="{run}"]',
+        "p => [...p.querySelectorAll('.cv-message p')].map(e => e.textContent).join(' | ')",
+    )
+
+
+def test_a_step_a_run_did_not_draw_says_why_and_offers_the_nearest(plan_tab):
+    """Compared at a step one run skipped, that run's panel says why and jumps by keyboard."""
+    PLAN_SHOTS.mkdir(exist_ok=True)
+    t = plan_tab(hash_=BOTH + "&p.cnnviz.layer=conv2d&p.cnnviz.kind=feature_maps&p.cnnviz.step=1")
+    t.wait_for(
+        "document.querySelectorAll('.cv-panel').length === 2"
+        " && document.querySelector('.cv-panel .cv-message-title')"
+    )
+    assert t.tiles(FULL) == list(range(16))
+    assert t.tiles(BUDGET) == []  # never another step's (stale) grid
+    assert t.frame.is_hidden(f'.cv-panel[data-run="{BUDGET}"] .cv-grid')
+    assert _messages(t, BUDGET) == (
+        f"conv2d · Feature maps was not drawn at step 1 in this run | {SLOW}"
+    )
+    chips = t.frame.eval_on_selector_all(".cv-panel .cv-chip", "cs => cs.map(c => c.textContent)")
+    assert chips == ["step 1", "step 1"]
+    t.page.screenshot(path=str(PLAN_SHOTS / "skipped-light.png"))
+    t.page.evaluate("document.body.classList.add('dark-mode')")
+    t.wait_for("document.documentElement.classList.contains('cv-dark')")
+    t.frame.wait_for_timeout(200)
+    t.page.screenshot(path=str(PLAN_SHOTS / "skipped-dark.png"))
+    go = f'.cv-panel[data-run="{BUDGET}"] [data-action="goto-step"]'
+    assert t.frame.inner_text(go) == "Go to step 0, the nearest drawn"
+    t.frame.focus(go)
+    t.page.keyboard.press("Enter")
+    t.wait_hash("step", "0")
+    t.wait_for(f"document.querySelectorAll('{SHOWN_TILES}').length === 32")
+    assert _messages(t, BUDGET) == ""
+
+
+def test_kinds_a_run_left_out_are_named_with_their_reason(plan_tab):
+    """A run's panel lists what it left out; picking a left-out kind shows why, never a grid."""
+    t = plan_tab(hash_=BOTH + "&p.cnnviz.layer=conv2d_1&p.cnnviz.kind=weights")
+    t.wait_for("document.querySelectorAll('.cv-panel .cv-tile').length === 64")
+    notes = t.frame.eval_on_selector(
+        f'.cv-panel[data-run="{BUDGET}"]',
+        "p => [...p.querySelectorAll('.cv-note--left')].map(n => n.textContent)",
+    )
+    assert notes == [
+        f"Not drawn in this run: conv2d_1 · Feature maps — {NO_MAPS}",
+        f"Not drawn in this run: conv2d, conv2d_1 · Activation max — {SLOW}",
+    ]
+    assert (
+        t.frame.eval_on_selector_all(
+            f'.cv-panel[data-run="{FULL}"] .cv-note--left', "n => n.length"
+        )
+        == 0
+    )
+    # Activation max exists in no run: its tab is offered, marked, and says why when picked.
+    tab = '[data-action="select-kind"][data-tag="conv2d_1/actmax"]'
+    assert t.frame.get_attribute(tab, "title") == f"Not drawn: {SLOW}"
+    assert "is-left" in t.frame.get_attribute(tab, "class")
+    t.frame.focus(tab)
+    t.page.keyboard.press("Enter")
+    t.wait_hash("kind", "actmax")
+    t.wait_for("document.querySelectorAll('.cv-panel .cv-message').length === 2")
+    assert _messages(t, BUDGET) == f"conv2d_1 · Activation max was not drawn in this run | {SLOW}"
+    assert _messages(t, FULL) == "No Activation max of conv2d_1 in this run"
+    assert t.frame.evaluate(f"document.querySelectorAll('{SHOWN_TILES}').length") == 0
+    assert t.step_label() == "No steps"
+    t.page.screenshot(path=str(PLAN_SHOTS / "left-out-light.png"))
+    # The other run drew conv2d_1's feature maps; this one left them out.
+    t.frame.click('[data-action="select-kind"][data-tag="conv2d_1/feature_maps"]')
+    t.wait_for(f"document.querySelectorAll('{SHOWN_TILES}').length === 32")
+    assert _messages(t, BUDGET) == f"conv2d_1 · Feature maps was not drawn in this run | {NO_MAPS}"
+    t.page.evaluate("document.body.classList.add('dark-mode')")
+    t.wait_for("document.documentElement.classList.contains('cv-dark')")
+    t.frame.wait_for_timeout(200)
+    t.page.screenshot(path=str(PLAN_SHOTS / "left-out-dark.png"))
+    t.page.set_viewport_size({"width": 420, "height": 860})
+    t.frame.wait_for_timeout(200)
+    assert t.frame.evaluate("document.documentElement.scrollWidth") <= 420
+    t.page.screenshot(path=str(PLAN_SHOTS / "left-out-narrow-dark.png"))
+    html = t.frame.evaluate("document.body.innerHTML")
+    assert "&lt;em&gt;too slow&lt;/em&gt;" in html and "&lt;b&gt;budget&lt;/b&gt;" in html
+    assert "<em>" not in html and "<b>budget" not in html
 
 
 # Last in the file: it adds steps to a run that the tests above count.

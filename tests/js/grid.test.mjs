@@ -205,15 +205,16 @@ test("filtering keeps dead or alive filters and ignores the filter without dead 
   assert.deepEqual(G.filterOrder([0, 1, 2], [4, 7, 9], "dead", null), [0, 1, 2]);
 });
 
-test("steps: union across runs, nearest earlier step, even samples keeping the ends", () => {
+test("steps: union across runs, closest step (the earlier on a tie), even samples keeping the ends", () => {
   const tags = { a: { t: { steps: [0, 2, 4] } }, b: { t: { steps: [1, 2, 9] } } };
   assert.deepEqual(G.unionSteps(tags, ["a", "b"], "t"), [0, 1, 2, 4, 9]);
   assert.deepEqual(G.unionSteps(tags, ["a", "c"], "t"), [0, 2, 4]);
-  assert.equal(G.nearestStep([0, 2, 4], 3), 2);
-  assert.equal(G.nearestStep([0, 2, 4], 4), 4);
-  assert.equal(G.nearestStep([5, 6], 1), 5);
-  assert.equal(G.nearestStep([0, 2, 4], Infinity), 4);
-  assert.equal(G.nearestStep([], 1), null);
+  assert.equal(G.closestStep([0, 2, 4], 3), 2);
+  assert.equal(G.closestStep([0, 2, 4], 4), 4);
+  assert.equal(G.closestStep([0, 2, 9], 7), 9);
+  assert.equal(G.closestStep([5, 6], 1), 5);
+  assert.equal(G.closestStep([0, 2, 4], 99), 4);
+  assert.equal(G.closestStep([], 1), null);
   const sampled = G.sampleSteps(Array.from({ length: 100 }, (_, i) => i), 5);
   assert.deepEqual(sampled, [0, 25, 50, 74, 99]);
   assert.deepEqual(G.sampleSteps([1, 2], 5), [1, 2]);

@@ -51,6 +51,19 @@ test("runs and tags are cached until invalidated", async () => {
   assert.equal(server.calls.length, 3);
 });
 
+test("a run's plan is fetched once per run by a relative URL and again after invalidate", async () => {
+  const plan = { run: "a/<b>", budget: 0.05, steps: [], left_out: { "c/actmax": "slow" } };
+  const server = fakeServer([["./plan", () => response(200, JSON.stringify(plan))]]);
+  const m = new Model({ fetch: server.fetch, decode });
+  assert.deepEqual(await m.plan("a/<b>"), plan);
+  await Promise.all([m.plan("a/<b>"), m.plan("a/<b>")]);
+  await m.plan("other");
+  assert.deepEqual(server.calls, ["./plan?run=a%2F%3Cb%3E", "./plan?run=other"]);
+  m.invalidate();
+  await m.plan("a/<b>");
+  assert.equal(server.calls.length, 3);
+});
+
 test("errors carry the plugin's JSON message and are not cached", async () => {
   let fail = true;
   const server = fakeServer([["./tags", () => (fail ? response(404, '{"error":"no cnnviz run named \'x\'"}') : response(200, "{}"))]]);

@@ -114,3 +114,54 @@ test("reconcile on an empty logdir leaves nothing selected", () => {
   assert.equal(s.layer, null);
   assert.equal(s.step, null);
 });
+
+// Plans: tags a run left out, and why a tag was skipped at a step.
+
+const PLAN = {
+  run: "run/a", budget: 0.05,
+  steps: [{ step: 1, drawn: ["conv2d/weights"], skipped: { "conv2d/feature_maps": "over budget at 1" } }],
+  left_out: { "conv2d/actmax": "too slow", "conv2d_10/actmax": "too slow", "conv2d_2/actmax": "too slow",
+    "x/attribution": "no probes", "conv2d/weights": "stale: it has pictures", "odd": "no kind" },
+};
+
+test("a tag only a plan names is read as <layer>/<kind>, unknown kinds refused", () => {
+  assert.deepEqual(S.tagInfo("outer/conv 1/actmax"), { tag: "outer/conv 1/actmax", kind: "actmax", layer: "outer/conv 1" });
+  assert.equal(S.tagInfo("conv/plan"), null);
+  assert.equal(S.tagInfo("actmax"), null);
+});
+
+test("left out: the plan's tags less those with pictures; skip reasons by step", () => {
+  const left = S.leftOut(PLAN, TAGS["run/a"]);
+  assert.ok(!("conv2d/weights" in left));
+  assert.equal(left["conv2d/actmax"], "too slow");
+  assert.deepEqual(S.leftOut(null), {});
+  assert.equal(S.skipReason(PLAN, "conv2d/feature_maps", 1), "over budget at 1");
+  assert.equal(S.skipReason(PLAN, "conv2d/feature_maps", 2), undefined);
+  assert.equal(S.skipReason(PLAN, "conv2d/weights", 1), undefined);
+  assert.equal(S.skipReason({ steps: "garbage" }, "t", 1), undefined);
+});
+
+test("left-out tags group by kind and shared reason, layers in natural order", () => {
+  const groups = S.groupLeftOut(S.leftOut(PLAN, TAGS["run/a"]), new Map());
+  assert.deepEqual(groups, [
+    { kind: "actmax", label: "Activation max", reason: "too slow", layers: ["conv2d", "conv2d_2", "conv2d_10"] },
+    { kind: "attribution", label: "Attribution", reason: "no probes", layers: ["x"] },
+  ]);
+});
+
+test("the catalog offers tags only a run's plan names, and reconcile selects them only when asked", () => {
+  const left = { "run/a": S.leftOut(PLAN, TAGS["run/a"]) };
+  const c = S.buildCatalog(TAGS, ["run/a", "run/b"], left);
+  assert.deepEqual(c.layers[0].tags.map((t) => t.kind), ["weights", "feature_maps", "actmax"]);
+  assert.deepEqual(c.layers.map((l) => l.name), ["conv2d", "conv2d_2", "conv2d_10", "attribution", "x"]);
+  const plain = S.reconcile(S.defaultState(), c, TAGS, left);
+  assert.equal(plain.kind, "weights");
+  const asked = S.reconcile({ ...S.defaultState(), layer: "conv2d", kind: "actmax", step: 1 }, c, TAGS, left);
+  assert.deepEqual([asked.layer, asked.kind, asked.step], ["conv2d", "actmax", 1]); // the step waits for the next kind
+  const back = S.reconcile({ ...asked, kind: "feature_maps" }, c, TAGS, left);
+  assert.equal(back.step, 0); // feature maps were logged at 0 and 2: the closest, the earlier on a tie
+  const x = S.reconcile({ ...S.defaultState(), layer: "x" }, c, TAGS, left);
+  assert.deepEqual([x.layer, x.kind], ["x", "attribution"]);
+  const elsewhere = S.reconcile({ ...S.defaultState(), runs: ["run/b"], layer: "x" }, c, TAGS, left);
+  assert.equal(elsewhere.layer, "conv2d"); // run/b left nothing out
+});

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 
 from tb_cnnviz import actmax, summary, tiles
+from tb_cnnviz import budget as budget_lib
 from tb_cnnviz import layers as layer_lib
 from tb_cnnviz.actmax import param as param_lib
 from tb_cnnviz.actmax import renderer as renderer_lib
@@ -19,6 +20,9 @@ __all__ = ["ActivationMaximization"]
 #: Optimization steps per logged epoch in the callbacks' default: with warm starts, each epoch
 #: refines the previous epoch's images, so the images sharpen as training goes on.
 DEFAULT_STEPS = 32
+#: The fewest steps a drawing takes when the time budget is short (a quarter of `steps` if
+#: that is more): fewer barely move a warm start.
+MIN_STEPS = 4
 
 
 class ActivationMaximization(VizCallback):
@@ -54,6 +58,10 @@ class ActivationMaximization(VizCallback):
         optional: For a model this callback cannot draw (not one image input), log nothing
             instead of raising `ValueError`, and skip non-2-D conv layers without a warning.
             `CNNViz` sets it: there the user asked for every kind that applies.
+        budget: The callback's own time as a fraction of training time, in (0, 1]: layers
+            take turns over epochs, with fewer steps (at least a quarter of `steps`) when time
+            is short, and a layer whose one drawing costs more than the whole run's budget is
+            left out with a logged reason; `None` draws every layer at every logged epoch.
 
     Attributes:
         active: Whether this callback draws anything for the model being trained (known after
@@ -86,8 +94,9 @@ class ActivationMaximization(VizCallback):
         decorrelate=True,
         seed=0,
         optional=False,
+        budget=budget_lib.DEFAULT_BUDGET,
     ):
-        super().__init__(log_dir, layers=layers, freq=freq, max_filters=max_filters)
+        super().__init__(log_dir, layers=layers, freq=freq, max_filters=max_filters, budget=budget)
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
             raise ValueError(f"steps must be a positive integer. Received: steps={steps!r}")
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
@@ -148,12 +157,33 @@ class ActivationMaximization(VizCallback):
         self._selected = flat
         self.active = bool(flat)
 
-    def _log_layer(self, path, layer, step):
+    @property
+    def renderers(self) -> dict:
+        """The compiled renderer of each drawn layer, by path (reused by every later `fit()`)."""
+        return dict(self._renderers)
+
+    def _drawings(self, step):
+        drawings = super()._drawings(step)
+        for d in drawings:
+            d.steps, d.min_steps = self.steps, max(1, min(MIN_STEPS, self.steps), self.steps // 4)
+        return drawings
+
+    def _estimate(self, path, layer):
+        renderer = self._renderers[path]
+        h, w = renderer.model_size or renderer.size
+        timing = self._model_timing(self.model, np.zeros((4, h, w, renderer.channels), np.float32))
+        filters = min(renderer.units or 1, self.max_filters)
+        # Transforms and the Fourier decode add about a third to each forward and backward pass.
+        seconds = timing.trace() + 1.3 * self.steps * timing.backward(filters)
+        return seconds, filters * h * w * renderer.channels
+
+    def _draw(self, path, layer, step, steps=None):
+        steps = self.steps if steps is None else steps
         renderer = self._renderers[path]
         total = renderer.units
         ids = tiles.sample_filters(total, self.max_filters)
         previous = self._previous.get(path) if self.warm_start else None
-        images = renderer(ids, steps=self.steps, seed=self.seed, init=previous)
+        images = renderer(ids, steps=steps, seed=self.seed, init=previous)
         self._previous[path] = images.state
         summary.actmax(
             path,
@@ -164,7 +194,7 @@ class ActivationMaximization(VizCallback):
             total_filters=total,
             description=(
                 f"For each filter of `{path}` ({type(layer).__name__}), an input that excites it "
-                f"most; {self.steps} optimization steps per logged epoch"
+                f"most; up to {self.steps} optimization steps per logged epoch"
                 + (", each continuing the last." if self.warm_start else ".")
             ),
         )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from tb_cnnviz import attribution as attribution_lib
-from tb_cnnviz import summary
+from tb_cnnviz import budget as budget_lib
+from tb_cnnviz import metadata, summary
 
 from .base import VizCallback, check_probe_images
 
@@ -33,6 +34,9 @@ class Attribution(VizCallback):
             conv layer that reads the images.
         class_names: Optional names of the classes, shown by the dashboard.
         freq: Log every `freq` epochs; 0 turns it off.
+        budget: The callback's own time as a fraction of training time, in (0, 1]: methods
+            take turns over epochs to stay within it; `None` draws every method at every
+            logged epoch.
 
     Example:
         >>> import numpy as np, keras, tempfile
@@ -57,8 +61,9 @@ class Attribution(VizCallback):
         layer=None,
         class_names=None,
         freq=1,
+        budget=budget_lib.DEFAULT_BUDGET,
     ):
-        super().__init__(log_dir, freq=freq)
+        super().__init__(log_dir, freq=freq, budget=budget)
         if probe_images is None:
             raise ValueError("Attribution needs probe_images. Received: probe_images=None")
         if isinstance(probe_images, list | tuple):
@@ -110,9 +115,42 @@ class Attribution(VizCallback):
             "" if len(image_inputs) == 1 else f"/{names[i] if i < len(names) else f'input_{i}'}"
             for i in range(len(arrays))
         ]
-        # What this callback draws per epoch is one picture set per method (and image input),
-        # not per conv layer: the base class's layer loop runs over the methods.
-        self._selected = [(method, method) for method in self.methods]
+        if self._time_budget.fraction is not None:
+            self._model_timing(model, self.probe_images)  # for estimates, before any epoch
+
+    def _drawings(self, step):
+        # One drawing per method: every image input's heatmaps of one method come from one
+        # compiled batch.
+        out = []
+        for order, method in enumerate(self.methods):
+            tags = [
+                metadata.tag_for(method + name, self.kind)
+                for i, name in enumerate(self._tag_names)
+                if self._arrays[i].ndim in (3, 4, 5)
+            ]
+            out.append(
+                budget_lib.Drawing(
+                    tag=tags[0],
+                    also=tuple(tags[1:]),
+                    kind=self.kind,
+                    draw=self._step_drawer(step, method),
+                    source=self,
+                    estimate=self._estimate_method(method),
+                    estimate_bytes=len(tags) * self._count() * 3 * 64 * 64,
+                    order=order,
+                )
+            )
+        return out
+
+    def _count(self) -> int:
+        return len(self._arrays[0])
+
+    def _estimate_method(self, method: str) -> float:
+        timing = self._model_timing(self.model, self.probe_images)
+        rows = 2 * self._count() if self.labels is not None else self._count()
+        if method == "smoothgrad":
+            rows *= attribution_lib.DEFAULT_SMOOTHGRAD_SAMPLES
+        return timing.trace() + timing.backward(rows) + timing.forward(self._count())
 
     def _prepare(self, step):
         predicted, confidence = attribution_lib.predicted_classes(self.model, self.probe_images)
@@ -126,7 +164,8 @@ class Attribution(VizCallback):
             classes = np.concatenate([classes, self.labels[wrong]])
         self._rows = (rows, classes)
 
-    def _log_layer(self, name, method, step):
+    def _draw(self, method, step):
+        name = method
         rows, classes = self._rows
         batch = [a[rows] for a in self._arrays]
         options = {} if method == "smoothgrad" else {"layer": self.layer}

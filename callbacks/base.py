@@ -1,24 +1,46 @@
-"""What every tb-cnnviz callback shares: argument checks, layer selection, writers, fault isolation.
+"""What every tb-cnnviz callback shares: argument checks, layer selection, writers, the time
+budget, fault isolation.
 
-A visualization must never cost the user their training run: a failure while logging is reported
-with one warning per (layer, kind) and training goes on; what was logged before stays on disk.
-Configuration errors, on the other hand, are raised in `on_train_begin`, before any epoch runs.
+Each logged epoch goes the same way for every kind (`log_epoch`): the callbacks list what they
+can draw now (`VizCallback._drawings`: one `tb_cnnviz.budget.Drawing` per layer, or per
+attribution method); their `TimeBudget` (one per callback, or one for all kinds of a `CNNViz`)
+picks which to draw; each chosen one is drawn and timed; and a plan record says what was drawn
+and what was left out and why. Drawings are written whatever `tf.summary.record_if` an outer
+callback holds: what the budget decided to draw is never dropped.
+
+A visualization must never cost the user their training run: a drawing that fails warns once per
+callback (later failures go to the DEBUG log), is named in the plan record, and training goes on;
+what was logged before stays on disk. Configuration errors, on the other hand, are raised in
+`on_train_begin`, before any epoch runs.
 """
 
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import threading
+import time
 import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tb_cnnviz import budget as budget_lib
 from tb_cnnviz import layers as layer_lib
+from tb_cnnviz import metadata, summary
 
-__all__ = ["VizCallback", "check_freq", "check_probe_images", "is_chief"]
+__all__ = [
+    "VizCallback",
+    "check_budget",
+    "check_freq",
+    "check_probe_images",
+    "epochs_left",
+    "is_chief",
+    "is_final_epoch",
+    "log_epoch",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +102,32 @@ def check_freq(name: str, value) -> int:
             f"Received: {name}={value!r}"
         )
     return int(value)
+
+
+def check_budget(value):
+    """Validates a `budget` argument: a fraction of training time in (0, 1], or None for none.
+
+    Args:
+        value: The value received.
+
+    Returns:
+        The budget as a float, or None.
+
+    Raises:
+        ValueError: If `value` is not None and not a number in (0, 1].
+
+    Example:
+        >>> check_budget(0.05), check_budget(None)
+        (0.05, None)
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) <= 1:
+        raise ValueError(
+            "budget must be a fraction of training time in (0, 1] (0.05 lets the callback take "
+            f"at most 5% of it), or None to draw everything. Received: budget={value!r}"
+        )
+    return float(value)
 
 
 def check_probe_images(probe_images, name: str = "probe_images") -> np.ndarray:
@@ -145,7 +193,11 @@ def is_chief(model: keras.Model | None = None) -> bool:
 
 
 class VizCallback(keras.callbacks.Callback):
-    """Base of the per-kind callbacks: subclasses set `kind` and implement `_log_layer`.
+    """Base of the per-kind callbacks: subclasses set `kind` and implement `_draw`.
+
+    A subclass offers one drawing per selected layer (override `_drawings` for other units, as
+    `Attribution` does per method), draws one with `_draw(path, layer, step)`, and may check
+    the model in `_validate` and estimate a drawing's cost in `_estimate`.
 
     Args:
         log_dir: The same `log_dir` given to `keras.callbacks.TensorBoard`; pictures go into its
@@ -155,11 +207,24 @@ class VizCallback(keras.callbacks.Callback):
         freq: Log every `freq` epochs; 0 turns the callback off.
         max_filters: Draw at most this many filters per layer (larger layers are sampled evenly,
             and the dashboard says so).
+        budget: The callback's own time as a fraction of training time, in (0, 1]: drawings
+            are spread over epochs and layers to stay within it (see `tb_cnnviz.budget`);
+            `None` draws everything at every logged epoch.
     """
 
     kind = ""
+    #: Drawn at every logged epoch whatever the budget (filter weights).
+    cheap = False
 
-    def __init__(self, log_dir="logs", *, layers=None, freq=1, max_filters=256):
+    def __init__(
+        self,
+        log_dir="logs",
+        *,
+        layers=None,
+        freq=1,
+        max_filters=256,
+        budget=budget_lib.DEFAULT_BUDGET,
+    ):
         super().__init__()
         self.log_dir = os.fspath(log_dir)
         if layers is not None and not isinstance(layers, str):
@@ -173,78 +238,167 @@ class VizCallback(keras.callbacks.Callback):
                 f"max_filters must be a positive integer. Received: max_filters={max_filters!r}"
             )
         self.max_filters = max_filters
+        self.budget = check_budget(budget)
         self._run_dir = os.path.join(self.log_dir, "train")
         self._writer = None
         self._selected: list[tuple[str, keras.layers.Layer]] = []
-        self._warned: set[str] = set()
+        self._warned = False
         self._validation_pending = False
+        self._prepared_step = None
+        self._time_budget: budget_lib.TimeBudget | None = None
+        self._managed = False  # True while a CNNViz plans and writes for this callback
+        self._first_epoch = None
 
     # -- Keras hooks -------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
+        if not self._managed:
+            if self._time_budget is None:  # a second fit() keeps what the first one measured
+                self._time_budget = budget_lib.TimeBudget(self.budget)
+            self._time_budget.bind(self.model)
+            self._time_budget.start_fit((self.params or {}).get("epochs"))
+            self._first_epoch = None
         if not self.freq:
             return
-        self._selected = layer_lib.resolve_layers(self.model, self.layers)
-        self._check_log_dir()
-        # A model first built by fit() (a Sequential without an Input) has no weights yet: its
-        # checks wait for the end of the first batch, before any epoch completes.
-        self._validation_pending = not self.model.built
-        if not self._validation_pending:
-            self._validate(self.model)
+        with self._time_budget.own():
+            self._selected = layer_lib.resolve_layers(self.model, self.layers)
+            self._check_log_dir()
+            # A model first built by fit() (a Sequential without an Input) has no weights yet:
+            # its checks wait for the end of the first batch, before any epoch completes.
+            self._validation_pending = not self.model.built
+            if not self._validation_pending:
+                self._validate(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
         if self._validation_pending:
-            self._validation_pending = False
-            self._validate(self.model)
+            with self._time_budget.own():
+                self._validation_pending = False
+                self._validate(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.freq or (epoch + 1) % self.freq or not is_chief(self.model):
+        if self._managed or not self.freq or not is_chief(self.model):
             return
-        self._log_epoch(epoch)
+        budget = self._time_budget
+        budget.tick()
+        budget.end_epoch()
+        with budget.own():
+            if self._first_epoch is None:
+                self._first_epoch = epoch
+                budget.set_epochs(epochs_left(self, epoch))
+            if self._writer is None:
+                self._writer = WRITERS.acquire(self._run_dir)
+            log_epoch(
+                type(self).__name__,
+                [self],
+                budget,
+                self._writer,
+                epoch,
+                is_final_epoch(self, epoch),
+            )
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
             WRITERS.release(self._run_dir)
             self._writer = None
 
+    @property
+    def time_budget(self) -> budget_lib.TimeBudget | None:
+        """The `TimeBudget` in use (shared with the other kinds inside a `CNNViz`).
+
+        Its `train_seconds` and `own_seconds` say what training took and what the callback
+        cost; None before the first `fit()`.
+        """
+        return self._time_budget
+
+    def use_budget(self, time_budget: budget_lib.TimeBudget) -> None:
+        """Hands planning and writing to a caller that shares `time_budget` among callbacks.
+
+        `CNNViz` calls it for its kinds: their epoch ends then draw nothing by themselves; the
+        caller runs `log_epoch` over all of them.
+        """
+        self._time_budget, self._managed = time_budget, True
+
     # -- for subclasses ----------------------------------------------------------------------
     def _validate(self, model: keras.Model) -> None:
         """Raises ValueError for configuration that cannot work with `model`."""
 
-    def _prepare(self, epoch: int) -> None:
-        """Work shared by all layers of one logged epoch (for example one forward pass)."""
+    def _prepare(self, step: int) -> None:
+        """Work shared by all drawings of one step (for example one forward pass)."""
 
-    def _log_layer(self, path: str, layer: keras.layers.Layer, step: int) -> None:
+    def _draw(self, path: str, layer: keras.layers.Layer, step: int, *args) -> None:
         raise NotImplementedError
 
-    # -- machinery ---------------------------------------------------------------------------
-    def _log_epoch(self, step: int) -> None:
-        if self._writer is None:
-            self._writer = WRITERS.acquire(self._run_dir)
-        with self._writer.as_default(step=step):
-            if not self._guard("the probe images", self._prepare, step):
-                return
-            for path, layer in self._selected:
-                self._guard(f"layer {path!r}", self._log_layer, path, layer, step)
-        self._writer.flush()
+    def _estimate(self, path: str, layer: keras.layers.Layer) -> tuple[float, int]:
+        """`(seconds, bytes)` one drawing of `layer` is expected to cost before it was timed."""
+        return 0.0, 0
 
-    def _guard(self, what: str, fn, *args) -> bool:
-        """Runs `fn`; on failure warns once per callback and lets training go on."""
-        try:
-            fn(*args)
-            return True
-        except Exception as e:  # a picture must never end a training run
-            if not self._warned:
-                warnings.warn(
-                    f"tb-cnnviz: {type(self).__name__} could not log {what} "
-                    f"({type(e).__name__}: {e}). Training continues and what was logged stays; "
-                    "further failures of this callback are only logged at DEBUG level.",
-                    RuntimeWarning,
-                    stacklevel=2,
+    def _drawings(self, step: int) -> list[budget_lib.Drawing]:
+        """What this callback can draw at `step`: by default one drawing per selected layer."""
+        out = []
+        for order, (path, layer) in enumerate(self._selected):
+            seconds, size = self._estimate(path, layer)
+            out.append(
+                budget_lib.Drawing(
+                    tag=metadata.tag_for(path, self.kind),
+                    kind=self.kind,
+                    draw=self._step_drawer(step, path, layer),
+                    source=self,
+                    estimate=seconds,
+                    estimate_bytes=size,
+                    cheap=self.cheap,
+                    order=order,
                 )
-            else:
-                logger.debug("%s could not log %s", type(self).__name__, what, exc_info=True)
-            self._warned.add(what)
-            return False
+            )
+        return out
+
+    # -- machinery ---------------------------------------------------------------------------
+    def _due(self, epoch: int) -> bool:
+        return bool(self.freq) and (epoch + 1) % self.freq == 0
+
+    def _step_drawer(self, step: int, *args):
+        """`draw(*more)`: prepares the step once, then `_draw(*args, step, *more)`."""
+
+        def draw(*more):
+            if self._prepared_step != step:
+                self._prepare(step)
+                self._prepared_step = step
+            self._draw(*args, step, *more)
+
+        return draw
+
+    def _model_timing(self, model, images) -> budget_lib.ModelTiming:
+        """What an eager forward pass of `model` costs, measured once per model and budget.
+
+        Args:
+            model: The model being trained.
+            images: Inputs to time it with: an array `[n, ...]` or a list of them.
+        """
+        budget = self._time_budget
+        if budget.timing is None or budget.timing_model is not model:
+            arrays = images if isinstance(images, list) else [images]
+            n = min(len(arrays[0]), 8)
+
+            def forward(k):
+                batch = [np.resize(a[:n], (k, *a.shape[1:])) for a in arrays]
+                model(batch if isinstance(images, list) else batch[0], training=False)
+
+            budget.timing = budget_lib.ModelTiming.measure(forward, max(n, 4))
+            budget.timing_model = model
+        return budget.timing
+
+    def _report_failure(self, what: str, error: Exception) -> str:
+        """Warns once per callback (later failures at DEBUG level); returns the plan's reason."""
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"tb-cnnviz: {type(self).__name__} could not log {what} "
+                f"({type(error).__name__}: {error}). Training continues and what was logged "
+                "stays; further failures of this callback are only logged at DEBUG level.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        else:
+            logger.debug("%s could not log %s", type(self).__name__, what, exc_info=error)
+        return f"failed: {type(error).__name__}: {error}"[:500]
 
     def _check_log_dir(self) -> None:
         if "://" in self.log_dir:  # remote filesystems (gs://, s3://) are tf.io's business
@@ -257,3 +411,86 @@ class VizCallback(keras.callbacks.Callback):
             ) from e
         if not os.access(self._run_dir, os.W_OK):
             raise ValueError(f"log_dir is not writable. Received: log_dir={self.log_dir!r}")
+
+
+def epochs_left(callback: keras.callbacks.Callback, epoch: int) -> int | None:
+    """Epochs of this fit() from `epoch` on; None when unknown (hooks called by a custom loop)."""
+    epochs = (callback.params or {}).get("epochs")
+    return None if epochs is None else epochs - epoch
+
+
+def is_final_epoch(callback: keras.callbacks.Callback, epoch: int) -> bool:
+    """Whether `epoch` is the last of this fit(): its planned last, or training was stopped."""
+    epochs = (callback.params or {}).get("epochs")
+    return (epochs is not None and epoch + 1 >= epochs) or bool(
+        getattr(callback.model, "stop_training", False)
+    )
+
+
+def log_epoch(
+    owner: str,
+    callbacks: list[VizCallback],
+    budget: budget_lib.TimeBudget,
+    writer,
+    epoch: int,
+    final: bool,
+) -> dict[str, list]:
+    """Plans, draws and records one epoch for `callbacks` sharing `budget`.
+
+    Every drawing is written inside `tf.summary.record_if(True)`, so an outer `record_if` (Keras'
+    `TensorBoard(update_freq=N)` keeps one open during `fit()`) cannot drop it. A plan record
+    (`tb_cnnviz.summary.write_plan`, tag `"<owner>/plan"`) says what was drawn and what was not.
+
+    Args:
+        owner: The name the plan record is written under.
+        callbacks: The callbacks whose drawings share `budget`.
+        budget: Their `TimeBudget`.
+        writer: The summary writer of their run.
+        epoch: The epoch, written as the step.
+        final: Whether this is the last epoch of `fit()`.
+
+    Returns:
+        `{"drawn": [tags], "skipped": {tag: reason}}`.
+    """
+    drawings = []
+    for callback in callbacks:
+        if callback._due(epoch) and callback._selected:
+            drawings.extend(callback._drawings(epoch))
+    if not drawings:
+        return {"drawn": [], "skipped": {}}
+    plan = budget.plan(epoch, drawings, final=final)
+    for tag, reason in plan.left_out.items():
+        if budget.report_once(tag):
+            logger.warning("tb-cnnviz: %s: %s", tag, reason)
+    also = {d.tag: d.also for d in drawings}
+    drawn, skipped = [], {}
+    for tag, reason in plan.skipped.items():
+        skipped.update(dict.fromkeys((tag, *also[tag]), reason))
+    with writer.as_default(step=epoch), tf.summary.record_if(True):
+        for drawing, steps in plan.draw:
+            before, start = summary.written_bytes(), time.perf_counter()
+            try:
+                drawing.draw(*([steps] if drawing.steps else []))
+            except Exception as e:  # a picture must never end a training run
+                reason = drawing.source._report_failure(drawing.tag, e)
+                skipped.update(dict.fromkeys((drawing.tag, *drawing.also), reason))
+            else:
+                drawn.extend((drawing.tag, *drawing.also))
+            budget.record(
+                drawing,
+                time.perf_counter() - start,
+                epoch,
+                steps,
+                summary.written_bytes() - before,
+            )
+        summary.write_plan(
+            owner,
+            epoch,
+            drawn=drawn,
+            skipped=skipped,
+            budget=budget.fraction,
+            train_seconds=budget.train_seconds,
+            own_seconds=budget.own_seconds,
+        )
+    writer.flush()
+    return {"drawn": drawn, "skipped": skipped}

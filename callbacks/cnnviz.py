@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 import keras
 import numpy as np
 
+from tb_cnnviz import budget as budget_lib
+
 from .actmax import ActivationMaximization
 from .attribution import Attribution
+from .base import WRITERS, check_budget, epochs_left, is_chief, is_final_epoch, log_epoch
 from .feature_maps import FeatureMaps
 from .weights import FilterWeights
 
 __all__ = ["CNNViz"]
 
-# Activation maximization costs optimization steps per filter: CNNViz keeps it to a budget.
-# Measured in benchmarks/actmax.py: 16 warm-started steps of 4 layers keep the demo CNN's
-# 50,000-image epoch within 1.10x of plain fit().
+# Activation maximization costs optimization steps per filter: CNNViz draws a few layers with
+# few warm-started steps, and its time budget spreads them over epochs.
 ACTMAX_MAX_LAYERS = 4
 ACTMAX_MAX_FILTERS = 64
 ACTMAX_STEPS = 16
@@ -29,6 +33,14 @@ class CNNViz(keras.callbacks.Callback):
     given), all writing into the `train` run of `log_dir`, beside `keras.callbacks.TensorBoard`'s
     scalars. For a model activation maximization cannot draw (not one image input), it drops
     out of `callbacks` quietly for that `fit()` and the other kinds go on.
+
+    Its cost is a budget, not a side effect: by default its own time (setup and tracing
+    included) stays within 5% of the time `fit()` spends training. Filter weights are drawn at
+    every epoch; feature maps, attribution and activation maximization take turns over epochs
+    and layers, and the last epoch gets everything the budget allows (see `tb_cnnviz.budget`).
+    A kind whose one drawing costs more than the whole run's budget is left out, and the log
+    and the tab say so with its cost. Each step's plan record (tag `cnnviz/plan`) says what was
+    drawn and what was not, and why. `budget=None` draws every kind at every epoch.
 
     Args:
         log_dir: The `log_dir` of `keras.callbacks.TensorBoard`.
@@ -49,6 +61,10 @@ class CNNViz(keras.callbacks.Callback):
             directly for more.
         value_range: `(low, high)` of the model's input pixels, for activation maximization.
         max_filters: Draw at most this many filters per layer (evenly sampled beyond).
+        budget: The callback's own time as a fraction of training time, in (0, 1]; `None`
+            draws every kind at every epoch it is due.
+        max_bytes: Bytes of pictures written per epoch at most (with a budget); drawings beyond
+            it wait for a later epoch.
 
     Attributes:
         callbacks: The per-kind callbacks in use for the current (or last) `fit()`, in logging
@@ -81,8 +97,18 @@ class CNNViz(keras.callbacks.Callback):
         actmax_steps=ACTMAX_STEPS,
         value_range=(0.0, 1.0),
         max_filters=256,
+        budget=budget_lib.DEFAULT_BUDGET,
+        max_bytes=budget_lib.DEFAULT_MAX_BYTES,
     ):
         super().__init__()
+        self.budget = check_budget(budget)
+        if max_bytes is not None and (
+            isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1
+        ):
+            raise ValueError(
+                f"max_bytes must be a positive integer or None. Received: max_bytes={max_bytes!r}"
+            )
+        self.max_bytes = max_bytes
         self.log_dir = log_dir
         self.probe_images = probe_images
         self.layers = layers
@@ -123,6 +149,17 @@ class CNNViz(keras.callbacks.Callback):
         )
         self.callbacks.append(actmax)
         self._kinds = list(self.callbacks)  # every kind, whether or not it applies to a model
+        self._time_budget = budget_lib.TimeBudget(self.budget, max_bytes)
+        for callback in self._kinds:
+            callback.use_budget(self._time_budget)
+        self._run_dir = os.path.join(os.fspath(log_dir), "train")
+        self._writer = None
+        self._first_epoch = None
+
+    @property
+    def time_budget(self) -> budget_lib.TimeBudget:
+        """The `TimeBudget` all kinds share: `train_seconds`, `own_seconds`, the plan's costs."""
+        return self._time_budget
 
     def set_model(self, model):
         super().set_model(model)
@@ -135,15 +172,22 @@ class CNNViz(keras.callbacks.Callback):
             callback.set_params(params)
 
     def on_train_begin(self, logs=None):
-        self.callbacks = list(self._kinds)  # each fit() asks every kind afresh
-        for callback in self.callbacks:
-            callback.on_train_begin(logs)
-        self._drop_inactive()
+        budget = self._time_budget
+        budget.bind(self.model)
+        budget.start_fit((self.params or {}).get("epochs"))
+        self._first_epoch = None
+        with budget.own():
+            self.callbacks = list(self._kinds)  # each fit() asks every kind afresh
+            for callback in self.callbacks:
+                callback.on_train_begin(logs)
+            self._drop_inactive()
 
     def on_train_batch_end(self, batch, logs=None):
-        for callback in self.callbacks:
-            callback.on_train_batch_end(batch, logs)
-        if batch == 0:  # checks deferred until a model built by fit() has its weights
+        if batch != 0:  # checks deferred until a model built by fit() has its weights
+            return
+        with self._time_budget.own():
+            for callback in self.callbacks:
+                callback.on_train_batch_end(batch, logs)
             self._drop_inactive()
 
     def _drop_inactive(self):
@@ -151,12 +195,27 @@ class CNNViz(keras.callbacks.Callback):
         self.callbacks = [c for c in self.callbacks if getattr(c, "active", True)]
 
     def on_epoch_end(self, epoch, logs=None):
-        for callback in self.callbacks:
-            callback.on_epoch_end(epoch, logs)
+        if not is_chief(self.model):
+            return
+        budget = self._time_budget
+        budget.tick()
+        budget.end_epoch()
+        with budget.own():
+            if self._first_epoch is None:
+                self._first_epoch = epoch
+                budget.set_epochs(epochs_left(self, epoch))
+            if self._writer is None:
+                self._writer = WRITERS.acquire(self._run_dir)
+            log_epoch(
+                "cnnviz", self.callbacks, budget, self._writer, epoch, is_final_epoch(self, epoch)
+            )
 
     def on_train_end(self, logs=None):
         for callback in self.callbacks:
             callback.on_train_end(logs)
+        if self._writer is not None:
+            WRITERS.release(self._run_dir)
+            self._writer = None
 
 
 def _probe_colours(probe_images):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tb_cnnviz import budget as budget_lib
 from tb_cnnviz import layers as layer_lib
 from tb_cnnviz import summary
 
@@ -24,6 +25,8 @@ class FilterWeights(VizCallback):
         freq: Log every `freq` epochs; 0 turns it off.
         max_filters: Draw at most this many filters per layer (evenly sampled beyond).
         max_input_channels: Draw at most this many input-channel slices per filter.
+        budget: The time budget shared with nothing else: filter weights are cheap, so they are
+            drawn at every logged epoch; `None` is the same.
 
     Example:
         >>> import numpy as np, keras, tempfile
@@ -36,11 +39,19 @@ class FilterWeights(VizCallback):
     """
 
     kind = "weights"
+    cheap = True
 
     def __init__(
-        self, log_dir="logs", *, layers=None, freq=1, max_filters=256, max_input_channels=32
+        self,
+        log_dir="logs",
+        *,
+        layers=None,
+        freq=1,
+        max_filters=256,
+        max_input_channels=32,
+        budget=budget_lib.DEFAULT_BUDGET,
     ):
-        super().__init__(log_dir, layers=layers, freq=freq, max_filters=max_filters)
+        super().__init__(log_dir, layers=layers, freq=freq, max_filters=max_filters, budget=budget)
         if (
             isinstance(max_input_channels, bool)
             or not isinstance(max_input_channels, int)
@@ -59,7 +70,7 @@ class FilterWeights(VizCallback):
         kernel = layer_lib.kernel_for_display(first)
         self._rgb_layer = first_path if kernel.shape[-2] == 3 else None
 
-    def _log_layer(self, path, layer, step):
+    def _draw(self, path, layer, step):
         kernel = layer_lib.kernel_for_display(layer)
         summary.filter_weights(
             path,

@@ -81,8 +81,14 @@ def train_demo(
         model = build_demo_cnn(learning_rate)
         callbacks = [
             keras.callbacks.TensorBoard(run_dir, histogram_freq=1),
+            # The demo shows every kind at every epoch; in real training, keep the default
+            # budget (5% of training time) or pick your own.
             CNNViz(
-                run_dir, probe_images=probes, labels=probe_labels, class_names=list(CLASS_NAMES)
+                run_dir,
+                probe_images=probes,
+                labels=probe_labels,
+                class_names=list(CLASS_NAMES),
+                budget=None,
             ),
         ]
         if lines:  # Keras' verbose=2 prints two lines per epoch; a log reads better with one

@@ -52,7 +52,11 @@ __all__ = [
     "num_classes",
     "predicted_classes",
     "smoothgrad",
+    "tracing_count",
 ]
+
+#: Noisy copies per image that `smoothgrad` averages by default.
+DEFAULT_SMOOTHGRAD_SAMPLES = 25
 
 
 _CLASSES = tf.TensorSpec([None], tf.int32)
@@ -60,6 +64,27 @@ _CLASSES = tf.TensorSpec([None], tf.int32)
 # model -> {key: value}. Compiled functions hold the model only weakly, so a cached entry never
 # keeps a model alive.
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def tracing_count(model) -> int:
+    """How many times the compiled attribution functions of `model` were traced.
+
+    One function per (method, target layer, input shapes) is traced once and then reused by
+    every later call, epoch and `fit()` (any batch size); this count lets a test pin that.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3),
+        ...                           keras.layers.GlobalAveragePooling2D()])
+        >>> _ = gradcam(model, np.random.rand(2, 8, 8, 3))
+        >>> _ = gradcam(model, np.random.rand(5, 8, 8, 3))
+        >>> tracing_count(model)
+        1
+    """
+    return sum(
+        fn.experimental_get_tracing_count()
+        for fn in _CACHE.get(model, {}).values()
+        if hasattr(fn, "experimental_get_tracing_count")
+    )
 
 
 def gradcam(model, images, layer=None, class_index=None):
@@ -120,7 +145,9 @@ def gradcam_plus_plus(model, images, layer=None, class_index=None):
     return _cam(model, images, layer, class_index, plus_plus=True)
 
 
-def smoothgrad(model, images, class_index=None, samples=25, noise=0.15, *, seed=0):
+def smoothgrad(
+    model, images, class_index=None, samples=DEFAULT_SMOOTHGRAD_SAMPLES, noise=0.15, *, seed=0
+):
     """SmoothGrad saliency: the pixel gradient of the class score, averaged over noisy copies.
 
     The map of a pixel is the absolute averaged gradient summed over its channels, clipped at

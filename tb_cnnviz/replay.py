@@ -172,7 +172,8 @@ def replay(
     logdir = os.fspath(logdir)
     _check_fresh(os.path.join(logdir, "train"))
     model = _load(keras, checkpoints[0])
-    options = {"probe_images": probe_images}
+    # Replay is all the run there is: no training to keep cheap, every kind at every checkpoint.
+    options = {"probe_images": probe_images, "budget": None}
     if labels is not None:
         options["labels"] = labels
     if layers is not None:

@@ -99,6 +99,7 @@ __all__ = [
     "filter_weights",
     "write_layer",
     "write_plan",
+    "written_bytes",
 ]
 
 #: Default cap on filters drawn per layer; larger layers are sampled evenly and say so.
@@ -107,6 +108,21 @@ DEFAULT_MAX_FILTERS = 256
 DEFAULT_MAX_SLICES = 32
 #: Default cap on a feature-map tile's longer side; larger maps are average-pooled.
 DEFAULT_MAX_TILE_SIDE = 64
+
+_written = [0]  # bytes of picture blobs handed to tf.summary.write by this process
+
+
+def written_bytes() -> int:
+    """Bytes of pictures (index and PNG blobs) the summary functions of this process wrote so far.
+
+    The callbacks' byte budget reads it before and after a drawing.
+
+    Example:
+        >>> before = written_bytes()
+        >>> written_bytes() - before
+        0
+    """
+    return _written[0]
 
 
 def filter_weights(
@@ -528,6 +544,7 @@ def write_layer(
     md = metadata.create_summary_metadata(
         kind, name, description=description, **{k: v for k, v in static.items() if v is not None}
     )
+    _written[0] += sum(len(b) for b in blobs)
     return bool(
         tf.summary.write(
             metadata.tag_for(name, kind),

@@ -18,9 +18,7 @@ class LogdirReader:
 
         self.logdir = str(logdir)
         # A reservoir of 0 keeps every step, like the plugin's default in TensorBoard.
-        self.mux = plugin_event_multiplexer.EventMultiplexer(
-            tensor_size_guidance={"cnnviz": 0}
-        )
+        self.mux = plugin_event_multiplexer.EventMultiplexer(tensor_size_guidance={"cnnviz": 0})
         self.mux.AddRunsFromDirectory(self.logdir)
         self.mux.Reload()
         self.provider = data_provider.MultiplexerDataProvider(self.mux, self.logdir)

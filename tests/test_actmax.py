@@ -160,9 +160,9 @@ OBJECTIVES = {
     "channel": lambda: channel("c2"),
     "neuron": lambda: neuron("c2", pre_activation=True),
     "class_logit": lambda: class_logit(),
-    "channel - tv - l2": lambda: channel("c2", pre_activation=True)
-    - 0.1 * total_variation()
-    - 0.1 * l2(),
+    "channel - tv - l2": lambda: (
+        channel("c2", pre_activation=True) - 0.1 * total_variation() - 0.1 * l2()
+    ),
 }
 
 
@@ -342,10 +342,14 @@ def test_callback_logs_every_conv_layer_each_epoch_and_warm_starts(tmp_path, rea
     """Two epochs: one actmax tag per conv layer at steps 0 and 1, refined, not restarted."""
     model = small_cnn()
     x = np.random.default_rng(0).random((8, 16, 16, 3), dtype=np.float32)
-    callback = ActivationMaximization(str(tmp_path), steps=3)
+    callback = ActivationMaximization(str(tmp_path), steps=3, budget=None)
     model.fit(x, np.zeros(8), epochs=2, verbose=0, callbacks=[callback])
     logs = read_logdir(tmp_path)
-    assert logs.cnnviz_tags() == {("train", "c1/actmax"), ("train", "c2/actmax")}
+    assert logs.cnnviz_tags() == {
+        ("train", "c1/actmax"),
+        ("train", "c2/actmax"),
+        ("train", "ActivationMaximization/plan"),
+    }
     for tag in ("c1/actmax", "c2/actmax"):
         assert logs.steps("train", tag) == [0, 1]
         index, _ = logs.datum("train", tag, 1)
@@ -369,7 +373,7 @@ def test_cnnviz_includes_actmax_and_drops_it_quietly_where_it_cannot_draw(tmp_pa
     """CNNViz renders actmax by default; for a Conv1D model it drops out without a warning."""
     assert any(isinstance(c, ActivationMaximization) for c in CNNViz(str(tmp_path)).callbacks)
     seq = conv1d_model()
-    viz = CNNViz(str(tmp_path), weights_freq=0)
+    viz = CNNViz(str(tmp_path), weights_freq=0, budget=None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         seq.fit(np.zeros((4, 10, 2)), np.zeros(4), epochs=1, verbose=0, callbacks=[viz])
@@ -381,7 +385,7 @@ def test_a_second_fit_of_the_same_model_reuses_the_renderers_and_continues(tmp_p
     """fit() twice: the same compiled renderers, images refined 3+3 steps, steps 0 and 1 logged."""
     model = small_cnn()
     x = np.random.default_rng(0).random((8, 16, 16, 3), dtype=np.float32)
-    callback = ActivationMaximization(str(tmp_path), layers=["c2"], steps=3)
+    callback = ActivationMaximization(str(tmp_path), layers=["c2"], steps=3, budget=None)
     model.fit(x, np.zeros(8), epochs=1, verbose=0, callbacks=[callback])
     renderer = callback._renderers["c2"]
     model.fit(x, np.zeros(8), initial_epoch=1, epochs=2, verbose=0, callbacks=[callback])
@@ -397,7 +401,8 @@ def test_a_second_fit_of_the_same_model_reuses_the_renderers_and_continues(tmp_p
 def test_cnnviz_asks_every_kind_again_on_each_fit(tmp_path, read_logdir):
     """A Conv1D fit drops actmax for that fit only; a later 2-D model gets it back and logs it."""
     seq = conv1d_model()
-    viz = CNNViz(str(tmp_path), weights_freq=0, actmax_steps=2)  # the Conv1D fit logs nothing
+    # The Conv1D fit logs nothing.
+    viz = CNNViz(str(tmp_path), weights_freq=0, actmax_steps=2, budget=None)
     seq.fit(np.zeros((4, 10, 2)), np.zeros(4), epochs=1, verbose=0, callbacks=[viz])
     assert not any(isinstance(c, ActivationMaximization) for c in viz.callbacks)
     model = small_cnn()
@@ -405,4 +410,4 @@ def test_cnnviz_asks_every_kind_again_on_each_fit(tmp_path, read_logdir):
     model.fit(x, np.zeros(4), epochs=1, verbose=0, callbacks=[viz])
     assert any(isinstance(c, ActivationMaximization) for c in viz.callbacks)
     tags = read_logdir(tmp_path).cnnviz_tags()
-    assert tags == {("train", "c1/actmax"), ("train", "c2/actmax")}
+    assert tags == {("train", "c1/actmax"), ("train", "c2/actmax"), ("train", "cnnviz/plan")}

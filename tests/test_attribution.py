@@ -305,7 +305,13 @@ def test_one_and_three_dimensional_inputs_get_maps_of_their_shape(
     for fn in attribution.METHODS.values():
         maps = fn(model, x)
         assert maps.shape == (3, *shape[:-1]) and 0 <= maps.min() and maps.max() <= 1
-    model.fit(x, np.array([0, 1, 2]), epochs=1, verbose=0, callbacks=[Attribution(tmp_path, x)])
+    model.fit(
+        x,
+        np.array([0, 1, 2]),
+        epochs=1,
+        verbose=0,
+        callbacks=[Attribution(tmp_path, x, budget=None)],
+    )
     index, _ = read_logdir(tmp_path).datum("train", "gradcam/attribution", 0)
     assert index["tile"] == ([1, 24, 1] if len(shape) == 2 else [8, 8, 1])
 
@@ -391,10 +397,12 @@ def test_callback_logs_image_and_heatmaps_per_probe_with_predictions(tmp_path, r
         labels=labels,
         methods=("gradcam", "gradcam_plus_plus", "smoothgrad"),
         class_names=["cat", "dog", "eel"],
+        budget=None,
     )
     model.fit(x, labels, epochs=2, verbose=0, callbacks=[callback])
     logs = read_logdir(tmp_path)
     assert logs.cnnviz_tags() == {
+        ("train", "Attribution/plan"),
         ("train", "gradcam/attribution"),
         ("train", "gradcam_plus_plus/attribution"),
         ("train", "smoothgrad/attribution"),
@@ -402,6 +410,8 @@ def test_callback_logs_image_and_heatmaps_per_probe_with_predictions(tmp_path, r
     predicted, confidence = attribution.predicted_classes(model, x)
     for _, tag in logs.cnnviz_tags():
         assert logs.steps("train", tag) == [0, 1]
+        if tag.endswith("/plan"):
+            continue
         index, atlases = logs.datum("train", tag, 1)
         assert index["kind"] == "attribution" and index["filters"] == [0, 1, 2, 3]
         assert index["slices"] == {
@@ -442,7 +452,9 @@ def test_callback_without_labels_logs_predicted_class_only(tmp_path, read_logdir
     model = small_classifier()
     model.compile("adam", "mse")
     x = probes(2)
-    model.fit(x, np.zeros((2, 3)), epochs=1, verbose=0, callbacks=[Attribution(tmp_path, x)])
+    model.fit(
+        x, np.zeros((2, 3)), epochs=1, verbose=0, callbacks=[Attribution(tmp_path, x, budget=None)]
+    )
     index, _ = read_logdir(tmp_path).datum("train", "gradcam/attribution", 0)
     assert index["slices"]["labels"] == ["image", "predicted"]
     assert index["stats"]["true"] == [None, None] and index["stats"]["correct"] == [None, None]
@@ -456,7 +468,7 @@ def test_true_class_map_is_that_class_where_the_prediction_is_wrong(tmp_path, re
     predicted, _ = attribution.predicted_classes(model, x)
     labels = predicted.copy()
     labels[1] = (predicted[1] + 1) % 3
-    callback = Attribution(tmp_path, x, labels=labels)
+    callback = Attribution(tmp_path, x, labels=labels, budget=None)
     callback.set_model(model)  # the Keras callback protocol, driven without training
     callback.on_train_begin()
     callback.on_epoch_end(0)
@@ -504,10 +516,13 @@ def test_callback_works_with_a_sequential_built_by_fit(tmp_path, read_logdir):
     )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x = probes(2)
-    callback = Attribution(tmp_path, x, labels=[0, 2], methods=("gradcam", "smoothgrad"))
+    callback = Attribution(
+        tmp_path, x, labels=[0, 2], methods=("gradcam", "smoothgrad"), budget=None
+    )
     model.fit(x, np.array([0, 2]), epochs=1, verbose=0, callbacks=[callback])
     logs = read_logdir(tmp_path)
     assert {tag for _, tag in logs.cnnviz_tags()} == {
+        "Attribution/plan",
         "gradcam/attribution",
         "smoothgrad/attribution",
     }
@@ -523,9 +538,12 @@ def test_multi_input_callback_writes_one_tag_per_image_input(tmp_path, read_logd
     model = keras.Model([a, b], keras.layers.Dense(3)(keras.layers.Concatenate()([pa, pb])))
     model.compile("adam", "mse")
     x = [probes(2), probes(2, (12, 12, 1))]
-    model.fit(x, np.zeros((2, 3)), epochs=1, verbose=0, callbacks=[Attribution(tmp_path, x)])
+    model.fit(
+        x, np.zeros((2, 3)), epochs=1, verbose=0, callbacks=[Attribution(tmp_path, x, budget=None)]
+    )
     logs = read_logdir(tmp_path)
     assert logs.cnnviz_tags() == {
+        ("train", "Attribution/plan"),
         ("train", "gradcam/left/attribution"),
         ("train", "gradcam/right/attribution"),
     }

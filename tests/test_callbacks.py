@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from tb_cnnviz import tiles
-from tb_cnnviz.callbacks import CNNViz, FeatureMaps, FilterWeights
+from tb_cnnviz.callbacks import (
+    ActivationMaximization,
+    Attribution,
+    CNNViz,
+    FeatureMaps,
+    FilterWeights,
+)
 
 
 def small_cnn(input_shape=(12, 12, 3), *, build=True):
@@ -44,10 +50,14 @@ def test_two_epoch_fit_writes_exactly_the_expected_tags_and_steps(tmp_path, read
     probes, _ = data(n=3, seed=1)
     fit(
         model,
-        [keras.callbacks.TensorBoard(str(tmp_path)), CNNViz(str(tmp_path), probe_images=probes)],
+        [
+            keras.callbacks.TensorBoard(str(tmp_path)),
+            CNNViz(str(tmp_path), probe_images=probes, budget=None),
+        ],
     )
     logs = read_logdir(tmp_path)
     assert logs.cnnviz_tags() == {
+        ("train", "cnnviz/plan"),
         ("train", "conv_a/weights"),
         ("train", "conv_b/weights"),
         ("train", "conv_a/feature_maps"),
@@ -106,7 +116,7 @@ def test_feature_map_statistics_flag_dead_filters(tmp_path, read_logdir):
     bias[1:] = 5.0  # and the others are surely alive
     model.get_layer("conv_b").set_weights([kernel, bias])
     probes, _ = data(n=2, seed=3)
-    callback = FeatureMaps(str(tmp_path), probes, layers=["conv_b"])
+    callback = FeatureMaps(str(tmp_path), probes, layers=["conv_b"], budget=None)
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     callback.set_model(model)
     callback.on_train_begin()
@@ -133,8 +143,9 @@ def test_layers_inside_a_nested_model_are_found_and_named_by_path(tmp_path, read
     model = keras.Model(inp, out)
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     probes, _ = data(n=2)
-    fit(model, [CNNViz(str(tmp_path), probe_images=probes)], epochs=1)
+    fit(model, [CNNViz(str(tmp_path), probe_images=probes, budget=None)], epochs=1)
     assert read_logdir(tmp_path).cnnviz_tags() == {
+        ("train", "cnnviz/plan"),
         ("train", "stem/weights"),
         ("train", "block/deep/weights"),
         ("train", "stem/feature_maps"),
@@ -148,20 +159,33 @@ def test_layers_inside_a_nested_model_are_found_and_named_by_path(tmp_path, read
 def test_unbuilt_sequential_and_layer_selection(tmp_path, read_logdir):
     """A Sequential built only by fit() works, and layers= selects by name."""
     fit(small_cnn(build=False), [FilterWeights(str(tmp_path), layers=["conv_b"])], epochs=1)
-    assert read_logdir(tmp_path).cnnviz_tags() == {("train", "conv_b/weights")}
+    assert read_logdir(tmp_path).cnnviz_tags() == {
+        ("train", "conv_b/weights"),
+        ("train", "FilterWeights/plan"),
+    }
 
 
 def test_frequency_zero_turns_a_kind_off_and_two_skips_epochs(tmp_path, read_logdir):
     """*_freq=0 turns a kind off; feature_maps_freq=2 logs epochs 1 and 3 (steps 1, 3)."""
     probes, _ = data(n=2)
     viz = CNNViz(
-        str(tmp_path), probes, weights_freq=0, feature_maps_freq=2, attribution_freq=0,
+        str(tmp_path),
+        probes,
+        weights_freq=0,
+        feature_maps_freq=2,
+        attribution_freq=0,
         actmax_freq=0,
+        budget=None,
     )
     fit(small_cnn(), [viz], epochs=4)
     logs = read_logdir(tmp_path)
-    assert {tag for _, tag in logs.cnnviz_tags()} == {"conv_a/feature_maps", "conv_b/feature_maps"}
+    assert {tag for _, tag in logs.cnnviz_tags()} == {
+        "conv_a/feature_maps",
+        "conv_b/feature_maps",
+        "cnnviz/plan",
+    }
     assert logs.steps("train", "conv_a/feature_maps") == [1, 3]
+    assert logs.steps("train", "cnnviz/plan") == [1, 3]  # nothing due, nothing planned
 
 
 @pytest.mark.parametrize(
@@ -215,8 +239,9 @@ def test_model_without_conv_layers_fails_before_training(tmp_path):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.compile("sgd", "mse")
     with pytest.raises(ValueError, match="no convolution layer"):
-        model.fit(np.zeros((4, 4)), np.zeros((4, 2)), verbose=0,
-                  callbacks=[FilterWeights(str(tmp_path))])
+        model.fit(
+            np.zeros((4, 4)), np.zeros((4, 2)), verbose=0, callbacks=[FilterWeights(str(tmp_path))]
+        )
 
 
 def test_unwritable_log_dir_fails_before_training(tmp_path):
@@ -240,9 +265,7 @@ def test_a_failing_visualization_warns_once_and_training_goes_on(tmp_path, read_
     model = small_cnn()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        history = fit(
-            model, [PoisonAfterFirstEpoch(), FilterWeights(str(tmp_path))], epochs=3
-        )
+        history = fit(model, [PoisonAfterFirstEpoch(), FilterWeights(str(tmp_path))], epochs=3)
     ours = [w for w in caught if "tb-cnnviz" in str(w.message)]
     assert len(ours) == 1 and "NaN" in str(ours[0].message)
     assert len(history.history["loss"]) == 3
@@ -259,3 +282,181 @@ def test_event_files_land_in_the_train_run_of_log_dir(tmp_path):
     fit(small_cnn(), [FilterWeights(str(tmp_path))], epochs=1)
     assert os.listdir(tmp_path) == ["train"]
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "train"))
+
+
+# -- Nothing is lost: an outer tf.summary.record_if never drops what a callback draws ---------
+
+
+@pytest.mark.parametrize("update_freq", [3, "batch"])
+@pytest.mark.parametrize("cnnviz_first", [True, False])
+def test_keras_tensorboard_update_freq_never_drops_an_epoch(
+    tmp_path, read_logdir, update_freq, cnnviz_first
+):
+    """Beside TensorBoard(update_freq=3 or "batch"), in either order, every epoch of every kind."""
+    probes, _ = data(n=2, seed=1)
+    viz = CNNViz(str(tmp_path), probe_images=probes, budget=None)
+    keras_tb = keras.callbacks.TensorBoard(str(tmp_path), update_freq=update_freq)
+    fit(small_cnn(), [viz, keras_tb] if cnnviz_first else [keras_tb, viz], epochs=5)
+    logs = read_logdir(tmp_path)
+    tags = {tag for _, tag in logs.cnnviz_tags()}
+    assert {"conv_b/weights", "conv_b/feature_maps", "conv_b/actmax", "gradcam/attribution"} <= tags
+    for tag in tags:
+        assert logs.steps("train", tag) == [0, 1, 2, 3, 4], tag
+    for scalar in ("conv_b/update_ratio", "conv_b/dead_fraction"):
+        assert [s for s, _ in logs.scalars("train", scalar)] == (
+            [1, 2, 3, 4] if "update" in scalar else [0, 1, 2, 3, 4]
+        )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda d, p: FilterWeights(d),
+        lambda d, p: FeatureMaps(d, p, budget=None),
+        lambda d, p: Attribution(d, p, budget=None),
+        lambda d, p: ActivationMaximization(d, steps=2, budget=None),
+    ],
+    ids=["FilterWeights", "FeatureMaps", "Attribution", "ActivationMaximization"],
+)
+def test_each_per_kind_callback_logs_every_epoch_under_update_freq(tmp_path, read_logdir, make):
+    """Each per-kind callback beside TensorBoard(update_freq=3) logs all 4 epochs."""
+    probes, _ = data(n=2, seed=1)
+    callback = make(str(tmp_path), probes)
+    fit(small_cnn(), [keras.callbacks.TensorBoard(str(tmp_path), update_freq=3), callback], 4)
+    logs = read_logdir(tmp_path)
+    pictures = [tag for _, tag in logs.cnnviz_tags() if not tag.endswith("/plan")]
+    assert pictures
+    for tag in pictures:
+        assert logs.steps("train", tag) == [0, 1, 2, 3], tag
+
+
+def test_summary_functions_inside_record_if_false_write_nothing(tmp_path, read_logdir):
+    """In a custom loop, summary functions obey record_if(False) as tf.summary does."""
+    import tensorflow as tf
+
+    from tb_cnnviz import summary
+
+    writer = tf.summary.create_file_writer(str(tmp_path / "train"))
+    kernel = np.random.default_rng(0).random((3, 3, 3, 4))
+    with writer.as_default(step=0):
+        with tf.summary.record_if(False):
+            assert summary.filter_weights("off", kernel) is False
+        assert summary.filter_weights("on", kernel) is True
+    writer.close()
+    assert read_logdir(tmp_path).cnnviz_tags() == {("train", "on/weights")}
+
+
+# -- The time budget ---------------------------------------------------------------------------
+
+
+class SlowTraining(keras.callbacks.Callback):
+    """Makes each batch take `seconds` longer, as a bigger model or dataset would."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_train_batch_end(self, batch, logs=None):
+        import time
+
+        time.sleep(self.seconds)
+
+
+def plans(logs, owner="cnnviz"):
+    """Every plan record of the train run, by step."""
+    out = {}
+    for step in logs.steps("train", f"{owner}/plan"):
+        index, _ = logs.datum("train", f"{owner}/plan", step)
+        out[step] = index
+    return out
+
+
+def test_default_budget_keeps_own_time_within_five_percent(tmp_path, read_logdir):
+    """CNNViz defaults: own time within 5% of training (+ one drawing), weights every epoch."""
+    probes, labels = data(n=4, seed=1)
+    viz = CNNViz(str(tmp_path), probe_images=probes, labels=labels)
+    fit(small_cnn(), [viz, SlowTraining(0.25)], epochs=6)
+    budget = viz.time_budget
+    assert budget.fraction == 0.05 and budget.train_seconds > 2.5
+    assert budget.own_seconds <= 0.05 * budget.train_seconds + budget.largest_drawing()
+    logs = read_logdir(tmp_path)
+    assert logs.steps("train", "conv_a/weights") == [0, 1, 2, 3, 4, 5]
+    record = plans(logs)
+    assert sorted(record) == [0, 1, 2, 3, 4, 5]
+    for step, index in record.items():
+        assert "conv_a/weights" in index["drawn"]
+        assert index["budget"] == 0.05
+        # Every costly tag is either drawn or skipped with a reason at every epoch.
+        due = {"conv_a/feature_maps", "conv_b/feature_maps", "gradcam/attribution"}
+        assert due <= set(index["drawn"]) | set(index["skipped"]), step
+    for tag in ("conv_a/feature_maps", "gradcam/attribution"):
+        assert logs.steps("train", tag), f"{tag} was never drawn"
+
+
+def test_a_run_too_short_for_a_kind_keeps_cheap_kinds_and_says_why(tmp_path, read_logdir, caplog):
+    """Two quick epochs: weights at both, actmax left out once in the log and in the plan."""
+    probes, _ = data(n=2, seed=1)
+    viz = CNNViz(str(tmp_path), probe_images=probes, feature_maps_freq=0, attribution_freq=0)
+    with caplog.at_level("WARNING", logger="tb_cnnviz"):
+        fit(small_cnn(), [viz], epochs=2)
+    logs = read_logdir(tmp_path)
+    assert logs.steps("train", "conv_a/weights") == [0, 1]
+    assert ("train", "conv_a/actmax") not in logs.cnnviz_tags()
+    messages = [r.getMessage() for r in caplog.records if "conv_a/actmax" in r.getMessage()]
+    assert len(messages) == 1  # once, though the kind was due at both epochs
+    assert "left out" in messages[0] and "budget=" in messages[0] and "budget=None" in messages[0]
+    last = plans(logs)[1]
+    assert last["skipped"]["conv_a/actmax"].startswith("left out")
+
+
+@pytest.mark.parametrize("value", [0, -0.1, 1.5, "5%", True, float("nan")])
+def test_bad_budget_raises_a_value_error_naming_it(tmp_path, value):
+    """budget outside (0, 1] or not a number: ValueError naming it, at construction."""
+    for make in (
+        lambda: CNNViz(str(tmp_path), budget=value),
+        lambda: FilterWeights(str(tmp_path), budget=value),
+        lambda: ActivationMaximization(str(tmp_path), budget=value),
+    ):
+        with pytest.raises(ValueError, match=re.escape(f"budget={value!r}")):
+            make()
+
+
+# -- No retracing ------------------------------------------------------------------------------
+
+
+def test_a_second_fit_and_new_epochs_never_retrace(tmp_path):
+    """Compiled actmax and attribution functions trace once; more epochs and fits reuse them."""
+    from tb_cnnviz import attribution
+
+    probes, labels = data(n=3, seed=1)
+    model = small_cnn()
+    viz = CNNViz(str(tmp_path), probe_images=probes, labels=labels, budget=None, actmax_steps=2)
+    fit(model, [viz], epochs=2)
+    actmax_cb = next(c for c in viz.callbacks if isinstance(c, ActivationMaximization))
+    traced = {path: r.tracing_count for path, r in actmax_cb.renderers.items()}
+    cams = attribution.tracing_count(model)
+    assert set(traced) == {"conv_a", "conv_b"} and all(n == 2 for n in traced.values())
+    assert cams == 1
+    fit(model, [viz], epochs=3)
+    assert {p: r.tracing_count for p, r in actmax_cb.renderers.items()} == traced
+    assert attribution.tracing_count(model) == cams
+
+
+def test_a_second_model_traces_its_own_functions_without_a_retracing_warning(tmp_path):
+    """A second model (the demo's second run) traces once per function, and TF does not warn."""
+    import logging
+
+    probes, _ = data(n=2, seed=1)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    tf_logger = logging.getLogger("tensorflow")
+    tf_logger.addHandler(handler)
+    try:
+        for run in range(3):
+            callback = ActivationMaximization(str(tmp_path / str(run)), steps=2, budget=None)
+            fit(small_cnn(), [callback], epochs=2)
+            assert all(r.tracing_count == 2 for r in callback.renderers.values())
+    finally:
+        tf_logger.removeHandler(handler)
+    assert not [r for r in records if "_Slot" in r.getMessage() and "retracing" in r.getMessage()]

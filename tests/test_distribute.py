@@ -41,7 +41,7 @@ TRAIN = textwrap.dedent(
             keras.layers.Dense(3),
         ])
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    viz = CNNViz(logdir, probe_images=x[:3])
+    viz = CNNViz(logdir, probe_images=x[:3], budget=None)
     if mode == "mirrored":
         history = model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[viz])
         print("EPOCHS", len(history.history["loss"]))

@@ -39,7 +39,7 @@ def train(logdir, epochs, seed):
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(seed)
     x, y = rng.random((12, 10, 10, 3), dtype=np.float32), rng.integers(0, 3, 12)
-    viz = CNNViz(str(logdir), probe_images=x[:3], labels=y[:3])
+    viz = CNNViz(str(logdir), probe_images=x[:3], labels=y[:3], budget=None)
     model.fit(x, y, epochs=epochs, batch_size=6, verbose=0, callbacks=[viz])
 
 

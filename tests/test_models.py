@@ -25,7 +25,7 @@ def test_model_logs_every_kind_and_the_plugin_serves_it(
 ):
     """One epoch with CNNViz defaults: no warning, each kind logged, each layer drawable."""
     model, x, y, probes = zoo.MODELS[name]()
-    viz = CNNViz(str(tmp_path), probe_images=probes)
+    viz = CNNViz(str(tmp_path), probe_images=probes, budget=None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(x, y, epochs=1, batch_size=4, verbose=0, callbacks=[viz])
@@ -53,7 +53,13 @@ def test_model_logs_every_kind_and_the_plugin_serves_it(
 def test_a_layer_with_thousands_of_filters_is_sampled_and_says_so(tmp_path, read_logdir):
     """2048 filters: 256 drawn evenly from first to last, and the cap is stated in the index."""
     model, x, y, probes = zoo.wide_layer()
-    model.fit(x, y, epochs=1, verbose=0, callbacks=[CNNViz(str(tmp_path), probe_images=probes)])
+    model.fit(
+        x,
+        y,
+        epochs=1,
+        verbose=0,
+        callbacks=[CNNViz(str(tmp_path), probe_images=probes, budget=None)],
+    )
     logs = read_logdir(tmp_path)
     for kind in ("weights", "feature_maps"):
         index, _ = logs.datum("train", f"wide/{kind}", 0)

@@ -40,7 +40,7 @@ def trained(tmp_path_factory):
         batch_size=6,
         verbose=0,
         callbacks=[
-            CNNViz(str(root / "callbacks"), probe_images=probes, labels=labels),
+            CNNViz(str(root / "callbacks"), probe_images=probes, labels=labels, budget=None),
             keras.callbacks.ModelCheckpoint(str(root / "ckpt" / "model_{epoch:02d}.keras")),
         ],
     )
@@ -69,6 +69,7 @@ def test_replay_logs_the_same_tags_at_the_same_steps_as_the_callbacks(
     replayed, logged = read_logdir(out), read_logdir(trained / "callbacks")
     assert replayed.cnnviz_tags() == logged.cnnviz_tags()
     assert {tag for _, tag in replayed.cnnviz_tags()} == {
+        "cnnviz/plan",
         "conv1/weights",
         "conv2/weights",
         "conv1/feature_maps",
@@ -101,6 +102,7 @@ def test_replay_without_probe_images_skips_the_kinds_that_need_them(
     """Without --probe-images, weights and actmax are replayed, and the summary says so."""
     assert replay(trained / "ckpt", "--logdir", tmp_path / "w", "--layers", "conv2") == 0
     assert read_logdir(tmp_path / "w").cnnviz_tags() == {
+        ("train", "cnnviz/plan"),
         ("train", "conv2/weights"),
         ("train", "conv2/actmax"),
     }

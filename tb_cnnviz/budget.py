@@ -1,0 +1,435 @@
+"""The time budget of the callbacks: which pictures to draw at each epoch so that they stay cheap.
+
+A callback's cost is a budget, not a side effect. `TimeBudget(0.05)` lets the callbacks' own time
+(their setup, tracing and compiling included) grow to at most 5% of the time `fit()` spends
+training, amortized over the run:
+
+* *Cheap* drawings (filter weights and their scalars) are drawn at every epoch they are due.
+* *Costly* drawings (feature maps, attribution, activation maximization; one per layer or
+  method) take turns: each epoch draws the ones drawn longest ago (never drawn first) while the
+  credit (the budget earned by training so far, less what was spent) covers their estimated
+  cost. The turn stops at the first one that does not fit, so credit builds up for it instead of
+  going to smaller ones: every drawing gets its turn.
+* The last epoch of `fit()` is preferred: earlier epochs keep back the credit that the last one
+  needs to draw everything once, beyond what training will still earn by then.
+* A drawing whose single cost exceeds the budget of the whole run is *left out*; the reason
+  names its cost and how to get it (a larger `budget`, or `budget=None`).
+* Drawings that scale (activation-maximization steps) take fewer steps when credit is short.
+
+Costs are measured whenever something is drawn; before its first drawing, a drawing's cost is
+the callback's estimate (`ModelTiming`), and at most one such unmeasured drawing starts per epoch,
+so a wrong estimate costs at most one drawing. Bytes are bounded the same way: drawings stop
+within an epoch once `max_bytes` were written.
+
+This module is pure Python (no TensorFlow, no Keras); `tb_cnnviz.callbacks` feeds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+__all__ = ["DEFAULT_BUDGET", "DEFAULT_MAX_BYTES", "Drawing", "ModelTiming", "Plan", "TimeBudget"]
+
+#: The default budget: the callbacks' own time stays within 5% of training time.
+DEFAULT_BUDGET = 0.05
+#: The default cap on bytes the callbacks write per epoch (compressed PNG and JSON).
+DEFAULT_MAX_BYTES = 16 * 2**20
+
+_EMA = 0.5  # weight of a new measurement in a drawing's steady cost
+
+
+@dataclasses.dataclass
+class Drawing:
+    """One picture tag a callback can draw at this epoch, with what planning it needs.
+
+    Attributes:
+        tag: The picture tag, e.g. `"conv4/actmax"`.
+        kind: One of `tb_cnnviz.metadata.KINDS`.
+        draw: Draws and writes it: called as `draw(steps)` for a scalable drawing, else `draw()`.
+        source: Who offered it (the callback), for its caller's bookkeeping.
+        also: Further tags the same drawing writes (attribution of several image inputs).
+        estimate: Seconds one drawing costs before it was ever measured (setup and tracing
+            included).
+        estimate_bytes: Bytes one drawing writes before it was ever measured.
+        cheap: Drawn at every epoch it is due, budget or not.
+        steps: For a scalable drawing, its full number of steps; its cost is taken as
+            proportional to them.
+        min_steps: The fewest steps worth drawing.
+        order: Ties between drawings of equal staleness go to the lower order.
+    """
+
+    tag: str
+    kind: str
+    draw: Callable[..., object]
+    source: object = None
+    also: tuple[str, ...] = ()
+    estimate: float = 0.0
+    estimate_bytes: int = 0
+    cheap: bool = False
+    steps: int | None = None
+    min_steps: int | None = None
+    order: int = 0
+
+
+@dataclasses.dataclass
+class Plan:
+    """What one epoch's planning decided.
+
+    Attributes:
+        draw: `(drawing, steps)` in drawing order; `steps` is None for non-scalable drawings.
+        skipped: `{tag: reason}` for drawings due now but not drawn.
+        left_out: `{tag: reason}` for drawings too costly for the whole run (also in `skipped`).
+    """
+
+    draw: list[tuple[Drawing, int | None]]
+    skipped: dict[str, str]
+    left_out: dict[str, str]
+
+
+@dataclasses.dataclass
+class _Cost:
+    first: float | None = None  # the first drawing's seconds (tracing included)
+    steady: float | None = None  # seconds of a later drawing (EMA), per full `steps`
+    bytes: float | None = None
+    last_epoch: int | None = None
+
+
+class ModelTiming:
+    """What one eager forward pass of a model costs: a fixed part and a part per image.
+
+    The fixed part is dominated by per-operation overhead, which also sets how long tracing a
+    compiled function of the model takes; the per-image part sets what every image of a
+    compiled forward pass costs. Both come from timing `forward(1 image)` and `forward(n images)`.
+
+    Args:
+        fixed: Seconds of an eager forward pass that do not grow with the batch.
+        per_image: Seconds each image adds.
+
+    Example:
+        >>> timing = ModelTiming(fixed=0.02, per_image=0.001)
+        >>> round(timing.forward(10), 3)
+        0.03
+    """
+
+    #: Tracing a forward and backward pass costs about this many eager forward passes' fixed
+    #: part (measured on the demo CNN and keras.applications models, see benchmarks/budget.py).
+    TRACE_FACTOR = 25.0
+    #: A compiled forward and backward pass of one image costs this many eager forward passes.
+    BACKWARD_FACTOR = 3.0
+
+    def __init__(self, fixed: float, per_image: float):
+        self.fixed = max(float(fixed), 0.0)
+        self.per_image = max(float(per_image), 0.0)
+
+    @classmethod
+    def measure(cls, forward: Callable[[int], object], n: int) -> ModelTiming:
+        """Times `forward(1)` and `forward(n)` (each after one untimed call) and splits the cost.
+
+        Example:
+            >>> timing = ModelTiming.measure(lambda k: time.sleep(0.001 * k), 4)
+            >>> timing.per_image > 0
+            True
+        """
+        forward(1)  # first calls pay one-time costs (weight reads, op caches)
+        start = time.perf_counter()
+        forward(1)
+        one = time.perf_counter() - start
+        if n <= 1:
+            return cls(one, 0.0)
+        start = time.perf_counter()
+        forward(n)
+        many = time.perf_counter() - start
+        per_image = max(many - one, 0.0) / (n - 1)
+        return cls(max(one - per_image, 0.0), per_image)
+
+    def forward(self, images: int) -> float:
+        """Seconds of an eager forward pass of `images` images."""
+        return self.fixed + self.per_image * images
+
+    def trace(self) -> float:
+        """Seconds to trace and compile a forward and backward pass of the model."""
+        return self.TRACE_FACTOR * self.fixed
+
+    def backward(self, images: int) -> float:
+        """Seconds of a compiled forward and backward pass of `images` images."""
+        return self.BACKWARD_FACTOR * self.per_image * images
+
+
+class TimeBudget:
+    """Plans which drawings to make at each epoch so the callbacks' time stays within budget.
+
+    Args:
+        fraction: The budget, a fraction of training time in (0, 1]; None draws everything that
+            is due (no budget).
+        max_bytes: Bytes the drawings of one epoch may write; None for no cap.
+
+    Attributes:
+        train_seconds: Training time so far over every `fit()`, the callbacks' time excluded.
+        own_seconds: The callbacks' own time so far.
+
+    Example:
+        >>> budget = TimeBudget(0.5)
+        >>> budget.start_fit(epochs=2)
+        >>> weights = Drawing("c/weights", "weights", lambda: 10, cheap=True)
+        >>> maps = Drawing("c/feature_maps", "feature_maps", lambda: 10, estimate=1e9)
+        >>> plan = budget.plan(0, [weights, maps])
+        >>> [d.tag for d, _ in plan.draw], list(plan.left_out)
+        (['c/weights'], ['c/feature_maps'])
+    """
+
+    def __init__(self, fraction: float | None = DEFAULT_BUDGET, max_bytes=DEFAULT_MAX_BYTES):
+        self.fraction = fraction
+        self.max_bytes = max_bytes
+        self.train_seconds = 0.0
+        self.own_seconds = 0.0
+        self._costs: dict[str, _Cost] = {}
+        self._reported: set[str] = set()
+        self._fit_start: float | None = None
+        self._fit_own_start = 0.0
+        self._fit_train_start = 0.0
+        self._epochs: int | None = 1
+        self._epochs_done = 0
+        self._depth = 0
+        #: `ModelTiming` of the model being trained, shared by the callbacks that estimate.
+        self.timing: ModelTiming | None = None
+        self.timing_model: object = None
+
+    # -- time keeping ------------------------------------------------------------------------
+    def bind(self, model: object) -> None:
+        """Starts measuring `model`: what another model's drawings cost says nothing of it.
+
+        Training and own time go on accumulating; only costs and the timing are forgotten.
+        """
+        if model is not self.timing_model:
+            self._costs.clear()
+            self.timing, self.timing_model = None, model
+
+    def start_fit(self, epochs: int | None, now: float | None = None) -> None:
+        """Starts timing one `fit()` call that will run `epochs` epochs (None: unknown)."""
+        self._fit_start = time.perf_counter() if now is None else now
+        self._fit_own_start = self.own_seconds
+        self._fit_train_start = self.train_seconds
+        self.set_epochs(epochs)
+        self._epochs_done = 0
+
+    def set_epochs(self, epochs: int | None) -> None:
+        """Sets how many epochs the current `fit()` runs (None: unknown, as in a custom loop).
+
+        With the count unknown, nothing is kept back for a last epoch and nothing is judged too
+        costly for the run: drawings wait for their credit.
+        """
+        self._epochs = None if epochs is None else max(int(epochs), 1)
+
+    def tick(self, now: float | None = None) -> None:
+        """Brings `train_seconds` up to now: wall time since `start_fit` less own time."""
+        if self._fit_start is None:
+            return
+        now = time.perf_counter() if now is None else now
+        wall = now - self._fit_start
+        self.train_seconds = self._fit_train_start + max(
+            wall - (self.own_seconds - self._fit_own_start), 0.0
+        )
+
+    def end_epoch(self) -> None:
+        """Counts one finished epoch of the current `fit()` (call after `tick`)."""
+        self._epochs_done += 1
+
+    @contextlib.contextmanager
+    def own(self) -> Iterator[None]:
+        """Counts the time spent inside as the callbacks' own (re-entrant)."""
+        if self._depth:
+            yield
+            return
+        self._depth += 1
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            self.own_seconds += time.perf_counter() - start
+
+    def credit(self) -> float:
+        """Seconds the callbacks may still spend now: the budget earned less what was spent."""
+        if self.fraction is None:
+            return math.inf
+        return self.fraction * self.train_seconds - self.own_seconds
+
+    def projected_train_seconds(self) -> float:
+        """Training time the current `fit()` is expected to take in all, from its epochs so far."""
+        fit_train = self.train_seconds - self._fit_train_start
+        if self._epochs_done == 0 or self._epochs is None:
+            return self._fit_train_start + fit_train
+        per_epoch = fit_train / self._epochs_done
+        return self._fit_train_start + per_epoch * self._epochs
+
+    # -- costs -------------------------------------------------------------------------------
+    def record(self, drawing: Drawing, seconds: float, epoch: int, steps=None, written=None):
+        """Records what drawing `drawing` (with `steps`) cost."""
+        cost = self._costs.setdefault(drawing.tag, _Cost())
+        full = seconds
+        if drawing.steps and steps:
+            full = seconds * drawing.steps / steps
+        if cost.first is None:
+            cost.first = seconds
+        else:
+            cost.steady = full if cost.steady is None else _EMA * full + (1 - _EMA) * cost.steady
+        if written is not None:
+            cost.bytes = float(written)
+        cost.last_epoch = epoch
+
+    def estimate(self, drawing: Drawing, steps: int | None = None) -> float:
+        """Seconds `drawing` is expected to cost now (with `steps`, or its full steps)."""
+        cost = self._costs.get(drawing.tag)
+        if cost is None or cost.first is None:
+            return drawing.estimate  # one-time costs (tracing) do not shrink with the steps
+        full = cost.steady if cost.steady is not None else cost.first
+        if drawing.steps and steps:
+            return full * steps / drawing.steps
+        return full
+
+    def estimate_bytes(self, drawing: Drawing) -> float:
+        """Bytes `drawing` is expected to write."""
+        cost = self._costs.get(drawing.tag)
+        return cost.bytes if cost is not None and cost.bytes is not None else drawing.estimate_bytes
+
+    def largest_drawing(self) -> float:
+        """Seconds of the costliest single drawing measured so far (tracing included).
+
+        The budget may run over by at most about this much: a drawing's first cost is an
+        estimate until it was drawn once.
+        """
+        return max(
+            (max(c.first or 0.0, c.steady or 0.0) for c in self._costs.values()), default=0.0
+        )
+
+    def measured(self, drawing: Drawing) -> bool:
+        """Whether `drawing` was drawn (and timed) before."""
+        cost = self._costs.get(drawing.tag)
+        return cost is not None and cost.first is not None
+
+    # -- planning ----------------------------------------------------------------------------
+    def plan(self, epoch: int, drawings: Sequence[Drawing], *, final: bool = False) -> Plan:
+        """Decides which of the drawings due at `epoch` to draw now.
+
+        Args:
+            epoch: The epoch (the step the drawings are written at).
+            drawings: Every drawing due at this epoch.
+            final: Whether this is the last epoch of `fit()`: nothing is kept back.
+
+        Returns:
+            A `Plan`.
+        """
+        if self.fraction is None:
+            return Plan([(d, d.steps) for d in drawings], {}, {})
+        chosen: list[tuple[Drawing, int | None]] = []
+        skipped: dict[str, str] = {}
+        left_out: dict[str, str] = {}
+        bytes_left = math.inf if self.max_bytes is None else float(self.max_bytes)
+        for d in drawings:
+            if d.cheap:
+                chosen.append((d, d.steps))
+                bytes_left -= self.estimate_bytes(d)
+
+        run_budget = self.fraction * self.projected_train_seconds()
+        costly = [d for d in drawings if not d.cheap]
+        affordable = []
+        for d in costly:
+            cheapest = self.estimate(d, d.min_steps)
+            if self._epochs is not None and cheapest > run_budget:
+                left_out[d.tag] = skipped[d.tag] = self._too_costly(d, cheapest, run_budget)
+            else:
+                affordable.append(d)
+
+        available = self.credit() - sum(self.estimate(d) for d, _ in chosen)
+        if not final:
+            # Keep back what the last epoch needs to draw everything once, beyond what the
+            # epochs still to come will earn.
+            remaining = max(self.projected_train_seconds() - self.train_seconds, 0.0)
+            needed = sum(self.estimate(d) for d in affordable)
+            available -= max(needed - self.fraction * remaining, 0.0)
+
+        def staleness(d: Drawing):
+            cost = self._costs.get(d.tag)
+            last = -1 if cost is None or cost.last_epoch is None else cost.last_epoch
+            return (last, d.order)
+
+        unmeasured_started = False
+        waiting = None
+        for d in sorted(affordable, key=staleness):
+            if waiting is not None:
+                skipped[d.tag] = _waits(waiting)
+                continue
+            if not self.measured(d) and unmeasured_started and not final:
+                skipped[d.tag] = "first drawings are spread over epochs; it is drawn at a later one"
+                continue
+            steps = self._steps_that_fit(d, available)
+            if steps is False or bytes_left < self.estimate_bytes(d):
+                waiting = d
+                skipped[d.tag] = self._short(d, available, bytes_left)
+                continue
+            chosen.append((d, steps))
+            available -= self.estimate(d, steps)
+            bytes_left -= self.estimate_bytes(d)
+            unmeasured_started |= not self.measured(d)
+        return Plan(chosen, skipped, left_out)
+
+    def _steps_that_fit(self, d: Drawing, available: float):
+        """The steps to draw `d` with in `available` seconds: its full steps, fewer, or False."""
+        if self.estimate(d) <= available:
+            return d.steps
+        if not d.steps or not self.measured(d):
+            return False
+        per_step = self.estimate(d) / d.steps
+        steps = int(available / per_step) if per_step > 0 else d.steps
+        return steps if steps >= (d.min_steps or d.steps) else False
+
+    def _too_costly(self, d: Drawing, cost: float, run_budget: float) -> str:
+        percent = f"{self.fraction:.0%}" if self.fraction >= 0.01 else f"{self.fraction:g}"
+        needed = cost / max(self.projected_train_seconds(), 1e-9)
+        return (
+            f"left out: one drawing costs about {_seconds(cost)}, more than this run's whole "
+            f"budget ({percent} of {_seconds(self.projected_train_seconds())} of training = "
+            f"{_seconds(run_budget)}); pass budget={_suggest(needed)} (or budget=None) to draw it"
+        )
+
+    def _short(self, d: Drawing, available: float, bytes_left: float) -> str:
+        if bytes_left < self.estimate_bytes(d):
+            return (
+                f"deferred: this epoch's pictures reached the {_megabytes(self.max_bytes)} cap; "
+                "drawn at a later epoch"
+            )
+        return (
+            f"deferred by the time budget: it costs about {_seconds(self.estimate(d))} and "
+            f"{_seconds(max(available, 0.0))} was left at this epoch; drawn when its turn comes"
+        )
+
+    def report_once(self, tag: str) -> bool:
+        """True the first time `tag` is reported as left out (to log it once)."""
+        if tag in self._reported:
+            return False
+        self._reported.add(tag)
+        return True
+
+
+def _waits(d: Drawing) -> str:
+    return f"deferred by the time budget: waiting for {d.tag} to be drawn first (turns)"
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.2f} s" if s < 10 else f"{s:.0f} s"
+
+
+def _megabytes(b) -> str:
+    return f"{b / 2**20:g} MB"
+
+
+def _suggest(fraction: float) -> str:
+    """A round budget at least `fraction` (with headroom), at most 1."""
+    for option in (0.1, 0.2, 0.3, 0.5, 1.0):
+        if fraction * 1.2 <= option:
+            return str(option)
+    return "1.0"

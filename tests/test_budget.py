@@ -1,0 +1,178 @@
+"""The time budget's planning (`tb_cnnviz.budget`), on a clock the tests drive."""
+
+from __future__ import annotations
+
+import pytest
+
+from tb_cnnviz.budget import Drawing, ModelTiming, TimeBudget
+
+
+class Clock:
+    """Drives a `TimeBudget` through epochs: `train(s)` trains, `spend(s)` is the callback's."""
+
+    def __init__(self, fraction=0.05, epochs=10, max_bytes=None):
+        self.now = 0.0
+        self.budget = TimeBudget(fraction, max_bytes=max_bytes)
+        self.budget.start_fit(epochs, now=self.now)
+
+    def train(self, seconds):
+        self.now += seconds
+        self.budget.tick(now=self.now)
+        self.budget.end_epoch()
+
+    def run(self, epoch, drawings, final=False, cost=None):
+        """Plans one epoch and 'draws' what it chose, each costing its estimate (or `cost`)."""
+        plan = self.budget.plan(epoch, drawings, final=final)
+        for d, steps in plan.draw:
+            seconds = (cost or {}).get(d.tag, d.estimate)
+            if d.steps and steps:
+                seconds = seconds * steps / d.steps
+            self.now += seconds
+            self.budget.own_seconds += seconds
+            self.budget.record(d, seconds, epoch, steps, d.estimate_bytes)
+        return plan
+
+
+def drawing(tag, seconds, *, cheap=False, kind="feature_maps", order=0, **kw):
+    return Drawing(tag, kind, lambda *a: None, estimate=seconds, cheap=cheap, order=order, **kw)
+
+
+def tags(plan):
+    return [d.tag for d, _ in plan.draw]
+
+
+def test_cheap_drawings_are_drawn_every_epoch_whatever_the_credit():
+    """Cheap drawings (weights) are drawn at every epoch even with no credit left."""
+    clock = Clock(fraction=0.01)
+    weights = drawing("c/weights", 5.0, cheap=True, kind="weights")
+    for epoch in range(3):
+        clock.train(1.0)
+        assert tags(clock.run(epoch, [weights])) == ["c/weights"]
+
+
+def test_costly_drawings_take_turns_and_each_is_drawn():
+    """Drawings costing more than one epoch's credit take turns: all are drawn, evenly."""
+    clock = Clock(fraction=0.1, epochs=20)
+    layers = [drawing(f"l{i}/feature_maps", 0.15, order=i) for i in range(3)]
+    drawn = []
+    for epoch in range(19):
+        clock.train(1.0)  # 0.1 s of credit per epoch: one drawing every 1.5 epochs
+        drawn.append(tags(clock.run(epoch, layers)))
+    flat = [t for epoch in drawn for t in epoch]
+    assert {t for t in flat} == {d.tag for d in layers}
+    counts = [flat.count(d.tag) for d in layers]
+    assert max(counts) - min(counts) <= 1  # fair turns
+    assert clock.budget.own_seconds <= 0.1 * clock.budget.train_seconds + 0.15
+
+
+def test_spending_stays_within_the_budget_over_a_run():
+    """Over a run, own time stays within the budget (plus at most one drawing)."""
+    clock = Clock(fraction=0.05, epochs=8)
+    weights = drawing("c/weights", 0.01, cheap=True, kind="weights")
+    costly = [drawing(f"l{i}/actmax", 0.3, kind="actmax", order=i) for i in range(4)]
+    for epoch in range(8):
+        clock.train(2.0)
+        clock.run(epoch, [weights, *costly], final=epoch == 7)
+    assert clock.budget.own_seconds <= 0.05 * clock.budget.train_seconds + 0.3
+
+
+def test_a_drawing_too_costly_for_the_whole_run_is_left_out_with_its_cost():
+    """A drawing costing more than the run's budget is left out; the reason says what to pass."""
+    clock = Clock(fraction=0.05, epochs=5)
+    clock.train(2.0)  # a 10 s run: 0.5 s budget
+    plan = clock.run(0, [drawing("conv4/actmax", 3.0, kind="actmax")])
+    assert tags(plan) == []
+    reason = plan.left_out["conv4/actmax"]
+    assert plan.skipped["conv4/actmax"] == reason
+    assert "3.00 s" in reason and "0.50 s" in reason
+    assert "budget=0.5" in reason and "budget=None" in reason
+
+
+def test_the_last_epoch_gets_what_it_needs_to_draw_everything():
+    """Earlier epochs keep back credit so the last epoch draws every drawing once."""
+    clock = Clock(fraction=0.1, epochs=4)
+    costly = [drawing(f"l{i}/actmax", 0.15, kind="actmax", order=i) for i in range(2)]
+    plans = []
+    for epoch in range(4):
+        clock.train(1.0)
+        plans.append(clock.run(epoch, costly, final=epoch == 3))
+    assert sorted(tags(plans[-1])) == ["l0/actmax", "l1/actmax"]
+
+
+def test_scalable_drawings_take_fewer_steps_when_credit_is_short():
+    """A measured drawing with steps is drawn with fewer steps (not below min_steps) when short."""
+    clock = Clock(fraction=0.1, epochs=100)
+    actmax = drawing("c/actmax", 0.9, kind="actmax", steps=16, min_steps=4)
+    clock.train(10.0)
+    assert [s for _, s in clock.run(0, [actmax]).draw] == [16]  # 1.0 s of credit, 0.1 s left
+    clock.train(2.5)  # 0.35 s of credit: about 6 of 16 steps
+    [(_, steps)] = clock.run(1, [actmax]).draw
+    assert 4 <= steps < 16
+    clock.train(0.5)  # 0.05 s: not even min_steps fit
+    assert clock.run(2, [actmax]).draw == []
+
+
+def test_only_one_never_measured_drawing_starts_per_epoch():
+    """Before their first drawing, costs are estimates: only one such drawing starts per epoch."""
+    clock = Clock(fraction=0.5, epochs=10)
+    costly = [drawing(f"l{i}/actmax", 0.01, kind="actmax", order=i) for i in range(3)]
+    clock.train(10.0)
+    plan = clock.run(0, costly)
+    assert tags(plan) == ["l0/actmax"]
+    assert "later" in plan.skipped["l1/actmax"]
+    clock.train(10.0)
+    assert tags(clock.run(1, costly)) == ["l1/actmax", "l0/actmax"]
+
+
+def test_the_byte_cap_defers_drawings_to_later_epochs():
+    """Drawings beyond the per-epoch byte cap wait, with a reason naming the cap."""
+    clock = Clock(fraction=1.0, epochs=10, max_bytes=1000)
+    maps = [drawing(f"l{i}/feature_maps", 0.0, estimate_bytes=600, order=i) for i in range(2)]
+    clock.train(1.0)
+    clock.run(0, maps[:1])
+    clock.run(0, maps[1:])  # both measured now
+    clock.train(1.0)
+    plan = clock.run(1, maps)
+    assert len(plan.draw) == 1
+    [reason] = plan.skipped.values()
+    assert "cap" in reason
+
+
+def test_no_budget_draws_everything_that_is_due():
+    """budget=None: every drawing, full steps, nothing skipped."""
+    clock = Clock(fraction=None)
+    costly = [drawing(f"l{i}/actmax", 100.0, kind="actmax", steps=8) for i in range(3)]
+    clock.train(0.1)
+    plan = clock.run(0, costly)
+    assert [(d.tag, s) for d, s in plan.draw] == [(d.tag, 8) for d in costly]
+    assert plan.skipped == {} and plan.left_out == {}
+
+
+def test_unknown_epoch_count_waits_for_credit_and_leaves_nothing_out():
+    """In a custom loop (no epoch count), nothing is judged too costly; drawings wait for credit."""
+    budget = TimeBudget(0.05)
+    budget.start_fit(None, now=0.0)
+    budget.tick(now=1.0)
+    budget.end_epoch()
+    plan = budget.plan(0, [drawing("c/actmax", 10.0, kind="actmax")])
+    assert plan.left_out == {} and "c/actmax" in plan.skipped
+
+
+def test_own_time_is_subtracted_from_training_time():
+    """Training time is wall time since the fit started, less the callbacks' own time."""
+    budget = TimeBudget(0.05)
+    budget.start_fit(3, now=100.0)
+    budget.own_seconds += 2.0
+    budget.tick(now=110.0)
+    assert budget.train_seconds == pytest.approx(8.0)
+    assert budget.credit() == pytest.approx(0.05 * 8.0 - 2.0)
+
+
+def test_model_timing_splits_fixed_and_per_image_cost():
+    """ModelTiming.measure recovers a fixed and a per-image part from two timed calls."""
+    import time
+
+    timing = ModelTiming.measure(lambda k: time.sleep(0.01 + 0.005 * k), 5)
+    assert 0.005 < timing.fixed < 0.02
+    assert 0.003 < timing.per_image < 0.008
+    assert timing.trace() == pytest.approx(ModelTiming.TRACE_FACTOR * timing.fixed)

@@ -20,6 +20,9 @@ __all__ = ["ActivationMaximization"]
 #: Optimization steps per logged epoch in the callbacks' default: with warm starts, each epoch
 #: refines the previous epoch's images, so the images sharpen as training goes on.
 DEFAULT_STEPS = 32
+#: Seconds to trace a renderer's optimization loop, transforms and parameterization beyond the
+#: model itself (measured on these 2 cores: 0.4-0.6 s on small models).
+TRACE_SECONDS = 0.5
 #: The fewest steps a drawing takes when the time budget is short (a quarter of `steps` if
 #: that is more): fewer barely move a warm start.
 MIN_STEPS = 4
@@ -173,8 +176,15 @@ class ActivationMaximization(VizCallback):
         h, w = renderer.model_size or renderer.size
         timing = self._model_timing(self.model, np.zeros((4, h, w, renderer.channels), np.float32))
         filters = min(renderer.units or 1, self.max_filters)
-        # Transforms and the Fourier decode add about a third to each forward and backward pass.
-        seconds = timing.trace() + 1.3 * self.steps * timing.backward(filters)
+        # The pass runs up to the layer only: deeper layers cost more (taken as linear in the
+        # layer's place among the conv layers, a quarter at least for the full-size input).
+        paths = [p for p, _ in layer_lib.conv_layers(self.model)]
+        depth = max(0.25, (paths.index(path) + 1) / len(paths)) if path in paths else 1.0
+        # Transforms and the Fourier decode add about a third to each forward and backward pass;
+        # tracing them and the optimization loop costs about half a second on its own.
+        seconds = TRACE_SECONDS + depth * (
+            timing.trace() + 1.3 * self.steps * timing.backward(filters)
+        )
         return seconds, filters * h * w * renderer.channels
 
     def _draw(self, path, layer, step, steps=None):

@@ -459,9 +459,18 @@ def log_epoch(
     if not drawings:
         return {"drawn": [], "skipped": {}}
     plan = budget.plan(epoch, drawings, final=final)
-    for tag, reason in plan.left_out.items():
-        if budget.report_once(tag):
-            logger.warning("tb-cnnviz: %s: %s", tag, reason)
+    if final:  # the log says once, per kind, what the whole run went without, and why
+        by_kind: dict[str, list[str]] = {}
+        for d in drawings:
+            if d.tag in plan.left_out:
+                by_kind.setdefault(d.kind, []).append(d.tag)
+        never = budget.never_drawn(plan.left_out)
+        for tags in by_kind.values():
+            tags = sorted((t for t in tags if t in never), key=list(plan.left_out).index)
+            if tags:
+                logger.warning(
+                    "tb-cnnviz: not drawn in this run: %s. %s", ", ".join(tags), never[tags[0]]
+                )
     also = {d.tag: d.also for d in drawings}
     drawn, skipped = [], {}
     for tag, reason in plan.skipped.items():

@@ -99,7 +99,9 @@ class FeatureMaps(VizCallback):
     def _estimate(self, path, layer):
         timing = self._model_timing(self.model, self.probe_images)
         pixels = _map_pixels(layer, self._count(), self.max_filters)
-        return timing.forward(self._count()) + pixels * ENCODE_SECONDS_PER_PIXEL, pixels
+        # One forward pass serves every layer drawn at a step: each layer carries its share.
+        forward = timing.forward(self._count()) / max(len(self._selected), 1)
+        return forward + pixels * ENCODE_SECONDS_PER_PIXEL, pixels
 
     def _count(self) -> int:
         return len(
@@ -133,4 +135,4 @@ def _map_pixels(layer, images: int, max_filters: int) -> int:
         spatial = [d or 1 for d in shape[2:]]
     filters = min(int(shape[-1] if shape[-1] else 1), max_filters)
     side = [min(d, summary.DEFAULT_MAX_TILE_SIDE) for d in spatial[-2:]]
-    return int(filters * images * np.prod(side))
+    return int(min(filters * images * np.prod(side), summary.DEFAULT_MAX_LAYER_PIXELS))

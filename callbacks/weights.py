@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from tb_cnnviz import budget as budget_lib
 from tb_cnnviz import layers as layer_lib
 from tb_cnnviz import summary
@@ -64,11 +66,26 @@ class FilterWeights(VizCallback):
         self.max_input_channels = max_input_channels
         self._previous = {}
         self._rgb_layer = None
+        self._shapes = {}
 
     def _validate(self, model):
         first_path, first = layer_lib.conv_layers(model)[0]
         kernel = layer_lib.kernel_for_display(first)
         self._rgb_layer = first_path if kernel.shape[-2] == 3 else None
+
+    def _estimate(self, path, layer):
+        # Weights are cheap in time (drawn at every epoch), but not in bytes on deep models:
+        # about a byte per drawn weight and 25 bytes of index per tile.
+        if path not in self._shapes:
+            self._shapes[path] = tuple(layer_lib.kernel_for_display(layer).shape)
+        shape = self._shapes[path]
+        filters = min(shape[-1], self.max_filters)
+        inputs = min(shape[-2], self.max_input_channels * summary.GRID_INPUTS_PER_SLICE)
+        tiles = filters * min(shape[-2], self.max_input_channels)
+        per_input = int(np.prod(shape[:-2]))
+        if per_input == 1:
+            tiles = filters
+        return 0.0, filters * inputs * per_input + 25 * tiles
 
     def _draw(self, path, layer, step):
         kernel = layer_lib.kernel_for_display(layer)

@@ -12,8 +12,9 @@ training, amortized over the run:
   going to smaller ones: every drawing gets its turn.
 * The last epoch of `fit()` is preferred: earlier epochs keep back the credit that the last one
   needs to draw everything once, beyond what training will still earn by then.
-* A drawing whose single cost exceeds the budget of the whole run is *left out*; the reason
-  names its cost and how to get it (a larger `budget`, or `budget=None`).
+* The drawings the whole run can afford once each (cheapest first, after the setup and the cheap
+  drawings of every epoch) take turns; the others are *left out*, and the reason names their
+  cost and how to get them (a larger `budget`, or `budget=None`).
 * Drawings that scale (activation-maximization steps) take fewer steps when credit is short.
 
 Costs are measured whenever something is drawn; before its first drawing, a drawing's cost is
@@ -39,7 +40,7 @@ DEFAULT_BUDGET = 0.05
 #: The default cap on bytes the callbacks write per epoch (compressed PNG and JSON).
 DEFAULT_MAX_BYTES = 16 * 2**20
 
-_EMA = 0.5  # weight of a new measurement in a drawing's steady cost
+_EMA = 0.3  # weight of a new measurement in a drawing's steady cost
 
 
 @dataclasses.dataclass
@@ -193,6 +194,9 @@ class TimeBudget:
         self._fit_train_start = 0.0
         self._epochs: int | None = 1
         self._epochs_done = 0
+        self._setup_seconds = 0.0
+        self._cheap_seconds = 0.0  # what the cheap drawings of this fit cost so far
+        self._drawn_in_fit: set[str] = set()
         self._depth = 0
         #: `ModelTiming` of the model being trained, shared by the callbacks that estimate.
         self.timing: ModelTiming | None = None
@@ -215,6 +219,8 @@ class TimeBudget:
         self._fit_train_start = self.train_seconds
         self.set_epochs(epochs)
         self._epochs_done = 0
+        self._cheap_seconds = 0.0
+        self._drawn_in_fit = set()
 
     def set_epochs(self, epochs: int | None) -> None:
         """Sets how many epochs the current `fit()` runs (None: unknown, as in a custom loop).
@@ -236,6 +242,8 @@ class TimeBudget:
 
     def end_epoch(self) -> None:
         """Counts one finished epoch of the current `fit()` (call after `tick`)."""
+        if self._epochs_done == 0:  # own time so far is the fit's setup (checks, timing)
+            self._setup_seconds = self.own_seconds - self._fit_own_start
         self._epochs_done += 1
 
     @contextlib.contextmanager
@@ -270,6 +278,9 @@ class TimeBudget:
     def record(self, drawing: Drawing, seconds: float, epoch: int, steps=None, written=None):
         """Records what drawing `drawing` (with `steps`) cost."""
         cost = self._costs.setdefault(drawing.tag, _Cost())
+        if drawing.cheap:
+            self._cheap_seconds += seconds
+        self._drawn_in_fit.add(drawing.tag)
         full = seconds
         if drawing.steps and steps:
             full = seconds * drawing.steps / steps
@@ -334,15 +345,19 @@ class TimeBudget:
                 chosen.append((d, d.steps))
                 bytes_left -= self.estimate_bytes(d)
 
+        # The drawings the run can afford, each once, cheapest first, after the setup and the
+        # cheap kinds at every epoch: they take turns. The rest are left out.
         run_budget = self.fraction * self.projected_train_seconds()
-        costly = [d for d in drawings if not d.cheap]
+        room = run_budget
+        if self._epochs is not None:
+            room -= self._setup_seconds + self._cheap_projection(drawings)
         affordable = []
-        for d in costly:
-            cheapest = self.estimate(d, d.min_steps)
-            if self._epochs is not None and cheapest > run_budget:
-                left_out[d.tag] = skipped[d.tag] = self._too_costly(d, cheapest, run_budget)
-            else:
+        for d in sorted((d for d in drawings if not d.cheap), key=self._cheapest):
+            if self._epochs is None or self._cheapest(d) <= room:
                 affordable.append(d)
+                room -= self._cheapest(d)
+            else:
+                left_out[d.tag] = skipped[d.tag] = self._too_costly(d, run_budget, room)
 
         available = self.credit() - sum(self.estimate(d) for d, _ in chosen)
         if not final:
@@ -377,6 +392,18 @@ class TimeBudget:
             unmeasured_started |= not self.measured(d)
         return Plan(chosen, skipped, left_out)
 
+    def _cheap_projection(self, drawings: Sequence[Drawing]) -> float:
+        """Seconds the cheap drawings will cost over this fit: spent so far, then at their rate."""
+        drawn_epochs = self._epochs_done - 1  # this epoch's are not drawn yet
+        if drawn_epochs > 0:
+            rate = self._cheap_seconds / drawn_epochs
+        else:
+            rate = sum(self.estimate(d) for d in drawings if d.cheap)
+        return self._cheap_seconds + rate * max(self._epochs - drawn_epochs, 0)
+
+    def _cheapest(self, d: Drawing) -> float:
+        return self.estimate(d, d.min_steps)
+
     def _steps_that_fit(self, d: Drawing, available: float):
         """The steps to draw `d` with in `available` seconds: its full steps, fewer, or False."""
         if self.estimate(d) <= available:
@@ -387,13 +414,16 @@ class TimeBudget:
         steps = int(available / per_step) if per_step > 0 else d.steps
         return steps if steps >= (d.min_steps or d.steps) else False
 
-    def _too_costly(self, d: Drawing, cost: float, run_budget: float) -> str:
+    def _too_costly(self, d: Drawing, run_budget: float, room: float) -> str:
         percent = f"{self.fraction:.0%}" if self.fraction >= 0.01 else f"{self.fraction:g}"
-        needed = cost / max(self.projected_train_seconds(), 1e-9)
+        cost = self._cheapest(d)
+        training = max(self.projected_train_seconds(), 1e-9)
+        needed = self.fraction + (cost - max(room, 0.0)) / training
         return (
-            f"left out: one drawing costs about {_seconds(cost)}, more than this run's whole "
-            f"budget ({percent} of {_seconds(self.projected_train_seconds())} of training = "
-            f"{_seconds(run_budget)}); pass budget={_suggest(needed)} (or budget=None) to draw it"
+            f"left out: one drawing costs about {_seconds(cost)}, and this run's budget "
+            f"({percent} of {_seconds(training)} of training = {_seconds(run_budget)}) leaves "
+            f"{_seconds(max(room, 0.0))} after the setup, the filter weights and cheaper "
+            f"drawings; pass budget={_suggest(needed)} (or budget=None) to draw it"
         )
 
     def _short(self, d: Drawing, available: float, bytes_left: float) -> str:
@@ -407,12 +437,21 @@ class TimeBudget:
             f"{_seconds(max(available, 0.0))} was left at this epoch; drawn when its turn comes"
         )
 
-    def report_once(self, tag: str) -> bool:
-        """True the first time `tag` is reported as left out (to log it once)."""
-        if tag in self._reported:
-            return False
-        self._reported.add(tag)
-        return True
+    def never_drawn(self, left_out: dict[str, str]) -> dict[str, str]:
+        """Of `left_out`, the tags not drawn in this `fit()` and not reported before.
+
+        Call it at the last epoch: each tag is reported once per `TimeBudget`.
+
+        Example:
+            >>> budget = TimeBudget()
+            >>> budget.never_drawn({"c/actmax": "too costly"})
+            {'c/actmax': 'too costly'}
+            >>> budget.never_drawn({"c/actmax": "too costly"})
+            {}
+        """
+        out = {t: r for t, r in left_out.items() if t not in self._drawn_in_fit | self._reported}
+        self._reported |= set(out)
+        return out
 
 
 def _waits(d: Drawing) -> str:

@@ -108,6 +108,15 @@ DEFAULT_MAX_FILTERS = 256
 DEFAULT_MAX_SLICES = 32
 #: Default cap on a feature-map tile's longer side; larger maps are average-pooled.
 DEFAULT_MAX_TILE_SIDE = 64
+#: Default cap on the pixels of one layer's feature maps (every drawn filter and probe image):
+#: a deep layer's maps are average-pooled further, down to `MIN_TILE_SIDE`, to stay within it,
+#: so a step of a 50-layer network stays tens of megabytes, not hundreds.
+DEFAULT_MAX_LAYER_PIXELS = 2**20
+#: Maps are never pooled below this side to meet `DEFAULT_MAX_LAYER_PIXELS`.
+MIN_TILE_SIDE = 8
+#: A 1x1 kernel's tile shows up to this many input weights per input-channel slice allowed
+#: (`max_slices`): 256 inputs (a 16x16 tile) at the default 32.
+GRID_INPUTS_PER_SLICE = 8
 
 _written = [0]  # bytes of picture blobs handed to tf.summary.write by this process
 
@@ -194,8 +203,12 @@ def filter_weights(
         elif pics.shape[1] * pics.shape[2] == 1:
             # A 1x1 kernel is one weight per input channel: single-pixel slices would say
             # nothing, so each filter becomes one tile of its input-channel weights, row-major.
-            h = _grid_height(in_channels)
-            pics = pics.reshape(len(ids), 1, h, in_channels // h, 1)
+            # Like the slices of larger kernels, the first inputs stand for the rest.
+            shown = min(in_channels, max_slices * GRID_INPUTS_PER_SLICE)
+            if shown < in_channels:
+                notes.append(f"showing the weights of the first {shown} of {in_channels} inputs")
+            h = _grid_height(shown)
+            pics = pics[..., :shown].reshape(len(ids), 1, h, shown // h, 1)
             slices = {"axis": "input_channel_grid", "count": 1, "total": 1}
         else:
             shown = min(in_channels, max_slices)
@@ -221,6 +234,7 @@ def feature_maps(
     *,
     max_filters: int = DEFAULT_MAX_FILTERS,
     max_tile_side: int = DEFAULT_MAX_TILE_SIDE,
+    max_pixels: int = DEFAULT_MAX_LAYER_PIXELS,
     description: str | None = None,
 ) -> bool:
     """Writes the feature maps of a batch of probe images, with per-filter statistics.
@@ -233,6 +247,8 @@ def feature_maps(
         step: The step; defaults to `tf.summary.experimental.get_step()`.
         max_filters: Draw at most this many filters, evenly sampled.
         max_tile_side: Average-pool maps whose longer side exceeds this.
+        max_pixels: Average-pool further (to a side of at least 8) so that all drawn maps of
+            the layer hold at most this many pixels; the index notes say so.
         description: Optional Markdown for TensorBoard.
 
     Returns:
@@ -269,10 +285,16 @@ def feature_maps(
             maps = maps[:, maps.shape[1] // 2]
         if maps.ndim == 3:
             maps = maps[:, None]  # [n, 1, length, f]
-        maps = _shrink(np.moveaxis(maps, -1, 0), max_tile_side)  # [f, n, h, w]
+        fit = int((max_pixels / (len(ids) * n_images)) ** 0.5)
+        side = min(max_tile_side, max(fit, MIN_TILE_SIDE))
+        (h, w) = maps.shape[1:3]
+        maps = _shrink(np.moveaxis(maps, -1, 0), side)  # [f, n, h, w]
+        notes = []
+        if maps.shape[-2:] != (h, w):
+            notes.append(f"maps average-pooled from {h}x{w} to {maps.shape[-2]}x{maps.shape[-1]}")
         stats = {key: [values[i] for i in ids] for key, values in all_stats.items()}
         slices = {"axis": "probe", "count": int(n_images), "total": int(n_images)}
-        return maps[..., None], slices, stats, {"dead_fraction": dead_fraction}, []
+        return maps[..., None], slices, stats, {"dead_fraction": dead_fraction}, notes
 
     written = write_layer("feature_maps", name, build, ids, total, step, description=description)
     if written:

@@ -176,3 +176,19 @@ def test_model_timing_splits_fixed_and_per_image_cost():
     assert 0.005 < timing.fixed < 0.02
     assert 0.003 < timing.per_image < 0.008
     assert timing.trace() == pytest.approx(ModelTiming.TRACE_FACTOR * timing.fixed)
+
+
+def test_what_the_run_cannot_afford_together_leaves_out_the_costliest():
+    """Each fits the run alone but not both: the cheaper takes turns, the costlier is left out."""
+    clock = Clock(fraction=0.1, epochs=5)
+    cheap = drawing("c/feature_maps", 0.3, order=0)
+    dear = drawing("c/actmax", 0.4, kind="actmax", order=0)
+    clock.train(1.0)  # a 5 s run: 0.5 s of budget
+    plan = clock.run(0, [dear, cheap])
+    assert list(plan.left_out) == ["c/actmax"]
+    assert "leaves 0.20 s" in plan.left_out["c/actmax"]
+    for epoch in range(1, 5):
+        clock.train(1.0)
+        plan = clock.run(epoch, [dear, cheap], final=epoch == 4)
+        assert "c/actmax" in plan.left_out
+    assert clock.budget.measured(cheap)

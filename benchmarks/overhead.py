@@ -1,0 +1,206 @@
+"""What `CNNViz` defaults cost in `fit()`, beside plain `fit()` and Keras' TensorBoard callback.
+
+For each configuration, in one process, the same model (same initial weights, same data) is
+trained by three whole `fit()` calls, in turns (the order rotates between repeats so that a
+slowdown of the shared machine falls on all three):
+
+* `plain`: no callbacks;
+* `cnnviz`: `CNNViz(log_dir, probe_images=8 images, labels=...)` at its defaults (budget 5%);
+* `keras_tb`: `keras.callbacks.TensorBoard(log_dir, histogram_freq=1, write_images=True)`.
+
+Each `fit()` is timed whole: the first epoch, tracing and every callback's setup included. The
+ratios are against `plain`; `own` is CNNViz's own time as a fraction of the training time it
+measured; MB/epoch is the size of the event files each callback wrote, per epoch; `drawn` counts
+the drawings of each kind over the run (from CNNViz's plan records) against the drawings due.
+
+Configurations (`--only` picks some):
+
+* `demo-2000`, `demo-4000`, `demo-50000`: the demo CNN (`tb_cnnviz.demo`, 32x32x3) on that
+  many generated images per epoch, batch 64;
+* `MobileNetV2`, `ResNet50`, `EfficientNetB0`: `keras.applications` with `weights=None`, at
+  224x224x3, 10 classes, 512 random images per epoch, batch 16.
+
+Run: `python benchmarks/overhead.py` (about 35 minutes on 2 cores). `--epochs`, `--repeats` and
+`--seeds` set the run's length and how often each configuration is measured; the summary table
+reports the median ratio per configuration and the worst over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tb_cnnviz.callbacks import CNNViz  # noqa: E402
+
+#: name -> (builder, images per epoch, batch size, default epochs, default repeats)
+CONFIGS = {
+    "demo-2000": ("demo", 2000, 64, 5, 3),
+    "demo-4000": ("demo", 4000, 64, 5, 3),
+    "demo-50000": ("demo", 50000, 64, 3, 1),
+    "MobileNetV2": ("MobileNetV2", 512, 16, 3, 1),
+    "ResNet50": ("ResNet50", 512, 16, 3, 1),
+    "EfficientNetB0": ("EfficientNetB0", 512, 16, 3, 1),
+}
+VARIANTS = ("plain", "cnnviz", "keras_tb")
+
+
+def make_data(kind: str, n: int, seed: int):
+    """Training images and labels, and 8 probe images with labels, for one configuration."""
+    if kind == "demo":
+        from tb_cnnviz.demo.data import make_shapes
+
+        x, y = make_shapes(n + 8, seed=seed)
+        return x[8:], y[8:], x[:8], y[:8]
+    rng = np.random.default_rng(seed)
+    x = rng.random((n + 8, 224, 224, 3), dtype=np.float32)
+    y = rng.integers(0, 10, n + 8)
+    return x[8:], y[8:], x[:8], y[:8]
+
+
+def make_model(kind: str, seed: int):
+    keras.utils.set_random_seed(seed)
+    if kind == "demo":
+        from tb_cnnviz.demo.model import build_demo_cnn
+
+        return build_demo_cnn(seed=seed)
+    model = getattr(keras.applications, kind)(weights=None, input_shape=(224, 224, 3), classes=10)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def folder_bytes(path: str) -> int:
+    return sum(
+        os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files
+    )
+
+
+def drawn_counts(run_dir: str) -> tuple[collections.Counter, collections.Counter]:
+    """`(drawn, due)` per kind, from the plan records in the event files of `run_dir`."""
+    from tensorboard.backend.event_processing import event_file_loader
+    from tensorboard.util import tensor_util
+
+    drawn, due = collections.Counter(), collections.Counter()
+    for name in sorted(os.listdir(run_dir)):
+        if "tfevents" not in name:
+            continue
+        for event in event_file_loader.EventFileLoader(os.path.join(run_dir, name)).Load():
+            for value in event.summary.value:
+                if not value.tag.endswith("/plan"):
+                    continue
+                record = json.loads(tensor_util.make_ndarray(value.tensor)[0])
+                for tag in record["drawn"]:
+                    drawn[tag.rsplit("/", 1)[1]] += 1
+                    due[tag.rsplit("/", 1)[1]] += 1
+                for tag in record["skipped"]:
+                    due[tag.rsplit("/", 1)[1]] += 1
+    return drawn, due
+
+
+def run_config(name: str, seed: int, epochs: int, repeats: int) -> dict:
+    kind, n, batch, _, _ = CONFIGS[name]
+    x, y, probes, probe_labels = make_data(kind, n, seed)
+    initial = make_model(kind, seed).get_weights()
+    times = {v: [] for v in VARIANTS}
+    facts = {}
+    for r in range(repeats):
+        order = VARIANTS[r % 3 :] + VARIANTS[: r % 3]
+        for variant in order:
+            model = make_model(kind, seed)
+            model.set_weights(initial)
+            log_dir = tempfile.mkdtemp(prefix=f"overhead-{variant}-")
+            callbacks = []
+            viz = None
+            if variant == "cnnviz":
+                viz = CNNViz(log_dir, probe_images=probes, labels=probe_labels)
+                callbacks = [viz]
+            elif variant == "keras_tb":
+                callbacks = [
+                    keras.callbacks.TensorBoard(log_dir, histogram_freq=1, write_images=True)
+                ]
+            start = time.perf_counter()
+            model.fit(x, y, epochs=epochs, batch_size=batch, verbose=0, callbacks=callbacks)
+            times[variant].append(time.perf_counter() - start)
+            mb = folder_bytes(log_dir) / 2**20 / epochs
+            if variant == "cnnviz":
+                budget = viz.time_budget
+                drawn, due = drawn_counts(os.path.join(log_dir, "train"))
+                facts["cnnviz"] = {
+                    "mb": mb,
+                    "own": budget.own_seconds / max(budget.train_seconds, 1e-9),
+                    "drawn": {k: f"{drawn[k]}/{due[k]}" for k in sorted(due)},
+                }
+            elif variant == "keras_tb":
+                facts["keras_tb"] = {"mb": mb}
+            print(
+                f"  [{name} seed {seed} repeat {r}] {variant}: {times[variant][-1]:.1f} s",
+                flush=True,
+            )
+    ratios = [{v: times[v][r] / times["plain"][r] for v in VARIANTS[1:]} for r in range(repeats)]
+    return {
+        "plain": statistics.median(times["plain"]),
+        "cnnviz": statistics.median(r["cnnviz"] for r in ratios),
+        "keras_tb": statistics.median(r["keras_tb"] for r in ratios),
+        **{f"{k}_facts": v for k, v in facts.items()},
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per fit()")
+    parser.add_argument("--repeats", type=int, default=None, help="fits of each variant")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0])
+    args = parser.parse_args()
+    rows = []
+    for name in args.only:
+        _, n, _, epochs, repeats = CONFIGS[name]
+        epochs = args.epochs or epochs
+        repeats = args.repeats or repeats
+        results = []
+        for seed in args.seeds:
+            result = run_config(name, seed, epochs, repeats)
+            results.append(result)
+            f, k = result["cnnviz_facts"], result["keras_tb_facts"]
+            print(
+                f"[{name} seed {seed}] {epochs} epochs of {n} images: plain "
+                f"{result['plain']:.1f} s; CNNViz {result['cnnviz']:.3f}x (own {f['own']:.1%} "
+                f"of training, {f['mb']:.2f} MB/epoch, drawn {f['drawn']}); Keras TensorBoard "
+                f"{result['keras_tb']:.3f}x ({k['mb']:.2f} MB/epoch)",
+                flush=True,
+            )
+        rows.append((name, n, epochs, results))
+    print()
+    print(
+        "| configuration | epochs x images | plain fit() | CNNViz defaults, wall (worst seed) "
+        "| CNNViz own time / training (worst) | Keras TensorBoard cb, wall | CNNViz MB/epoch "
+        "| Keras TB MB/epoch |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, n, epochs, results in rows:
+        plain = statistics.median(r["plain"] for r in results)
+        wall = statistics.median(r["cnnviz"] for r in results)
+        worst = max(r["cnnviz"] for r in results)
+        own = max(r["cnnviz_facts"]["own"] for r in results)
+        print(
+            f"| {name} | {epochs} x {n} | {plain:.1f} s | {wall:.3f}x ({worst:.3f}x) "
+            f"| {own:.1%} | {statistics.median(r['keras_tb'] for r in results):.3f}x "
+            f"| {max(r['cnnviz_facts']['mb'] for r in results):.2f} "
+            f"| {max(r['keras_tb_facts']['mb'] for r in results):.2f} |",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

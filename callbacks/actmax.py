@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import numbers
 import warnings
 
 import numpy as np
 
-from tb_cnnviz import actmax, summary, tiles
+from tb_cnnviz import actmax, checks, summary, tiles
 from tb_cnnviz import budget as budget_lib
 from tb_cnnviz import layers as layer_lib
 from tb_cnnviz.actmax import param as param_lib
-from tb_cnnviz.actmax import renderer as renderer_lib
 
 from .base import VizCallback
 
@@ -100,27 +98,14 @@ class ActivationMaximization(VizCallback):
         budget=budget_lib.DEFAULT_BUDGET,
     ):
         super().__init__(log_dir, layers=layers, freq=freq, max_filters=max_filters, budget=budget)
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-            raise ValueError(f"steps must be a positive integer. Received: steps={steps!r}")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise ValueError(f"seed must be an integer. Received: seed={seed!r}")
-        if max_layers is not None and (
-            isinstance(max_layers, bool)
-            or not isinstance(max_layers, numbers.Integral)
-            or max_layers < 1
-        ):
-            raise ValueError(
-                "max_layers must be a positive integer or None. "
-                f"Received: max_layers={max_layers!r}"
-            )
-        self.max_layers = max_layers
-        self.steps = int(steps)
+        self.max_layers = checks.integer("max_layers", max_layers, minimum=1, none=True)
+        self.steps = checks.integer("steps", steps, minimum=1)
         self.warm_start = bool(warm_start)
-        self.value_range = renderer_lib._value_range(value_range)
-        self.size = None if size is None else param_lib._size(size)
+        self.value_range = checks.value_range("value_range", value_range)
+        self.size = None if size is None else checks.image_size("size", size)
         self.decorrelate = decorrelate
-        param_lib._mixing_matrix(decorrelate)  # validates it now, not at the end of an epoch
-        self.seed = int(seed)
+        param_lib.mixing_matrix(decorrelate)  # validates it now, not at the end of an epoch
+        self.seed = checks.integer("seed", seed)
         self.optional = bool(optional)
         self.active = True
         self._renderers = {}

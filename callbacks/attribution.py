@@ -70,16 +70,7 @@ class Attribution(VizCallback):
         super().__init__(log_dir, freq=freq, budget=budget)
         if probe_images is None:
             raise ValueError("Attribution needs probe_images. Received: probe_images=None")
-        if isinstance(probe_images, list | tuple):
-            # Only image inputs must look like images; the others (a vector, a class id) pass.
-            self.probe_images = [
-                check_probe_images(p, f"probe_images[{i}]")
-                if np.ndim(p) >= 3
-                else np.asarray(p, np.float32)
-                for i, p in enumerate(probe_images)
-            ]
-        else:
-            self.probe_images = check_probe_images(probe_images)
+        self.probe_images = check_probe_images(probe_images)
         count = len(self._arrays[0])
         self.labels = None if labels is None else _class_ids(labels, count)
         methods = (methods,) if isinstance(methods, str) else tuple(methods)

@@ -17,7 +17,6 @@ what was logged before stays on disk. Configuration errors, on the other hand, a
 from __future__ import annotations
 
 import logging
-import numbers
 import os
 import threading
 import time
@@ -28,10 +27,11 @@ import numpy as np
 import tensorflow as tf
 
 from tb_cnnviz import budget as budget_lib
+from tb_cnnviz import checks, metadata, summary
 from tb_cnnviz import layers as layer_lib
-from tb_cnnviz import metadata, summary
 
 __all__ = [
+    "Planner",
     "VizCallback",
     "check_budget",
     "check_freq",
@@ -96,12 +96,9 @@ def check_freq(name: str, value) -> int:
         >>> check_freq("freq", 2)
         2
     """
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise ValueError(
-            f"{name} must be a non-negative integer number of epochs (0 turns it off). "
-            f"Received: {name}={value!r}"
-        )
-    return int(value)
+    return checks.integer(
+        name, value, minimum=0, what="a non-negative integer number of epochs (0 turns it off)"
+    )
 
 
 def check_budget(value):
@@ -120,55 +117,79 @@ def check_budget(value):
         >>> check_budget(0.05), check_budget(None)
         (0.05, None)
     """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) <= 1:
-        raise ValueError(
-            "budget must be a fraction of training time in (0, 1] (0.05 lets the callback take "
-            f"at most 5% of it), or None to draw everything. Received: budget={value!r}"
-        )
-    return float(value)
+    return checks.number(
+        "budget",
+        value,
+        above=0,
+        at_most=1,
+        none=True,
+        what="a fraction of training time in (0, 1] (0.05 lets the callback take at most 5% of "
+        "it), or None to draw everything",
+    )
 
 
-def check_probe_images(probe_images, name: str = "probe_images") -> np.ndarray:
-    """Validates probe images: a numeric array `[n, *spatial, channels]` with `n >= 1`.
+def check_probe_images(probe_images, name: str = "probe_images"):
+    """Validates probe images: one array `[n, *spatial, channels]`, or one array per model input.
 
+    The one rule for every callback that shows the model probe images. For a model with several
+    inputs, give a list with one array per input: inputs that are not images (a vector, a class
+    id) are numbers of any shape; at least one must be images, and all hold the same `n`.
     Integer images are converted to float32 without rescaling: give them in the value range the
     model was trained on.
 
     Args:
-        probe_images: Array-like of images.
+        probe_images: Array-like of images, or a list of array-likes.
         name: The argument name, for the message.
 
     Returns:
-        The images as float32.
+        The images as float32: an array, or a list of arrays.
 
     Raises:
-        ValueError: If the images are empty, not numeric, not finite or of too low a rank.
+        ValueError: If the images are empty, not numeric, not finite or of too low a rank, or the
+            arrays of a list disagree on `n`.
 
     Example:
         >>> check_probe_images(np.zeros((2, 8, 8, 3), np.uint8)).dtype
         dtype('float32')
+        >>> [a.shape for a in check_probe_images([np.zeros((2, 8, 8, 3)), np.zeros((2, 5))])]
+        [(2, 8, 8, 3), (2, 5)]
     """
+    if not isinstance(probe_images, list | tuple):
+        return _numbers(probe_images, name, image=True)
+    arrays = [_numbers(p, f"{name}[{i}]", image=False) for i, p in enumerate(probe_images)]
+    if not any(a.ndim >= 3 for a in arrays):
+        raise ValueError(
+            f"{name} must hold images [n_images, *spatial, channels] for at least one model "
+            f"input. Received: {name} with shapes {[a.shape for a in arrays]}"
+        )
+    if len({len(a) for a in arrays}) != 1:
+        raise ValueError(
+            f"{name} for a multi-input model need the same number of images per input. "
+            f"Received: lengths={[len(a) for a in arrays]}"
+        )
+    return arrays
+
+
+def _numbers(value, name: str, *, image: bool) -> np.ndarray:
     try:
-        images = np.asarray(probe_images)
+        array = np.asarray(value)
     except Exception as e:  # ragged lists and the like
         raise ValueError(f"{name} must be an array of images. Received: {e}") from e
-    if images.dtype == object or not (
-        np.issubdtype(images.dtype, np.number) or images.dtype == np.bool_
+    if array.dtype == object or not (
+        np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
     ):
         raise ValueError(
-            f"{name} must hold numbers (float or uint8 images). Received: dtype={images.dtype}"
+            f"{name} must hold numbers (float or uint8 images). Received: dtype={array.dtype}"
         )
-    if images.ndim < 3 or images.shape[0] == 0:
+    if array.ndim < (3 if image else 1) or array.shape[0] == 0:
         raise ValueError(
             f"{name} must have shape [n_images, *spatial, channels] with at least one image. "
-            f"Received: {name}.shape={images.shape}"
+            f"Received: {name}.shape={array.shape}"
         )
-    images = images.astype(np.float32)
-    if not np.isfinite(images).all():
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
         raise ValueError(f"{name} contains NaN or Inf values.")
-    return images
+    return array
 
 
 def is_chief(model: keras.Model | None = None) -> bool:
@@ -233,30 +254,25 @@ class VizCallback(keras.callbacks.Callback):
                 raise ValueError(f"layers must be layer names (str). Received: layers={layers!r}")
         self.layers = layers
         self.freq = check_freq("freq", freq)
-        if isinstance(max_filters, bool) or not isinstance(max_filters, int) or max_filters < 1:
-            raise ValueError(
-                f"max_filters must be a positive integer. Received: max_filters={max_filters!r}"
-            )
-        self.max_filters = max_filters
+        self.max_filters = checks.integer("max_filters", max_filters, minimum=1)
         self.budget = check_budget(budget)
         self._run_dir = os.path.join(self.log_dir, "train")
-        self._writer = None
+        self._planner: Planner | None = None
         self._selected: list[tuple[str, keras.layers.Layer]] = []
         self._warned = False
         self._validation_pending = False
         self._prepared_step = None
         self._time_budget: budget_lib.TimeBudget | None = None
         self._managed = False  # True while a CNNViz plans and writes for this callback
-        self._first_epoch = None
 
     # -- Keras hooks -------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
         if not self._managed:
-            if self._time_budget is None:  # a second fit() keeps what the first one measured
-                self._time_budget = budget_lib.TimeBudget(self.budget)
-            self._time_budget.bind(self.model)
-            self._time_budget.start_fit((self.params or {}).get("epochs"))
-            self._first_epoch = None
+            if self._planner is None:  # a second fit() keeps what the first one measured
+                budget = budget_lib.TimeBudget(self.budget)
+                self._planner = Planner(type(self).__name__, self._run_dir, budget)
+                self._time_budget = budget
+            self._planner.begin(self)
         if not self.freq:
             return
         with self._time_budget.own():
@@ -275,30 +291,12 @@ class VizCallback(keras.callbacks.Callback):
                 self._validate(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._managed or not self.freq or not is_chief(self.model):
-            return
-        budget = self._time_budget
-        budget.tick()
-        budget.end_epoch()
-        with budget.own():
-            if self._first_epoch is None:
-                self._first_epoch = epoch
-                budget.set_epochs(epochs_left(self, epoch))
-            if self._writer is None:
-                self._writer = WRITERS.acquire(self._run_dir)
-            log_epoch(
-                type(self).__name__,
-                [self],
-                budget,
-                self._writer,
-                epoch,
-                is_final_epoch(self, epoch),
-            )
+        if not self._managed and self.freq:
+            self._planner.epoch_end(self, [self], epoch)
 
     def on_train_end(self, logs=None):
-        if self._writer is not None:
-            WRITERS.release(self._run_dir)
-            self._writer = None
+        if self._planner is not None:
+            self._planner.end()
 
     @property
     def time_budget(self) -> budget_lib.TimeBudget | None:
@@ -411,6 +409,60 @@ class VizCallback(keras.callbacks.Callback):
             ) from e
         if not os.access(self._run_dir, os.W_OK):
             raise ValueError(f"log_dir is not writable. Received: log_dir={self.log_dir!r}")
+
+
+class Planner:
+    """Plans, draws and records each epoch for callbacks that share one budget and one run.
+
+    A per-kind callback has its own; `CNNViz` has one for all its kinds. It times the fit
+    (`begin`, then every hook's own work), holds the run's summary writer, and at each epoch end
+    runs `log_epoch` as the chief.
+
+    Args:
+        owner: The name its plan records are written under.
+        run_dir: The run folder pictures go to.
+        budget: The `TimeBudget` the callbacks share.
+
+    Example:
+        >>> planner = Planner("cnnviz", "logs/run1/train", budget_lib.TimeBudget(0.05))
+        >>> planner.budget.fraction
+        0.05
+    """
+
+    def __init__(self, owner: str, run_dir: str, budget: budget_lib.TimeBudget):
+        self.owner = owner
+        self.run_dir = run_dir
+        self.budget = budget
+        self._writer = None
+        self._first_epoch = None
+
+    def begin(self, host: keras.callbacks.Callback) -> None:
+        """Starts timing a `fit()` of `host.model` (call first thing in `on_train_begin`)."""
+        self.budget.bind(host.model)
+        self.budget.start_fit((host.params or {}).get("epochs"))
+        self._first_epoch = None
+
+    def epoch_end(self, host: keras.callbacks.Callback, callbacks, epoch: int) -> None:
+        """Logs `epoch` for `callbacks` (the chief only), timing it as the callbacks' own."""
+        if not is_chief(host.model):
+            return
+        self.budget.tick()
+        self.budget.end_epoch()
+        with self.budget.own():
+            if self._first_epoch is None:
+                self._first_epoch = epoch
+                self.budget.set_epochs(epochs_left(host, epoch))
+            if self._writer is None:
+                self._writer = WRITERS.acquire(self.run_dir)
+            log_epoch(
+                self.owner, callbacks, self.budget, self._writer, epoch, is_final_epoch(host, epoch)
+            )
+
+    def end(self) -> None:
+        """Flushes and lets go of the writer (call in `on_train_end`)."""
+        if self._writer is not None:
+            WRITERS.release(self.run_dir)
+            self._writer = None
 
 
 def epochs_left(callback: keras.callbacks.Callback, epoch: int) -> int | None:

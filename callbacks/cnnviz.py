@@ -8,10 +8,11 @@ import keras
 import numpy as np
 
 from tb_cnnviz import budget as budget_lib
+from tb_cnnviz import checks
 
 from .actmax import ActivationMaximization
 from .attribution import Attribution
-from .base import WRITERS, check_budget, epochs_left, is_chief, is_final_epoch, log_epoch
+from .base import Planner, check_budget
 from .feature_maps import FeatureMaps
 from .weights import FilterWeights
 
@@ -102,13 +103,7 @@ class CNNViz(keras.callbacks.Callback):
     ):
         super().__init__()
         self.budget = check_budget(budget)
-        if max_bytes is not None and (
-            isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1
-        ):
-            raise ValueError(
-                f"max_bytes must be a positive integer or None. Received: max_bytes={max_bytes!r}"
-            )
-        self.max_bytes = max_bytes
+        self.max_bytes = checks.integer("max_bytes", max_bytes, minimum=1, none=True)
         self.log_dir = log_dir
         self.probe_images = probe_images
         self.layers = layers
@@ -149,17 +144,15 @@ class CNNViz(keras.callbacks.Callback):
         )
         self.callbacks.append(actmax)
         self._kinds = list(self.callbacks)  # every kind, whether or not it applies to a model
-        self._time_budget = budget_lib.TimeBudget(self.budget, max_bytes)
+        budget = budget_lib.TimeBudget(self.budget, max_bytes)
+        self._planner = Planner("cnnviz", os.path.join(os.fspath(log_dir), "train"), budget)
         for callback in self._kinds:
-            callback.use_budget(self._time_budget)
-        self._run_dir = os.path.join(os.fspath(log_dir), "train")
-        self._writer = None
-        self._first_epoch = None
+            callback.use_budget(budget)
 
     @property
     def time_budget(self) -> budget_lib.TimeBudget:
         """The `TimeBudget` all kinds share: `train_seconds`, `own_seconds`, the plan's costs."""
-        return self._time_budget
+        return self._planner.budget
 
     def set_model(self, model):
         super().set_model(model)
@@ -172,11 +165,8 @@ class CNNViz(keras.callbacks.Callback):
             callback.set_params(params)
 
     def on_train_begin(self, logs=None):
-        budget = self._time_budget
-        budget.bind(self.model)
-        budget.start_fit((self.params or {}).get("epochs"))
-        self._first_epoch = None
-        with budget.own():
+        self._planner.begin(self)
+        with self._planner.budget.own():
             self.callbacks = list(self._kinds)  # each fit() asks every kind afresh
             for callback in self.callbacks:
                 callback.on_train_begin(logs)
@@ -185,7 +175,7 @@ class CNNViz(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if batch != 0:  # checks deferred until a model built by fit() has its weights
             return
-        with self._time_budget.own():
+        with self._planner.budget.own():
             for callback in self.callbacks:
                 callback.on_train_batch_end(batch, logs)
             self._drop_inactive()
@@ -195,27 +185,12 @@ class CNNViz(keras.callbacks.Callback):
         self.callbacks = [c for c in self.callbacks if getattr(c, "active", True)]
 
     def on_epoch_end(self, epoch, logs=None):
-        if not is_chief(self.model):
-            return
-        budget = self._time_budget
-        budget.tick()
-        budget.end_epoch()
-        with budget.own():
-            if self._first_epoch is None:
-                self._first_epoch = epoch
-                budget.set_epochs(epochs_left(self, epoch))
-            if self._writer is None:
-                self._writer = WRITERS.acquire(self._run_dir)
-            log_epoch(
-                "cnnviz", self.callbacks, budget, self._writer, epoch, is_final_epoch(self, epoch)
-            )
+        self._planner.epoch_end(self, self.callbacks, epoch)
 
     def on_train_end(self, logs=None):
         for callback in self.callbacks:
             callback.on_train_end(logs)
-        if self._writer is not None:
-            WRITERS.release(self._run_dir)
-            self._writer = None
+        self._planner.end()
 
 
 def _probe_colours(probe_images):

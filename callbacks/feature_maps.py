@@ -61,17 +61,7 @@ class FeatureMaps(VizCallback):
         super().__init__(log_dir, layers=layers, freq=freq, max_filters=max_filters, budget=budget)
         if probe_images is None:
             raise ValueError("FeatureMaps needs probe_images. Received: probe_images=None")
-        if isinstance(probe_images, list | tuple):
-            self.probe_images = [
-                check_probe_images(p, f"probe_images[{i}]") for i, p in enumerate(probe_images)
-            ]
-            if len({len(p) for p in self.probe_images}) != 1:
-                raise ValueError(
-                    "probe_images for a multi-input model need the same number of images per "
-                    f"input. Received: lengths={[len(p) for p in self.probe_images]}"
-                )
-        else:
-            self.probe_images = check_probe_images(probe_images)
+        self.probe_images = check_probe_images(probe_images)
         self._outputs = {}
 
     def _validate(self, model):

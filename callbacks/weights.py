@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from tb_cnnviz import budget as budget_lib
+from tb_cnnviz import checks, summary
 from tb_cnnviz import layers as layer_lib
-from tb_cnnviz import summary
 
 from .base import VizCallback
 
@@ -54,16 +54,9 @@ class FilterWeights(VizCallback):
         budget=budget_lib.DEFAULT_BUDGET,
     ):
         super().__init__(log_dir, layers=layers, freq=freq, max_filters=max_filters, budget=budget)
-        if (
-            isinstance(max_input_channels, bool)
-            or not isinstance(max_input_channels, int)
-            or max_input_channels < 1
-        ):
-            raise ValueError(
-                "max_input_channels must be a positive integer. "
-                f"Received: max_input_channels={max_input_channels!r}"
-            )
-        self.max_input_channels = max_input_channels
+        self.max_input_channels = checks.integer(
+            "max_input_channels", max_input_channels, minimum=1
+        )
         self._previous = {}
         self._rgb_layer = None
         self._shapes = {}

@@ -10,6 +10,7 @@ import { colormapLut } from "./colormaps.js";
  *   stats?: Object<string, any[]>, layer_stats?: Object<string, any>, notes?: string[]}} LayerIndex
  * @typedef {{width: number, height: number, data: Uint8ClampedArray}} Pixels RGBA, 4 bytes a pixel
  * @typedef {{atlas: Int32Array, x: Int32Array, y: Int32Array, count: number}} Locations
+ * @typedef {Map<string, Map<number, any>>} Stats by "<kind>.<stat>", then filter id
  */
 
 export const NORM_MODES = ["filter", "layer", "tile"];
@@ -17,6 +18,11 @@ export const NORM_LABELS = { filter: "filter", layer: "layer", tile: "slice" };
 export const SHOW_MODES = ["all", "dead", "alive"];
 export const SHOW_LABELS = { all: "All filters", dead: "Dead only", alive: "Alive only" };
 export const MAX_ZOOM = 32;
+
+/** `v` clamped to [lo, hi]. */
+export const clamp = (v, lo, hi) => Math.max(lo, Math.min(hi, v));
+const byte = (t) => Math.round(clamp(t, 0, 1) * 255);
+const tileRange = (r) => [Number(r?.[0]) || 0, Number(r?.[1]) || 0];
 
 /** Where each tile lies in the atlases. @param {LayerIndex} index @returns {Locations} */
 export function tileLocations(index) {
@@ -34,19 +40,19 @@ export function tileLocations(index) {
   return { atlas, x, y, count: t };
 }
 
-/** A row of up to 4 h×w slices, else a near-square mosaic; 1-pixel gaps. @param {number} h @param {number} w @param {number} count @returns {{cols: number, rows: number, width: number, height: number, gap: number}} */
+/** `count` h×w slices: up to 4 in a row, else a near-square mosaic; 1-pixel gaps. @returns {{cols: number, rows: number, width: number, height: number, gap: number}} */
 export function mosaicLayout(h, w, count) {
   const n = Math.max(1, count);
-  const cols = n <= 4 && h > 1 ? n : Math.max(1, Math.min(n, Math.ceil(Math.sqrt((n * h) / w))));
+  const cols = n <= 4 && h > 1 ? n : clamp(Math.ceil(Math.sqrt((n * h) / w)), 1, n);
   const rows = Math.ceil(n / cols);
   const gap = n > 1 ? 1 : 0;
   return { cols, rows, width: cols * w + (cols - 1) * gap, height: rows * h + (rows - 1) * gap, gap };
 }
 
-/** A tile's default slice: a kernel's all, attribution's first heatmap over the image ("o1"), else 0. @param {{axis: string, labels?: string[]}} slices @returns {"all" | number | string} */
+/** A tile's default slice: a kernel's "all", attribution's first heatmap over the image ("o1"), else 0. @param {{axis: string, labels?: string[]}} slices @returns {"all" | number | string} */
 export function defaultSlice(slices) {
-  if (overlayPairs(slices).length) return "o" + overlayPairs(slices)[0][1];
-  return slices.axis === "input_channel" || slices.axis === "rgb" ? "all" : 0;
+  const [pair] = overlayPairs(slices);
+  return pair ? "o" + pair[1] : slices.axis === "input_channel" || slices.axis === "rgb" ? "all" : 0;
 }
 
 /** [image slice, heatmap slice] pairs that can be blended (attribution). @param {{labels?: string[]}} slices @returns {number[][]} */
@@ -58,26 +64,19 @@ export function overlayPairs(slices) {
 
 /** The slices a grid tile shows ("oK": the overlay's heatmap K). @param {LayerIndex} index @param {"all" | number | string | null} slice @returns {number[]} */
 export function shownSlices(index, slice) {
-  const count = index.slices.count;
-  const pick = slice ?? defaultSlice(index.slices);
+  const count = index.slices.count, pick = slice ?? defaultSlice(index.slices);
   if (pick === "all") return Array.from({ length: count }, (_, s) => s);
-  const n = typeof pick === "string" ? Number(pick.slice(1)) : Number(pick);
-  return [Math.max(0, Math.min(count - 1, n || 0))];
+  return [clamp(Number(typeof pick === "string" ? pick.slice(1) : pick) || 0, 0, count - 1)];
 }
 
 /** Slices stored gray in RGB tiles, to colour-map: attribution heatmaps. @param {LayerIndex} index @returns {Set<number>} */
 export const monoSlices = (index) => new Set(index.tile[2] === 3 ? overlayPairs(index.slices).map((p) => p[1]) : []);
 
-/** Per-tile bounds: its range ("tile"), or the union over its filter or layer. @param {LayerIndex} index @param {string} mode @returns {{lo: Float64Array, hi: Float64Array}} */
+/** Per-tile bounds by `mode`: its range ("tile"), or the union over its filter or layer. @param {LayerIndex} index @returns {{lo: Float64Array, hi: Float64Array}} */
 export function normBounds(index, mode) {
-  const count = index.slices.count;
-  const n = index.filters.length * count;
+  const count = index.slices.count, n = index.filters.length * count;
   const lo = new Float64Array(n), hi = new Float64Array(n);
-  for (let t = 0; t < n; t++) {
-    const r = index.ranges[t] || [0, 0];
-    lo[t] = Number(r[0]) || 0;
-    hi[t] = Number(r[1]) || 0;
-  }
+  for (let t = 0; t < n; t++) [lo[t], hi[t]] = tileRange(index.ranges[t]);
   if (mode === "tile") return { lo, hi };
   const group = mode === "layer" ? n : count;
   for (let start = 0; start < n; start += group) {
@@ -90,8 +89,8 @@ export function normBounds(index, mode) {
 }
 
 /**
- * [a, b] of t = a·p + b for stored pixels p: linear maps [L, H] to [0, 1] (no spread: 0);
- * diverging maps 0 to 0.5, ±max(|L|, |H|) to the ends. @param {number} lo @param {number} hi @param {number} L @param {number} H @param {boolean} diverging @returns {number[]}
+ * [a, b] of t = a·p + b for stored pixels p of a tile ranging [lo, hi]: linear maps [L, H] to [0, 1]
+ * (no spread: 0); diverging maps 0 to 0.5, ±max(|L|, |H|) to the ends. @returns {number[]}
  */
 export function pixelTransform(lo, hi, L, H, diverging) {
   const span = hi - lo;
@@ -103,7 +102,7 @@ export function pixelTransform(lo, hi, L, H, diverging) {
   return range > 0 ? [span / 255 / range, (lo - L) / range] : [0, 0];
 }
 
-/** A stored pixel's value. @param {number} p @param {number} lo @param {number} hi */
+/** A stored pixel's value, in its tile's range [lo, hi]. */
 export const pixelValue = (p, lo, hi) => lo + (p / 255) * (hi - lo);
 
 /**
@@ -123,22 +122,15 @@ export function renderFilter({ index, atlases, locations, bounds, position, slic
     const t = position * index.slices.count + s;
     const atlas = t < locations.count && atlases[locations.atlas[t]];
     if (!atlas) return;
-    const r = index.ranges[t] || [0, 0];
-    const [a, b] = pixelTransform(Number(r[0]) || 0, Number(r[1]) || 0, bounds.lo[t], bounds.hi[t], colormap === "diverging");
+    const [a, b] = pixelTransform(...tileRange(index.ranges[t]), bounds.lo[t], bounds.hi[t], colormap === "diverging");
     const src = atlas.data, srcStride = atlas.width * 4;
     const ox = (j % layout.cols) * (w + layout.gap), oy = Math.floor(j / layout.cols) * (h + layout.gap);
     for (let y = 0; y < h; y++) {
       let si = (locations.y[t] + y) * srcStride + locations.x[t] * 4;
       let di = (oy + y) * rowStride + ox * 4;
       for (let x = 0; x < w; x++, si += 4, di += 4) {
-        if (c === 3 && !mono?.has(s)) {
-          for (let k = 0; k < 3; k++) data[di + k] = Math.round(Math.min(1, Math.max(0, a * src[si + k] + b)) * 255);
-        } else {
-          const li = Math.round(Math.min(1, Math.max(0, a * src[si] + b)) * 255) * 3;
-          data[di] = lut[li];
-          data[di + 1] = lut[li + 1];
-          data[di + 2] = lut[li + 2];
-        }
+        if (c === 3 && !mono?.has(s)) for (let k = 0; k < 3; k++) data[di + k] = byte(a * src[si + k] + b);
+        else for (let k = 0, li = byte(a * src[si] + b) * 3; k < 3; k++) data[di + k] = lut[li + k];
         data[di + 3] = 255;
       }
     }
@@ -164,7 +156,7 @@ export function renderOverlay({ index, atlases, locations, position, image, heat
     for (let x = 0; x < w; x++) {
       const si = ((locations.y[ti] + y) * A.width + locations.x[ti] + x) * 4;
       const hi = ((locations.y[th] + y) * B.width + locations.x[th] + x) * 4;
-      const t = Math.min(1, Math.max(0, pixelValue(B.data[hi], rh[0], rh[1])));
+      const t = clamp(pixelValue(B.data[hi], rh[0], rh[1]), 0, 1);
       const k = alpha * t, li = Math.round(t * 255) * 3, di = (y * w + x) * 4;
       for (let c = 0; c < 3; c++) data[di + c] = (a * A.data[si + c] + b) * 255 * (1 - k) + lut[li + c] * k;
       data[di + 3] = 255;
@@ -173,12 +165,12 @@ export function renderOverlay({ index, atlases, locations, position, image, heat
   return { width: w, height: h, data };
 }
 
-/** An integer zoom making a tile about `target` CSS pixels. @param {number} width @param {number} height @param {number} [target] */
+/** An integer zoom making a width×height tile about `target` CSS pixels. */
 export function autoZoom(width, height, target = 56) {
-  return Math.max(1, Math.min(MAX_ZOOM, Math.round(target / Math.max(1, width, height))));
+  return clamp(Math.round(target / Math.max(1, width, height)), 1, MAX_ZOOM);
 }
 
-/** CSS size of `pixels` at `zoom`: whole device pixels per data pixel. @param {number} pixels @param {number} zoom @param {number} [dpr] */
+/** CSS size of `pixels` at `zoom`: whole device pixels per data pixel. */
 export function cssSize(pixels, zoom, dpr = 1) {
   const ratio = dpr > 0 ? dpr : 1;
   return (pixels * Math.max(1, Math.round(zoom * ratio))) / ratio;
@@ -192,7 +184,6 @@ const LABELS = {
   "feature_maps.dead": "Dead", "actmax.activation": "Activation reached", "attribution.predicted": "Predicted class",
   "attribution.true": "True class", "attribution.confidence": "Confidence", "attribution.correct": "Correct",
 };
-const KNOWN = Object.keys(LABELS);
 
 /** A statistic's label in the user's words. @param {string} key @returns {string} */
 export function statLabel(key) {
@@ -212,7 +203,7 @@ export function formatStat(value) {
   return Math.abs(v) >= 1e5 || Math.abs(v) < 1e-3 ? v.toExponential(2) : String(Number(v.toPrecision(3)));
 }
 
-/** Per-filter statistics of kinds, by "<kind>.<stat>" then id. @param {Array<{kind: string, filters: number[], stats?: Object<string, any[]>} | null>} entries @returns {Map<string, Map<number, any>>} */
+/** Per-filter statistics of kinds. @param {Array<{kind: string, filters: number[], stats?: Object<string, any[]>} | null>} entries @returns {Stats} */
 export function collectStats(entries) {
   const out = new Map();
   for (const e of entries) {
@@ -228,23 +219,25 @@ export function collectStats(entries) {
   return out;
 }
 
-const rank = (k) => (KNOWN.includes(k) ? KNOWN.indexOf(k) : KNOWN.length);
+/** Position in `list`, unknowns last. @param {any[]} list @returns {(x: any) => number} */
+export const rankIn = (list) => (x) => (list.includes(x) ? list.indexOf(x) : list.length);
+const rank = rankIn(Object.keys(LABELS));
 
 /** Stable order of statistic keys: known ones first. @param {string[]} keys @returns {string[]} */
 export const orderStats = (keys) => [...keys].sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));
 
-/** Statistics with a number or boolean for some filter. @param {Map<string, Map<number, any>>} stats @returns {string[]} */
+/** Statistics with a number or boolean for some filter. @param {Stats} stats @returns {string[]} */
 export function sortableStats(stats) {
   return orderStats([...stats.keys()].filter((k) => [...stats.get(k).values()].some((v) => typeof v === "number" || typeof v === "boolean")));
 }
 
-/** Which filters are dead, when the data says. @param {Map<string, Map<number, any>>} stats @returns {Map<number, boolean> | null} */
+/** Which filters are dead, when the data says. @param {Stats} stats @returns {Map<number, boolean> | null} */
 export function deadFilters(stats) {
   for (const [key, byId] of stats) if (key.endsWith(".dead")) return byId;
   return null;
 }
 
-/** Display order (positions) by id or a statistic; missing last, ties by id. @param {number[]} filters @param {Map<number, any> | null} values @param {boolean} descending @returns {number[]} */
+/** Display order (positions) by id or a statistic's `values`; missing last, ties by id. @param {number[]} filters @param {Map<number, any> | null} values @param {boolean} descending @returns {number[]} */
 export function sortOrder(filters, values, descending) {
   const num = (v) => (typeof v === "boolean" ? Number(v) : typeof v === "number" && Number.isFinite(v) ? v : null);
   return filters.map((_, i) => i).sort((i, j) => {
@@ -256,7 +249,7 @@ export function sortOrder(filters, values, descending) {
   });
 }
 
-/** Positions passing `show` (all without dead data). @param {number[]} order @param {number[]} filters @param {string} show @param {Map<number, boolean> | null} dead @returns {number[]} */
+/** Positions of `order` passing `show` (all without dead data). @param {number[]} order @param {number[]} filters @param {string} show @param {Map<number, boolean> | null} dead @returns {number[]} */
 export function filterOrder(order, filters, show, dead) {
   if (show === "all" || !dead) return order;
   return order.filter((i) => Boolean(dead.get(filters[i])) === (show === "dead"));

@@ -1,7 +1,6 @@
-// The CNN Viz tab. TensorBoard's iframe imports this ES module and calls `render()` once. This
-// file wires events: it keeps the view state (in the iframe's `location.hash`, mirrored into
-// TensorBoard's URL as `p.cnnviz.*`; format in state.js), asks model.js for data, and hands
-// plain data to views.js and the pure helpers of grid.js.
+// The CNN Viz tab: TensorBoard's iframe imports this module and calls `render()` once. It wires
+// events: it keeps the view state (the iframe's hash, mirrored into TensorBoard's URL as
+// `p.cnnviz.*`; see state.js), asks model.js for data, and hands it to views.js and grid.js.
 
 import { Model, STALE } from "./static/model.js";
 import * as V from "./static/views.js";
@@ -18,6 +17,11 @@ const AXIS = {
 const axisWords = (axis) => AXIS[axis] || ["slice", "slices", "slice"];
 const sliceName = (index, s) => index.slices.labels?.[s] ?? `${axisWords(index.slices.axis)[2]} ${s}`;
 const noun = (kind) => (kind === "attribution" ? "Probe image" : "Filter");
+const options = (values, labels) => values.map((value) => ({ value, label: labels[value] }));
+const overlayChoices = (index) => G.overlayPairs(index.slices).map(([, heat]) => ({ value: `o${heat}`, label: `${sliceName(index, heat)} over image` }));
+const stepsOf = (run, tag) => tags[run]?.[tag]?.steps || [];
+const dpr = () => window.devicePixelRatio || 1;
+const errorText = (err) => String(err?.message || err);
 
 const model = new Model();
 let ui, guest;
@@ -37,8 +41,7 @@ export async function render() {
   const catalogLoad = loadCatalog(); // in parallel with the stylesheet
   catalogLoad.catch(() => {});
   await new Promise((resolve) => {
-    const link = Object.assign(document.createElement("link"), { rel: "stylesheet", href: "./static/style.css", onload: resolve, onerror: resolve });
-    document.head.append(link);
+    document.head.append(Object.assign(document.createElement("link"), { rel: "stylesheet", href: "./static/style.css", onload: resolve, onerror: resolve }));
     setTimeout(resolve, 1500);
   });
   ui = V.buildShell();
@@ -107,19 +110,22 @@ function commit(next) {
 
 const update = (patch) => commit({ ...state, ...patch });
 
+/** Sets a window's hash in place, by an absolute URL: a bare "#…" would resolve against <base href>. */
+function replaceHash(win, hash) {
+  const url = new URL(win.location.href);
+  url.hash = hash;
+  win.history.replaceState(win.history.state, "", url.href);
+}
+
 function writeHash() {
   const hash = S.stateToHash(state);
-  const here = new URL(location.href); // absolute: a bare "#…" would resolve against <base href>
-  here.hash = hash;
-  if (location.hash.replace(/^#/, "") !== hash) history.replaceState(history.state, "", here.href);
+  if (location.hash.replace(/^#/, "") !== hash) replaceHash(window, hash);
   try {
     const parent = window.parent;
     const current = parent.location.hash.replace(/^#/, "");
     const merged = S.mergeParentHash(current, state);
     if (parent === window || merged === current) return;
-    const url = new URL(parent.location.href);
-    url.hash = merged;
-    parent.history.replaceState(parent.history.state, "", url.href);
+    replaceHash(parent, merged);
     // TensorBoard caches its hash dictionary and refreshes it on "hashchange"; without this
     // event its next own write of the hash would drop our keys.
     parent.dispatchEvent(new HashChangeEvent("hashchange"));
@@ -176,7 +182,7 @@ function renderChrome() {
   const left = new Map(state.runs.flatMap((r) => Object.entries(leftOut()[r] || {})).filter(([t]) => !held.has(t)));
   ui.runsCount.textContent = catalog.runs.length ? `${state.runs.length} of ${catalog.runs.length}` : "";
   V.swapContent(ui.runs, ...V.runsList(catalog.runs.map((name, i) => ({ name, color: V.runColor(i), checked: state.runs.includes(name), hasTag: Boolean(tags[name]?.[tag]) }))));
-  const label = (t) => S.KIND_LABELS[t.kind] || t.kind;
+  const label = (t) => S.kindLabel(t.kind);
   V.swapContent(ui.layers, ...V.layersList(catalog.layers.map((l) => ({
     name: l.name, active: l.name === state.layer, held: l.tags.some((t) => held.has(t.tag) || left.has(t.tag)),
     kinds: [...new Set(l.tags.map((t) => (left.has(t.tag) ? "no " : "") + label(t).toLowerCase()))],
@@ -189,8 +195,8 @@ function renderChrome() {
 
 function renderDisplay(rgb = false, range = null) {
   V.swapContent(ui.display, ...V.displayControls({
-    norms: G.NORM_MODES.map((v) => ({ value: v, label: G.NORM_LABELS[v] })), norm: state.norm,
-    cmaps: COLORMAPS.map((v) => ({ value: v, label: COLORMAP_LABELS[v] })), cmap: effectiveCmap(), cmapAuto: !state.cmap,
+    norms: options(G.NORM_MODES, G.NORM_LABELS), norm: state.norm,
+    cmaps: options(COLORMAPS, COLORMAP_LABELS), cmap: effectiveCmap(), cmapAuto: !state.cmap,
     zoom: state.zoom || autoZoom, zoomAuto: !state.zoom, rgb, range,
   }));
 }
@@ -203,8 +209,7 @@ function renderSteps() {
 function renderTools(index, stats, hasDead) {
   const slices = [];
   if (index && index.slices.count > 1) {
-    for (const [, heat] of G.overlayPairs(index.slices)) slices.push({ value: `o${heat}`, label: `${sliceName(index, heat)} over image` });
-    slices.push({ value: "all", label: `All ${axisWords(index.slices.axis)[1]}` });
+    slices.push(...overlayChoices(index), { value: "all", label: `All ${axisWords(index.slices.axis)[1]}` });
     for (let s = 0; s < index.slices.count; s++) slices.push({ value: String(s), label: sliceName(index, s) });
   }
   const keys = G.sortableStats(stats);
@@ -213,8 +218,8 @@ function renderTools(index, stats, hasDead) {
   V.swapContent(ui.tools, ...V.gridTools({
     slices, slice: String(sliceOf(index)),
     sorts: [{ value: "id", label: `${noun(state.kind)} index` }, ...keys.map((k) => ({ value: k, label: G.statLabel(k) }))],
-    sort: state.sort, desc: state.desc, shows: G.SHOW_MODES.map((v) => ({ value: v, label: G.SHOW_LABELS[v] })), show: state.show, hasDead,
-  }), overlay ? V.el("label", { class: "cv-tool" }, V.el("span", { class: "cv-label", text: "Opacity" }),
+    sort: state.sort, desc: state.desc, shows: options(G.SHOW_MODES, G.SHOW_LABELS), show: state.show, hasDead,
+  }), overlay ? V.el("label", "cv-tool", V.el("span", { class: "cv-label", text: "Opacity" }),
     V.el("input", { class: "cv-opacity", data: { action: "set-alpha", key: "set-alpha" }, attrs: { type: "range", min: 0, max: 100, value: state.alpha, "aria-label": "Heatmap opacity" } })) : "");
 }
 
@@ -239,7 +244,7 @@ async function renderGrid() {
   ui.panels.classList.toggle("is-compare", nodes.length > 1);
   const tag = currentTag();
   const jobs = state.runs.map((run) => {
-    const steps = tags[run]?.[tag]?.steps || [];
+    const steps = stepsOf(run, tag);
     const step = steps.includes(state.step) ? state.step : null; // never another step's pictures
     return { run, step, near: G.closestStep(steps, state.step), plan: model.plan(run).catch(() => null), data: step === null ? null : model.layer(run, tag, step) };
   });
@@ -263,7 +268,7 @@ async function renderGrid() {
   paintAll(jobs, settled, extra);
   if (!extra) siblings.then((more) => ticket.live && more.some((m) => m.length) && paintAll(jobs, settled, more));
   for (const j of jobs) { // prefetch the neighbouring steps
-    const steps = tags[j.run]?.[tag]?.steps || [];
+    const steps = stepsOf(j.run, tag);
     const i = steps.indexOf(j.step);
     if (i >= 0) model.prefetch(j.run, tag, [steps[i + 1], steps[i - 1], steps[i + 2], steps[i - 2]].filter((s) => s !== undefined));
   }
@@ -277,7 +282,7 @@ async function renderGrid() {
 function paintAll(jobs, settled, extra) {
   let first = null, anyDead = false;
   const sortStats = new Map();
-  const what = `${state.layer} · ${S.KIND_LABELS[state.kind] || state.kind}`, tag = currentTag();
+  const what = `${state.layer} · ${S.kindLabel(state.kind)}`, tag = currentTag();
   jobs.forEach((job, k) => {
     const panel = panels.get(job.run);
     const runLeft = S.leftOut(job.plan, tags[job.run]);
@@ -285,7 +290,7 @@ function paintAll(jobs, settled, extra) {
     const data = settled[k].value;
     let message = null;
     if (tag in runLeft) message = V.messageCard(`${what} was not drawn in this run`, runLeft[tag], { tone: "warn" });
-    else if (job.near === null) message = V.messageCard(`No ${S.KIND_LABELS[state.kind] || state.kind || "pictures"} of ${state.layer} in this run`);
+    else if (job.near === null) message = V.messageCard(`No ${S.kindLabel(state.kind) || "pictures"} of ${state.layer} in this run`);
     else if (job.step === null) {
       head.step = state.step;
       message = V.messageCard(`${what} was not drawn at step ${state.step} in this run`, S.skipReason(job.plan, tag, state.step) || "No picture was logged at this step.",
@@ -325,15 +330,14 @@ function paintPanel(panel, job, data, stats) {
   const selected = job.run === (state.frun || state.runs[0]) ? state.filter : null;
   const canvases = V.syncGrid(panel.querySelector(".cv-grid"), {
     filters: index.filters, order, dead, captions, valueLabel: values ? `${G.statLabel(state.sort)} ` : "", noun: noun(index.kind), focus: focusFilter,
-    selected, width: layout.width, height: layout.height, zoom: state.zoom || autoZoom, dpr: window.devicePixelRatio || 1,
+    selected, width: layout.width, height: layout.height, zoom: state.zoom || autoZoom, dpr: dpr(),
   });
   if (scratch.length !== layout.width * layout.height * 4) scratch = new Uint8ClampedArray(layout.width * layout.height * 4);
   const look = `${state.norm}|${effectiveCmap(index.kind)}|${slice}|${state.alpha}`;
   for (const [pos, canvas] of canvases) {
     if (canvas._data === data && canvas._look === look) continue; // a canvas keeps its pixels while order or marks change
     Object.assign(canvas, { _data: data, _look: look });
-    const px = draw(data, pos, slice, scratch);
-    canvas.getContext("2d").putImageData(new ImageData(px.data, px.width, px.height), 0, 0);
+    V.putPixels(canvas, draw(data, pos, slice, scratch));
   }
   shown.set(job.run, { order: order.map((i) => index.filters[i]), dead });
   V.panelMessage(panel, order.length ? null : V.messageCard(`No ${noun(index.kind).toLowerCase()} is ${state.show} at step ${job.step}`, "", { action: "show-all", label: "Show all" }));
@@ -405,20 +409,19 @@ async function renderInspector() {
   ui.inspector.replaceChildren(view.root);
   ui.inspector.scrollTop = scroll;
   if (!wasOpen) ui.inspector.focus({ preventScroll: true });
-  const dpr = window.devicePixelRatio || 1;
-  const runTags = layer.tags.filter((t) => tags[run]?.[t.tag]?.steps?.length);
+  const runTags = layer.tags.filter((t) => stepsOf(run, t.tag).length);
   loadEvolution(run, tag, filter, view, ticket);
   await Promise.all([
     ...runTags.filter((t) => t.kind !== "attribution" || t.tag === tag).map(async (t) => {
-      const label = S.KIND_LABELS[t.kind] || t.kind;
-      const holder = view.sections.appendChild(V.pictureSection(label, "loading…", [], 1, dpr));
+      const label = S.kindLabel(t.kind);
+      const holder = view.sections.appendChild(V.pictureSection(label, "loading…"));
       const steps = tags[run][t.tag].steps;
       const step = steps.filter((s) => s <= (state.step ?? Infinity)).pop();
       let section;
-      if (step === undefined) section = V.pictureSection(label, `first logged at step ${steps[0]}`, [], 1, dpr);
+      if (step === undefined) section = V.pictureSection(label, `first logged at step ${steps[0]}`);
       else {
         try { section = filterPictures(label, await model.layer(run, t.tag, step), filter, step); }
-        catch (err) { section = V.pictureSection(label, "could not load", [], 1, dpr, errorText(err)); }
+        catch (err) { section = V.pictureSection(label, "could not load", errorText(err)); }
       }
       if (ticket.live) holder.replaceWith(section);
     }),
@@ -428,20 +431,19 @@ async function renderInspector() {
 
 /** Every slice of one filter in one layer step (and, for attribution, the overlays). */
 function filterPictures(label, data, filter, step) {
-  const dpr = window.devicePixelRatio || 1;
   const index = data.index;
-  if (!index) return V.pictureSection(label, `step ${step}`, [], 1, dpr, data.warning || "");
+  if (!index) return V.pictureSection(label, `step ${step}`, data.warning || "");
   const pos = index.filters.indexOf(filter), count = index.slices.count, [h, w] = index.tile;
   const [, many] = axisWords(index.slices.axis);
   const sub = `${h}×${w} · ${index.slices.axis === "rgb" ? "RGB" : `${count} ${count === 1 ? axisWords(index.slices.axis)[0] : many}`}${step !== state.step ? ` · from step ${step}` : ""}`;
-  if (pos < 0) return V.pictureSection(label, sub, [], 1, dpr, "Not drawn at this step (the layer was sampled).");
-  const items = G.overlayPairs(index.slices).map(([, heat]) => ({ label: `${sliceName(index, heat)} over image`, pixels: draw(data, pos, `o${heat}`) }));
+  if (pos < 0) return V.pictureSection(label, sub, "Not drawn at this step (the layer was sampled).");
+  const items = overlayChoices(index).map((o) => ({ label: o.label, pixels: draw(data, pos, o.value) }));
   for (let s = 0; s < count; s++) items.push({ label: index.slices.axis === "rgb" ? "RGB" : sliceName(index, s), pixels: draw(data, pos, s) });
   // the largest integer zoom fitting 4 pictures a row (6 if many)
   const perRow = Math.min(items.length, items.length <= 16 ? 4 : 6);
   const cell = Math.floor(((ui.inspector.clientWidth || 400) - 40 - (perRow - 1) * 8) / perRow);
   const zoom = Math.max(1, Math.min(24, Math.floor(cell / w), Math.floor(160 / h)));
-  return V.pictureSection(label, sub, items, zoom, dpr);
+  return V.pictureSection(label, sub, "", items, zoom, dpr());
 }
 
 async function inspectorStats(run, runTags, filter, view, ticket) {
@@ -463,7 +465,7 @@ async function inspectorStats(run, runTags, filter, view, ticket) {
 
 /** The evolution strip: the filter as the grid shows it at up to 32 steps, loaded two at a time. */
 async function loadEvolution(run, tag, filter, view, ticket) {
-  const steps = G.sampleSteps(tags[run]?.[tag]?.steps || [], 32);
+  const steps = G.sampleSteps(stepsOf(run, tag), 32);
   const frames = steps.map((s) => V.evolutionFrame(s, s === state.step)); // cached steps paint at once
   view.evolution.replaceChildren(...frames);
   let next = 0;
@@ -474,7 +476,7 @@ async function loadEvolution(run, tag, filter, view, ticket) {
       const pos = data?.index ? data.index.filters.indexOf(filter) : -1;
       if (!ticket.live || pos < 0) continue;
       const px = draw(data, pos, sliceOf(data.index));
-      V.paintCanvas(frames[k].firstChild, px, G.autoZoom(px.width, px.height, 44), window.devicePixelRatio || 1);
+      V.paintCanvas(frames[k].firstChild, px, G.autoZoom(px.width, px.height, 44), dpr());
     }
   };
   await Promise.all([worker(), worker()]);
@@ -488,13 +490,13 @@ function wireEvents() {
     if (t && !t.matches("input, select")) act(t);
   });
   ui.app.addEventListener("change", (e) => {
-    const t = e.target, v = t.value;
-    if (t.dataset.action === "toggle-run") {
-      const runs = t.checked ? [...state.runs, t.dataset.run] : state.runs.filter((r) => r !== t.dataset.run);
+    const t = e.target, v = t.value, { action, run } = t.dataset;
+    if (action === "toggle-run") {
+      const runs = t.checked ? [...state.runs, run] : state.runs.filter((r) => r !== run);
       update({ runs: catalog.runs.filter((r) => runs.includes(r)) });
-    } else if (t.dataset.action === "set-slice") update({ slice: v === "all" || v.startsWith("o") ? v : Number(v) });
-    else if (t.dataset.action === "set-sort") update({ sort: v, desc: v !== "id" });
-    else if (t.dataset.action === "set-show") update({ show: v });
+    } else if (action === "set-slice") update({ slice: v === "all" || v.startsWith("o") ? v : Number(v) });
+    else if (action === "set-sort") update({ sort: v, desc: v !== "id" });
+    else if (action === "set-show") update({ show: v });
   });
   ui.app.addEventListener("input", (e) => {
     const t = e.target;
@@ -548,13 +550,13 @@ function act(t) {
 function zoomBy(delta) {
   const z = state.zoom || autoZoom;
   const next = delta > 0 ? (z < 4 ? z + 1 : Math.round(z * 1.5)) : z <= 4 ? z - 1 : Math.round(z / 1.5);
-  update({ zoom: Math.max(1, Math.min(G.MAX_ZOOM, next)) });
+  update({ zoom: G.clamp(next, 1, G.MAX_ZOOM) });
 }
 
 function stepBy(delta) {
   stopPlay();
   const steps = currentSteps();
-  const step = steps[Math.max(0, Math.min(steps.length - 1, steps.indexOf(state.step) + delta))];
+  const step = steps[G.clamp(steps.indexOf(state.step) + delta, 0, steps.length - 1)];
   if (step !== undefined && step !== state.step) update({ step });
 }
 
@@ -605,7 +607,7 @@ function onGridKey(e) {
   if (move === undefined) return;
   e.preventDefault();
   e.stopPropagation();
-  const target = tiles[Math.max(0, Math.min(tiles.length - 1, i + move))];
+  const target = tiles[G.clamp(i + move, 0, tiles.length - 1)];
   tile.tabIndex = -1;
   target.tabIndex = 0;
   target.focus();
@@ -627,5 +629,3 @@ function onKey(e) {
   e.preventDefault();
   keys[e.key]();
 }
-
-const errorText = (err) => String(err?.message || err);

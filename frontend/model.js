@@ -5,9 +5,8 @@
 import { tileLocations } from "./grid.js";
 
 /**
- * @typedef {import("./grid.js").LayerIndex} LayerIndex
  * @typedef {import("./grid.js").Pixels} Pixels
- * @typedef {{run: string, tag: string, step: number, wall_time: number, index: LayerIndex | null,
+ * @typedef {{run: string, tag: string, step: number, wall_time: number, index: import("./grid.js").LayerIndex | null,
  *   atlases: Pixels[], locations: import("./grid.js").Locations | null, warning?: string}} LayerData
  */
 
@@ -57,7 +56,7 @@ export class Model {
     this._running = 0;
   }
 
-  /** Fetches JSON; a non-2xx answer rejects with the plugin's message. @param {string} path @returns {Promise<any>} */
+  /** Fetches JSON; a non-2xx answer rejects with the plugin's message. @param {string} path */
   async json(path) {
     const res = await this._fetch(path);
     const text = await res.text();
@@ -83,16 +82,16 @@ export class Model {
   /** `{run: {tag: {kind, layer, steps, description}}}`. @returns {Promise<Object<string, any>>} */
   tags() { return this._cached("tags", () => this.json(url("tags"))); }
 
-  /** Every step's statistics of one (run, tag). @param {string} run @param {string} tag @returns {Promise<any>} */
+  /** Every step's statistics of one (run, tag). */
   stats(run, tag) { return this._cached(key("stats", run, tag), () => this.json(url("stats", { run, tag }))); }
 
-  /** What the callbacks drew at each step of a run, and what they left out and why. @param {string} run @returns {Promise<any>} */
+  /** What the callbacks drew at each step of a run, and what they left out and why. */
   plan(run) { return this._cached(key("plan", run), () => this.json(url("plan", { run }))); }
 
   /** Forgets what new data changes (runs, tags, statistics, plans); a logged step's pictures never change. */
   invalidate() { this._meta.clear(); }
 
-  /** A layer step, cached; prefetches queue behind the user's requests. @param {string} run @param {string} tag @param {number} step @param {{prefetch?: boolean}} [o] @returns {Promise<LayerData>} */
+  /** A layer step (run, tag, step), cached; prefetches queue behind the user's requests. @param {{prefetch?: boolean}} [o] @returns {Promise<LayerData>} */
   layer(run, tag, step, o = {}) {
     const k = key(run, tag, step);
     const hit = this._layers.get(k);
@@ -123,7 +122,7 @@ export class Model {
     return entry.promise;
   }
 
-  /** Whether a layer step is decoded already. @param {string} run @param {string} tag @param {number} step */
+  /** Whether a layer step is decoded already. */
   hasLayer(run, tag, step) { return Boolean(this._layers.get(key(run, tag, step))?.bytes); }
 
   /** Warms the cache for steps likely next; errors ignored. @param {string} run @param {string} tag @param {number[]} steps */

@@ -1,16 +1,15 @@
 // The view state, its URL forms, and the catalog of the logdir. Pure (node-testable).
-// The view lives in the iframe's `location.hash` as a query string of its non-default values:
-// run (comma-separated; "," and "\" escaped with "\"), layer, kind, step, slice ("all", an index,
-// or "oK": heatmap K over the image), sort ("id" or "<kind>.<stat>"), desc, show (all|dead|alive),
-// norm (filter|layer|tile), cmap, zoom, alpha (heatmap opacity %), filter (inspected), frun (its
-// run). TensorBoard's URL mirrors them as `p.cnnviz.<key>` (what `experimental.GetURLPluginData`
-// answers), so a reload or a shared TensorBoard link restores the view.
+// The view lives in the iframe's `location.hash` as a query string of its non-default values (keys
+// and values: `paramsToState`). TensorBoard's URL mirrors them as `p.cnnviz.<key>` (what
+// `experimental.GetURLPluginData` answers), so a reload or a shared TensorBoard link restores it.
 
 import { COLORMAPS } from "./colormaps.js";
-import { NORM_MODES, SHOW_MODES, MAX_ZOOM, closestStep } from "./grid.js";
+import { NORM_MODES, SHOW_MODES, MAX_ZOOM, closestStep, rankIn } from "./grid.js";
 
 /** Kinds in `tb_cnnviz.metadata.KINDS` order, with their labels. */
 export const KIND_LABELS = { weights: "Weights", feature_maps: "Feature maps", actmax: "Activation max", attribution: "Attribution" };
+/** A kind's label (unknown kinds: the kind). @param {string | null} kind */
+export const kindLabel = (kind) => KIND_LABELS[kind] || kind;
 export const DEFAULT_ALPHA = 60;
 export const PARENT_PREFIX = "p.cnnviz.";
 
@@ -51,15 +50,11 @@ export function decodeList(text) {
 const int = (v, lo, hi) => (/^\d{1,15}$/.test(v) && +v >= lo && +v <= hi ? +v : null);
 const oneOf = (v, list, fallback) => (list.includes(v) ? v : fallback);
 
-/** The state's non-default values as key/value pairs. @param {ViewState} s @returns {[string, string][]} */
+/** The state's non-default values as key/value pairs, in `defaultState` order. @param {ViewState} s @returns {[string, string][]} */
 export function stateToParams(s) {
   const d = defaultState();
-  const pairs = [
-    ["run", s.runs.length ? encodeList(s.runs) : null], ["layer", s.layer], ["kind", s.kind],
-    ["step", s.step], ["slice", s.slice], ["sort", s.sort === d.sort ? null : s.sort], ["desc", s.desc ? 1 : null],
-    ["show", s.show === d.show ? null : s.show], ["norm", s.norm === d.norm ? null : s.norm], ["cmap", s.cmap],
-    ["zoom", s.zoom], ["alpha", s.alpha === d.alpha ? null : s.alpha], ["filter", s.filter], ["frun", s.frun],
-  ];
+  const pairs = Object.keys(d).map((k) =>
+    k === "runs" ? ["run", s.runs.length ? encodeList(s.runs) : null] : [k, k === "desc" ? (s.desc ? 1 : null) : s[k] === d[k] ? null : s[k]]);
   return pairs.filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => [k, String(v)]);
 }
 
@@ -104,10 +99,8 @@ export function parseParentHash(hash) {
     const bits = part.split("=");
     try {
       if (bits.length === 1 && part) tab = decodeURIComponent(part);
-      else if (bits.length === 2) entries.push([decodeURIComponent(bits[0]), decodeURIComponent(bits[1])]);
-    } catch {
-      // a malformed escape
-    }
+      else if (bits.length === 2) entries.push(bits.map(decodeURIComponent));
+    } catch { /* a malformed escape */ }
   }
   return { tab, entries };
 }
@@ -127,7 +120,7 @@ export function mergeParentHash(hash, state) {
 
 const natural = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
 const KINDS = Object.keys(KIND_LABELS);
-const kindRank = (kind) => (KINDS.includes(kind) ? KINDS.indexOf(kind) : KINDS.length);
+const kindRank = rankIn(KINDS);
 // Layers of filters come before attribution, which is about the model's output.
 const layerRank = (layer) => (layer.tags.every((t) => t.kind === "attribution") ? 1 : 0);
 

@@ -7,8 +7,9 @@ import { cssSize, formatStat } from "./grid.js";
 
 /** @typedef {{value: string, label: string}} Option @typedef {import("./grid.js").Pixels} Pixels */
 
-/** An element; props: class, text, title, data, attrs (false/null skipped), style. @param {string} tag @param {Object<string, any>} [props] @param {...any} children @returns {HTMLElement} */
+/** An element; props (a string: the class): class, text, title, data, attrs (false/null skipped), style. @param {string} tag @param {string | Object<string, any>} [props] @param {...any} children @returns {HTMLElement} */
 export function el(tag, props = {}, ...children) {
+  if (typeof props === "string") props = { class: props };
   const node = document.createElement(tag);
   if (props.class) node.className = props.class;
   if (props.text !== undefined) node.textContent = String(props.text);
@@ -20,11 +21,11 @@ export function el(tag, props = {}, ...children) {
   return node;
 }
 
-const button = (cls, text, action, props = {}) =>
-  el("button", { ...props, class: cls, text, data: { action, key: action, ...props.data }, attrs: { type: "button", ...props.attrs } });
+const button = (cls, text, action, props = {}, ...children) =>
+  el("button", { ...props, class: cls, text, data: { action, key: action, ...props.data }, attrs: { type: "button", ...props.attrs } }, ...children);
 const icon = (action, text, label, enabled = true) => button("cv-icon-btn", text, action, { title: label, attrs: { "aria-label": label, disabled: !enabled } });
 
-/** Paul Tol's vibrant colours (light and dark). @param {number} i @returns {string} */
+/** A run's colour: Paul Tol's vibrant colours (light and dark). @param {number} i */
 export const runColor = (i) => ["#0077bb", "#ee7733", "#009988", "#cc3311", "#33bbee", "#ee3377", "#888888", "#aa8800"][Math.abs(i) % 8];
 
 /** Replaces content, keeping focus on the same `data-key`. @param {HTMLElement} box @param {...Node} nodes */
@@ -37,26 +38,26 @@ export function swapContent(box, ...nodes) {
 
 const KEYS = "Keys: , . or ← → step (arrows move in the grid) · P play · + − 0 zoom · Enter inspect · [ ] other filter · Esc close";
 
-/** The page: sidebar (runs, layers, display, keys), toolbar, panels, inspector. @returns {Object<string, HTMLElement>} */
+/** The page: sidebar (runs, layers, display, keys), toolbar, panels, inspector. @returns {Object<string, HTMLElement>} its parts */
 export function buildShell() {
   const section = (title, body, extra = null) =>
-    el("section", { class: "cv-side-section" }, el("h2", { class: "cv-side-title" }, el("span", { text: title }), extra), body);
+    el("section", "cv-side-section", el("h2", "cv-side-title", el("span", { text: title }), extra), body);
   const r = {
-    runsCount: el("span", { class: "cv-count" }), runs: el("div", { class: "cv-runs" }),
-    layers: el("div", { class: "cv-layers", attrs: { role: "list" } }), display: el("div", { class: "cv-display" }),
+    runsCount: el("span", "cv-count"), runs: el("div", "cv-runs"),
+    layers: el("div", { class: "cv-layers", attrs: { role: "list" } }), display: el("div", "cv-display"),
     kinds: el("div", { class: "cv-kinds", attrs: { role: "tablist", "aria-label": "Kind of picture" } }),
-    steps: el("div", { class: "cv-steps" },
+    steps: el("div", "cv-steps",
       icon("play", "▶", "Play (P)"), icon("prev", "‹", "Previous step (,)"),
       el("input", { class: "cv-slider", data: { action: "step-slider", key: "step-slider" }, attrs: { type: "range", min: 0, max: 0, value: 0, "aria-label": "Step" } }),
       icon("next", "›", "Next step (.)"),
-      el("span", { class: "cv-step-label" }, el("b", { class: "cv-step-num" }), el("span", { class: "cv-step-of cv-muted" }))),
-    tools: el("div", { class: "cv-tools" }), panels: el("div", { class: "cv-panels" }),
+      el("span", "cv-step-label", el("b", "cv-step-num"), el("span", "cv-step-of cv-muted"))),
+    tools: el("div", "cv-tools"), panels: el("div", "cv-panels"),
     inspector: el("aside", { class: "cv-inspector", attrs: { "aria-label": "Filter inspector", hidden: true, tabindex: "-1" } }),
   };
-  r.main = el("main", { class: "cv-main" },
-    el("div", { class: "cv-bar" }, el("div", { class: "cv-bar-row" }, r.kinds, r.steps), r.tools),
+  r.main = el("main", "cv-main",
+    el("div", "cv-bar", el("div", "cv-bar-row", r.kinds, r.steps), r.tools),
     el("div", { class: "cv-progress", attrs: { "aria-hidden": "true" } }), r.panels);
-  r.app = el("div", { class: "cv-app" },
+  r.app = el("div", "cv-app",
     el("aside", { class: "cv-side", attrs: { "aria-label": "Selection and display" } },
       section("Runs", r.runs, r.runsCount), section("Layers", r.layers), section("Display", r.display),
       el("p", { class: "cv-keys", text: KEYS })),
@@ -64,7 +65,7 @@ export function buildShell() {
   return r;
 }
 
-/** A checkbox per run. @param {{name: string, color: string, checked: boolean, hasTag: boolean}[]} runs @returns {HTMLElement[]} */
+/** A checkbox per run. @param {{name: string, color: string, checked: boolean, hasTag: boolean}[]} runs */
 export function runsList(runs) {
   return runs.map((r) => el("div", { class: "cv-run" + (r.hasTag ? "" : " cv-run--empty") },
     el("label", { title: r.name },
@@ -73,19 +74,15 @@ export function runsList(runs) {
     button("cv-only", "only", "only-run", { title: `Show only ${r.name}`, data: { run: r.name, key: `only:${r.name}` } })));
 }
 
-/** A button per layer with the kinds it holds. @param {{name: string, kinds: string[], active: boolean, held: boolean}[]} layers @returns {HTMLElement[]} */
+/** A button per layer with the kinds it holds. @param {{name: string, kinds: string[], active: boolean, held: boolean}[]} layers */
 export function layersList(layers) {
-  return layers.map((l) => {
-    const b = button("cv-layer" + (l.active ? " is-active" : ""), undefined, "select-layer", {
-      data: { layer: l.name, key: `layer:${l.name}` }, title: l.name,
-      attrs: { role: "listitem", "aria-current": l.active && "true", disabled: !l.held },
-    });
-    b.append(el("span", { class: "cv-layer-name", text: l.name }), el("span", { class: "cv-layer-kinds", text: l.kinds.join(" · ") }));
-    return b;
-  });
+  return layers.map((l) => button("cv-layer" + (l.active ? " is-active" : ""), undefined, "select-layer", {
+    data: { layer: l.name, key: `layer:${l.name}` }, title: l.name,
+    attrs: { role: "listitem", "aria-current": l.active && "true", disabled: !l.held },
+  }, el("span", { class: "cv-layer-name", text: l.name }), el("span", { class: "cv-layer-kinds", text: l.kinds.join(" · ") })));
 }
 
-/** Toggle buttons, one pressed. @param {string} action @param {Option[]} options @param {string} value @param {string} label */
+/** Toggle buttons, the one of `value` pressed. @param {string} action @param {Option[]} options @param {string} value @param {string} label */
 export function segmented(action, options, value, label) {
   return el("div", { class: "cv-seg", attrs: { role: "group", "aria-label": label } },
     ...options.map((o) => button("cv-seg-btn", o.label, action, { data: { value: o.value, key: `${action}:${o.value}` }, attrs: { "aria-pressed": String(o.value === value) } })));
@@ -94,25 +91,25 @@ export function segmented(action, options, value, label) {
 /**
  * Normalization, colormap and legend (numbers when per layer), zoom.
  * @param {{norms: Option[], norm: string, cmaps: Option[], cmap: string, cmapAuto: boolean, zoom: number,
- *   zoomAuto: boolean, rgb: boolean, range: number[] | null}} a @returns {HTMLElement[]}
+ *   zoomAuto: boolean, rgb: boolean, range: number[] | null}} a
  */
 export function displayControls(a) {
   const r = a.range, m = r ? Math.max(Math.abs(r[0]), Math.abs(r[1])) : 0;
   const ends = a.cmap === "diverging" ? (r ? [-m, "0", m] : ["−max", "0", "+max"]) : r ? [r[0], "", r[1]] : ["min", "", "max"];
-  const field = (label, ...body) => el("div", { class: "cv-field" }, el("span", { class: "cv-label", text: label }), ...body);
+  const field = (label, ...body) => el("div", "cv-field", el("span", { class: "cv-label", text: label }), ...body);
   return [
     field("Normalize per", segmented("set-norm", a.norms, a.norm, "Normalization")),
     field("Colormap" + (a.cmapAuto ? " (auto)" : ""), segmented("set-cmap", a.cmaps, a.cmap, "Colormap"),
       el("div", { class: "cv-legend", style: { background: colormapGradient(a.cmap) } }),
-      el("div", { class: "cv-legend-ends" }, ...ends.map((t) => el("span", { text: typeof t === "number" ? formatStat(t) : t }))),
+      el("div", "cv-legend-ends", ...ends.map((t) => el("span", { text: typeof t === "number" ? formatStat(t) : t }))),
       a.rgb && el("p", { class: "cv-hint", text: "RGB pictures keep their colours; diverging centres them on grey." })),
-    field("Zoom", el("div", { class: "cv-zoom" }, icon("zoom-out", "−", "Zoom out (-)"),
+    field("Zoom", el("div", "cv-zoom", icon("zoom-out", "−", "Zoom out (-)"),
       el("output", { class: "cv-zoom-val", text: `${a.zoom}×` }), icon("zoom-in", "+", "Zoom in (+)"),
       button("cv-btn cv-btn--small", "Fit", "zoom-fit", { title: "Automatic zoom (0)", attrs: { "aria-pressed": String(a.zoomAuto) } }))),
   ];
 }
 
-/** Tabs for the tags of the layer (`left`: why none was drawn). @param {{tag: string, label: string, held: boolean, left?: string}[]} options @param {string | null} active @returns {HTMLElement[]} */
+/** Tabs for the tags of the layer (`left`: why none was drawn). @param {{tag: string, label: string, held: boolean, left?: string}[]} options @param {string | null} active */
 export function kindTabs(options, active) {
   return options.map((o) => button("cv-kind" + (o.tag === active ? " is-active" : "") + (o.left ? " is-left" : ""), o.label, "select-kind", {
     data: { tag: o.tag, key: `kind:${o.tag}` }, title: o.left && `Not drawn: ${o.left}`, attrs: { role: "tab", "aria-selected": String(o.tag === active), disabled: !o.held },
@@ -139,7 +136,7 @@ export function updateStepControls(box, { steps, index, playing }) {
 /**
  * Slice, sort and direction, dead filter.
  * @param {{slices: Option[], slice: string, sorts: Option[], sort: string, desc: boolean, shows: Option[],
- *   show: string, hasDead: boolean}} a @returns {HTMLElement[]}
+ *   show: string, hasDead: boolean}} a
  */
 export function gridTools(a) {
   const select = (action, label, options, value, disabled = false, title = "") =>
@@ -155,10 +152,10 @@ export function gridTools(a) {
   ].filter(Boolean);
 }
 
-/** A run's panel: header, notes, grid. @param {string} run @returns {HTMLElement} */
+/** A run's panel: header, notes, grid. @param {string} run */
 export function buildPanel(run) {
-  return el("section", { class: "cv-panel", data: { run } }, el("header", { class: "cv-panel-head" }), el("div", { class: "cv-notes" }),
-    el("div", { class: "cv-panel-body" }, el("div", { class: "cv-grid", attrs: { role: "group", "aria-label": `Filters of ${run}` } })));
+  return el("section", { class: "cv-panel", data: { run } }, el("header", "cv-panel-head"), el("div", "cv-notes"),
+    el("div", "cv-panel-body", el("div", { class: "cv-grid", attrs: { role: "group", "aria-label": `Filters of ${run}` } })));
 }
 
 /**
@@ -171,7 +168,7 @@ export function updatePanelHead(panel, a) {
     el("span", { class: "cv-swatch", style: { background: a.color } }), el("h3", { class: "cv-panel-title", text: a.run, title: a.run }),
     el("span", { class: "cv-chip", text: a.step === null ? "" : `step ${a.step}`, title: when }),
     ...a.facts.map((f) => el("span", { class: "cv-fact" + (f === a.deadFact ? " cv-fact--dead" : ""), text: f })),
-    ...a.layerStats.map(([k, v]) => el("span", { class: "cv-fact" }, `${k} `, el("b", { text: v }))));
+    ...a.layerStats.map(([k, v]) => el("span", "cv-fact", `${k} `, el("b", { text: v }))));
   const names = (ls) => (ls.length > 4 ? `${ls.slice(0, 3).join(", ")} and ${ls.length - 3} more` : ls.join(", "));
   panel.children[1].replaceChildren(...a.notes.map((n) => el("p", { class: "cv-note", text: n })),
     ...(a.left || []).map((g) => el("p", { class: "cv-note cv-note--left", title: `${g.layers.join(", ")} · ${g.label}` },
@@ -186,14 +183,14 @@ export function panelMessage(panel, message) {
   if (message) body.append(message);
 }
 
-/** An empty-state or error card. @param {string} title @param {string} [detail] @param {{action?: string, label?: string, data?: Object, tone?: string, code?: string}} [o] @returns {HTMLElement} */
+/** An empty-state or error card. @param {string} title @param {string} [detail] @param {{action?: string, label?: string, data?: Object, tone?: string, code?: string}} [o] */
 export function messageCard(title, detail = "", o = {}) {
   return el("div", { class: "cv-message" + (o.tone ? ` cv-message--${o.tone}` : ""), attrs: { role: o.tone === "error" && "alert" } },
     el("p", { class: "cv-message-title", text: title }), detail && el("p", { class: "cv-message-detail", text: detail }),
     o.code && el("pre", { class: "cv-code", text: o.code }), o.action && button("cv-btn", o.label || "Retry", o.action, { data: o.data }));
 }
 
-/** A loading placeholder. @param {string} text @returns {HTMLElement} */
+/** A loading placeholder. @param {string} text */
 export const loadingCard = (text) => el("div", { class: "cv-loading", text, attrs: { "aria-busy": "true" } });
 
 /**
@@ -208,7 +205,6 @@ export function syncGrid(grid, a) {
   const tiles = grid._tiles || (grid._tiles = new Map());
   const keep = new Set(a.order.map((i) => a.filters[i]));
   for (const [id, tile] of tiles) if (!keep.has(id)) { tile.remove(); tiles.delete(id); }
-  const cw = `${cssSize(a.width, a.zoom, a.dpr)}px`, ch = `${cssSize(a.height, a.zoom, a.dpr)}px`;
   const out = new Map(), wanted = [];
   let roving = null;
   for (const pos of a.order) {
@@ -216,13 +212,11 @@ export function syncGrid(grid, a) {
     let tile = tiles.get(id);
     if (!tile) {
       tile = el("button", { class: "cv-tile", data: { action: "open-filter", filter: id }, attrs: { type: "button", tabindex: "-1" } },
-        el("canvas", { class: "cv-canvas" }), el("span", { class: "cv-tile-id", text: id }), el("span", { class: "cv-tile-val" }));
+        el("canvas", "cv-canvas"), el("span", { class: "cv-tile-id", text: id }), el("span", "cv-tile-val"));
       tiles.set(id, tile);
     }
     const canvas = tile.firstChild;
-    if (canvas.width !== a.width) canvas.width = a.width;
-    if (canvas.height !== a.height) canvas.height = a.height;
-    Object.assign(canvas.style, { width: cw, height: ch });
+    sizeCanvas(canvas, a.width, a.height, a.zoom, a.dpr);
     const dead = Boolean(a.dead?.get(id));
     const text = a.captions?.get(id) ?? "";
     tile.classList.toggle("is-dead", dead);
@@ -245,13 +239,20 @@ export function syncGrid(grid, a) {
   return out;
 }
 
-/** Puts pixels on a canvas, sized for a pixel-exact zoom. @param {HTMLCanvasElement} canvas @param {Pixels} px @param {number} zoom @param {number} dpr */
+/** Sizes a canvas for a pixel-exact zoom; unchanged sizes keep its pixels. */
+function sizeCanvas(canvas, width, height, zoom, dpr) {
+  if (canvas.width !== width) canvas.width = width;
+  if (canvas.height !== height) canvas.height = height;
+  Object.assign(canvas.style, { width: `${cssSize(width, zoom, dpr)}px`, height: `${cssSize(height, zoom, dpr)}px` });
+}
+
+/** Puts pixels on a canvas of their size. @param {HTMLCanvasElement} canvas @param {Pixels} px */
+export const putPixels = (canvas, px) => canvas.getContext("2d")?.putImageData(new ImageData(px.data, px.width, px.height), 0, 0);
+
+/** Puts pixels on a canvas, sized for a pixel-exact zoom. @param {HTMLCanvasElement} canvas @param {Pixels} px */
 export function paintCanvas(canvas, px, zoom, dpr) {
-  canvas.width = px.width;
-  canvas.height = px.height;
-  canvas.style.width = `${cssSize(px.width, zoom, dpr)}px`;
-  canvas.style.height = `${cssSize(px.height, zoom, dpr)}px`;
-  canvas.getContext("2d")?.putImageData(new ImageData(px.data, px.width, px.height), 0, 0);
+  sizeCanvas(canvas, px.width, px.height, zoom, dpr);
+  putPixels(canvas, px);
 }
 
 /** A statistic across steps, the current one marked. @param {{step: number, value: number | null}[]} points @param {number | null} current @returns {SVGSVGElement} */
@@ -276,6 +277,8 @@ export function sparkline(points, current) {
   return svg;
 }
 
+const inspSection = (title, note, ...body) => el("section", "cv-insp-section", el("h3", { text: title }, el("span", { class: "cv-muted", text: note })), ...body);
+
 /**
  * The inspector's frame; index.js fills sections, stats and evolution. @param {{title: string, run: string, layer: string, step: number | null, color: string, dead: boolean,
  *   canPrev: boolean, canNext: boolean}} a
@@ -283,43 +286,39 @@ export function sparkline(points, current) {
  */
 export function inspectorView(a) {
   const sections = el("div");
-  const stats = el("div", { class: "cv-insp-stats" }, el("p", { class: "cv-muted", text: "Loading statistics…" }));
+  const stats = el("div", "cv-insp-stats", el("p", { class: "cv-muted", text: "Loading statistics…" }));
   const evolution = el("div", { class: "cv-evo", attrs: { role: "list" } });
-  const part = (title, note, body) => el("section", { class: "cv-insp-section" }, el("h3", { text: title }, el("span", { class: "cv-muted", text: note })), body);
-  const root = el("div", { class: "cv-insp" },
-    el("header", { class: "cv-insp-head" },
-      el("div", { class: "cv-insp-titles" },
-        el("h2", { class: "cv-insp-title" }, el("span", { text: a.title }), a.dead && el("span", { class: "cv-badge", text: "dead" })),
-        el("p", { class: "cv-insp-sub" }, el("span", { class: "cv-swatch", style: { background: a.color } }),
+  const root = el("div", "cv-insp",
+    el("header", "cv-insp-head",
+      el("div", "cv-insp-titles",
+        el("h2", "cv-insp-title", el("span", { text: a.title }), a.dead && el("span", { class: "cv-badge", text: "dead" })),
+        el("p", "cv-insp-sub", el("span", { class: "cv-swatch", style: { background: a.color } }),
           el("span", { text: a.run }), el("span", { text: ` · ${a.layer}` }), el("span", { class: "cv-muted", text: a.step === null ? "" : ` · step ${a.step}` }))),
       icon("prev-filter", "‹", "Previous filter ([)", a.canPrev), icon("next-filter", "›", "Next filter (])", a.canNext), icon("close-inspector", "✕", "Close (Esc)")),
-    sections, part("Statistics", "", stats), part("Evolution", " · click a step to go there", evolution));
+    sections, inspSection("Statistics", "", stats), inspSection("Evolution", " · click a step to go there", evolution));
   return { root, sections, stats, evolution };
 }
 
-/** Inspector pictures. @param {string} title @param {string} subtitle @param {{label: string, pixels: Pixels}[]} items @param {number} zoom @param {number} dpr @param {string} [note] @returns {HTMLElement} */
-export function pictureSection(title, subtitle, items, zoom, dpr, note = "") {
+/** Inspector pictures, at an integer `zoom`. @param {string} title @param {string} subtitle @param {string} [note] @param {{label: string, pixels: Pixels}[]} [items] */
+export function pictureSection(title, subtitle, note = "", items = [], zoom = 1, dpr = 1) {
   const figures = items.map((item) => {
-    const canvas = el("canvas", { class: "cv-canvas" });
+    const canvas = el("canvas", "cv-canvas");
     paintCanvas(canvas, item.pixels, zoom, dpr);
-    return el("figure", { class: "cv-pic" }, canvas, el("figcaption", { text: item.label }));
+    return el("figure", "cv-pic", canvas, el("figcaption", { text: item.label }));
   });
-  return el("section", { class: "cv-insp-section" }, el("h3", { text: title }, el("span", { class: "cv-muted", text: subtitle && ` · ${subtitle}` })),
-    note && el("p", { class: "cv-muted cv-small", text: note }), figures.length > 0 && el("div", { class: "cv-pics" }, ...figures));
+  return inspSection(title, subtitle && ` · ${subtitle}`, note && el("p", { class: "cv-muted cv-small", text: note }), figures.length > 0 && el("div", "cv-pics", ...figures));
 }
 
-/** A value and chart per statistic. @param {{label: string, value: string, points: any[]}[]} rows @param {number | null} current @returns {HTMLElement[]} */
+/** A value and chart per statistic. @param {{label: string, value: string, points: any[]}[]} rows @param {number | null} current */
 export function statsRows(rows, current) {
   if (!rows.length) return [el("p", { class: "cv-muted", text: "No statistics logged for this filter." })];
-  return rows.map((r) => el("div", { class: "cv-stat" },
-    el("div", { class: "cv-stat-head" }, el("span", { text: r.label, title: r.label }), el("b", { text: r.value })), sparkline(r.points, current)));
+  return rows.map((r) => el("div", "cv-stat",
+    el("div", "cv-stat-head", el("span", { text: r.label, title: r.label }), el("b", { text: r.value })), sparkline(r.points, current)));
 }
 
-/** One frame of the evolution strip. @param {number} step @param {boolean} current @returns {HTMLElement} */
+/** One frame of the evolution strip. @param {number} step @param {boolean} current */
 export function evolutionFrame(step, current) {
-  const b = button("cv-frame" + (current ? " is-current" : ""), undefined, "goto-step", {
+  return button("cv-frame" + (current ? " is-current" : ""), undefined, "goto-step", {
     data: { step, key: `step:${step}` }, attrs: { role: "listitem", "aria-label": `Go to step ${step}`, "aria-current": current && "step" },
-  });
-  b.append(el("canvas", { class: "cv-canvas" }), el("span", { text: step }));
-  return b;
+  }, el("canvas", "cv-canvas"), el("span", { text: step }));
 }

@@ -31,16 +31,14 @@ What they share:
 
 from __future__ import annotations
 
-import contextlib
-import numbers
 import types
 import weakref
-from collections.abc import Iterator
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tb_cnnviz import checks, heads
 from tb_cnnviz import layers as layer_lib
 
 __all__ = [
@@ -177,10 +175,8 @@ def smoothgrad(
         >>> smoothgrad(model, np.random.rand(3, 8, 8, 3), samples=4).shape
         (3, 8, 8)
     """
-    if isinstance(samples, bool) or not isinstance(samples, int | np.integer) or samples < 1:
-        raise ValueError(f"samples must be a positive integer. Received: samples={samples!r}")
-    if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not noise >= 0:
-        raise ValueError(f"noise must be a non-negative number. Received: noise={noise!r}")
+    samples = checks.integer("samples", samples, minimum=1)
+    noise = checks.number("noise", noise, at_least=0)
     arrays, multi = check_images(model, images), isinstance(images, list | tuple)
     classes = _class_indices(model, arrays, class_index)
     specs = _specs(arrays)
@@ -361,7 +357,13 @@ def gradcam_layers(model, images, layer=None) -> list[str | None]:
         if name is None:
             chosen[i] = _last_conv_reading(model, arrays, i, convs)
         else:
-            chosen[i] = _named_conv(model, name, convs, rank, layer)
+            chosen[i] = layer_lib.find_layer(
+                model,
+                name,
+                among=lambda c, rank=rank: layer_lib.is_conv(c) and c.rank == rank,
+                need=f"a {rank}-D conv layer (Grad-CAM of a {rank}-D input reads one)",
+                received=layer,
+            )[0]
     if not any(chosen):
         raise ValueError(
             f"No conv layer of the model {model.name!r} reads an image input and feeds the "
@@ -399,7 +401,7 @@ def _build_cam(model_ref, targets, plus_plus, specs):
         unique = list({id(t): t for _, t in chosen}.values())
         with tf.GradientTape() as tape:
             tape.watch(inputs)
-            with layer_lib.capture_outputs(unique) as captured, _class_scores_as_logits(model):
+            with layer_lib.capture_outputs(unique) as captured, heads.logits(model):
                 outputs = model(_model_inputs(inputs), training=False)
             score = _score(outputs, classes)
             acts = [captured[id(t)] for _, t in chosen]
@@ -473,7 +475,7 @@ def _build_smoothgrad(model_ref, specs):
     def run(inputs, classes, samples, noise, seed):
         model = model_ref()
         image_inputs = [i for i, x in enumerate(inputs) if x.shape.rank in (3, 4, 5)]
-        with _class_scores_as_logits(model):
+        with heads.logits(model):
             clean = _first_output(model(_model_inputs(inputs), training=False))
         classes = tf.where(classes < 0, tf.argmax(clean, -1, output_type=tf.int32), classes)
         # The noise scales with each image's own value range, as in the paper.
@@ -493,7 +495,7 @@ def _build_smoothgrad(model_ref, specs):
             watched = [noisy[i] for i in image_inputs]
             with tf.GradientTape() as tape:
                 tape.watch(watched)
-                with _class_scores_as_logits(model):
+                with heads.logits(model):
                     score = _score(model(_model_inputs(noisy), training=False), classes)
             grads = tape.gradient(score, watched)
             total = tuple(
@@ -620,72 +622,6 @@ def _class_indices(model, arrays, class_index) -> np.ndarray:
             f"Received: class_index={class_index!r}"
         )
     return classes.astype(np.int32)
-
-
-@contextlib.contextmanager
-def _class_scores_as_logits(model) -> Iterator[None]:
-    """Switches a final softmax or sigmoid off for the duration of a trace."""
-    layer = _output_layer(model)
-    if isinstance(layer, keras.layers.Softmax):
-        object.__setattr__(layer, "call", lambda inputs, *args, **kwargs: inputs)
-        try:
-            yield
-        finally:
-            object.__delattr__(layer, "call")
-        return
-    activation = getattr(layer, "activation", None)
-    squashing = activation is not None and getattr(activation, "__name__", "") in (
-        "softmax",
-        "sigmoid",
-    )
-    if not squashing:
-        yield
-        return
-    object.__setattr__(layer, "activation", keras.activations.linear)
-    try:
-        yield
-    finally:
-        object.__setattr__(layer, "activation", activation)
-
-
-def _output_layer(model):
-    """The layer that produces the model's first output, looking into nested models."""
-    try:
-        outputs = model.outputs
-    except AttributeError:
-        return None
-    if not outputs:
-        return None
-    for layer in reversed(model.layers):
-        try:
-            produced = layer.output
-        except (AttributeError, ValueError):  # never called, or called more than once
-            continue
-        if any(produced is o for o in tf.nest.flatten(outputs)[:1]):
-            return _output_layer(layer) if isinstance(layer, keras.Model) else layer
-    return None
-
-
-def _named_conv(model, name, convs, rank, received):
-    """The path of the conv layer `name` (path or plain name), which must have `rank`."""
-    fitting = [(p, c) for p, c in convs if c.rank == rank]
-    valid = [p for p, _ in fitting]
-    matches = [(p, c) for p, c in convs if p == name] or [
-        (p, c) for p, c in convs if c.name == name
-    ]
-    if len(matches) == 1 and matches[0][1].rank == rank:
-        return matches[0][0]
-    others = [lyr for p, lyr in layer_lib.all_layers(model) if name in (p, lyr.name)]
-    if len(matches) > 1:
-        problem = "is ambiguous"
-    elif others:
-        problem = f"is a {type(others[0]).__name__}, not a {rank}-D conv layer"
-    else:
-        problem = "is not a layer of the model"
-    raise ValueError(
-        f"layer: {name!r} {problem}. Grad-CAM of a {rank}-D input reads a {rank}-D conv layer; "
-        f"valid names: {valid}. Received: layer={received!r}"
-    )
 
 
 def _last_conv_reading(model, arrays, input_index, convs) -> str | None:

@@ -17,6 +17,8 @@ __all__ = [
     "CONV_TYPES",
     "capture_outputs",
     "conv_layers",
+    "find_layer",
+    "is_conv",
     "is_conv2d",
     "kernel_for_display",
     "resolve_layers",
@@ -69,7 +71,7 @@ def conv_layers(model: keras.layers.Layer) -> list[tuple[str, keras.layers.Layer
         >>> [p for p, _ in conv_layers(m)]
         ['c1']
     """
-    return [(path, layer) for path, layer in all_layers(model) if isinstance(layer, CONV_TYPES)]
+    return [(path, layer) for path, layer in all_layers(model) if is_conv(layer)]
 
 
 def is_conv2d(layer: keras.layers.Layer) -> bool:
@@ -80,6 +82,77 @@ def is_conv2d(layer: keras.layers.Layer) -> bool:
         (True, False)
     """
     return isinstance(layer, CONV_TYPES) and getattr(layer, "rank", 2) == 2
+
+
+def find_layer(
+    model: keras.layers.Layer,
+    name: str,
+    argument: str = "layer",
+    *,
+    among=None,
+    need: str = "a layer",
+    received=None,
+) -> tuple[str, keras.layers.Layer]:
+    """Finds one layer of `model` by path (`outer/inner`) or, when unique, by plain name.
+
+    The one place layers are looked up by name: every tb-cnnviz function that takes a layer
+    name reports a bad one the same way.
+
+    Args:
+        model: The model.
+        name: The layer's path or plain name.
+        argument: The argument the name came from, for the message.
+        among: A predicate the layer must pass (for example `is_conv2d`); its passing layers are
+            the valid names the message lists. None: any layer.
+        need: What the layer must be, for the message (`"a 2-D conv layer"`).
+        received: The argument's value as given, for the message; defaults to `name`.
+
+    Returns:
+        `(path, layer)`.
+
+    Raises:
+        ValueError: If no layer has that path or name, several have that name, or the layer
+            fails `among`. The message lists the valid names and ends in `Received: ...`.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3, name="c"),
+        ...                       keras.layers.Flatten(name="f")])
+        >>> find_layer(m, "c", among=is_conv2d)[0]
+        'c'
+        >>> try:
+        ...     find_layer(m, "f", among=is_conv2d, need="a 2-D conv layer")
+        ... except ValueError as e:
+        ...     print(str(e).split(". ")[0])
+        layer: 'f' is a Flatten layer, not a 2-D conv layer
+    """
+    everything = list(all_layers(model))
+    valid = [p for p, layer in everything if among is None or among(layer)]
+    matches = [(p, layer) for p, layer in everything if p == name]
+    if not matches:
+        matches = [(p, layer) for p, layer in everything if layer.name == name]
+    problem = None
+    if not matches:
+        problem = f"is not a layer of the model {model.name!r}"
+    elif len(matches) > 1:
+        problem = f"names several layers ({[p for p, _ in matches]}); give the full path"
+    elif among is not None and not among(matches[0][1]):
+        problem = f"is a {type(matches[0][1]).__name__} layer, not {need}"
+    if problem:
+        shown = name if received is None else received
+        raise ValueError(
+            f"{argument}: {name!r} {problem}. Valid names: {valid}. Received: {argument}={shown!r}"
+        )
+    return matches[0]
+
+
+def is_conv(layer: keras.layers.Layer) -> bool:
+    """Whether `layer` is a convolution of any kind (one of `CONV_TYPES`).
+
+    Example:
+        >>> is_conv(keras.layers.Conv1D(2, 3)), is_conv(keras.layers.Dense(2))
+        (True, False)
+    """
+    return isinstance(layer, CONV_TYPES)
 
 
 def resolve_layers(
@@ -114,20 +187,10 @@ def resolve_layers(
         return available
     if isinstance(names, str):
         names = [names]
-    valid = [p for p, _ in available]
-    chosen = []
-    for name in names:
-        matches = [(p, layer) for p, layer in available if p == name]
-        if not matches:
-            matches = [(p, layer) for p, layer in available if layer.name == name]
-        if len(matches) != 1:
-            problem = "is ambiguous" if matches else "is not a conv layer of the model"
-            raise ValueError(
-                f"{argument}: {name!r} {problem}. Valid names: {valid}. "
-                f"Received: {argument}={list(names)!r}"
-            )
-        chosen.append(matches[0])
-    return chosen
+    return [
+        find_layer(model, name, argument, among=is_conv, need="a conv layer", received=list(names))
+        for name in names
+    ]
 
 
 def kernel_for_display(layer: keras.layers.Layer) -> np.ndarray:

@@ -25,14 +25,17 @@ from typing import Any
 from tensorboard.compat.proto import summary_pb2
 
 __all__ = [
+    "ALL_POINTS",
     "FORMAT_VERSION",
     "KINDS",
     "PLAN_KIND",
     "PLUGIN_NAME",
     "PluginMetadata",
+    "check_index",
     "create_summary_metadata",
     "decode_index",
     "encode_index",
+    "names_text",
     "parse_plugin_metadata",
     "plan_tag",
     "tag_for",
@@ -52,6 +55,12 @@ KINDS = ("weights", "feature_maps", "actmax", "attribution")
 #: The kind of the per-step plan records: no pictures, only what was drawn and what was not.
 #: Never one of `KINDS`, so a plan tag (`"<owner>/plan"`) cannot collide with a picture tag.
 PLAN_KIND = "plan"
+
+#: "Every point" for a data provider's `downsample` when reading: 0 would return nothing
+#: (TensorBoard issue 5550).
+ALL_POINTS = 10**6
+
+_MAX_LISTED = 20  # names quoted in a message before it says "and N more"
 
 _warned_versions: set[int] = set()
 
@@ -219,6 +228,85 @@ def decode_index(blob: bytes) -> dict[str, Any] | None:
         'weights'
     """
     return _load_json(blob, "index blob")
+
+
+def check_index(index: dict[str, Any], blob_count: int) -> dict[str, Any]:
+    """Checks that a decoded index can be drawn from the `blob_count` blobs of its datum.
+
+    The one schema check of the index, shared by everything that reads pictures back (the
+    TensorBoard plugin, `tb_cnnviz.reader`, `tb_cnnviz.plot`, `tb-cnnviz export`), so a damaged
+    step gets the same message everywhere.
+
+    Args:
+        index: The index, as `decode_index` returns it.
+        blob_count: How many blobs the datum holds (the index blob included).
+
+    Returns:
+        The index, unchanged.
+
+    Raises:
+        ValueError: Saying what is missing or out of place.
+
+    Example:
+        >>> index = {"tile": [3, 3, 1], "filters": [0], "slices": {"count": 1},
+        ...          "atlases": [{"blob": 1, "cols": 1}], "ranges": [[0.0, 1.0]]}
+        >>> check_index(index, 2) is index
+        True
+        >>> check_index(index, 1)
+        Traceback (most recent call last):
+        ...
+        ValueError: index: atlas 0 names blob 1, but the step holds blobs 1..0 only
+    """
+
+    def fail(message: str):
+        raise ValueError(f"index: {message}")
+
+    def count(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    tile = index.get("tile")
+    if not (isinstance(tile, list) and len(tile) == 3 and all(count(v) and v for v in tile)):
+        fail(f"tile must be [height, width, channels] of positive ints; it is {tile!r}")
+    if tile[2] not in (1, 3):
+        fail(f"tile channels must be 1 or 3; it is {tile[2]!r}")
+    filters = index.get("filters")
+    if not (isinstance(filters, list) and all(count(f) for f in filters)):
+        fail("filters must be a list of filter ids")
+    slices = index.get("slices")
+    if not (isinstance(slices, dict) and count(slices.get("count")) and slices["count"] >= 1):
+        fail("slices must say how many tiles each filter has (slices.count >= 1)")
+    atlases = index.get("atlases")
+    if not isinstance(atlases, list):
+        fail("atlases must be a list")
+    for k, atlas in enumerate(atlases):
+        blob = atlas.get("blob") if isinstance(atlas, dict) else None
+        if not count(blob) or not 0 < blob < blob_count:
+            fail(
+                f"atlas {k} names blob {blob!r}, but the step holds blobs 1..{blob_count - 1} only"
+            )
+        if not (count(atlas.get("cols")) and atlas["cols"] >= 1):
+            fail(f"atlas {k} must say its columns (cols >= 1)")
+    ranges = index.get("ranges")
+    needed = len(filters) * slices["count"]
+    if not isinstance(ranges, list) or len(ranges) < needed:
+        fail(f"ranges must hold one [low, high] per tile ({needed} tiles)")
+    return index
+
+
+def names_text(items) -> str:
+    """Lists names (or steps) for a message: strings quoted, cut short after 20.
+
+    Example:
+        >>> names_text(["a", "b"]), names_text([3, 4]), names_text([])
+        ("'a', 'b'", '3, 4', '(none)')
+    """
+    items = list(items)
+    if not items:
+        return "(none)"
+    shown = ", ".join(repr(i) if isinstance(i, str) else str(i) for i in items[:_MAX_LISTED])
+    if len(items) > _MAX_LISTED:
+        shown += f", and {len(items) - _MAX_LISTED} more"
+    return shown
 
 
 def _load_json(raw: bytes, what: str) -> dict[str, Any] | None:

@@ -61,7 +61,6 @@ BLOB_MAX_AGE_SECONDS = 24 * 60 * 60
 
 # "Every point" for the data provider's `downsample`: a sampling hint of 0 means "keep all" in
 # storage, but `downsample=0` reads back nothing (TensorBoard issue 5550).
-_ALL_POINTS = 10**6
 
 # Decoded index blobs are immutable, so they are cached; the bound is on the size of the raw JSON
 # (the decoded dicts are a few times larger) and on the number of entries.
@@ -84,7 +83,6 @@ _READ_THREADS = 8
 _MAX_QUERY_BYTES = 64 * 1024
 _MAX_QUERY_FIELDS = 32
 _MAX_STEP = 2**63 - 1  # steps are int64 in event files
-_MAX_LISTED = 20  # names quoted in a "not found" message before it says "and N more"
 
 # Static files: the extension decides the MIME type explicitly (never `mimetypes`, which reads the
 # Windows registry) and anything else is refused.
@@ -127,7 +125,7 @@ def read_downsample(sampling_hints: Mapping[str, Any] | None) -> int:
     hint = (sampling_hints or {}).get(metadata.PLUGIN_NAME)
     if isinstance(hint, int) and not isinstance(hint, bool) and hint > 0:
         return hint
-    return _ALL_POINTS
+    return metadata.ALL_POINTS
 
 
 class CNNVizLoader(base_plugin.TBLoader):
@@ -576,7 +574,7 @@ class CNNVizPlugin(base_plugin.TBPlugin):
             if datum is None:
                 raise errors.NotFoundError(
                     f"no step {step} in run {run!r}, tag {tag!r}; logged steps: "
-                    + _names(series.by_step)
+                    + metadata.names_text(series.by_step)
                 )
         index, warning = self._index(ctx, datum)
         atlases = []
@@ -745,7 +743,7 @@ class CNNVizPlugin(base_plugin.TBPlugin):
         if not tags:
             raise self._no_run(ctx, experiment_id, run)
         raise errors.NotFoundError(
-            f"no cnnviz tag {tag!r} in run {run!r}; its tags: " + _names(sorted(tags))
+            f"no cnnviz tag {tag!r} in run {run!r}; its tags: " + metadata.names_text(sorted(tags))
         )
 
     def _parse_tag(self, experiment_id, run, tag, series) -> metadata.PluginMetadata | None:
@@ -800,8 +798,11 @@ class CNNVizPlugin(base_plugin.TBPlugin):
                     f"step {datum.step} was written by a newer tb-cnnviz (format version above "
                     f"{metadata.FORMAT_VERSION}); upgrade tb-cnnviz to see it"
                 )
-            elif not _atlases_valid(index, len(datum.values)):
-                index, why = None, f"step {datum.step} has an index whose atlases miss their blobs"
+            else:
+                try:
+                    metadata.check_index(index, len(datum.values))
+                except ValueError as e:
+                    index, why = None, f"step {datum.step} has a malformed {e}"
         self._index_cache.put(_index_cache_key(datum), (index, why), len(raw))
         return index, why
 
@@ -828,7 +829,7 @@ class CNNVizPlugin(base_plugin.TBPlugin):
     def _no_run(self, ctx, experiment_id, run) -> errors.NotFoundError:
         return errors.NotFoundError(
             f"no cnnviz run named {run!r}; runs with cnnviz data: "
-            + _names(sorted(self._list(ctx, experiment_id)))
+            + metadata.names_text(sorted(self._list(ctx, experiment_id)))
         )
 
 
@@ -893,17 +894,6 @@ def _index_cache_key(datum) -> tuple[str, float]:
     return datum.values[0].blob_key, datum.wall_time
 
 
-def _atlases_valid(index: dict[str, Any], blob_count: int) -> bool:
-    atlases = index.get("atlases")
-    if not isinstance(atlases, list):
-        return False
-    for atlas in atlases:
-        blob = atlas.get("blob") if isinstance(atlas, dict) else None
-        if not isinstance(blob, int) or isinstance(blob, bool) or not 0 < blob < blob_count:
-            return False
-    return True
-
-
 def _frontend_dir() -> pathlib.Path | None:
     """The resolved folder of the `tb_cnnviz.frontend` package, or None when it is missing."""
     try:
@@ -911,17 +901,6 @@ def _frontend_dir() -> pathlib.Path | None:
     except ImportError:
         return None
     return pathlib.Path(frontend.__file__).resolve().parent
-
-
-def _names(items) -> str:
-    """Lists names for an error message, cut short when long."""
-    items = list(items)
-    if not items:
-        return "(none)"
-    shown = ", ".join(repr(i) if isinstance(i, str) else str(i) for i in items[:_MAX_LISTED])
-    if len(items) > _MAX_LISTED:
-        shown += f", and {len(items) - _MAX_LISTED} more"
-    return shown
 
 
 def _request_context(request: wrappers.Request):

@@ -23,9 +23,7 @@ from tb_cnnviz import metadata, tiles
 
 __all__ = ["LayerPictures", "Logdir", "NotFoundError", "names_text", "natural_key"]
 
-# "Every point" for the data provider's `downsample` (0 would return nothing: TensorBoard #5550).
-_ALL_POINTS = 10**6
-_MAX_LISTED = 20  # names quoted in a message before it says "and N more"
+_MAX_STEPS_LISTED = 20  # steps quoted in a message before they are cut short
 
 
 class NotFoundError(LookupError):
@@ -184,10 +182,14 @@ class Logdir:
             for ref in datum.values
         ]
         where = f"step {datum.step} of {layer!r} {kind} in run {run!r}"
+        if not blobs:
+            raise NotFoundError(f"{where} holds no blobs (a truncated or partial write)")
         try:
-            index = metadata.decode_index(blobs[0]) if blobs else None
+            index = metadata.decode_index(blobs[0])
+            if index is not None:
+                metadata.check_index(index, len(blobs))
         except (TypeError, ValueError) as e:
-            raise NotFoundError(f"{where} is unreadable: {e}") from None
+            raise NotFoundError(f"{where} has a malformed {e}") from None
         if index is None:
             raise NotFoundError(f"{where} was written by a newer tb-cnnviz; upgrade to read it")
         h, w, c = index["tile"]
@@ -295,7 +297,7 @@ class Logdir:
             self._ctx(),
             experiment_id="",
             plugin_name=metadata.PLUGIN_NAME,
-            downsample=_ALL_POINTS,
+            downsample=metadata.ALL_POINTS,
             run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
         )
         data = sorted(found.get(run, {}).get(tag, []), key=lambda d: d.step)
@@ -314,26 +316,14 @@ def natural_key(text: str) -> list:
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in _DIGITS.split(text)]
 
 
-def names_text(items) -> str:
-    """Lists names for a message, quoted, cut short when long.
-
-    Example:
-        >>> names_text(["a", "b"])
-        "'a', 'b'"
-    """
-    items = list(items)
-    if not items:
-        return "(none)"
-    shown = ", ".join(repr(i) for i in items[:_MAX_LISTED])
-    if len(items) > _MAX_LISTED:
-        shown += f", and {len(items) - _MAX_LISTED} more"
-    return shown
+#: Lists names for a message (`tb_cnnviz.metadata.names_text`).
+names_text = metadata.names_text
 
 
 _DIGITS = re.compile(r"(\d+)")
 
 
 def _steps_text(steps: list[int]) -> str:
-    if len(steps) > _MAX_LISTED:
+    if len(steps) > _MAX_STEPS_LISTED:
         return ", ".join(map(str, steps[:10])) + f", …, {steps[-1]} ({len(steps)} steps)"
     return ", ".join(map(str, steps))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 
@@ -361,3 +362,44 @@ def test_progress_redraws_one_line_on_a_terminal_and_writes_lines_elsewhere():
         "replay 1/2 one",
         "replay 2/2 two",
     ]
+
+
+def test_a_malformed_index_gets_the_same_clear_error_in_export_plot_and_the_tab(tmp_path, capsys):
+    """An index without a tile size: one line from export, NotFoundError from plot, same words."""
+    import json
+
+    import tensorflow as tf
+    from tensorboard.compat.proto import summary_pb2
+
+    from tb_cnnviz import metadata, tiles
+    from tb_cnnviz.reader import NotFoundError
+
+    index = {
+        "tile": [2, 2],
+        "filters": [0],
+        "slices": {"axis": "input_channel", "count": 1, "total": 1},
+        "atlases": [{"blob": 1, "cols": 1, "rows": 1, "count": 1}],
+        "ranges": [[0.0, 1.0]],
+    }
+    md = metadata.create_summary_metadata("weights", "c")
+    assert md.data_class == summary_pb2.DATA_CLASS_BLOB_SEQUENCE
+    blobs = [metadata.encode_index(index), tiles.encode_png(np.zeros((2, 2), np.uint8))]
+    with tf.summary.create_file_writer(str(tmp_path / "logs" / "train")).as_default():
+        tf.summary.write("c/weights", tf.constant(blobs), step=0, metadata=md.SerializeToString())
+    words = "malformed index: tile must be [height, width, channels]"
+    code = export(
+        "--logdir",
+        tmp_path / "logs",
+        "--run",
+        "train",
+        "--layer",
+        "c",
+        "--kind",
+        "weights",
+        "-o",
+        tmp_path / "x.png",
+    )
+    assert_one_line_error(capsys, code, words)
+    with pytest.raises(NotFoundError, match=re.escape(words)):
+        plot.layer_grid(str(tmp_path / "logs"), "train", "c", "weights")
+    assert json.loads(blobs[0])["version"] == metadata.FORMAT_VERSION

@@ -87,7 +87,14 @@ def write_odd_run(logdir: pathlib.Path) -> None:
     v1 = json.dumps({"version": 1, "kind": "weights", "layer": "x"}).encode()
     newer = json.dumps({"version": metadata.FORMAT_VERSION + 1, "kind": "weights", "layer": "x"})
     png = tiles.encode_png(np.zeros((2, 2), np.uint8))
-    good_index = metadata.encode_index({"atlases": [{"blob": 1, "cols": 1, "rows": 1, "count": 1}]})
+    drawable = {
+        "tile": [2, 2, 1],
+        "filters": [0],
+        "slices": {"axis": "input_channel", "count": 1, "total": 1},
+        "atlases": [{"blob": 1, "cols": 1, "rows": 1, "count": 1}],
+        "ranges": [[0.0, 1.0]],
+    }
+    good_index = metadata.encode_index(drawable)
     writer = tf.summary.create_file_writer(str(logdir / ODD_RUN))
     with writer.as_default():
         write_blobs("good/weights", [good_index, png], 0, v1)
@@ -97,8 +104,10 @@ def write_odd_run(logdir: pathlib.Path) -> None:
         write_blobs("newer_index/weights", [b'{"version": 99}', png], 0, v1)
         write_blobs("garbage_index/weights", [b"\x00\x01garbage", png], 0, v1)
         write_blobs("lost_atlas/weights", [good_index], 0, v1)  # index names a missing blob
-        nan_index = b'{"version": 1, "atlases": [], "ranges": [[NaN, Infinity]]}'
-        write_blobs("nan_index/weights", [nan_index], 0, v1)
+        nan_index = json.dumps({**drawable, "version": 1, "ranges": [[float("nan"), float("inf")]]})
+        write_blobs("nan_index/weights", [nan_index.encode(), png], 0, v1)
+        no_tile = metadata.encode_index({**drawable, "tile": [2, 2]})
+        write_blobs("no_tile/weights", [no_tile, png], 0, v1)
     writer.close()
 
 
@@ -508,7 +517,8 @@ def test_odd_data_is_served_gracefully(client):
         ("empty/weights", "no blobs"),
         ("newer_index/weights", "newer"),
         ("garbage_index/weights", "malformed"),
-        ("lost_atlas/weights", "atlases"),
+        ("lost_atlas/weights", "atlas 0 names blob 1, but the step holds blobs 1..0 only"),
+        ("no_tile/weights", "malformed index: tile must be [height, width, channels]"),
     ]:
         body = get_json(client, "layer", run=ODD_RUN, tag=tag)
         assert body["index"] is None and body["atlases"] == []

@@ -20,6 +20,7 @@ import math
 import keras
 import tensorflow as tf
 
+from tb_cnnviz import heads
 from tb_cnnviz import layers as layer_lib
 from tb_cnnviz.actmax.objectives import LOGITS
 
@@ -72,46 +73,24 @@ def _called_shapes(model) -> list[tuple]:
 
 
 def find_layer(model: keras.Model, name: str, argument: str, *, conv: bool):
-    """Returns `(path, layer)` for a layer given by path or unique plain name.
+    """Returns `(path, layer)` for a layer an objective reads (`tb_cnnviz.layers.find_layer`).
 
     Args:
         model: The model.
         name: The layer's path (`outer/inner`) or plain name.
         argument: The argument the name came from, for the message.
-        conv: Whether the caller needs a conv layer's feature maps.
-
-    Raises:
-        ValueError: If no layer or several layers have that name, or `conv` is set and the layer
-            is not a 2-D convolution. The message lists the conv layers.
+        conv: Whether the caller needs a 2-D conv layer's feature maps.
 
     Example:
         >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3, name="c")])
         >>> find_layer(m, "c", "layer", conv=True)[0]
         'c'
     """
-    everything = list(layer_lib.all_layers(model))
-    convs = [p for p, layer in everything if layer_lib.is_conv2d(layer)]
-    matches = [(p, layer) for p, layer in everything if p == name]
-    if not matches:
-        matches = [(p, layer) for p, layer in everything if layer.name == name]
-    if not matches:
-        raise ValueError(
-            f"{name!r} is not a layer of the model {model.name!r}. Conv layers: {convs}. "
-            f"Received: {argument}={name!r}"
-        )
-    if len(matches) > 1:
-        raise ValueError(
-            f"{name!r} names several layers: {[p for p, _ in matches]}; give the full path. "
-            f"Received: {argument}={name!r}"
-        )
-    path, layer = matches[0]
-    if conv and not layer_lib.is_conv2d(layer):
-        raise ValueError(
-            f"{path!r} is a {type(layer).__name__} layer, not a 2-D conv layer; a channel or "
-            f"neuron objective needs a conv layer's feature maps. Conv layers: {convs}. "
-            f"Received: {argument}={name!r}"
-        )
-    return path, layer
+    if not conv:
+        return layer_lib.find_layer(model, name, argument)
+    return layer_lib.find_layer(
+        model, name, argument, among=layer_lib.is_conv2d, need="a 2-D conv layer"
+    )
 
 
 class ModelReader:
@@ -186,7 +165,7 @@ class ModelReader:
         others = [layer for _, layer in self._layers.values() if layer not in pre_layers]
         with contextlib.ExitStack() as stack:
             if self._logits:
-                stack.enter_context(_without_final_softmax(self.model))
+                stack.enter_context(heads.logits(self.model))
             for layer in pre_layers:
                 stack.enter_context(_record_pre_activation(layer, self._pre, self._hooked))
             if self._extractor is None:
@@ -269,33 +248,3 @@ def _record_pre_activation(layer, pre: dict, outputs: dict):
         object.__delattr__(layer, "call")
         if activation is not None:
             object.__setattr__(layer, "activation", activation)
-
-
-@contextlib.contextmanager
-def _without_final_softmax(model):
-    """Makes the model return pre-softmax logits while the block runs."""
-    last = model
-    while getattr(last, "layers", None):
-        last = last.layers[-1]
-    activation = getattr(last, "activation", None)
-    softmax_layer = isinstance(last, keras.layers.Softmax) or (
-        isinstance(last, keras.layers.Activation) and _is_softmax(activation)
-    )
-    if softmax_layer:
-        object.__setattr__(last, "call", lambda inputs, *args, **kwargs: inputs)
-        try:
-            yield
-        finally:
-            object.__delattr__(last, "call")
-    elif _is_softmax(activation):
-        object.__setattr__(last, "activation", keras.activations.linear)
-        try:
-            yield
-        finally:
-            object.__setattr__(last, "activation", activation)
-    else:
-        yield
-
-
-def _is_softmax(fn) -> bool:
-    return getattr(fn, "__name__", "") == "softmax"

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 
 import tensorflow as tf
 
+from tb_cnnviz import checks
+
 __all__ = [
     "LOGITS",
     "Activations",
@@ -471,9 +473,4 @@ def _call(name: str, layer: str, index, pre_activation: bool) -> str:
 
 
 def _check_index(value, name: str) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(
-            f"{name} must be a non-negative integer or None. Received: {name}={value!r}"
-        )
+    checks.integer(name, value, minimum=0, none=True)

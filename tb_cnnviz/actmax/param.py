@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from tb_cnnviz import checks
+
 __all__ = [
     "DEFAULT_DECAY_POWER",
     "FourierParam",
@@ -33,6 +35,7 @@ __all__ = [
     "PixelParam",
     "color_correlation",
     "fourier",
+    "mixing_matrix",
     "pixel",
 ]
 
@@ -113,10 +116,10 @@ class ImageParam:
     kind = ""
 
     def __init__(self, batch, size, channels=3, *, decorrelate=True, std=0.01, seeds=None):
-        self.batch = _positive(batch, "batch")
-        self.size = _size(size)
-        self.channels = _positive(channels, "channels")
-        mix = _mixing_matrix(decorrelate) if self.channels == 3 else None
+        self.batch = checks.integer("batch", batch, minimum=1)
+        self.size = checks.image_size("size", size)
+        self.channels = checks.integer("channels", channels, minimum=1)
+        mix = mixing_matrix(decorrelate) if self.channels == 3 else None
         self.decorrelate = mix is not None
         self.std = float(std)
         self._mix = None if mix is None else tf.constant(mix.T)
@@ -200,7 +203,7 @@ class FourierParam(ImageParam):
     def __init__(self, batch, size, channels=3, *, decay_power=None, **kwargs):
         decay_power = DEFAULT_DECAY_POWER if decay_power is None else decay_power
         self.decay_power = float(decay_power)
-        h, w = _size(size)
+        h, w = checks.image_size("size", size)
         fy = np.fft.fftfreq(h)[:, None]
         fx = np.fft.rfftfreq(w)[None, :]
         freq = np.sqrt(fx**2 + fy**2)
@@ -314,7 +317,20 @@ def pixel(batch, size, channels=3, *, decorrelate=True, std=0.01, seeds=None):
     return PixelParam(batch, size, channels, decorrelate=decorrelate, std=std, seeds=seeds)
 
 
-def _mixing_matrix(decorrelate) -> np.ndarray | None:
+def mixing_matrix(decorrelate) -> np.ndarray | None:
+    """The colour decorrelation matrix `decorrelate` asks for, checked; None for none.
+
+    Args:
+        decorrelate: `True` (ImageNet's colour statistics), `False` or None (no decorrelation),
+            or a `3x3` matrix from `color_correlation(images)`.
+
+    Raises:
+        ValueError: For anything else.
+
+    Example:
+        >>> mixing_matrix(True).shape, mixing_matrix(False)
+        ((3, 3), None)
+    """
     if decorrelate is None or decorrelate is False:
         return None
     if decorrelate is True:
@@ -331,23 +347,3 @@ def _mixing_matrix(decorrelate) -> np.ndarray | None:
 def _entropy(seed) -> list[int]:
     parts = seed if isinstance(seed, tuple | list) else (seed,)
     return [int(p) & 0xFFFFFFFF for p in parts]
-
-
-def _size(size) -> tuple[int, int]:
-    if isinstance(size, int | np.integer) and not isinstance(size, bool):
-        size = (size, size)
-    try:
-        h, w = (int(s) for s in size)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"size must be an int or a (height, width) pair. Received: size={size!r}"
-        ) from None
-    if h < 1 or w < 1:
-        raise ValueError(f"size must be positive. Received: size={size!r}")
-    return h, w
-
-
-def _positive(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
-    return int(value)

@@ -41,6 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tb_cnnviz import checks
 from tb_cnnviz.actmax import objectives as obj_lib
 from tb_cnnviz.actmax import param as param_lib
 from tb_cnnviz.actmax import transforms as tf_lib
@@ -207,13 +208,13 @@ class Renderer:
         if param not in ("fourier", "pixel"):
             raise ValueError(f"param must be 'fourier' or 'pixel'. Received: param={param!r}")
         self.param = param
-        self.value_range = _value_range(value_range)
-        self.learning_rate = _positive_float(learning_rate, "learning_rate")
-        self.decorrelate = param_lib._mixing_matrix(decorrelate)
+        self.value_range = checks.value_range("value_range", value_range)
+        self.learning_rate = checks.number("learning_rate", learning_rate, above=0)
+        self.decorrelate = param_lib.mixing_matrix(decorrelate)
         if batch_size is not None:
-            batch_size = param_lib._positive(batch_size, "batch_size")
+            batch_size = checks.integer("batch_size", batch_size, minimum=1)
         self.batch_size = batch_size
-        self.memory_budget = param_lib._positive(memory_budget, "memory_budget")
+        self.memory_budget = checks.integer("memory_budget", memory_budget, minimum=1)
 
         argument = "layer" if objective is None else "objective"
         needs = (self.objective + self.measure).needs
@@ -222,7 +223,7 @@ class Renderer:
         self.model_size = (h, w) if h is not None and w is not None else None
         if size is None:
             size = self.model_size or (_FREE_SIZE, _FREE_SIZE)
-        self.size = param_lib._size(size)
+        self.size = checks.image_size("size", size)
         self.transforms = _transforms(transforms, self.size)
         self._units = self._count_units()
         self._slots: dict[int, _Slot] = {}
@@ -264,10 +265,8 @@ class Renderer:
                 another parameterization or size.
         """
         ids = self._filters(filters)
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-            raise ValueError(f"steps must be a positive integer. Received: steps={steps!r}")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise ValueError(f"seed must be an integer. Received: seed={seed!r}")
+        steps = checks.integer("steps", steps, minimum=1)
+        seed = checks.integer("seed", seed)
         warm = self._warm_state(init)
 
         batch = self._batch(len(ids))
@@ -585,26 +584,6 @@ def _transforms(transforms, size):
         transforms = tf_lib.compose(transforms)
     # Cropping back to the render size inside the same composition fuses it into one resampling.
     return tf_lib.compose([transforms, tf_lib.center_crop(size)])
-
-
-def _value_range(value_range) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in value_range)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"value_range must be a (low, high) pair. Received: value_range={value_range!r}"
-        ) from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(
-            f"value_range must be finite with low < high. Received: value_range={value_range!r}"
-        )
-    return lo, hi
-
-
-def _positive_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(f"{name} must be a positive number. Received: {name}={value!r}")
-    return float(value)
 
 
 def _is_int(value) -> bool:

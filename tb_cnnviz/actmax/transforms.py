@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tb_cnnviz import checks
+
 __all__ = [
     "Affine",
     "Transform",
@@ -145,7 +147,7 @@ def pad(width: int, *, value: float | None = 0.5) -> Affine:
         >>> pad(2)(tf.zeros((1, 4, 4, 1))).shape
         TensorShape([1, 8, 8, 1])
     """
-    width = _non_negative_int(width, "width")
+    width = checks.integer("width", width, minimum=0)
 
     def geometry(draws, h, w):
         return _translation(draws, -width, -width), h + 2 * width, w + 2 * width
@@ -163,7 +165,7 @@ def jitter(pixels: int) -> Affine:
         >>> jitter(3)(tf.zeros((2, 10, 12, 3))).shape
         TensorShape([2, 7, 9, 3])
     """
-    pixels = _non_negative_int(pixels, "pixels")
+    pixels = checks.integer("pixels", pixels, minimum=0)
 
     def geometry(draws, h, w):
         offsets = tf.minimum(tf.floor(draws * (pixels + 1)), float(pixels))  # [n, 2]
@@ -309,12 +311,6 @@ def _short(choices) -> str:
     if len(choices) <= 3:
         return ", ".join(f"{c:g}" for c in choices)
     return f"{min(choices):g}..{max(choices):g}"
-
-
-def _non_negative_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer. Received: {name}={value!r}")
-    return int(value)
 
 
 def _as_transform(t) -> Transform:

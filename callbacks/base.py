@@ -537,13 +537,8 @@ def log_epoch(
                 skipped.update(dict.fromkeys((drawing.tag, *drawing.also), reason))
             else:
                 drawn.extend((drawing.tag, *drawing.also))
-            budget.record(
-                drawing,
-                time.perf_counter() - start,
-                epoch,
-                steps,
-                summary.written_bytes() - before,
-            )
+            seconds, written = time.perf_counter() - start, summary.written_bytes() - before
+            budget.record(drawing, seconds, steps, written)
         summary.write_plan(
             owner,
             epoch,

@@ -2,8 +2,9 @@
 # The whole tb-cnnviz test suite, installing what it needs first:
 #   a virtual environment in .venv with the package and its test extras (TensorFlow CPU build),
 #   Debian's chromium and nodejs (when run as root and missing),
-# then node's built-in test runner for the dashboard logic and pytest for everything else
-# (unit, training, plugin, doctests and headless-browser end-to-end tests).
+# then node's built-in test runner for the dashboard logic, ruff (lint and format) for the
+# Python, and pytest for everything else (unit, training, plugin, doctests and headless-browser
+# end-to-end tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,4 +30,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 node --test tests/js/
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 .venv/bin/python -m pytest --doctest-modules tb_cnnviz callbacks demo tests "$@"

@@ -96,7 +96,7 @@ class _Cost:
     first: float | None = None  # the first drawing's seconds (tracing included)
     steady: float | None = None  # seconds of a later drawing (EMA), per full `steps`
     bytes: float | None = None
-    last_epoch: int | None = None
+    last_turn: int = -1  # the planning turn it was last drawn at
 
 
 class ModelTiming:
@@ -194,6 +194,7 @@ class TimeBudget:
         self._fit_train_start = 0.0
         self._epochs: int | None = 1
         self._epochs_done = 0
+        self._turn = 0  # plans made so far: how long ago a drawing was drawn, across fits
         self._setup_seconds = 0.0
         self._cheap_seconds = 0.0  # what the cheap drawings of this fit cost so far
         self._drawn_in_fit: set[str] = set()
@@ -275,8 +276,8 @@ class TimeBudget:
         return self._fit_train_start + per_epoch * self._epochs
 
     # -- costs -------------------------------------------------------------------------------
-    def record(self, drawing: Drawing, seconds: float, epoch: int, steps=None, written=None):
-        """Records what drawing `drawing` (with `steps`) cost."""
+    def record(self, drawing: Drawing, seconds: float, steps=None, written=None):
+        """Records what drawing `drawing` (with `steps`) cost: seconds and bytes written."""
         cost = self._costs.setdefault(drawing.tag, _Cost())
         if drawing.cheap:
             self._cheap_seconds += seconds
@@ -290,7 +291,7 @@ class TimeBudget:
             cost.steady = full if cost.steady is None else _EMA * full + (1 - _EMA) * cost.steady
         if written is not None:
             cost.bytes = float(written)
-        cost.last_epoch = epoch
+        cost.last_turn = self._turn
 
     def estimate(self, drawing: Drawing, steps: int | None = None) -> float:
         """Seconds `drawing` is expected to cost now (with `steps`, or its full steps)."""
@@ -334,6 +335,7 @@ class TimeBudget:
         Returns:
             A `Plan`.
         """
+        self._turn += 1
         if self.fraction is None:
             return Plan([(d, d.steps) for d in drawings], {}, {})
         chosen: list[tuple[Drawing, int | None]] = []
@@ -369,10 +371,10 @@ class TimeBudget:
 
         def staleness(d: Drawing):
             cost = self._costs.get(d.tag)
-            last = -1 if cost is None or cost.last_epoch is None else cost.last_epoch
-            return (last, d.order)
+            return (-1 if cost is None else cost.last_turn, d.order)
 
         unmeasured_started = False
+        costly_chosen = 0
         waiting = None
         for d in sorted(affordable, key=staleness):
             if waiting is not None:
@@ -382,11 +384,15 @@ class TimeBudget:
                 skipped[d.tag] = "first drawings are spread over epochs; it is drawn at a later one"
                 continue
             steps = self._steps_that_fit(d, available)
-            if steps is False or bytes_left < self.estimate_bytes(d):
+            # The first costly drawing of an epoch may pass the byte cap (one larger than the
+            # cap would otherwise wait for ever); the others wait for a later epoch.
+            too_big = costly_chosen and bytes_left < self.estimate_bytes(d)
+            if steps is False or too_big:
                 waiting = d
-                skipped[d.tag] = self._short(d, available, bytes_left)
+                skipped[d.tag] = self._short(d, available, bytes_left if too_big else math.inf)
                 continue
             chosen.append((d, steps))
+            costly_chosen += 1
             available -= self.estimate(d, steps)
             bytes_left -= self.estimate_bytes(d)
             unmeasured_started |= not self.measured(d)

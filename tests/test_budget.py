@@ -29,7 +29,7 @@ class Clock:
                 seconds = seconds * steps / d.steps
             self.now += seconds
             self.budget.own_seconds += seconds
-            self.budget.record(d, seconds, epoch, steps, d.estimate_bytes)
+            self.budget.record(d, seconds, steps, d.estimate_bytes)
         return plan
 
 
@@ -192,3 +192,14 @@ def test_what_the_run_cannot_afford_together_leaves_out_the_costliest():
         plan = clock.run(epoch, [dear, cheap], final=epoch == 4)
         assert "c/actmax" in plan.left_out
     assert clock.budget.measured(cheap)
+
+
+def test_a_drawing_larger_than_the_byte_cap_is_drawn_alone():
+    """A drawing bigger than the whole cap is not stuck waiting: it goes first, on its own."""
+    clock = Clock(fraction=1.0, epochs=10, max_bytes=1000)
+    big = drawing("big/feature_maps", 0.0, estimate_bytes=5000, order=0)
+    small = drawing("small/feature_maps", 0.0, estimate_bytes=10, order=1)
+    clock.train(1.0)
+    assert tags(clock.run(0, [big, small])) == ["big/feature_maps"]
+    clock.train(1.0)
+    assert tags(clock.run(1, [big, small])) == ["small/feature_maps"]

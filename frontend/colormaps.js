@@ -15,7 +15,7 @@ const cache = new Map();
 
 /** A colormap's 256-entry RGB table (r0 g0 b0 r1 …); unknown names: gray. @param {string} name @returns {Uint8Array} */
 export function colormapLut(name) {
-  const key = name in ANCHORS || name === "gray" ? name : "gray";
+  const key = name in ANCHORS ? name : "gray";
   let lut = cache.get(key);
   if (lut) return lut;
   lut = new Uint8Array(256 * 3);
@@ -51,10 +51,6 @@ export function defaultColormap(kind) {
 
 /** A CSS gradient of a colormap, for legends. @param {string} name @returns {string} */
 export function colormapGradient(name) {
-  const stops = [];
-  for (let i = 0; i <= 8; i++) {
-    const [r, g, b] = colorAt(name, i / 8);
-    stops.push(`rgb(${r},${g},${b}) ${(i / 8) * 100}%`);
-  }
+  const stops = Array.from({ length: 9 }, (_, i) => `rgb(${colorAt(name, i / 8).join(",")}) ${(i / 8) * 100}%`);
   return `linear-gradient(to right, ${stops.join(", ")})`;
 }

@@ -185,7 +185,7 @@ const LABELS = {
   "attribution.true": "True class", "attribution.confidence": "Confidence", "attribution.correct": "Correct",
 };
 
-/** A statistic's label in the user's words. @param {string} key @returns {string} */
+/** A statistic's label in the user's words. */
 export function statLabel(key) {
   if (LABELS[key]) return LABELS[key];
   const dot = key.indexOf(".");
@@ -193,7 +193,7 @@ export function statLabel(key) {
   return words.charAt(0).toUpperCase() + words.slice(1) + (dot > 0 ? ` (${key.slice(0, dot).replace(/_/g, " ")})` : "");
 }
 
-/** 3 significant digits; "—" when missing. @param {unknown} value @returns {string} */
+/** A statistic's value in 3 significant digits; "—" when missing. @param {unknown} value */
 export function formatStat(value) {
   if (value === null || value === undefined) return "—";
   if (typeof value === "boolean") return value ? "yes" : "no";
@@ -219,11 +219,11 @@ export function collectStats(entries) {
   return out;
 }
 
-/** Position in `list`, unknowns last. @param {any[]} list @returns {(x: any) => number} */
+/** A rank by position in `list`, unknowns last. @returns {(x: any) => number} */
 export const rankIn = (list) => (x) => (list.includes(x) ? list.indexOf(x) : list.length);
 const rank = rankIn(Object.keys(LABELS));
 
-/** Stable order of statistic keys: known ones first. @param {string[]} keys @returns {string[]} */
+/** Stable order of statistic keys: known ones first. @param {string[]} keys */
 export const orderStats = (keys) => [...keys].sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));
 
 /** Statistics with a number or boolean for some filter. @param {Stats} stats @returns {string[]} */
@@ -237,7 +237,7 @@ export function deadFilters(stats) {
   return null;
 }
 
-/** Display order (positions) by id or a statistic's `values`; missing last, ties by id. @param {number[]} filters @param {Map<number, any> | null} values @param {boolean} descending @returns {number[]} */
+/** Display order (positions) of `filters` (ids) by id or a statistic's `values`; missing last, ties by id. @param {Map<number, any> | null} values @returns {number[]} */
 export function sortOrder(filters, values, descending) {
   const num = (v) => (typeof v === "boolean" ? Number(v) : typeof v === "number" && Number.isFinite(v) ? v : null);
   return filters.map((_, i) => i).sort((i, j) => {
@@ -249,24 +249,24 @@ export function sortOrder(filters, values, descending) {
   });
 }
 
-/** Positions of `order` passing `show` (all without dead data). @param {number[]} order @param {number[]} filters @param {string} show @param {Map<number, boolean> | null} dead @returns {number[]} */
+/** Positions of `order` whose filters pass `show` (all without `dead` data). @param {Map<number, boolean> | null} dead @returns {number[]} */
 export function filterOrder(order, filters, show, dead) {
   if (show === "all" || !dead) return order;
   return order.filter((i) => Boolean(dead.get(filters[i])) === (show === "dead"));
 }
 
-/** Steps of a tag across runs, ascending. @param {Object<string, any>} tags @param {string[]} runs @param {string | null} tag @returns {number[]} */
+/** Steps of `tag` across `runs` in /tags, ascending. @returns {number[]} */
 export function unionSteps(tags, runs, tag) {
   const all = new Set();
   if (tag) for (const run of runs) for (const s of tags?.[run]?.[tag]?.steps || []) all.add(s);
   return [...all].sort((a, b) => a - b);
 }
 
-/** The logged step closest to `step`, the earlier on a tie. @param {number[]} steps ascending @param {number} step @returns {number | null} */
+/** The step of ascending `steps` closest to `step`, the earlier on a tie. @returns {number | null} */
 export const closestStep = (steps, step) =>
   steps?.length ? steps.reduce((b, v) => (Math.abs(v - step) < Math.abs(b - step) ? v : b)) : null;
 
-/** Up to `max` steps spread evenly, keeping the ends. @param {number[]} steps @param {number} max @returns {number[]} */
+/** Up to `max` of `steps`, spread evenly, keeping the ends. @returns {number[]} */
 export function sampleSteps(steps, max) {
   if (steps.length <= max) return steps.slice();
   const out = new Set();

@@ -6,7 +6,7 @@
 /**
  * Connects to the host page (outside TensorBoard, requests reject). @param {Window} [win]
  * @returns {{on: (type: string, fn: (payload: any) => void) => void,
- *   request: (type: string, payload?: any, timeoutMs?: number) => Promise<any>, connected: boolean}}
+ *   request: (type: string, payload?: any, timeoutMs?: number) => Promise<any>}}
  */
 export function connectGuest(win = window) {
   const handlers = new Map(), pending = new Map();
@@ -30,7 +30,6 @@ export function connectGuest(win = window) {
   };
   if (hosted) win.parent.postMessage("experimental.bootstrap", "*", [port2]);
   return {
-    connected: hosted,
     on: (type, fn) => handlers.set(type, [...(handlers.get(type) || []), fn]),
     request: (type, payload = null, timeoutMs = 2000) => new Promise((resolve, reject) => {
       if (!hosted) return reject(new Error("not inside TensorBoard"));

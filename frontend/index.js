@@ -182,13 +182,12 @@ function renderChrome() {
   const left = new Map(state.runs.flatMap((r) => Object.entries(leftOut()[r] || {})).filter(([t]) => !held.has(t)));
   ui.runsCount.textContent = catalog.runs.length ? `${state.runs.length} of ${catalog.runs.length}` : "";
   V.swapContent(ui.runs, ...V.runsList(catalog.runs.map((name, i) => ({ name, color: V.runColor(i), checked: state.runs.includes(name), hasTag: Boolean(tags[name]?.[tag]) }))));
-  const label = (t) => S.kindLabel(t.kind);
   V.swapContent(ui.layers, ...V.layersList(catalog.layers.map((l) => ({
     name: l.name, active: l.name === state.layer, held: l.tags.some((t) => held.has(t.tag) || left.has(t.tag)),
-    kinds: [...new Set(l.tags.map((t) => (left.has(t.tag) ? "no " : "") + label(t).toLowerCase()))],
+    kinds: [...new Set(l.tags.map((t) => (left.has(t.tag) ? "no " : "") + S.kindLabel(t.kind).toLowerCase()))],
   }))));
   renderDisplay();
-  const tabs = (currentLayer()?.tags || []).map((t) => ({ tag: t.tag, label: label(t), held: held.has(t.tag) || left.has(t.tag), left: left.get(t.tag) }));
+  const tabs = (currentLayer()?.tags || []).map((t) => ({ tag: t.tag, label: S.kindLabel(t.kind), held: held.has(t.tag) || left.has(t.tag), left: left.get(t.tag) }));
   V.swapContent(ui.kinds, ...V.kindTabs(tabs, tag));
   renderSteps();
 }
@@ -214,13 +213,11 @@ function renderTools(index, stats, hasDead) {
   }
   const keys = G.sortableStats(stats);
   if (state.sort !== "id" && !keys.includes(state.sort)) keys.push(state.sort);
-  const overlay = /^o/.test(String(sliceOf(index)));
+  const slice = String(sliceOf(index));
   V.swapContent(ui.tools, ...V.gridTools({
-    slices, slice: String(sliceOf(index)),
-    sorts: [{ value: "id", label: `${noun(state.kind)} index` }, ...keys.map((k) => ({ value: k, label: G.statLabel(k) }))],
-    sort: state.sort, desc: state.desc, shows: options(G.SHOW_MODES, G.SHOW_LABELS), show: state.show, hasDead,
-  }), overlay ? V.el("label", "cv-tool", V.el("span", { class: "cv-label", text: "Opacity" }),
-    V.el("input", { class: "cv-opacity", data: { action: "set-alpha", key: "set-alpha" }, attrs: { type: "range", min: 0, max: 100, value: state.alpha, "aria-label": "Heatmap opacity" } })) : "");
+    slices, slice, sorts: [{ value: "id", label: `${noun(state.kind)} index` }, ...keys.map((k) => ({ value: k, label: G.statLabel(k) }))],
+    sort: state.sort, desc: state.desc, shows: options(G.SHOW_MODES, G.SHOW_LABELS), show: state.show, hasDead, alpha: slice.startsWith("o") ? state.alpha : null,
+  }));
 }
 
 const sliceOf = (index) => (state.slice === null && index ? G.defaultSlice(index.slices) : state.slice ?? 0);
@@ -332,7 +329,8 @@ function paintPanel(panel, job, data, stats) {
     filters: index.filters, order, dead, captions, valueLabel: values ? `${G.statLabel(state.sort)} ` : "", noun: noun(index.kind), focus: focusFilter,
     selected, width: layout.width, height: layout.height, zoom: state.zoom || autoZoom, dpr: dpr(),
   });
-  if (scratch.length !== layout.width * layout.height * 4) scratch = new Uint8ClampedArray(layout.width * layout.height * 4);
+  const size = layout.width * layout.height * 4;
+  if (scratch.length !== size) scratch = new Uint8ClampedArray(size);
   const look = `${state.norm}|${effectiveCmap(index.kind)}|${slice}|${state.alpha}`;
   for (const [pos, canvas] of canvases) {
     if (canvas._data === data && canvas._look === look) continue; // a canvas keeps its pixels while order or marks change
@@ -343,8 +341,7 @@ function paintPanel(panel, job, data, stats) {
   V.panelMessage(panel, order.length ? null : V.messageCard(`No ${noun(index.kind).toLowerCase()} is ${state.show} at step ${job.step}`, "", { action: "show-all", label: "Show all" }));
   const n = index.filters.length, total = index.total_filters || n, count = index.slices.count;
   const deadCount = dead ? [...dead.values()].filter(Boolean).length : 0;
-  const what = `${noun(index.kind).toLowerCase()}s`;
-  const facts = [n < total ? `${n} of ${total} ${what}` : `${n} ${what}`, `${h}×${w}${count > 1 && !index.slices.labels ? ` × ${count} ${axisWords(index.slices.axis)[1]}` : ""}`];
+  const facts = [`${n < total ? `${n} of ${total}` : n} ${noun(index.kind).toLowerCase()}s`, `${h}×${w}${count > 1 && !index.slices.labels ? ` × ${count} ${axisWords(index.slices.axis)[1]}` : ""}`];
   if (dead) facts.push(`${deadCount} dead`);
   if (order.length !== n) facts.push(`showing ${order.length}`);
   const layerStats = Object.entries(index.layer_stats || {}).filter(([, v]) => typeof v === "number").map(([k, v]) => [k.replace(/_/g, " "), G.formatStat(v)]);
@@ -434,8 +431,8 @@ function filterPictures(label, data, filter, step) {
   const index = data.index;
   if (!index) return V.pictureSection(label, `step ${step}`, data.warning || "");
   const pos = index.filters.indexOf(filter), count = index.slices.count, [h, w] = index.tile;
-  const [, many] = axisWords(index.slices.axis);
-  const sub = `${h}×${w} · ${index.slices.axis === "rgb" ? "RGB" : `${count} ${count === 1 ? axisWords(index.slices.axis)[0] : many}`}${step !== state.step ? ` · from step ${step}` : ""}`;
+  const [one, many] = axisWords(index.slices.axis);
+  const sub = `${h}×${w} · ${index.slices.axis === "rgb" ? "RGB" : `${count} ${count === 1 ? one : many}`}${step !== state.step ? ` · from step ${step}` : ""}`;
   if (pos < 0) return V.pictureSection(label, sub, "Not drawn at this step (the layer was sampled).");
   const items = overlayChoices(index).map((o) => ({ label: o.label, pixels: draw(data, pos, o.value) }));
   for (let s = 0; s < count; s++) items.push({ label: index.slices.axis === "rgb" ? "RGB" : sliceName(index, s), pixels: draw(data, pos, s) });

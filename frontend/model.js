@@ -32,9 +32,9 @@ export async function decodeAtlas(blob) {
   return { width, height, data: ctx.getImageData(0, 0, width, height).data };
 }
 
-/** A relative URL with a query. @param {string} path @param {Object<string, string | number>} [params] */
+/** A relative URL `./path?params`. @param {Object<string, string | number>} [params] */
 export function url(path, params) {
-  const q = new URLSearchParams(Object.entries(params || {}).map(([k, v]) => [k, String(v)])).toString();
+  const q = new URLSearchParams(params || {}).toString();
   return q ? `./${path}?${q}` : `./${path}`;
 }
 
@@ -56,7 +56,7 @@ export class Model {
     this._running = 0;
   }
 
-  /** Fetches JSON; a non-2xx answer rejects with the plugin's message. @param {string} path */
+  /** Fetches JSON; a non-2xx answer rejects with the plugin's message. */
   async json(path) {
     const res = await this._fetch(path);
     const text = await res.text();

@@ -21,6 +21,7 @@ export const PARENT_PREFIX = "p.cnnviz.";
  * @typedef {{name: string, tags: TagInfo[]}} LayerInfo
  * @typedef {{runs: string[], layers: LayerInfo[], byTag: Map<string, TagInfo>}} Catalog
  * @typedef {Object<string, Object<string, string>>} Left by run, the tags its plan left out, and why
+ * @typedef {Object<string, Object<string, {kind: string, layer: string, steps: number[]}>>} Tags the /tags answer
  */
 
 /** @returns {ViewState} */
@@ -31,10 +32,10 @@ export function defaultState() {
   };
 }
 
-/** Joins names with ",", escaping "\" and ",". @param {string[]} items @returns {string} */
+/** Joins names with ",", escaping "\" and ",". @param {string[]} items */
 export const encodeList = (items) => items.map((s) => String(s).replace(/[\\,]/g, "\\$&")).join(",");
 
-/** The inverse of `encodeList`. @param {string} text @returns {string[]} */
+/** The inverse of `encodeList`. @returns {string[]} */
 export function decodeList(text) {
   if (!text) return [];
   const out = [];
@@ -79,18 +80,18 @@ export function paramsToState(params) {
   return s;
 }
 
-/** The iframe's hash of a state, without "#". @param {ViewState} state @returns {string} */
+/** The iframe's hash of a state, without "#". @param {ViewState} state */
 export const stateToHash = (state) => new URLSearchParams(stateToParams(state)).toString();
 
-/** A state from the iframe's hash. @param {string} hash @returns {ViewState} */
+/** A state from the iframe's hash. @returns {ViewState} */
 export const stateFromHash = (hash) => paramsToState(new URLSearchParams(String(hash || "").replace(/^#/, "")));
 
-/** Whether a hash holds any state. @param {string} hash */
+/** Whether a hash holds any state. */
 export const hashHasState = (hash) => stateToParams(stateFromHash(hash)).length > 0;
 
 /**
  * TensorBoard's hash as its `tf_storage` reads it: a bare token is the tab, the rest encoded
- * key=value pairs (malformed ones skipped). @param {string} hash @returns {{tab: string | null, entries: [string, string][]}}
+ * key=value pairs (malformed ones skipped). @returns {{tab: string | null, entries: [string, string][]}}
  */
 export function parseParentHash(hash) {
   let tab = null;
@@ -105,11 +106,11 @@ export function parseParentHash(hash) {
   return { tab, entries };
 }
 
-/** This plugin's pairs in TensorBoard's hash, prefix removed. @param {string} hash @returns {[string, string][]} */
+/** This plugin's pairs in TensorBoard's hash, prefix removed. @returns {[string, string][]} */
 export const pluginDataFromParentHash = (hash) =>
   parseParentHash(hash).entries.filter(([k]) => k.startsWith(PARENT_PREFIX)).map(([k, v]) => [k.slice(PARENT_PREFIX.length), v]);
 
-/** TensorBoard's hash with this plugin's keys set from `state`, the rest kept. @param {string} hash @param {ViewState} state @returns {string} */
+/** TensorBoard's `hash` with this plugin's keys set from `state`, the rest kept. @param {string} hash @param {ViewState} state */
 export function mergeParentHash(hash, state) {
   const { tab, entries } = parseParentHash(hash);
   const pairs = [...entries.filter(([k]) => !k.startsWith(PARENT_PREFIX)), ...stateToParams(state).map(([k, v]) => [PARENT_PREFIX + k, v])];
@@ -121,12 +122,11 @@ export function mergeParentHash(hash, state) {
 const natural = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
 const KINDS = Object.keys(KIND_LABELS);
 const kindRank = rankIn(KINDS);
+const byKind = (a, b) => kindRank(a.kind) - kindRank(b.kind);
 // Layers of filters come before attribution, which is about the model's output.
 const layerRank = (layer) => (layer.tags.every((t) => t.kind === "attribution") ? 1 : 0);
 
-/** Runs, and layers (natural order) with tags (kind order), also tags only plans name. @param {Object<string, Object<string, {kind: string, layer: string}>>} tags @param {string[]} [runs]
- * @param {Left} [left] @returns {Catalog}
- */
+/** Runs, and layers (natural order) with tags (kind order), also tags only plans name. @param {Tags} tags @param {string[]} [runs] @param {Left} [left] @returns {Catalog} */
 export function buildCatalog(tags, runs = [], left = {}) {
   const names = [...new Set([...runs.filter((r) => r in tags), ...Object.keys(tags)])];
   const byTag = new Map();
@@ -139,15 +139,15 @@ export function buildCatalog(tags, runs = [], left = {}) {
   const layers = new Map();
   for (const info of byTag.values()) layers.set(info.layer, [...(layers.get(info.layer) || []), info]);
   const list = [...layers]
-    .map(([name, ts]) => ({ name, tags: ts.sort((a, b) => kindRank(a.kind) - kindRank(b.kind) || natural.compare(a.tag, b.tag)) }))
+    .map(([name, ts]) => ({ name, tags: ts.sort((a, b) => byKind(a, b) || natural.compare(a.tag, b.tag)) }))
     .sort((a, b) => layerRank(a) - layerRank(b) || natural.compare(a.name, b.name));
   return { runs: names, layers: list, byTag };
 }
 
 /**
  * A valid state: known runs (else the first), a held layer and kind (left out only if asked), a
- * logged step (null: the latest; missing: the closest; none: kept). @param {ViewState} state @param {Catalog} catalog
- * @param {Object<string, Object<string, {steps: number[]}>>} tags @param {Left} [left] @returns {ViewState}
+ * logged step (null: the latest; missing: the closest; none: kept).
+ * @param {ViewState} state @param {Catalog} catalog @param {Tags} tags @param {Left} [left] @returns {ViewState}
  */
 export function reconcile(state, catalog, tags, left = {}) {
   const s = { ...state, runs: state.runs.filter((r) => catalog.runs.includes(r)) };
@@ -168,22 +168,22 @@ export function reconcile(state, catalog, tags, left = {}) {
   return s;
 }
 
-/** The tag a state shows (one per layer and kind: "<layer>/<kind>"). @param {ViewState} state @param {Catalog} catalog @returns {string | null} */
+/** The tag a state shows (one per layer and kind: "<layer>/<kind>"). @param {ViewState} state @param {Catalog} catalog */
 export const currentTag = (state, catalog) =>
   catalog.layers.find((l) => l.name === state.layer)?.tags.find((t) => t.kind === state.kind)?.tag ?? null;
 
 // Plans (/plan answers): what was drawn at each step, what was left out, and why.
 
-/** "<layer>/<kind>" as a TagInfo (for tags only plans name). @param {string} tag @returns {TagInfo | null} */
+/** "<layer>/<kind>" as a TagInfo (for tags only plans name). @returns {TagInfo | null} */
 export function tagInfo(tag) {
   const i = tag.lastIndexOf("/"), kind = tag.slice(i + 1);
   return i > 0 && KINDS.includes(kind) ? { tag, kind, layer: tag.slice(0, i) } : null;
 }
 
-/** A plan's `left_out`, less tags with `pictures`. @param {any} plan @param {Object} [pictures] @returns {Object<string, string>} */
+/** A plan's `left_out`, less tags with `pictures`. @returns {Object<string, string>} */
 export const leftOut = (plan, pictures = {}) => Object.fromEntries(Object.entries(plan?.left_out || {}).filter(([t]) => !(t in pictures)));
 
-/** Why a plan skipped `tag` at `step`, if it says. @param {any} plan @param {string} tag @param {number | null} step @returns {string | undefined} */
+/** Why a plan skipped `tag` at `step`, if it says. @returns {string | undefined} */
 export const skipReason = (plan, tag, step) => plan?.steps?.find?.((s) => s.step === step)?.skipped?.[tag];
 
 /** Left-out tags by kind and reason (mostly shared). @param {Object<string, string>} left @param {Map<string, TagInfo>} byTag @returns {{kind: string, label: string, reason: string, layers: string[]}[]} */
@@ -194,5 +194,5 @@ export function groupLeftOut(left, byTag) {
     if (info) (groups[`${info.kind}\u0000${reason}`] ||= { kind: info.kind, label: KIND_LABELS[info.kind], reason, layers: [] }).layers.push(info.layer);
   }
   for (const g of Object.values(groups)) g.layers.sort(natural.compare);
-  return Object.values(groups).sort((a, b) => kindRank(a.kind) - kindRank(b.kind) || natural.compare(a.reason, b.reason));
+  return Object.values(groups).sort((a, b) => byKind(a, b) || natural.compare(a.reason, b.reason));
 }

@@ -1,13 +1,13 @@
-// Pure DOM builders: they build or update elements from plain data and never fetch. Names from
-// the logs (runs, layers, tags, notes) only reach the page as text or attributes, never as HTML.
-// Interactive elements carry `data-action` (+ data); index.js listens on the root and dispatches.
+// Pure DOM builders from plain data; they never fetch. Names from the logs (runs, layers, tags,
+// notes) reach the page only as text or attributes, never as HTML. Interactive elements carry
+// `data-action` (+ data); index.js listens on the root and dispatches.
 
 import { colormapGradient } from "./colormaps.js";
 import { cssSize, formatStat } from "./grid.js";
 
 /** @typedef {{value: string, label: string}} Option @typedef {import("./grid.js").Pixels} Pixels */
 
-/** An element; props (a string: the class): class, text, title, data, attrs (false/null skipped), style. @param {string} tag @param {string | Object<string, any>} [props] @param {...any} children @returns {HTMLElement} */
+/** An element; props (or just its class): class, text, title, data, attrs (false/null skipped), style. @param {string | Object<string, any>} [props] @returns {HTMLElement} */
 export function el(tag, props = {}, ...children) {
   if (typeof props === "string") props = { class: props };
   const node = document.createElement(tag);
@@ -25,10 +25,10 @@ const button = (cls, text, action, props = {}, ...children) =>
   el("button", { ...props, class: cls, text, data: { action, key: action, ...props.data }, attrs: { type: "button", ...props.attrs } }, ...children);
 const icon = (action, text, label, enabled = true) => button("cv-icon-btn", text, action, { title: label, attrs: { "aria-label": label, disabled: !enabled } });
 
-/** A run's colour: Paul Tol's vibrant colours (light and dark). @param {number} i */
+/** The i-th run's colour: Paul Tol's vibrant colours (light and dark). */
 export const runColor = (i) => ["#0077bb", "#ee7733", "#009988", "#cc3311", "#33bbee", "#ee3377", "#888888", "#aa8800"][Math.abs(i) % 8];
 
-/** Replaces content, keeping focus on the same `data-key`. @param {HTMLElement} box @param {...Node} nodes */
+/** Replaces a box's content, keeping focus on the same `data-key`. @param {HTMLElement} box @param {...Node} nodes */
 export function swapContent(box, ...nodes) {
   const active = document.activeElement;
   const k = active && box.contains(active) ? active.dataset.key : undefined;
@@ -38,7 +38,7 @@ export function swapContent(box, ...nodes) {
 
 const KEYS = "Keys: , . or ← → step (arrows move in the grid) · P play · + − 0 zoom · Enter inspect · [ ] other filter · Esc close";
 
-/** The page: sidebar (runs, layers, display, keys), toolbar, panels, inspector. @returns {Object<string, HTMLElement>} its parts */
+/** The page: sidebar (runs, layers, display, keys), toolbar, panels, inspector. @returns {Object<string, HTMLElement>} */
 export function buildShell() {
   const section = (title, body, extra = null) =>
     el("section", "cv-side-section", el("h2", "cv-side-title", el("span", { text: title }), extra), body);
@@ -82,7 +82,7 @@ export function layersList(layers) {
   }, el("span", { class: "cv-layer-name", text: l.name }), el("span", { class: "cv-layer-kinds", text: l.kinds.join(" · ") })));
 }
 
-/** Toggle buttons, the one of `value` pressed. @param {string} action @param {Option[]} options @param {string} value @param {string} label */
+/** Toggle buttons, the one of `value` pressed; `label` names the group. @param {string} action @param {Option[]} options @param {string} value @param {string} label */
 export function segmented(action, options, value, label) {
   return el("div", { class: "cv-seg", attrs: { role: "group", "aria-label": label } },
     ...options.map((o) => button("cv-seg-btn", o.label, action, { data: { value: o.value, key: `${action}:${o.value}` }, attrs: { "aria-pressed": String(o.value === value) } })));
@@ -134,9 +134,9 @@ export function updateStepControls(box, { steps, index, playing }) {
 }
 
 /**
- * Slice, sort and direction, dead filter.
+ * Slice, sort and direction, dead filter, heatmap opacity (`alpha` %, null: none).
  * @param {{slices: Option[], slice: string, sorts: Option[], sort: string, desc: boolean, shows: Option[],
- *   show: string, hasDead: boolean}} a
+ *   show: string, hasDead: boolean, alpha: number | null}} a
  */
 export function gridTools(a) {
   const select = (action, label, options, value, disabled = false, title = "") =>
@@ -149,18 +149,21 @@ export function gridTools(a) {
     select("set-sort", "Sort by", a.sorts, a.sort),
     icon("toggle-desc", a.desc ? "↓" : "↑", `${dir} (click to flip)`),
     select("set-show", "Filter", a.shows, a.show, !a.hasDead, a.hasDead ? "" : "Needs feature maps of this layer"),
+    a.alpha != null && el("label", "cv-tool", el("span", { class: "cv-label", text: "Opacity" }), el("input", {
+      class: "cv-opacity", data: { action: "set-alpha", key: "set-alpha" }, attrs: { type: "range", min: 0, max: 100, value: a.alpha, "aria-label": "Heatmap opacity" } })),
   ].filter(Boolean);
 }
 
-/** A run's panel: header, notes, grid. @param {string} run */
+/** A run's panel: header, notes, grid. */
 export function buildPanel(run) {
   return el("section", { class: "cv-panel", data: { run } }, el("header", "cv-panel-head"), el("div", "cv-notes"),
     el("div", "cv-panel-body", el("div", { class: "cv-grid", attrs: { role: "group", "aria-label": `Filters of ${run}` } })));
 }
 
 /**
- * Fills a panel's header and notes (the layer's; what the run left out). @param {HTMLElement} panel @param {{run: string, color: string, step: number | null,
- *   wallTime: number, facts: string[], layerStats: string[][], notes: string[], deadFact?: string, left?: {label: string, reason: string, layers: string[]}[]}} a
+ * Fills a panel's header and notes (the layer's; what the run left out). @param {HTMLElement} panel
+ * @param {{run: string, color: string, step: number | null, wallTime: number, facts: string[], layerStats: string[][],
+ *   notes: string[], deadFact?: string, left?: {label: string, reason: string, layers: string[]}[]}} a
  */
 export function updatePanelHead(panel, a) {
   const when = a.wallTime ? new Date(a.wallTime * 1000).toLocaleString() : "";
@@ -190,7 +193,7 @@ export function messageCard(title, detail = "", o = {}) {
     o.code && el("pre", { class: "cv-code", text: o.code }), o.action && button("cv-btn", o.label || "Retry", o.action, { data: o.data }));
 }
 
-/** A loading placeholder. @param {string} text */
+/** A loading placeholder saying `text`. */
 export const loadingCard = (text) => el("div", { class: "cv-loading", text, attrs: { "aria-busy": "true" } });
 
 /**
@@ -316,7 +319,7 @@ export function statsRows(rows, current) {
     el("div", "cv-stat-head", el("span", { text: r.label, title: r.label }), el("b", { text: r.value })), sparkline(r.points, current)));
 }
 
-/** One frame of the evolution strip. @param {number} step @param {boolean} current */
+/** One frame of the evolution strip: a step, maybe the current one. */
 export function evolutionFrame(step, current) {
   return button("cv-frame" + (current ? " is-current" : ""), undefined, "goto-step", {
     data: { step, key: `step:${step}` }, attrs: { role: "listitem", "aria-label": `Go to step ${step}`, "aria-current": current && "step" },

@@ -38,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tb_cnnviz import checks, heads
+from tb_cnnviz import checks, compiled, heads
 from tb_cnnviz import layers as layer_lib
 
 __all__ = [
@@ -394,7 +394,6 @@ def _cam(model, images, layer, class_index, *, plus_plus):
 def _build_cam(model_ref, targets, plus_plus, specs):
     layer_refs = [(i, weakref.ref(t)) for i, t in targets]
 
-    @tf.function(input_signature=[specs, _CLASSES], autograph=False)
     def run(inputs, classes):
         model = model_ref()
         chosen = [(i, ref()) for i, ref in layer_refs]
@@ -424,7 +423,7 @@ def _build_cam(model_ref, targets, plus_plus, specs):
             maps.append(_scale_to_unit(_resize(cam, tf.shape(inputs[i])[1:-1])))
         return tuple(maps)
 
-    return run
+    return compiled.function(run, input_signature=[specs, _CLASSES], autograph=False)
 
 
 def _plus_plus_weights(a, g):
@@ -469,9 +468,6 @@ def _build_smoothgrad(model_ref, specs):
     scalar = tf.TensorSpec([], tf.int32)
     signature = [specs, _CLASSES, scalar, tf.TensorSpec([], tf.float32), scalar]
 
-    # autograph=False: the loop is an explicit tf.while_loop, so nothing depends on AutoGraph
-    # re-reading this file's source.
-    @tf.function(input_signature=signature, autograph=False)
     def run(inputs, classes, samples, noise, seed):
         model = model_ref()
         image_inputs = [i for i, x in enumerate(inputs) if x.shape.rank in (3, 4, 5)]
@@ -509,7 +505,8 @@ def _build_smoothgrad(model_ref, specs):
         count = tf.cast(samples, tf.float32)
         return tuple(tf.reduce_sum(tf.abs(t / count), axis=-1) for t in total)
 
-    return run
+    # autograph=False: the loop is an explicit tf.while_loop.
+    return compiled.function(run, input_signature=signature, autograph=False)
 
 
 def _percentile_normalize(maps: np.ndarray) -> np.ndarray:

@@ -443,20 +443,32 @@ def test_a_second_fit_and_new_epochs_never_retrace(tmp_path):
 
 
 def test_a_second_model_traces_its_own_functions_without_a_retracing_warning(tmp_path):
-    """A second model (the demo's second run) traces once per function, and TF does not warn."""
+    """New models (the demo's second run) trace once per function, and TF does not warn."""
     import logging
 
-    probes, _ = data(n=2, seed=1)
+    from tb_cnnviz import attribution
+
+    probes, labels = data(n=2, seed=1)
     records = []
     handler = logging.Handler()
     handler.emit = records.append
     tf_logger = logging.getLogger("tensorflow")
     tf_logger.addHandler(handler)
     try:
-        for run in range(3):
-            callback = ActivationMaximization(str(tmp_path / str(run)), steps=2, budget=None)
-            fit(small_cnn(), [callback], epochs=2)
-            assert all(r.tracing_count == 2 for r in callback.renderers.values())
+        for run in range(4):
+            model = small_cnn()
+            viz = CNNViz(
+                str(tmp_path / str(run)),
+                probes,
+                labels=labels,
+                actmax_steps=2,
+                budget=None,
+            )
+            fit(model, [viz], epochs=2)
+            [actmax_cb] = [c for c in viz.callbacks if isinstance(c, ActivationMaximization)]
+            assert all(r.tracing_count == 2 for r in actmax_cb.renderers.values())
+            assert attribution.tracing_count(model) == 1
     finally:
         tf_logger.removeHandler(handler)
-    assert not [r for r in records if "_Slot" in r.getMessage() and "retracing" in r.getMessage()]
+    ours = [r.getMessage() for r in records if "retracing" in r.getMessage()]
+    assert [m for m in ours if "tb_cnnviz" in m or "_build_" in m] == []

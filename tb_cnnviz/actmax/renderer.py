@@ -41,7 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tb_cnnviz import checks
+from tb_cnnviz import checks, compiled
 from tb_cnnviz.actmax import objectives as obj_lib
 from tb_cnnviz.actmax import param as param_lib
 from tb_cnnviz.actmax import transforms as tf_lib
@@ -384,22 +384,6 @@ class Renderer:
         return lo + (hi - lo) * x
 
 
-class _OwnTrace:
-    """A callable without `__code__`, so TensorFlow counts this function's traces on its own.
-
-    TensorFlow's retracing warning counts traces per Python code object, across every
-    `tf.function` made from it. Each slot (one per renderer and chunk size) traces once for its
-    own variables, so a second model's renderers would look like one function retracing.
-    Wrapped this way, each slot is judged alone: only a slot that really retraces warns.
-    """
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def __call__(self, *args):
-        return self.fn(*args)
-
-
 class _Slot:
     """Variables and compiled functions for one chunk size."""
 
@@ -426,8 +410,8 @@ class _Slot:
         self.t = tf.Variable(tf.zeros([batch]), name="adam_steps")
         # No AutoGraph: the loop is an explicit tf.while_loop, and converting the model, the
         # transforms and the objectives would only add tracing time to every first call.
-        self.run = tf.function(_OwnTrace(self._run), autograph=False)
-        self.evaluate = tf.function(_OwnTrace(self._evaluate), autograph=False)
+        self.run = compiled.function(self._run, autograph=False)
+        self.evaluate = compiled.function(self._evaluate, autograph=False)
 
     def load(self, filters: Sequence[int], seed: int, warm: WarmStart | None) -> None:
         rows = warm.rows() if warm is not None else {}

@@ -40,18 +40,16 @@ def main(argv: list[str] | None = None) -> int:
         The exit status.
 
     Example:
-        >>> main(["--version"])  # doctest: +ELLIPSIS
+        >>> try:  # --version, like --help, prints and exits as argparse does
+        ...     main(["--version"])
+        ... except SystemExit as e:
+        ...     print("exit status", e.code)  # doctest: +ELLIPSIS
         tb-cnnviz ...
-        0
+        exit status 0
     """
     parser = _parser()
     args = parser.parse_args(argv)
     args.as_program = argv is None
-    if args.version:
-        from tb_cnnviz import __version__
-
-        print(f"tb-cnnviz {__version__}")
-        return 0
     if args.command is None:
         parser.print_help()
         return 2
@@ -62,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tb-cnnviz", description="See what convolutional networks learn while they train."
     )
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    from tb_cnnviz import __version__
+
+    parser.add_argument("--version", action="version", version=f"tb-cnnviz {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser(

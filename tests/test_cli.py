@@ -72,3 +72,21 @@ def test_bad_numbers_are_rejected_with_a_message(capsys):
     err = capsys.readouterr().err
     assert "expected a positive integer, got '0'" in err
     assert "expected a port number (1-65535), got '70000'" in err
+
+
+def test_python_dash_m_and_version_work_like_the_script():
+    """`python -m tb_cnnviz --version` prints the version (argparse's version action), exit 0."""
+    import tb_cnnviz
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tb_cnnviz", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"tb-cnnviz {tb_cnnviz.__version__}"
+    help_text = subprocess.run(
+        [sys.executable, "-m", "tb_cnnviz", "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
+    assert "--version" in help_text and "demo" in help_text

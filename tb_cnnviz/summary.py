@@ -76,9 +76,11 @@ datum holds one blob, the UTF-8 JSON::
 A tag skipped at every step of a run was left out of the run; its latest reason says why.
 
 Recording: like every `tf.summary` function, these write nothing (and return False) inside
-`tf.summary.record_if(False)` or when no default writer is set. The Keras callbacks record
-whatever an outer `record_if` says (Keras' `TensorBoard(update_freq=N)` holds one open for the
-whole of `fit()`): what they decide to draw is always written.
+`tf.summary.record_if(False)` or when no default writer is set. Unlike `tf.summary.image`, they
+run eagerly only (they encode PNGs in Python): called inside a `tf.function` they raise a
+`RuntimeError` saying so; call them after the compiled step, with the tensors it returned.
+The Keras callbacks write what they decide to draw whatever an outer `record_if` says (Keras'
+`TensorBoard(update_freq=N)` holds one open for the whole of `fit()`).
 """
 
 from __future__ import annotations
@@ -702,7 +704,17 @@ def _ratio(delta: np.ndarray, base: np.ndarray) -> float:
     return float(np.linalg.norm(delta)) / denom if denom > 0 else 0.0
 
 
+def _check_eager() -> None:
+    if not tf.executing_eagerly():
+        raise RuntimeError(
+            "tb_cnnviz.summary functions run eagerly: they encode PNG pictures in Python, which "
+            "a tf.function graph cannot hold. Call them outside tf.function, for example after "
+            "the compiled training step, with the tensors it returned (or the layer's weights)."
+        )
+
+
 def _to_numpy(x) -> np.ndarray:
+    _check_eager()
     if hasattr(x, "numpy"):
         x = x.numpy()
     arr = np.asarray(x)
@@ -712,6 +724,7 @@ def _to_numpy(x) -> np.ndarray:
 
 
 def _recording() -> bool:
+    _check_eager()
     return bool(tf.summary.should_record_summaries())
 
 

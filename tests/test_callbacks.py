@@ -472,3 +472,21 @@ def test_a_second_model_traces_its_own_functions_without_a_retracing_warning(tmp
         tf_logger.removeHandler(handler)
     ours = [r.getMessage() for r in records if "retracing" in r.getMessage()]
     assert [m for m in ours if "tb_cnnviz" in m or "_build_" in m] == []
+
+
+def test_summary_functions_inside_tf_function_raise_a_clear_error(tmp_path):
+    """Inside tf.function (graph mode) the summary functions say they run eagerly, and why."""
+    import tensorflow as tf
+
+    from tb_cnnviz import summary
+
+    writer = tf.summary.create_file_writer(str(tmp_path / "train"))
+
+    @tf.function
+    def step(kernel):
+        with writer.as_default(step=0):
+            summary.filter_weights("c", kernel)
+        return kernel
+
+    with pytest.raises(RuntimeError, match="run eagerly.*outside tf.function"):
+        step(tf.zeros((3, 3, 3, 4)))

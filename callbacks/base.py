@@ -461,7 +461,8 @@ class Planner:
     def end(self) -> None:
         """Flushes and lets go of the writer (call in `on_train_end`)."""
         if self._writer is not None:
-            WRITERS.release(self.run_dir)
+            with self.budget.own():  # the last flush is the callbacks' time too
+                WRITERS.release(self.run_dir)
             self._writer = None
 
 

@@ -490,3 +490,20 @@ def test_summary_functions_inside_tf_function_raise_a_clear_error(tmp_path):
 
     with pytest.raises(RuntimeError, match="run eagerly.*outside tf.function"):
         step(tf.zeros((3, 3, 3, 4)))
+
+
+def test_cnnviz_takes_an_image_input_beside_a_vector_input(tmp_path, read_logdir):
+    """Probe images for an image and a vector input: one rule accepts them for every kind."""
+    image, vector = keras.Input((12, 12, 3), name="image"), keras.Input((5,), name="extra")
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="conv")(image))
+    out = keras.layers.Dense(2)(keras.layers.Concatenate()([x, keras.layers.Dense(3)(vector)]))
+    model = keras.Model([image, vector], out)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x_img, x_vec = rng.random((8, 12, 12, 3), "float32"), rng.random((8, 5), "float32")
+    viz = CNNViz(str(tmp_path), probe_images=[x_img[:2], x_vec[:2]], budget=None)
+    model.fit([x_img, x_vec], rng.integers(0, 2, 8), epochs=1, verbose=0, callbacks=[viz])
+    tags = {tag for _, tag in read_logdir(tmp_path).cnnviz_tags()}
+    assert {"conv/weights", "conv/feature_maps", "gradcam/attribution"} <= tags
+    with pytest.raises(ValueError, match=r"images \[n_images, \*spatial, channels\] for at least"):
+        CNNViz(str(tmp_path), probe_images=[x_vec[:2], x_vec[:2]])

@@ -12,9 +12,9 @@ training, amortized over the run:
   going to smaller ones: every drawing gets its turn.
 * The last epoch of `fit()` is preferred: earlier epochs keep back the credit that the last one
   needs to draw everything once, beyond what training will still earn by then.
-* The drawings the whole run can afford once each (cheapest first, after the setup and the cheap
-  drawings of every epoch) take turns; the others are *left out*, and the reason names their
-  cost and how to get them (a larger `budget`, or `budget=None`).
+* The drawings the whole run can afford once each (after the setup and the cheap drawings of
+  every epoch; kinds in turn, each kind's cheapest first) take turns; the others are *left out*,
+  and the reason names their cost and how to get them (a larger `budget`, or `budget=None`).
 * Drawings that scale (activation-maximization steps) take fewer steps when credit is short.
 
 Costs are measured whenever something is drawn; before its first drawing, a drawing's cost is
@@ -347,14 +347,15 @@ class TimeBudget:
                 chosen.append((d, d.steps))
                 bytes_left -= self.estimate_bytes(d)
 
-        # The drawings the run can afford, each once, cheapest first, after the setup and the
-        # cheap kinds at every epoch: they take turns. The rest are left out.
+        # The drawings the run can afford, each once, after the setup and the cheap kinds at
+        # every epoch: they take turns; the rest are left out. Kinds go round, cheapest first
+        # within each, so one Grad-CAM is not crowded out by a fiftieth layer of feature maps.
         run_budget = self.fraction * self.projected_train_seconds()
         room = run_budget
         if self._epochs is not None:
             room -= self._setup_seconds + self._cheap_projection(drawings)
         affordable = []
-        for d in sorted((d for d in drawings if not d.cheap), key=self._cheapest):
+        for d in self._kinds_in_turn(d for d in drawings if not d.cheap):
             if self._epochs is None or self._cheapest(d) <= room:
                 affordable.append(d)
                 room -= self._cheapest(d)
@@ -397,6 +398,16 @@ class TimeBudget:
             bytes_left -= self.estimate_bytes(d)
             unmeasured_started |= not self.measured(d)
         return Plan(chosen, skipped, left_out)
+
+    def _kinds_in_turn(self, drawings) -> list[Drawing]:
+        """The cheapest drawing of each kind, then the second cheapest of each, and so on."""
+        by_kind: dict[str, list[Drawing]] = {}
+        for d in sorted(drawings, key=self._cheapest):
+            by_kind.setdefault(d.kind, []).append(d)
+        ranked = [
+            (rank, self._cheapest(d), d) for ds in by_kind.values() for rank, d in enumerate(ds)
+        ]
+        return [d for _, _, d in sorted(ranked, key=lambda r: r[:2])]
 
     def _cheap_projection(self, drawings: Sequence[Drawing]) -> float:
         """Seconds the cheap drawings will cost over this fit: spent so far, then at their rate."""

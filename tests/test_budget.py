@@ -203,3 +203,14 @@ def test_a_drawing_larger_than_the_byte_cap_is_drawn_alone():
     assert tags(clock.run(0, [big, small])) == ["big/feature_maps"]
     clock.train(1.0)
     assert tags(clock.run(1, [big, small])) == ["small/feature_maps"]
+
+
+def test_kinds_take_turns_for_what_the_run_affords():
+    """Many cheap feature maps do not crowd out one Grad-CAM: kinds go round, cheapest first."""
+    clock = Clock(fraction=0.1, epochs=5)
+    maps = [drawing(f"l{i}/feature_maps", 0.05, order=i) for i in range(20)]
+    cam = drawing("gradcam/attribution", 0.2, kind="attribution")
+    clock.train(1.0)  # a 5 s run: 0.5 s of budget; 20 maps alone would take 1 s
+    plan = clock.run(0, [*maps, cam])
+    assert "gradcam/attribution" not in plan.left_out
+    assert len([t for t in plan.left_out if t.endswith("/feature_maps")]) == 14

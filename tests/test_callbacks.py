@@ -389,8 +389,20 @@ def test_default_budget_keeps_own_time_within_five_percent(tmp_path, read_logdir
         # Every costly tag is either drawn or skipped with a reason at every epoch.
         due = {"conv_a/feature_maps", "conv_b/feature_maps", "gradcam/attribution"}
         assert due <= set(index["drawn"]) | set(index["skipped"]), step
-    for tag in ("conv_a/feature_maps", "gradcam/attribution"):
+
+
+def test_costly_kinds_take_turns_and_each_is_drawn_when_the_budget_allows(tmp_path, read_logdir):
+    """budget=0.2 on a 9 s run: feature maps of both layers and Grad-CAM each drawn, in turns."""
+    probes, labels = data(n=4, seed=1)
+    viz = CNNViz(str(tmp_path), probe_images=probes, labels=labels, actmax_freq=0, budget=0.2)
+    fit(small_cnn(), [viz, SlowTraining(0.75)], epochs=6)
+    budget = viz.time_budget
+    assert budget.own_seconds <= 0.2 * budget.train_seconds + budget.largest_drawing()
+    logs = read_logdir(tmp_path)
+    for tag in ("conv_a/feature_maps", "conv_b/feature_maps", "gradcam/attribution"):
         assert logs.steps("train", tag), f"{tag} was never drawn"
+    last = plans(logs)[5]
+    assert not [reason for reason in last["skipped"].values() if reason.startswith("left out")]
 
 
 def test_a_run_too_short_for_a_kind_keeps_cheap_kinds_and_says_why(tmp_path, read_logdir, caplog):

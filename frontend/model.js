@@ -1,8 +1,7 @@
-// Every request and cache: runs, tags, plans, layer steps (index + decoded atlases, LRU in bytes)
-// and statistics. Relative URLs only (the iframe's <base href> points at the plugin). Tickets drop
-// answers for selections the user has left. fetch and the decoder are injectable for node tests.
+// Every request and cache: runs, tags, plans, statistics, layer steps (LRU in bytes). Relative URLs
+// only (<base href> is the plugin). Tickets drop answers the user has left; fetch is injectable.
 
-import { tileLocations } from "./grid.js";
+import {tileLocations} from "./grid.js"
 
 /**
  * @typedef {import("./grid.js").Pixels} Pixels
@@ -11,169 +10,211 @@ import { tileLocations } from "./grid.js";
  */
 
 /** What a stale ticket's guarded promise resolves to. */
-export const STALE = Symbol("stale");
+export const STALE = Symbol("stale")
 
 /** An HTTP error carrying the plugin's `{"error": ...}` message. */
 export class ApiError extends Error {
-  /** @param {string} message @param {number} status */
-  constructor(message, status) {
-    super(message);
-    this.status = status;
-  }
+	constructor(message, status) {
+		super(message)
+		this.status = status
+	}
 }
 
 /** A PNG's RGBA exactly as stored (data: no colour management). @param {Blob} blob @returns {Promise<Pixels>} */
 export async function decodeAtlas(blob) {
-  const bitmap = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
-  const { width, height } = bitmap;
-  const ctx = new OffscreenCanvas(width, height).getContext("2d", { willReadFrequently: true });
-  ctx.drawImage(bitmap, 0, 0);
-  bitmap.close();
-  return { width, height, data: ctx.getImageData(0, 0, width, height).data };
+	const bitmap = await createImageBitmap(blob, {colorSpaceConversion: "none", premultiplyAlpha: "none"})
+	const {width, height} = bitmap
+	const ctx = new OffscreenCanvas(width, height).getContext("2d", {willReadFrequently: true})
+	ctx.drawImage(bitmap, 0, 0)
+	bitmap.close()
+	return {width, height, data: ctx.getImageData(0, 0, width, height).data}
 }
 
 /** A relative URL `./path?params`. @param {Object<string, string | number>} [params] */
 export function url(path, params) {
-  const q = new URLSearchParams(params || {}).toString();
-  return q ? `./${path}?${q}` : `./${path}`;
+	const q = new URLSearchParams(params || {}).toString()
+	return q ? `./${path}?${q}` : `./${path}`
 }
 
-const key = (...parts) => parts.join("\u0000");
+const key = (...parts) => parts.join("\u0000")
 
 export class Model {
-  /** @param {{fetch?: typeof fetch, decode?: (b: Blob) => Promise<Pixels>, maxBytes?: number, prefetchConcurrency?: number}} [o] */
-  constructor(o = {}) {
-    this._fetch = o.fetch || ((...a) => fetch(...a));
-    this._decode = o.decode || decodeAtlas;
-    this._maxBytes = o.maxBytes ?? 384 * 2 ** 20;
-    this._concurrency = o.prefetchConcurrency ?? 2;
-    this._layers = new Map(); // key -> {promise, bytes}; bytes 0 while in flight
-    this._bytes = 0;
-    this._meta = new Map();
-    this._tickets = new Map();
-    this._seq = 0;
-    this._queue = [];
-    this._running = 0;
-  }
+	/** @param {{fetch?: typeof fetch, decode?: (b: Blob) => Promise<Pixels>, maxBytes?: number, prefetchConcurrency?: number}} [o] */
+	constructor(o = {}) {
+		this._fetch = o.fetch || ((...a) => fetch(...a))
+		this._decode = o.decode || decodeAtlas
+		this._maxBytes = o.maxBytes ?? 384 * 2 ** 20
+		this._concurrency = o.prefetchConcurrency ?? 2
+		this._layers = new Map() // key -> {promise, bytes}; bytes 0 while in flight
+		this._bytes = 0
+		this._meta = new Map()
+		this._tickets = new Map()
+		this._seq = 0
+		this._queue = []
+		this._running = 0
+	}
 
-  /** Fetches JSON; a non-2xx answer rejects with the plugin's message. */
-  async json(path) {
-    const res = await this._fetch(path);
-    const text = await res.text();
-    let body;
-    try { body = JSON.parse(text); } catch { body = undefined; }
-    if (!res.ok) throw new ApiError(typeof body?.error === "string" ? body.error : `${res.status} ${res.statusText || "error"}`, res.status);
-    if (body === undefined) throw new ApiError("the plugin answered with something that is not JSON", res.status);
-    return body;
-  }
+	/** Fetches JSON; a non-2xx answer rejects with the plugin's message. */
+	async json(path) {
+		const res = await this._fetch(path)
+		const text = await res.text()
+		let body
+		try {
+			body = JSON.parse(text)
+		} catch {
+			body = undefined
+		}
+		if (!res.ok)
+			throw new ApiError(
+				typeof body?.error === "string" ? body.error : `${res.status} ${res.statusText || "error"}`,
+				res.status
+			)
+		if (body === undefined) throw new ApiError("the plugin answered with something that is not JSON", res.status)
+		return body
+	}
 
-  _cached(k, load) {
-    let p = this._meta.get(k);
-    if (!p) {
-      this._meta.set(k, (p = load()));
-      p.catch(() => this._meta.get(k) === p && this._meta.delete(k));
-    }
-    return p;
-  }
+	_cached(k, load) {
+		if (!this._meta.has(k)) {
+			const p = load()
+			this._meta.set(k, p)
+			p.catch(() => this._meta.get(k) === p && this._meta.delete(k))
+		}
+		return this._meta.get(k)
+	}
 
-  /** Run names. @returns {Promise<string[]>} */
-  runs() { return this._cached("runs", () => this.json(url("runs"))); }
+	/** Run names. @returns {Promise<string[]>} */
+	runs() {
+		return this._cached("runs", () => this.json(url("runs")))
+	}
 
-  /** `{run: {tag: {kind, layer, steps, description}}}`. @returns {Promise<Object<string, any>>} */
-  tags() { return this._cached("tags", () => this.json(url("tags"))); }
+	/** `{run: {tag: {kind, layer, steps, description}}}`. @returns {Promise<Object<string, any>>} */
+	tags() {
+		return this._cached("tags", () => this.json(url("tags")))
+	}
 
-  /** Every step's statistics of one (run, tag). */
-  stats(run, tag) { return this._cached(key("stats", run, tag), () => this.json(url("stats", { run, tag }))); }
+	/** Every step's statistics of one (run, tag). */
+	stats(run, tag) {
+		return this._cached(key("stats", run, tag), () => this.json(url("stats", {run, tag})))
+	}
 
-  /** What the callbacks drew at each step of a run, and what they left out and why. */
-  plan(run) { return this._cached(key("plan", run), () => this.json(url("plan", { run }))); }
+	/** What the callbacks drew at each step of a run, and what they left out and why. */
+	plan(run) {
+		return this._cached(key("plan", run), () => this.json(url("plan", {run})))
+	}
 
-  /** Forgets what new data changes (runs, tags, statistics, plans); a logged step's pictures never change. */
-  invalidate() { this._meta.clear(); }
+	/** Forgets runs, tags, statistics and plans (new data changes them); pictures never change. */
+	invalidate() {
+		this._meta.clear()
+	}
 
-  /** A layer step (run, tag, step), cached; prefetches queue behind the user's requests. @param {{prefetch?: boolean}} [o] @returns {Promise<LayerData>} */
-  layer(run, tag, step, o = {}) {
-    const k = key(run, tag, step);
-    const hit = this._layers.get(k);
-    if (hit) {
-      this._layers.delete(k);
-      this._layers.set(k, hit);
-      return hit.promise;
-    }
-    const entry = { promise: null, bytes: 0 };
-    const load = () => this._load(run, tag, step);
-    entry.promise = (o.prefetch ? this._limited(load) : load()).then((data) => {
-      entry.bytes = data.atlases.reduce((n, a) => n + a.data.length, 0) + 64 * (data.index?.ranges?.length || 0);
-      if (this._layers.get(k) === entry) {
-        this._bytes += entry.bytes;
-        for (const [k2, e] of this._layers) {
-          if (this._bytes <= this._maxBytes) break;
-          if (!e.bytes) continue;
-          this._layers.delete(k2);
-          this._bytes -= e.bytes;
-        }
-      }
-      return data;
-    }, (err) => {
-      if (this._layers.get(k) === entry) this._layers.delete(k);
-      throw err;
-    });
-    this._layers.set(k, entry);
-    return entry.promise;
-  }
+	/** A layer step (run, tag, step), cached; prefetches queue behind the user's requests. @param {{prefetch?: boolean}} [o] @returns {Promise<LayerData>} */
+	layer(run, tag, step, o = {}) {
+		const k = key(run, tag, step)
+		const hit = this._layers.get(k)
+		if (hit) {
+			this._layers.delete(k)
+			this._layers.set(k, hit)
+			return hit.promise
+		}
+		const entry = {promise: null, bytes: 0}
+		const load = () => this._load(run, tag, step)
+		entry.promise = (o.prefetch ? this._limited(load) : load()).then(
+			data => {
+				entry.bytes = data.atlases.reduce((n, a) => n + a.data.length, 0) + 64 * (data.index?.ranges?.length || 0)
+				if (this._layers.get(k) === entry) {
+					this._bytes += entry.bytes
+					for (const [k2, e] of this._layers) {
+						if (this._bytes <= this._maxBytes) break
+						if (!e.bytes) continue
+						this._layers.delete(k2)
+						this._bytes -= e.bytes
+					}
+				}
+				return data
+			},
+			err => {
+				if (this._layers.get(k) === entry) this._layers.delete(k)
+				throw err
+			}
+		)
+		this._layers.set(k, entry)
+		return entry.promise
+	}
 
-  /** Whether a layer step is decoded already. */
-  hasLayer(run, tag, step) { return Boolean(this._layers.get(key(run, tag, step))?.bytes); }
+	/** Whether a layer step is decoded already. */
+	hasLayer(run, tag, step) {
+		return Boolean(this._layers.get(key(run, tag, step))?.bytes)
+	}
 
-  /** Warms the cache for steps likely next; errors ignored. @param {string} run @param {string} tag @param {number[]} steps */
-  prefetch(run, tag, steps) {
-    for (const step of steps) this.layer(run, tag, step, { prefetch: true }).catch(() => {});
-  }
+	/** Warms the cache for steps likely next; errors ignored. @param {number[]} steps */
+	prefetch(run, tag, steps) {
+		for (const step of steps) this.layer(run, tag, step, {prefetch: true}).catch(() => {})
+	}
 
-  /** Drops prefetches not yet started (the user moved on). */
-  cancelPrefetch() { this._queue.length = 0; }
+	/** Drops prefetches not yet started (the user moved on). */
+	cancelPrefetch() {
+		this._queue.length = 0
+	}
 
-  async _load(run, tag, step) {
-    const body = await this.json(url("layer", { run, tag, step }));
-    const index = body?.index || null;
-    const atlases = await Promise.all((body?.atlases || []).map(async (u) => {
-      const res = await this._fetch(String(u));
-      if (!res.ok) throw new ApiError(`could not load an atlas (${res.status})`, res.status);
-      return this._decode(await res.blob());
-    }));
-    return {
-      run, tag, step: body?.step ?? step, wall_time: body?.wall_time ?? 0, index, atlases,
-      locations: index && tileLocations(index), ...(body?.warning ? { warning: String(body.warning) } : {}),
-    };
-  }
+	async _load(run, tag, step) {
+		const body = await this.json(url("layer", {run, tag, step}))
+		const index = body?.index || null
+		const atlases = await Promise.all(
+			(body?.atlases || []).map(async u => {
+				const res = await this._fetch(String(u))
+				if (!res.ok) throw new ApiError(`could not load an atlas (${res.status})`, res.status)
+				return this._decode(await res.blob())
+			})
+		)
+		return {
+			run,
+			tag,
+			step: body?.step ?? step,
+			wall_time: body?.wall_time ?? 0,
+			index,
+			atlases,
+			locations: index && tileLocations(index),
+			...(body?.warning ? {warning: String(body.warning)} : {}),
+		}
+	}
 
-  _limited(task) {
-    return new Promise((resolve, reject) => {
-      const start = () => {
-        this._running++;
-        task().then(resolve, reject).finally(() => {
-          this._running--;
-          this._queue.shift()?.();
-        });
-      };
-      if (this._running < this._concurrency) start();
-      else this._queue.push(start);
-    });
-  }
+	_limited(task) {
+		return new Promise((resolve, reject) => {
+			const start = () => {
+				this._running++
+				task()
+					.then(resolve, reject)
+					.finally(() => {
+						this._running--
+						this._queue.shift()?.()
+					})
+			}
+			if (this._running < this._concurrency) start()
+			else this._queue.push(start)
+		})
+	}
 
-  /**
-   * A ticket of a channel ("grid"): a newer one makes it stale; its guarded promises then give
-   * STALE. @param {string} channel
-   * @returns {{readonly live: boolean, guard: <T>(p: Promise<T>) => Promise<T | typeof STALE>}}
-   */
-  ticket(channel) {
-    const id = ++this._seq;
-    const tickets = this._tickets;
-    tickets.set(channel, id);
-    const live = () => tickets.get(channel) === id;
-    return {
-      get live() { return live(); },
-      guard: (p) => p.then((v) => (live() ? v : STALE), (e) => { if (live()) throw e; return STALE; }),
-    };
-  }
+	/**
+	 * A ticket of a channel ("grid"): a newer one makes it stale; its guarded promises then give STALE.
+	 * @returns {{readonly live: boolean, guard: <T>(p: Promise<T>) => Promise<T | typeof STALE>}}
+	 */
+	ticket(channel) {
+		const id = ++this._seq
+		const tickets = this._tickets
+		tickets.set(channel, id)
+		const live = () => tickets.get(channel) === id
+		return {
+			get live() {
+				return live()
+			},
+			guard: p =>
+				p.then(
+					v => (live() ? v : STALE),
+					e => {
+						if (live()) throw e
+						return STALE
+					}
+				),
+		}
+	}
 }

@@ -1,17 +1,21 @@
-// The view state, its URL forms, and the catalog of the logdir. Pure (node-testable).
-// The view lives in the iframe's `location.hash` as a query string of its non-default values (keys
-// and values: `paramsToState`). TensorBoard's URL mirrors them as `p.cnnviz.<key>` (what
-// `experimental.GetURLPluginData` answers), so a reload or a shared TensorBoard link restores it.
+// The view state, its URL forms, and the logdir's catalog. Pure (node-testable). The state's
+// non-default values live in the iframe's hash and, as `p.cnnviz.<key>`, in TensorBoard's URL (what
+// `experimental.GetURLPluginData` answers), so a reload or a shared link restores it.
 
-import { COLORMAPS } from "./colormaps.js";
-import { NORM_MODES, SHOW_MODES, MAX_ZOOM, closestStep, rankIn } from "./grid.js";
+import {COLORMAPS} from "./colormaps.js"
+import {closestStep, MAX_ZOOM, NORM_MODES, rankIn, SHOW_MODES} from "./grid.js"
 
 /** Kinds in `tb_cnnviz.metadata.KINDS` order, with their labels. */
-export const KIND_LABELS = { weights: "Weights", feature_maps: "Feature maps", actmax: "Activation max", attribution: "Attribution" };
-/** A kind's label (unknown kinds: the kind). @param {string | null} kind */
-export const kindLabel = (kind) => KIND_LABELS[kind] || kind;
-export const DEFAULT_ALPHA = 60;
-export const PARENT_PREFIX = "p.cnnviz.";
+export const KIND_LABELS = {
+	weights: "Weights",
+	feature_maps: "Feature maps",
+	actmax: "Activation max",
+	attribution: "Attribution",
+}
+/** A kind's label (unknown kinds: the kind). */
+export const kindLabel = kind => KIND_LABELS[kind] || kind
+export const DEFAULT_ALPHA = 60
+export const PARENT_PREFIX = "p.cnnviz."
 
 /**
  * @typedef {{runs: string[], layer: string | null, kind: string | null, step: number | null,
@@ -26,122 +30,152 @@ export const PARENT_PREFIX = "p.cnnviz.";
 
 /** @returns {ViewState} */
 export function defaultState() {
-  return {
-    runs: [], layer: null, kind: null, step: null, slice: null, sort: "id", desc: false,
-    show: "all", norm: "filter", cmap: null, zoom: null, alpha: DEFAULT_ALPHA, filter: null, frun: null,
-  };
+	return {
+		runs: [],
+		layer: null,
+		kind: null,
+		step: null,
+		slice: null,
+		sort: "id",
+		desc: false,
+		show: "all",
+		norm: "filter",
+		cmap: null,
+		zoom: null,
+		alpha: DEFAULT_ALPHA,
+		filter: null,
+		frun: null,
+	}
 }
 
 /** Joins names with ",", escaping "\" and ",". @param {string[]} items */
-export const encodeList = (items) => items.map((s) => String(s).replace(/[\\,]/g, "\\$&")).join(",");
+export const encodeList = items => items.map(s => String(s).replace(/[\\,]/g, "\\$&")).join(",")
 
 /** The inverse of `encodeList`. @returns {string[]} */
 export function decodeList(text) {
-  if (!text) return [];
-  const out = [];
-  let cur = "";
-  for (let i = 0; i < text.length; i++) {
-    if (text[i] === "\\" && i + 1 < text.length) cur += text[++i];
-    else if (text[i] === ",") { out.push(cur); cur = ""; }
-    else cur += text[i];
-  }
-  return [...out, cur];
+	if (!text) return []
+	const out = []
+	let cur = ""
+	for (let i = 0; i < text.length; i++) {
+		if (text[i] === "\\" && i + 1 < text.length) cur += text[++i]
+		else if (text[i] === ",") {
+			out.push(cur)
+			cur = ""
+		} else cur += text[i]
+	}
+	return [...out, cur]
 }
 
-const int = (v, lo, hi) => (/^\d{1,15}$/.test(v) && +v >= lo && +v <= hi ? +v : null);
-const oneOf = (v, list, fallback) => (list.includes(v) ? v : fallback);
+const int = (v, lo, hi) => (/^\d{1,15}$/.test(v) && +v >= lo && +v <= hi ? +v : null)
+const oneOf = (v, list, fallback) => (list.includes(v) ? v : fallback)
 
 /** The state's non-default values as key/value pairs, in `defaultState` order. @param {ViewState} s @returns {[string, string][]} */
 export function stateToParams(s) {
-  const d = defaultState();
-  const pairs = Object.keys(d).map((k) =>
-    k === "runs" ? ["run", s.runs.length ? encodeList(s.runs) : null] : [k, k === "desc" ? (s.desc ? 1 : null) : s[k] === d[k] ? null : s[k]]);
-  return pairs.filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => [k, String(v)]);
+	const d = defaultState()
+	const pairs = Object.keys(d).map(k =>
+		k === "runs"
+			? ["run", s.runs.length ? encodeList(s.runs) : null]
+			: [k, k === "desc" ? (s.desc ? 1 : null) : s[k] === d[k] ? null : s[k]]
+	)
+	return pairs.filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => [k, String(v)])
 }
 
 /** A state from key/value pairs; unknown keys and invalid values are ignored. @param {Iterable<[string, string]>} params @returns {ViewState} */
 export function paramsToState(params) {
-  const s = defaultState();
-  for (const [k, raw] of params) {
-    const v = String(raw);
-    if (k === "run") s.runs = [...new Set(decodeList(v))].filter(Boolean);
-    else if (k === "layer" || k === "kind" || k === "frun") s[k] = v || null;
-    else if (k === "step") s.step = int(v, 0, Number.MAX_SAFE_INTEGER);
-    else if (k === "slice") s.slice = v === "all" || /^o\d{1,6}$/.test(v) ? v : int(v, 0, 1e6);
-    else if (k === "alpha") s.alpha = int(v, 0, 100) ?? DEFAULT_ALPHA;
-    else if (k === "sort") s.sort = v && v.length < 200 ? v : "id";
-    else if (k === "desc") s.desc = v === "1" || v === "true";
-    else if (k === "show") s.show = oneOf(v, SHOW_MODES, "all");
-    else if (k === "norm") s.norm = oneOf(v, NORM_MODES, "filter");
-    else if (k === "cmap") s.cmap = oneOf(v, COLORMAPS, null);
-    else if (k === "zoom") s.zoom = int(v, 1, MAX_ZOOM);
-    else if (k === "filter") s.filter = int(v, 0, 1e9);
-  }
-  return s;
+	const s = defaultState()
+	for (const [k, raw] of params) {
+		const v = String(raw)
+		if (k === "run") s.runs = [...new Set(decodeList(v))].filter(Boolean)
+		else if (k === "layer" || k === "kind" || k === "frun") s[k] = v || null
+		else if (k === "step") s.step = int(v, 0, Number.MAX_SAFE_INTEGER)
+		else if (k === "slice") s.slice = v === "all" || /^o\d{1,6}$/.test(v) ? v : int(v, 0, 1e6)
+		else if (k === "alpha") s.alpha = int(v, 0, 100) ?? DEFAULT_ALPHA
+		else if (k === "sort") s.sort = v && v.length < 200 ? v : "id"
+		else if (k === "desc") s.desc = v === "1" || v === "true"
+		else if (k === "show") s.show = oneOf(v, SHOW_MODES, "all")
+		else if (k === "norm") s.norm = oneOf(v, NORM_MODES, "filter")
+		else if (k === "cmap") s.cmap = oneOf(v, COLORMAPS, null)
+		else if (k === "zoom") s.zoom = int(v, 1, MAX_ZOOM)
+		else if (k === "filter") s.filter = int(v, 0, 1e9)
+	}
+	return s
 }
 
 /** The iframe's hash of a state, without "#". @param {ViewState} state */
-export const stateToHash = (state) => new URLSearchParams(stateToParams(state)).toString();
+export const stateToHash = state => new URLSearchParams(stateToParams(state)).toString()
 
 /** A state from the iframe's hash. @returns {ViewState} */
-export const stateFromHash = (hash) => paramsToState(new URLSearchParams(String(hash || "").replace(/^#/, "")));
+export const stateFromHash = hash => paramsToState(new URLSearchParams(String(hash || "").replace(/^#/, "")))
 
 /** Whether a hash holds any state. */
-export const hashHasState = (hash) => stateToParams(stateFromHash(hash)).length > 0;
+export const hashHasState = hash => stateToParams(stateFromHash(hash)).length > 0
 
 /**
  * TensorBoard's hash as its `tf_storage` reads it: a bare token is the tab, the rest encoded
  * key=value pairs (malformed ones skipped). @returns {{tab: string | null, entries: [string, string][]}}
  */
 export function parseParentHash(hash) {
-  let tab = null;
-  const entries = [];
-  for (const part of String(hash || "").replace(/^#/, "").split("&")) {
-    const bits = part.split("=");
-    try {
-      if (bits.length === 1 && part) tab = decodeURIComponent(part);
-      else if (bits.length === 2) entries.push(bits.map(decodeURIComponent));
-    } catch { /* a malformed escape */ }
-  }
-  return { tab, entries };
+	let tab = null
+	const entries = []
+	for (const part of String(hash || "")
+		.replace(/^#/, "")
+		.split("&")) {
+		const bits = part.split("=")
+		try {
+			if (bits.length === 1 && part) tab = decodeURIComponent(part)
+			else if (bits.length === 2) entries.push(bits.map(decodeURIComponent))
+		} catch {
+			/* a malformed escape */
+		}
+	}
+	return {tab, entries}
 }
 
 /** This plugin's pairs in TensorBoard's hash, prefix removed. @returns {[string, string][]} */
-export const pluginDataFromParentHash = (hash) =>
-  parseParentHash(hash).entries.filter(([k]) => k.startsWith(PARENT_PREFIX)).map(([k, v]) => [k.slice(PARENT_PREFIX.length), v]);
+export const pluginDataFromParentHash = hash =>
+	parseParentHash(hash)
+		.entries.filter(([k]) => k.startsWith(PARENT_PREFIX))
+		.map(([k, v]) => [k.slice(PARENT_PREFIX.length), v])
 
-/** TensorBoard's `hash` with this plugin's keys set from `state`, the rest kept. @param {string} hash @param {ViewState} state */
+/** TensorBoard's `hash` with this plugin's keys set from `state`, the rest kept. @param {ViewState} state */
 export function mergeParentHash(hash, state) {
-  const { tab, entries } = parseParentHash(hash);
-  const pairs = [...entries.filter(([k]) => !k.startsWith(PARENT_PREFIX)), ...stateToParams(state).map(([k, v]) => [PARENT_PREFIX + k, v])];
-  return [...(tab !== null ? [encodeURIComponent(tab)] : []), ...pairs.map((p) => p.map(encodeURIComponent).join("="))].join("&");
+	const {tab, entries} = parseParentHash(hash)
+	const pairs = [
+		...entries.filter(([k]) => !k.startsWith(PARENT_PREFIX)),
+		...stateToParams(state).map(([k, v]) => [PARENT_PREFIX + k, v]),
+	]
+	return [
+		...(tab !== null ? [encodeURIComponent(tab)] : []),
+		...pairs.map(p => p.map(encodeURIComponent).join("=")),
+	].join("&")
 }
 
 // The catalog: the /tags answer arranged for the pickers.
 
-const natural = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
-const KINDS = Object.keys(KIND_LABELS);
-const kindRank = rankIn(KINDS);
-const byKind = (a, b) => kindRank(a.kind) - kindRank(b.kind);
+const natural = new Intl.Collator(undefined, {numeric: true, sensitivity: "base"})
+const KINDS = Object.keys(KIND_LABELS)
+const kindRank = rankIn(KINDS)
+const byKind = (a, b) => kindRank(a.kind) - kindRank(b.kind)
 // Layers of filters come before attribution, which is about the model's output.
-const layerRank = (layer) => (layer.tags.every((t) => t.kind === "attribution") ? 1 : 0);
+const layerRank = layer => (layer.tags.every(t => t.kind === "attribution") ? 1 : 0)
 
 /** Runs, and layers (natural order) with tags (kind order), also tags only plans name. @param {Tags} tags @param {string[]} [runs] @param {Left} [left] @returns {Catalog} */
 export function buildCatalog(tags, runs = [], left = {}) {
-  const names = [...new Set([...runs.filter((r) => r in tags), ...Object.keys(tags)])];
-  const byTag = new Map();
-  for (const run of names) {
-    for (const [tag, info] of Object.entries(tags[run] || {})) {
-      if (!byTag.has(tag)) byTag.set(tag, { tag, kind: String(info.kind), layer: String(info.layer) });
-    }
-  }
-  for (const run of names) for (const tag in left[run] || {}) if (!byTag.has(tag) && tagInfo(tag)) byTag.set(tag, tagInfo(tag));
-  const layers = new Map();
-  for (const info of byTag.values()) layers.set(info.layer, [...(layers.get(info.layer) || []), info]);
-  const list = [...layers]
-    .map(([name, ts]) => ({ name, tags: ts.sort((a, b) => byKind(a, b) || natural.compare(a.tag, b.tag)) }))
-    .sort((a, b) => layerRank(a) - layerRank(b) || natural.compare(a.name, b.name));
-  return { runs: names, layers: list, byTag };
+	const names = [...new Set([...runs.filter(r => r in tags), ...Object.keys(tags)])]
+	const byTag = new Map()
+	for (const run of names) {
+		for (const [tag, info] of Object.entries(tags[run] || {})) {
+			if (!byTag.has(tag)) byTag.set(tag, {tag, kind: String(info.kind), layer: String(info.layer)})
+		}
+	}
+	for (const run of names)
+		for (const tag in left[run] || {}) if (!byTag.has(tag) && tagInfo(tag)) byTag.set(tag, tagInfo(tag))
+	const layers = new Map()
+	for (const info of byTag.values()) layers.set(info.layer, [...(layers.get(info.layer) || []), info])
+	const list = [...layers]
+		.map(([name, ts]) => ({name, tags: ts.sort((a, b) => byKind(a, b) || natural.compare(a.tag, b.tag))}))
+		.sort((a, b) => layerRank(a) - layerRank(b) || natural.compare(a.name, b.name))
+	return {runs: names, layers: list, byTag}
 }
 
 /**
@@ -150,49 +184,54 @@ export function buildCatalog(tags, runs = [], left = {}) {
  * @param {ViewState} state @param {Catalog} catalog @param {Tags} tags @param {Left} [left] @returns {ViewState}
  */
 export function reconcile(state, catalog, tags, left = {}) {
-  const s = { ...state, runs: state.runs.filter((r) => catalog.runs.includes(r)) };
-  if (!s.runs.length && catalog.runs.length) s.runs = [catalog.runs[0]];
-  const drawn = new Set(s.runs.flatMap((r) => Object.keys(tags[r] || {})));
-  const held = new Set([...drawn, ...s.runs.flatMap((r) => Object.keys(left[r] || {}))]);
-  const someDrawn = (ts) => ts.find((t) => drawn.has(t.tag));
-  const layers = catalog.layers.filter((l) => l.tags.some((t) => held.has(t.tag)));
-  const layer = layers.find((l) => l.name === s.layer) || layers.find((l) => someDrawn(l.tags)) || layers[0];
-  const avail = layer ? layer.tags.filter((t) => held.has(t.tag)) : [];
-  const info = avail.find((t) => t.kind === s.kind) || someDrawn(avail) || avail[0];
-  s.layer = layer ? layer.name : null;
-  s.kind = info ? info.kind : null;
-  const steps = info ? s.runs.flatMap((r) => tags[r]?.[info.tag]?.steps || []).sort((a, b) => a - b) : [];
-  if (!info) s.step = null;
-  else if (steps.length) s.step = s.step === null ? steps[steps.length - 1] : closestStep(steps, s.step);
-  if (s.filter === null || !s.runs.includes(s.frun)) s.frun = null;
-  return s;
+	const s = {...state, runs: state.runs.filter(r => catalog.runs.includes(r))}
+	if (!s.runs.length && catalog.runs.length) s.runs = [catalog.runs[0]]
+	const drawn = new Set(s.runs.flatMap(r => Object.keys(tags[r] || {})))
+	const held = new Set([...drawn, ...s.runs.flatMap(r => Object.keys(left[r] || {}))])
+	const someDrawn = ts => ts.find(t => drawn.has(t.tag))
+	const layers = catalog.layers.filter(l => l.tags.some(t => held.has(t.tag)))
+	const layer = layers.find(l => l.name === s.layer) || layers.find(l => someDrawn(l.tags)) || layers[0]
+	const avail = layer ? layer.tags.filter(t => held.has(t.tag)) : []
+	const info = avail.find(t => t.kind === s.kind) || someDrawn(avail) || avail[0]
+	s.layer = layer ? layer.name : null
+	s.kind = info ? info.kind : null
+	const steps = info ? s.runs.flatMap(r => tags[r]?.[info.tag]?.steps || []).sort((a, b) => a - b) : []
+	if (!info) s.step = null
+	else if (steps.length) s.step = s.step === null ? steps[steps.length - 1] : closestStep(steps, s.step)
+	if (s.filter === null || !s.runs.includes(s.frun)) s.frun = null
+	return s
 }
 
 /** The tag a state shows (one per layer and kind: "<layer>/<kind>"). @param {ViewState} state @param {Catalog} catalog */
 export const currentTag = (state, catalog) =>
-  catalog.layers.find((l) => l.name === state.layer)?.tags.find((t) => t.kind === state.kind)?.tag ?? null;
+	catalog.layers.find(l => l.name === state.layer)?.tags.find(t => t.kind === state.kind)?.tag ?? null
 
 // Plans (/plan answers): what was drawn at each step, what was left out, and why.
 
 /** "<layer>/<kind>" as a TagInfo (for tags only plans name). @returns {TagInfo | null} */
 export function tagInfo(tag) {
-  const i = tag.lastIndexOf("/"), kind = tag.slice(i + 1);
-  return i > 0 && KINDS.includes(kind) ? { tag, kind, layer: tag.slice(0, i) } : null;
+	const i = tag.lastIndexOf("/"),
+		kind = tag.slice(i + 1)
+	return i > 0 && KINDS.includes(kind) ? {tag, kind, layer: tag.slice(0, i)} : null
 }
 
 /** A plan's `left_out`, less tags with `pictures`. @returns {Object<string, string>} */
-export const leftOut = (plan, pictures = {}) => Object.fromEntries(Object.entries(plan?.left_out || {}).filter(([t]) => !(t in pictures)));
+export const leftOut = (plan, pictures = {}) =>
+	Object.fromEntries(Object.entries(plan?.left_out || {}).filter(([t]) => !(t in pictures)))
 
 /** Why a plan skipped `tag` at `step`, if it says. @returns {string | undefined} */
-export const skipReason = (plan, tag, step) => plan?.steps?.find?.((s) => s.step === step)?.skipped?.[tag];
+export const skipReason = (plan, tag, step) => plan?.steps?.find?.(s => s.step === step)?.skipped?.[tag]
 
 /** Left-out tags by kind and reason (mostly shared). @param {Object<string, string>} left @param {Map<string, TagInfo>} byTag @returns {{kind: string, label: string, reason: string, layers: string[]}[]} */
 export function groupLeftOut(left, byTag) {
-  const groups = {};
-  for (const [tag, reason] of Object.entries(left)) {
-    const info = byTag.get(tag) || tagInfo(tag);
-    if (info) (groups[`${info.kind}\u0000${reason}`] ||= { kind: info.kind, label: KIND_LABELS[info.kind], reason, layers: [] }).layers.push(info.layer);
-  }
-  for (const g of Object.values(groups)) g.layers.sort(natural.compare);
-  return Object.values(groups).sort((a, b) => byKind(a, b) || natural.compare(a.reason, b.reason));
+	const groups = {}
+	for (const [tag, reason] of Object.entries(left)) {
+		const info = byTag.get(tag) || tagInfo(tag)
+		if (!info) continue
+		const group = `${info.kind}\u0000${reason}`
+		groups[group] ||= {kind: info.kind, label: KIND_LABELS[info.kind], reason, layers: []}
+		groups[group].layers.push(info.layer)
+	}
+	for (const g of Object.values(groups)) g.layers.sort(natural.compare)
+	return Object.values(groups).sort((a, b) => byKind(a, b) || natural.compare(a.reason, b.reason))
 }

@@ -1,91 +1,156 @@
-// Pure DOM builders from plain data; they never fetch. Names from the logs (runs, layers, tags,
-// notes) reach the page only as text or attributes, never as HTML. Interactive elements carry
-// `data-action` (+ data); index.js listens on the root and dispatches.
+// Pure DOM builders from plain data; they never fetch. Names from the logs reach the page as text or
+// attributes, never as HTML. Controls carry `data-action`; index.js dispatches on the root.
 
-import { colormapGradient } from "./colormaps.js";
-import { cssSize, formatStat } from "./grid.js";
+import {colormapGradient} from "./colormaps.js"
+import {cssSize, formatStat} from "./grid.js"
 
 /** @typedef {{value: string, label: string}} Option @typedef {import("./grid.js").Pixels} Pixels */
 
-/** An element; props (or just its class): class, text, title, data, attrs (false/null skipped), style. @param {string | Object<string, any>} [props] @returns {HTMLElement} */
+/** An element; props (or its class): class, text, title, data, attrs (false/null skipped), style. @returns {HTMLElement} */
 export function el(tag, props = {}, ...children) {
-  if (typeof props === "string") props = { class: props };
-  const node = document.createElement(tag);
-  if (props.class) node.className = props.class;
-  if (props.text !== undefined) node.textContent = String(props.text);
-  if (props.title) node.title = props.title;
-  for (const [k, v] of Object.entries(props.data || {})) if (v != null) node.dataset[k] = String(v);
-  for (const [k, v] of Object.entries(props.attrs || {})) if (v !== false && v != null) node.setAttribute(k, v === true ? "" : String(v));
-  Object.assign(node.style, props.style || {});
-  node.append(...children.filter((c) => c != null && c !== false));
-  return node;
+	if (typeof props === "string") props = {class: props}
+	const node = document.createElement(tag)
+	if (props.class) node.className = props.class
+	if (props.text !== undefined) node.textContent = String(props.text)
+	if (props.title) node.title = props.title
+	for (const [k, v] of Object.entries(props.data || {})) if (v != null) node.dataset[k] = String(v)
+	for (const [k, v] of Object.entries(props.attrs || {}))
+		if (v !== false && v != null) node.setAttribute(k, v === true ? "" : String(v))
+	Object.assign(node.style, props.style || {})
+	node.append(...children.filter(c => c != null && c !== false))
+	return node
 }
 
 const button = (cls, text, action, props = {}, ...children) =>
-  el("button", { ...props, class: cls, text, data: { action, key: action, ...props.data }, attrs: { type: "button", ...props.attrs } }, ...children);
-const icon = (action, text, label, enabled = true) => button("cv-icon-btn", text, action, { title: label, attrs: { "aria-label": label, disabled: !enabled } });
+	el(
+		"button",
+		{...props, class: cls, text, data: {action, key: action, ...props.data}, attrs: {type: "button", ...props.attrs}},
+		...children
+	)
+const icon = (action, text, label, enabled = true) =>
+	button("cv-icon-btn", text, action, {title: label, attrs: {"aria-label": label, disabled: !enabled}})
 
-/** The i-th run's colour: Paul Tol's vibrant colours (light and dark). */
-export const runColor = (i) => ["#0077bb", "#ee7733", "#009988", "#cc3311", "#33bbee", "#ee3377", "#888888", "#aa8800"][Math.abs(i) % 8];
+/** The i-th run's colour (Paul Tol's vibrant set). */
+export const runColor = i =>
+	["#0077bb", "#ee7733", "#009988", "#cc3311", "#33bbee", "#ee3377", "#888888", "#aa8800"][Math.abs(i) % 8]
 
-/** Replaces a box's content, keeping focus on the same `data-key`. @param {HTMLElement} box @param {...Node} nodes */
+/** Replaces a box's content, keeping focus on the same `data-key`. @param {HTMLElement} box */
 export function swapContent(box, ...nodes) {
-  const active = document.activeElement;
-  const k = active && box.contains(active) ? active.dataset.key : undefined;
-  box.replaceChildren(...nodes);
-  if (k !== undefined) [...box.querySelectorAll("[data-key]")].find((n) => n.dataset.key === k)?.focus({ preventScroll: true });
+	const active = document.activeElement
+	const k = active && box.contains(active) ? active.dataset.key : undefined
+	box.replaceChildren(...nodes)
+	if (k !== undefined)
+		[...box.querySelectorAll("[data-key]")].find(n => n.dataset.key === k)?.focus({preventScroll: true})
 }
 
-const KEYS = "Keys: , . or ← → step (arrows move in the grid) · P play · + − 0 zoom · Enter inspect · [ ] other filter · Esc close";
+const KEYS =
+	"Keys: , . or ← → step (arrows move in the grid) · P play · + − 0 zoom · Enter inspect · [ ] other filter · Esc close"
 
-/** The page: sidebar (runs, layers, display, keys), toolbar, panels, inspector. @returns {Object<string, HTMLElement>} */
+/** The page: sidebar, toolbar, panels, inspector. @returns {Object<string, HTMLElement>} */
 export function buildShell() {
-  const section = (title, body, extra = null) =>
-    el("section", "cv-side-section", el("h2", "cv-side-title", el("span", { text: title }), extra), body);
-  const r = {
-    runsCount: el("span", "cv-count"), runs: el("div", "cv-runs"),
-    layers: el("div", { class: "cv-layers", attrs: { role: "list" } }), display: el("div", "cv-display"),
-    kinds: el("div", { class: "cv-kinds", attrs: { role: "tablist", "aria-label": "Kind of picture" } }),
-    steps: el("div", "cv-steps",
-      icon("play", "▶", "Play (P)"), icon("prev", "‹", "Previous step (,)"),
-      el("input", { class: "cv-slider", data: { action: "step-slider", key: "step-slider" }, attrs: { type: "range", min: 0, max: 0, value: 0, "aria-label": "Step" } }),
-      icon("next", "›", "Next step (.)"),
-      el("span", "cv-step-label", el("b", "cv-step-num"), el("span", "cv-step-of cv-muted"))),
-    tools: el("div", "cv-tools"), panels: el("div", "cv-panels"),
-    inspector: el("aside", { class: "cv-inspector", attrs: { "aria-label": "Filter inspector", hidden: true, tabindex: "-1" } }),
-  };
-  r.main = el("main", "cv-main",
-    el("div", "cv-bar", el("div", "cv-bar-row", r.kinds, r.steps), r.tools),
-    el("div", { class: "cv-progress", attrs: { "aria-hidden": "true" } }), r.panels);
-  r.app = el("div", "cv-app",
-    el("aside", { class: "cv-side", attrs: { "aria-label": "Selection and display" } },
-      section("Runs", r.runs, r.runsCount), section("Layers", r.layers), section("Display", r.display),
-      el("p", { class: "cv-keys", text: KEYS })),
-    r.main, r.inspector);
-  return r;
+	const section = (title, body, extra = null) =>
+		el("section", "cv-side-section", el("h2", "cv-side-title", el("span", {text: title}), extra), body)
+	const r = {
+		runsCount: el("span", "cv-count"),
+		runs: el("div", "cv-runs"),
+		layers: el("div", {class: "cv-layers", attrs: {role: "list"}}),
+		display: el("div", "cv-display"),
+		kinds: el("div", {class: "cv-kinds", attrs: {role: "tablist", "aria-label": "Kind of picture"}}),
+		steps: el(
+			"div",
+			"cv-steps",
+			icon("play", "▶", "Play (P)"),
+			icon("prev", "‹", "Previous step (,)"),
+			el("input", {
+				class: "cv-slider",
+				data: {action: "step-slider", key: "step-slider"},
+				attrs: {type: "range", min: 0, max: 0, value: 0, "aria-label": "Step"},
+			}),
+			icon("next", "›", "Next step (.)"),
+			el("span", "cv-step-label", el("b", "cv-step-num"), el("span", "cv-step-of cv-muted"))
+		),
+		tools: el("div", "cv-tools"),
+		panels: el("div", "cv-panels"),
+		inspector: el("aside", {
+			class: "cv-inspector",
+			attrs: {"aria-label": "Filter inspector", hidden: true, tabindex: "-1"},
+		}),
+	}
+	r.main = el(
+		"main",
+		"cv-main",
+		el("div", "cv-bar", el("div", "cv-bar-row", r.kinds, r.steps), r.tools),
+		el("div", {class: "cv-progress", attrs: {"aria-hidden": "true"}}),
+		r.panels
+	)
+	r.app = el(
+		"div",
+		"cv-app",
+		el(
+			"aside",
+			{class: "cv-side", attrs: {"aria-label": "Selection and display"}},
+			section("Runs", r.runs, r.runsCount),
+			section("Layers", r.layers),
+			section("Display", r.display),
+			el("p", {class: "cv-keys", text: KEYS})
+		),
+		r.main,
+		r.inspector
+	)
+	return r
 }
 
 /** A checkbox per run. @param {{name: string, color: string, checked: boolean, hasTag: boolean}[]} runs */
 export function runsList(runs) {
-  return runs.map((r) => el("div", { class: "cv-run" + (r.hasTag ? "" : " cv-run--empty") },
-    el("label", { title: r.name },
-      el("input", { data: { action: "toggle-run", run: r.name, key: `run:${r.name}` }, attrs: { type: "checkbox", checked: r.checked } }),
-      el("span", { class: "cv-swatch", style: { background: r.color } }), el("span", { class: "cv-run-name", text: r.name })),
-    button("cv-only", "only", "only-run", { title: `Show only ${r.name}`, data: { run: r.name, key: `only:${r.name}` } })));
+	return runs.map(r =>
+		el(
+			"div",
+			{class: `cv-run${r.hasTag ? "" : " cv-run--empty"}`},
+			el(
+				"label",
+				{title: r.name},
+				el("input", {
+					data: {action: "toggle-run", run: r.name, key: `run:${r.name}`},
+					attrs: {type: "checkbox", checked: r.checked},
+				}),
+				el("span", {class: "cv-swatch", style: {background: r.color}}),
+				el("span", {class: "cv-run-name", text: r.name})
+			),
+			button("cv-only", "only", "only-run", {title: `Show only ${r.name}`, data: {run: r.name, key: `only:${r.name}`}})
+		)
+	)
 }
 
 /** A button per layer with the kinds it holds. @param {{name: string, kinds: string[], active: boolean, held: boolean}[]} layers */
 export function layersList(layers) {
-  return layers.map((l) => button("cv-layer" + (l.active ? " is-active" : ""), undefined, "select-layer", {
-    data: { layer: l.name, key: `layer:${l.name}` }, title: l.name,
-    attrs: { role: "listitem", "aria-current": l.active && "true", disabled: !l.held },
-  }, el("span", { class: "cv-layer-name", text: l.name }), el("span", { class: "cv-layer-kinds", text: l.kinds.join(" · ") })));
+	return layers.map(l =>
+		button(
+			`cv-layer${l.active ? " is-active" : ""}`,
+			undefined,
+			"select-layer",
+			{
+				data: {layer: l.name, key: `layer:${l.name}`},
+				title: l.name,
+				attrs: {role: "listitem", "aria-current": l.active && "true", disabled: !l.held},
+			},
+			el("span", {class: "cv-layer-name", text: l.name}),
+			el("span", {class: "cv-layer-kinds", text: l.kinds.join(" · ")})
+		)
+	)
 }
 
-/** Toggle buttons, the one of `value` pressed; `label` names the group. @param {string} action @param {Option[]} options @param {string} value @param {string} label */
+/** Toggle buttons, the one of `value` pressed; `label` names the group. @param {Option[]} options */
 export function segmented(action, options, value, label) {
-  return el("div", { class: "cv-seg", attrs: { role: "group", "aria-label": label } },
-    ...options.map((o) => button("cv-seg-btn", o.label, action, { data: { value: o.value, key: `${action}:${o.value}` }, attrs: { "aria-pressed": String(o.value === value) } })));
+	return el(
+		"div",
+		{class: "cv-seg", attrs: {role: "group", "aria-label": label}},
+		...options.map(o =>
+			button("cv-seg-btn", o.label, action, {
+				data: {value: o.value, key: `${action}:${o.value}`},
+				attrs: {"aria-pressed": String(o.value === value)},
+			})
+		)
+	)
 }
 
 /**
@@ -94,43 +159,63 @@ export function segmented(action, options, value, label) {
  *   zoomAuto: boolean, rgb: boolean, range: number[] | null}} a
  */
 export function displayControls(a) {
-  const r = a.range, m = r ? Math.max(Math.abs(r[0]), Math.abs(r[1])) : 0;
-  const ends = a.cmap === "diverging" ? (r ? [-m, "0", m] : ["−max", "0", "+max"]) : r ? [r[0], "", r[1]] : ["min", "", "max"];
-  const field = (label, ...body) => el("div", "cv-field", el("span", { class: "cv-label", text: label }), ...body);
-  return [
-    field("Normalize per", segmented("set-norm", a.norms, a.norm, "Normalization")),
-    field("Colormap" + (a.cmapAuto ? " (auto)" : ""), segmented("set-cmap", a.cmaps, a.cmap, "Colormap"),
-      el("div", { class: "cv-legend", style: { background: colormapGradient(a.cmap) } }),
-      el("div", "cv-legend-ends", ...ends.map((t) => el("span", { text: typeof t === "number" ? formatStat(t) : t }))),
-      a.rgb && el("p", { class: "cv-hint", text: "RGB pictures keep their colours; diverging centres them on grey." })),
-    field("Zoom", el("div", "cv-zoom", icon("zoom-out", "−", "Zoom out (-)"),
-      el("output", { class: "cv-zoom-val", text: `${a.zoom}×` }), icon("zoom-in", "+", "Zoom in (+)"),
-      button("cv-btn cv-btn--small", "Fit", "zoom-fit", { title: "Automatic zoom (0)", attrs: { "aria-pressed": String(a.zoomAuto) } }))),
-  ];
+	const r = a.range,
+		m = r ? Math.max(Math.abs(r[0]), Math.abs(r[1])) : 0
+	const ends =
+		a.cmap === "diverging" ? (r ? [-m, "0", m] : ["−max", "0", "+max"]) : r ? [r[0], "", r[1]] : ["min", "", "max"]
+	const field = (label, ...body) => el("div", "cv-field", el("span", {class: "cv-label", text: label}), ...body)
+	return [
+		field("Normalize per", segmented("set-norm", a.norms, a.norm, "Normalization")),
+		field(
+			`Colormap${a.cmapAuto ? " (auto)" : ""}`,
+			segmented("set-cmap", a.cmaps, a.cmap, "Colormap"),
+			el("div", {class: "cv-legend", style: {background: colormapGradient(a.cmap)}}),
+			el("div", "cv-legend-ends", ...ends.map(t => el("span", {text: typeof t === "number" ? formatStat(t) : t}))),
+			a.rgb && el("p", {class: "cv-hint", text: "RGB pictures keep their colours; diverging centres them on grey."})
+		),
+		field(
+			"Zoom",
+			el(
+				"div",
+				"cv-zoom",
+				icon("zoom-out", "−", "Zoom out (-)"),
+				el("output", {class: "cv-zoom-val", text: `${a.zoom}×`}),
+				icon("zoom-in", "+", "Zoom in (+)"),
+				button("cv-btn cv-btn--small", "Fit", "zoom-fit", {
+					title: "Automatic zoom (0)",
+					attrs: {"aria-pressed": String(a.zoomAuto)},
+				})
+			)
+		),
+	]
 }
 
-/** Tabs for the tags of the layer (`left`: why none was drawn). @param {{tag: string, label: string, held: boolean, left?: string}[]} options @param {string | null} active */
+/** Tabs for the tags of the layer (`left`: why none was drawn). @param {{tag: string, label: string, held: boolean, left?: string}[]} options */
 export function kindTabs(options, active) {
-  return options.map((o) => button("cv-kind" + (o.tag === active ? " is-active" : "") + (o.left ? " is-left" : ""), o.label, "select-kind", {
-    data: { tag: o.tag, key: `kind:${o.tag}` }, title: o.left && `Not drawn: ${o.left}`, attrs: { role: "tab", "aria-selected": String(o.tag === active), disabled: !o.held },
-  }));
+	return options.map(o =>
+		button(`cv-kind${o.tag === active ? " is-active" : ""}${o.left ? " is-left" : ""}`, o.label, "select-kind", {
+			data: {tag: o.tag, key: `kind:${o.tag}`},
+			title: o.left && `Not drawn: ${o.left}`,
+			attrs: {role: "tab", "aria-selected": String(o.tag === active), disabled: !o.held},
+		})
+	)
 }
 
 /** Updates the step controls in place (keeps a drag). @param {HTMLElement} box @param {{steps: number[], index: number, playing: boolean}} a */
-export function updateStepControls(box, { steps, index, playing }) {
-  const n = steps.length;
-  const slider = box.querySelector(".cv-slider");
-  slider.max = String(Math.max(0, n - 1));
-  slider.value = String(Math.max(0, index));
-  slider.setAttribute("aria-valuetext", n ? `step ${steps[index]}` : "no steps");
-  for (const b of box.querySelectorAll("button, input")) b.disabled = n < 2;
-  const play = box.firstChild;
-  play.textContent = playing ? "❚❚" : "▶";
-  play.title = playing ? "Pause (P)" : "Play (P)";
-  play.setAttribute("aria-label", play.title);
-  play.classList.toggle("is-on", playing);
-  box.querySelector(".cv-step-num").textContent = n ? `Step ${steps[index]}` : "No steps";
-  box.querySelector(".cv-step-of").textContent = n ? `${index + 1} of ${n}` : "";
+export function updateStepControls(box, {steps, index, playing}) {
+	const n = steps.length
+	const slider = box.querySelector(".cv-slider")
+	slider.max = String(Math.max(0, n - 1))
+	slider.value = String(Math.max(0, index))
+	slider.setAttribute("aria-valuetext", n ? `step ${steps[index]}` : "no steps")
+	for (const b of box.querySelectorAll("button, input")) b.disabled = n < 2
+	const play = box.firstChild
+	play.textContent = playing ? "❚❚" : "▶"
+	play.title = playing ? "Pause (P)" : "Play (P)"
+	play.setAttribute("aria-label", play.title)
+	play.classList.toggle("is-on", playing)
+	box.querySelector(".cv-step-num").textContent = n ? `Step ${steps[index]}` : "No steps"
+	box.querySelector(".cv-step-of").textContent = n ? `${index + 1} of ${n}` : ""
 }
 
 /**
@@ -139,25 +224,46 @@ export function updateStepControls(box, { steps, index, playing }) {
  *   show: string, hasDead: boolean, alpha: number | null}} a
  */
 export function gridTools(a) {
-  const select = (action, label, options, value, disabled = false, title = "") =>
-    el("label", { class: "cv-tool", title }, el("span", { class: "cv-label", text: label }),
-      el("select", { class: "cv-select", data: { action, key: action }, attrs: { disabled } },
-        ...options.map((o) => el("option", { text: o.label, attrs: { value: o.value, selected: o.value === value } }))));
-  const dir = a.desc ? "Descending" : "Ascending";
-  return [
-    a.slices.length > 1 && select("set-slice", "Show", a.slices, a.slice),
-    select("set-sort", "Sort by", a.sorts, a.sort),
-    icon("toggle-desc", a.desc ? "↓" : "↑", `${dir} (click to flip)`),
-    select("set-show", "Filter", a.shows, a.show, !a.hasDead, a.hasDead ? "" : "Needs feature maps of this layer"),
-    a.alpha != null && el("label", "cv-tool", el("span", { class: "cv-label", text: "Opacity" }), el("input", {
-      class: "cv-opacity", data: { action: "set-alpha", key: "set-alpha" }, attrs: { type: "range", min: 0, max: 100, value: a.alpha, "aria-label": "Heatmap opacity" } })),
-  ].filter(Boolean);
+	const select = (action, label, options, value, disabled = false, title = "") =>
+		el(
+			"label",
+			{class: "cv-tool", title},
+			el("span", {class: "cv-label", text: label}),
+			el(
+				"select",
+				{class: "cv-select", data: {action, key: action}, attrs: {disabled}},
+				...options.map(o => el("option", {text: o.label, attrs: {value: o.value, selected: o.value === value}}))
+			)
+		)
+	const dir = a.desc ? "Descending" : "Ascending"
+	return [
+		a.slices.length > 1 && select("set-slice", "Show", a.slices, a.slice),
+		select("set-sort", "Sort by", a.sorts, a.sort),
+		icon("toggle-desc", a.desc ? "↓" : "↑", `${dir} (click to flip)`),
+		select("set-show", "Filter", a.shows, a.show, !a.hasDead, a.hasDead ? "" : "Needs feature maps of this layer"),
+		a.alpha != null &&
+			el(
+				"label",
+				"cv-tool",
+				el("span", {class: "cv-label", text: "Opacity"}),
+				el("input", {
+					class: "cv-opacity",
+					data: {action: "set-alpha", key: "set-alpha"},
+					attrs: {type: "range", min: 0, max: 100, value: a.alpha, "aria-label": "Heatmap opacity"},
+				})
+			),
+	].filter(Boolean)
 }
 
 /** A run's panel: header, notes, grid. */
 export function buildPanel(run) {
-  return el("section", { class: "cv-panel", data: { run } }, el("header", "cv-panel-head"), el("div", "cv-notes"),
-    el("div", "cv-panel-body", el("div", { class: "cv-grid", attrs: { role: "group", "aria-label": `Filters of ${run}` } })));
+	return el(
+		"section",
+		{class: "cv-panel", data: {run}},
+		el("header", "cv-panel-head"),
+		el("div", "cv-notes"),
+		el("div", "cv-panel-body", el("div", {class: "cv-grid", attrs: {role: "group", "aria-label": `Filters of ${run}`}}))
+	)
 }
 
 /**
@@ -166,35 +272,50 @@ export function buildPanel(run) {
  *   notes: string[], deadFact?: string, left?: {label: string, reason: string, layers: string[]}[]}} a
  */
 export function updatePanelHead(panel, a) {
-  const when = a.wallTime ? new Date(a.wallTime * 1000).toLocaleString() : "";
-  panel.firstChild.replaceChildren(
-    el("span", { class: "cv-swatch", style: { background: a.color } }), el("h3", { class: "cv-panel-title", text: a.run, title: a.run }),
-    el("span", { class: "cv-chip", text: a.step === null ? "" : `step ${a.step}`, title: when }),
-    ...a.facts.map((f) => el("span", { class: "cv-fact" + (f === a.deadFact ? " cv-fact--dead" : ""), text: f })),
-    ...a.layerStats.map(([k, v]) => el("span", "cv-fact", `${k} `, el("b", { text: v }))));
-  const names = (ls) => (ls.length > 4 ? `${ls.slice(0, 3).join(", ")} and ${ls.length - 3} more` : ls.join(", "));
-  panel.children[1].replaceChildren(...a.notes.map((n) => el("p", { class: "cv-note", text: n })),
-    ...(a.left || []).map((g) => el("p", { class: "cv-note cv-note--left", title: `${g.layers.join(", ")} · ${g.label}` },
-      el("b", { text: "Not drawn in this run: " }), `${names(g.layers)} · ${g.label} — ${g.reason}`)));
+	const when = a.wallTime ? new Date(a.wallTime * 1000).toLocaleString() : ""
+	panel.firstChild.replaceChildren(
+		el("span", {class: "cv-swatch", style: {background: a.color}}),
+		el("h3", {class: "cv-panel-title", text: a.run, title: a.run}),
+		el("span", {class: "cv-chip", text: a.step === null ? "" : `step ${a.step}`, title: when}),
+		...a.facts.map(f => el("span", {class: `cv-fact${f === a.deadFact ? " cv-fact--dead" : ""}`, text: f})),
+		...a.layerStats.map(([k, v]) => el("span", "cv-fact", `${k} `, el("b", {text: v})))
+	)
+	const names = ls => (ls.length > 4 ? `${ls.slice(0, 3).join(", ")} and ${ls.length - 3} more` : ls.join(", "))
+	panel.children[1].replaceChildren(
+		...a.notes.map(n => el("p", {class: "cv-note", text: n})),
+		...(a.left || []).map(g =>
+			el(
+				"p",
+				{class: "cv-note cv-note--left", title: `${g.layers.join(", ")} · ${g.label}`},
+				el("b", {text: "Not drawn in this run: "}),
+				`${names(g.layers)} · ${g.label} — ${g.reason}`
+			)
+		)
+	)
 }
 
-/** Shows a message instead of a panel's grid; null shows the grid. @param {HTMLElement} panel @param {Node | null} message */
+/** Shows a message instead of a panel's grid; null shows the grid. @param {Node | null} message */
 export function panelMessage(panel, message) {
-  const body = panel.lastChild;
-  while (body.childNodes.length > 1) body.lastChild.remove();
-  body.firstChild.hidden = Boolean(message);
-  if (message) body.append(message);
+	const body = panel.lastChild
+	while (body.childNodes.length > 1) body.lastChild.remove()
+	body.firstChild.hidden = Boolean(message)
+	if (message) body.append(message)
 }
 
-/** An empty-state or error card. @param {string} title @param {string} [detail] @param {{action?: string, label?: string, data?: Object, tone?: string, code?: string}} [o] */
+/** An empty-state or error card. @param {{action?: string, label?: string, data?: Object, tone?: string, code?: string}} [o] */
 export function messageCard(title, detail = "", o = {}) {
-  return el("div", { class: "cv-message" + (o.tone ? ` cv-message--${o.tone}` : ""), attrs: { role: o.tone === "error" && "alert" } },
-    el("p", { class: "cv-message-title", text: title }), detail && el("p", { class: "cv-message-detail", text: detail }),
-    o.code && el("pre", { class: "cv-code", text: o.code }), o.action && button("cv-btn", o.label || "Retry", o.action, { data: o.data }));
+	return el(
+		"div",
+		{class: `cv-message${o.tone ? ` cv-message--${o.tone}` : ""}`, attrs: {role: o.tone === "error" && "alert"}},
+		el("p", {class: "cv-message-title", text: title}),
+		detail && el("p", {class: "cv-message-detail", text: detail}),
+		o.code && el("pre", {class: "cv-code", text: o.code}),
+		o.action && button("cv-btn", o.label || "Retry", o.action, {data: o.data})
+	)
 }
 
 /** A loading placeholder saying `text`. */
-export const loadingCard = (text) => el("div", { class: "cv-loading", text, attrs: { "aria-busy": "true" } });
+export const loadingCard = text => el("div", {class: "cv-loading", text, attrs: {"aria-busy": "true"}})
 
 /**
  * Puts the tiles of `order` (positions) in a grid, reused by id; returns canvases by position.
@@ -205,123 +326,184 @@ export const loadingCard = (text) => el("div", { class: "cv-loading", text, attr
  * @returns {Map<number, HTMLCanvasElement>}
  */
 export function syncGrid(grid, a) {
-  const tiles = grid._tiles || (grid._tiles = new Map());
-  const keep = new Set(a.order.map((i) => a.filters[i]));
-  for (const [id, tile] of tiles) if (!keep.has(id)) { tile.remove(); tiles.delete(id); }
-  const out = new Map(), wanted = [];
-  let roving = null;
-  for (const pos of a.order) {
-    const id = a.filters[pos];
-    let tile = tiles.get(id);
-    if (!tile) {
-      tile = el("button", { class: "cv-tile", data: { action: "open-filter", filter: id }, attrs: { type: "button", tabindex: "-1" } },
-        el("canvas", "cv-canvas"), el("span", { class: "cv-tile-id", text: id }), el("span", "cv-tile-val"));
-      tiles.set(id, tile);
-    }
-    const canvas = tile.firstChild;
-    sizeCanvas(canvas, a.width, a.height, a.zoom, a.dpr);
-    const dead = Boolean(a.dead?.get(id));
-    const text = a.captions?.get(id) ?? "";
-    tile.classList.toggle("is-dead", dead);
-    tile.classList.toggle("is-selected", a.selected === id);
-    if (tile.lastChild.textContent !== text) tile.lastChild.textContent = text;
-    tile.title = `${a.noun} ${id}${dead ? " · dead: zero on every probe image" : ""}${text ? ` · ${a.valueLabel}${text}` : ""}`;
-    tile.setAttribute("aria-label", tile.title);
-    tile.tabIndex = -1;
-    if (id === a.focus) roving = tile;
-    wanted.push(tile);
-    out.set(pos, canvas);
-  }
-  if (wanted.length !== grid.children.length || wanted.some((t, i) => grid.children[i] !== t)) {
-    const active = document.activeElement; // re-inserting a focused tile blurs it
-    grid.append(...wanted);
-    if (grid.contains(active) && document.activeElement !== active) active.focus({ preventScroll: true });
-  }
-  const first = roving || grid.firstElementChild;
-  if (first) first.tabIndex = 0;
-  return out;
+	grid._tiles ??= new Map()
+	const tiles = grid._tiles
+	const keep = new Set(a.order.map(i => a.filters[i]))
+	for (const [id, tile] of tiles)
+		if (!keep.has(id)) {
+			tile.remove()
+			tiles.delete(id)
+		}
+	const out = new Map(),
+		wanted = []
+	let roving = null
+	for (const pos of a.order) {
+		const id = a.filters[pos]
+		let tile = tiles.get(id)
+		if (!tile) {
+			tile = el(
+				"button",
+				{class: "cv-tile", data: {action: "open-filter", filter: id}, attrs: {type: "button", tabindex: "-1"}},
+				el("canvas", "cv-canvas"),
+				el("span", {class: "cv-tile-id", text: id}),
+				el("span", "cv-tile-val")
+			)
+			tiles.set(id, tile)
+		}
+		const canvas = tile.firstChild
+		sizeCanvas(canvas, a.width, a.height, a.zoom, a.dpr)
+		const dead = Boolean(a.dead?.get(id))
+		const text = a.captions?.get(id) ?? ""
+		tile.classList.toggle("is-dead", dead)
+		tile.classList.toggle("is-selected", a.selected === id)
+		if (tile.lastChild.textContent !== text) tile.lastChild.textContent = text
+		tile.title = `${a.noun} ${id}${dead ? " · dead: zero on every probe image" : ""}${text ? ` · ${a.valueLabel}${text}` : ""}`
+		tile.setAttribute("aria-label", tile.title)
+		tile.tabIndex = -1
+		if (id === a.focus) roving = tile
+		wanted.push(tile)
+		out.set(pos, canvas)
+	}
+	if (wanted.length !== grid.children.length || wanted.some((t, i) => grid.children[i] !== t)) {
+		const active = document.activeElement // re-inserting a focused tile blurs it
+		grid.append(...wanted)
+		if (grid.contains(active) && document.activeElement !== active) active.focus({preventScroll: true})
+	}
+	const first = roving || grid.firstElementChild
+	if (first) first.tabIndex = 0
+	return out
 }
 
 /** Sizes a canvas for a pixel-exact zoom; unchanged sizes keep its pixels. */
 function sizeCanvas(canvas, width, height, zoom, dpr) {
-  if (canvas.width !== width) canvas.width = width;
-  if (canvas.height !== height) canvas.height = height;
-  Object.assign(canvas.style, { width: `${cssSize(width, zoom, dpr)}px`, height: `${cssSize(height, zoom, dpr)}px` });
+	if (canvas.width !== width) canvas.width = width
+	if (canvas.height !== height) canvas.height = height
+	Object.assign(canvas.style, {width: `${cssSize(width, zoom, dpr)}px`, height: `${cssSize(height, zoom, dpr)}px`})
 }
 
-/** Puts pixels on a canvas of their size. @param {HTMLCanvasElement} canvas @param {Pixels} px */
-export const putPixels = (canvas, px) => canvas.getContext("2d")?.putImageData(new ImageData(px.data, px.width, px.height), 0, 0);
+/** Puts pixels on a canvas of their size. @param {Pixels} px */
+export const putPixels = (canvas, px) =>
+	canvas.getContext("2d")?.putImageData(new ImageData(px.data, px.width, px.height), 0, 0)
 
-/** Puts pixels on a canvas, sized for a pixel-exact zoom. @param {HTMLCanvasElement} canvas @param {Pixels} px */
+/** Puts pixels on a canvas, sized for a pixel-exact zoom. @param {Pixels} px */
 export function paintCanvas(canvas, px, zoom, dpr) {
-  sizeCanvas(canvas, px.width, px.height, zoom, dpr);
-  putPixels(canvas, px);
+	sizeCanvas(canvas, px.width, px.height, zoom, dpr)
+	putPixels(canvas, px)
 }
 
-/** A statistic across steps, the current one marked. @param {{step: number, value: number | null}[]} points @param {number | null} current @returns {SVGSVGElement} */
+/** A statistic across steps, the current one marked. @param {{step: number, value: number | null}[]} points @returns {SVGSVGElement} */
 export function sparkline(points, current) {
-  const w = 220, h = 36, svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  const add = (tag, attrs, node = document.createElementNS(svg.namespaceURI, tag)) => {
-    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
-    return node === svg ? svg : svg.appendChild(node);
-  };
-  add("svg", { viewBox: `0 0 ${w} ${h}`, class: "cv-spark", preserveAspectRatio: "none", "aria-hidden": "true" }, svg);
-  const ok = (p) => Number.isFinite(p.value);
-  const vals = points.filter(ok).map((p) => p.value);
-  if (!vals.length) return svg;
-  const s0 = points[0].step, s1 = points[points.length - 1].step, v0 = Math.min(...vals), v1 = Math.max(...vals);
-  const x = (s) => (s1 === s0 ? w / 2 : 3 + ((s - s0) / (s1 - s0)) * (w - 6));
-  const y = (v) => (v1 === v0 ? h / 2 : h - 3 - ((v - v0) / (v1 - v0)) * (h - 6));
-  if (current !== null && current >= s0 && current <= s1) add("line", { class: "cv-spark-now", x1: x(current), x2: x(current), y1: 0, y2: h });
-  const d = points.map((p, i) => (ok(p) ? `${i && ok(points[i - 1]) ? "L" : "M"}${x(p.step).toFixed(1)},${y(p.value).toFixed(1)}` : "")).join("");
-  add("path", { class: "cv-spark-line", d, "vector-effect": "non-scaling-stroke" });
-  const at = points.find((p) => p.step === current && ok(p));
-  if (at) add("circle", { class: "cv-spark-dot", cx: x(at.step), cy: y(at.value), r: 2.5 });
-  return svg;
+	const w = 220,
+		h = 36,
+		svg = document.createElementNS("http://www.w3.org/2000/svg", "svg")
+	const add = (tag, attrs, node = document.createElementNS(svg.namespaceURI, tag)) => {
+		for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v))
+		return node === svg ? svg : svg.appendChild(node)
+	}
+	add("svg", {viewBox: `0 0 ${w} ${h}`, class: "cv-spark", preserveAspectRatio: "none", "aria-hidden": "true"}, svg)
+	const ok = p => Number.isFinite(p.value)
+	const vals = points.filter(ok).map(p => p.value)
+	if (!vals.length) return svg
+	const s0 = points[0].step,
+		s1 = points[points.length - 1].step,
+		v0 = Math.min(...vals),
+		v1 = Math.max(...vals)
+	const x = s => (s1 === s0 ? w / 2 : 3 + ((s - s0) / (s1 - s0)) * (w - 6))
+	const y = v => (v1 === v0 ? h / 2 : h - 3 - ((v - v0) / (v1 - v0)) * (h - 6))
+	if (current !== null && current >= s0 && current <= s1)
+		add("line", {class: "cv-spark-now", x1: x(current), x2: x(current), y1: 0, y2: h})
+	const d = points
+		.map((p, i) =>
+			ok(p) ? `${i && ok(points[i - 1]) ? "L" : "M"}${x(p.step).toFixed(1)},${y(p.value).toFixed(1)}` : ""
+		)
+		.join("")
+	add("path", {class: "cv-spark-line", d, "vector-effect": "non-scaling-stroke"})
+	const at = points.find(p => p.step === current && ok(p))
+	if (at) add("circle", {class: "cv-spark-dot", cx: x(at.step), cy: y(at.value), r: 2.5})
+	return svg
 }
 
-const inspSection = (title, note, ...body) => el("section", "cv-insp-section", el("h3", { text: title }, el("span", { class: "cv-muted", text: note })), ...body);
+const inspSection = (title, note, ...body) =>
+	el("section", "cv-insp-section", el("h3", {text: title}, el("span", {class: "cv-muted", text: note})), ...body)
 
 /**
- * The inspector's frame; index.js fills sections, stats and evolution. @param {{title: string, run: string, layer: string, step: number | null, color: string, dead: boolean,
- *   canPrev: boolean, canNext: boolean}} a
+ * The inspector's frame, to fill. @param {{title: string, run: string, layer: string, step: number | null, color: string,
+ *   dead: boolean, canPrev: boolean, canNext: boolean}} a
  * @returns {{root: HTMLElement, sections: HTMLElement, stats: HTMLElement, evolution: HTMLElement}}
  */
 export function inspectorView(a) {
-  const sections = el("div");
-  const stats = el("div", "cv-insp-stats", el("p", { class: "cv-muted", text: "Loading statistics…" }));
-  const evolution = el("div", { class: "cv-evo", attrs: { role: "list" } });
-  const root = el("div", "cv-insp",
-    el("header", "cv-insp-head",
-      el("div", "cv-insp-titles",
-        el("h2", "cv-insp-title", el("span", { text: a.title }), a.dead && el("span", { class: "cv-badge", text: "dead" })),
-        el("p", "cv-insp-sub", el("span", { class: "cv-swatch", style: { background: a.color } }),
-          el("span", { text: a.run }), el("span", { text: ` · ${a.layer}` }), el("span", { class: "cv-muted", text: a.step === null ? "" : ` · step ${a.step}` }))),
-      icon("prev-filter", "‹", "Previous filter ([)", a.canPrev), icon("next-filter", "›", "Next filter (])", a.canNext), icon("close-inspector", "✕", "Close (Esc)")),
-    sections, inspSection("Statistics", "", stats), inspSection("Evolution", " · click a step to go there", evolution));
-  return { root, sections, stats, evolution };
+	const sections = el("div")
+	const stats = el("div", "cv-insp-stats", el("p", {class: "cv-muted", text: "Loading statistics…"}))
+	const evolution = el("div", {class: "cv-evo", attrs: {role: "list"}})
+	const root = el(
+		"div",
+		"cv-insp",
+		el(
+			"header",
+			"cv-insp-head",
+			el(
+				"div",
+				"cv-insp-titles",
+				el("h2", "cv-insp-title", el("span", {text: a.title}), a.dead && el("span", {class: "cv-badge", text: "dead"})),
+				el(
+					"p",
+					"cv-insp-sub",
+					el("span", {class: "cv-swatch", style: {background: a.color}}),
+					el("span", {text: a.run}),
+					el("span", {text: ` · ${a.layer}`}),
+					el("span", {class: "cv-muted", text: a.step === null ? "" : ` · step ${a.step}`})
+				)
+			),
+			icon("prev-filter", "‹", "Previous filter ([)", a.canPrev),
+			icon("next-filter", "›", "Next filter (])", a.canNext),
+			icon("close-inspector", "✕", "Close (Esc)")
+		),
+		sections,
+		inspSection("Statistics", "", stats),
+		inspSection("Evolution", " · click a step to go there", evolution)
+	)
+	return {root, sections, stats, evolution}
 }
 
-/** Inspector pictures, at an integer `zoom`. @param {string} title @param {string} subtitle @param {string} [note] @param {{label: string, pixels: Pixels}[]} [items] */
+/** Inspector pictures, at an integer `zoom`. @param {{label: string, pixels: Pixels}[]} [items] */
 export function pictureSection(title, subtitle, note = "", items = [], zoom = 1, dpr = 1) {
-  const figures = items.map((item) => {
-    const canvas = el("canvas", "cv-canvas");
-    paintCanvas(canvas, item.pixels, zoom, dpr);
-    return el("figure", "cv-pic", canvas, el("figcaption", { text: item.label }));
-  });
-  return inspSection(title, subtitle && ` · ${subtitle}`, note && el("p", { class: "cv-muted cv-small", text: note }), figures.length > 0 && el("div", "cv-pics", ...figures));
+	const figures = items.map(item => {
+		const canvas = el("canvas", "cv-canvas")
+		paintCanvas(canvas, item.pixels, zoom, dpr)
+		return el("figure", "cv-pic", canvas, el("figcaption", {text: item.label}))
+	})
+	return inspSection(
+		title,
+		subtitle && ` · ${subtitle}`,
+		note && el("p", {class: "cv-muted cv-small", text: note}),
+		figures.length > 0 && el("div", "cv-pics", ...figures)
+	)
 }
 
-/** A value and chart per statistic. @param {{label: string, value: string, points: any[]}[]} rows @param {number | null} current */
+/** A value and chart per statistic. @param {{label: string, value: string, points: any[]}[]} rows */
 export function statsRows(rows, current) {
-  if (!rows.length) return [el("p", { class: "cv-muted", text: "No statistics logged for this filter." })];
-  return rows.map((r) => el("div", "cv-stat",
-    el("div", "cv-stat-head", el("span", { text: r.label, title: r.label }), el("b", { text: r.value })), sparkline(r.points, current)));
+	if (!rows.length) return [el("p", {class: "cv-muted", text: "No statistics logged for this filter."})]
+	return rows.map(r =>
+		el(
+			"div",
+			"cv-stat",
+			el("div", "cv-stat-head", el("span", {text: r.label, title: r.label}), el("b", {text: r.value})),
+			sparkline(r.points, current)
+		)
+	)
 }
 
 /** One frame of the evolution strip: a step, maybe the current one. */
 export function evolutionFrame(step, current) {
-  return button("cv-frame" + (current ? " is-current" : ""), undefined, "goto-step", {
-    data: { step, key: `step:${step}` }, attrs: { role: "listitem", "aria-label": `Go to step ${step}`, "aria-current": current && "step" },
-  }, el("canvas", "cv-canvas"), el("span", { text: step }));
+	return button(
+		`cv-frame${current ? " is-current" : ""}`,
+		undefined,
+		"goto-step",
+		{
+			data: {step, key: `step:${step}`},
+			attrs: {role: "listitem", "aria-label": `Go to step ${step}`, "aria-current": current && "step"},
+		},
+		el("canvas", "cv-canvas"),
+		el("span", {text: step})
+	)
 }

@@ -196,14 +196,11 @@ def test_index_js_is_served_as_javascript(client):
 
 @pytest.mark.parametrize(
     "name, mimetype",
-    [
-        ("model.js", "text/javascript"),
-        ("views.js", "text/javascript"),
-        ("style.css", "text/css"),
-    ],
+    [(path.name, "text/javascript") for path in sorted(FRONTEND.glob("*.js"))]
+    + [("style.css", "text/css")],
 )
 def test_static_files_have_explicit_mime_types(client, name, mimetype):
-    """Frontend files under static/ come back byte for byte with their MIME type."""
+    """Every frontend module and the stylesheet come back under static/ byte for byte, typed."""
     response = client.get(PREFIX + "static/" + name)
     assert response.status_code == 200
     assert response.mimetype == mimetype

@@ -1,167 +1,212 @@
 // The view state, its URL forms (the iframe's hash and TensorBoard's p.cnnviz.* keys), and the catalog.
-import { test } from "node:test";
-import assert from "node:assert/strict";
-import * as S from "../../frontend/state.js";
+
+import assert from "node:assert/strict"
+import {test} from "node:test"
+import * as S from "../../frontend/state.js"
 
 const TAGS = {
-  "run/a": {
-    "conv2d/weights": { kind: "weights", layer: "conv2d", steps: [0, 1, 2] },
-    "conv2d/feature_maps": { kind: "feature_maps", layer: "conv2d", steps: [0, 2] },
-    "conv2d_10/weights": { kind: "weights", layer: "conv2d_10", steps: [0, 1, 2] },
-    "conv2d_2/weights": { kind: "weights", layer: "conv2d_2", steps: [0, 1, 2] },
-  },
-  "run/b": {
-    "conv2d/weights": { kind: "weights", layer: "conv2d", steps: [5, 6] },
-    "attribution/gradcam": { kind: "attribution", layer: "attribution", steps: [5] },
-  },
-};
+	"run/a": {
+		"conv2d/weights": {kind: "weights", layer: "conv2d", steps: [0, 1, 2]},
+		"conv2d/feature_maps": {kind: "feature_maps", layer: "conv2d", steps: [0, 2]},
+		"conv2d_10/weights": {kind: "weights", layer: "conv2d_10", steps: [0, 1, 2]},
+		"conv2d_2/weights": {kind: "weights", layer: "conv2d_2", steps: [0, 1, 2]},
+	},
+	"run/b": {
+		"conv2d/weights": {kind: "weights", layer: "conv2d", steps: [5, 6]},
+		"attribution/gradcam": {kind: "attribution", layer: "attribution", steps: [5]},
+	},
+}
 
 test("a full state survives the hash round trip", () => {
-  const s = {
-    ...S.defaultState(), runs: ["run/a", "we,ird\\name", "<img src=x onerror=alert(1)>"], layer: "conv2d",
-    kind: "weights", step: 12, slice: "all", sort: "weights.l2_norm", desc: true, show: "dead",
-    norm: "layer", cmap: "viridis", zoom: 6, alpha: 35, filter: 3, frun: "run/a",
-  };
-  assert.deepEqual(S.stateFromHash("#" + S.stateToHash(s)), s);
-  s.slice = "o2";
-  assert.deepEqual(S.stateFromHash("#" + S.stateToHash(s)), s);
-});
+	const s = {
+		...S.defaultState(),
+		runs: ["run/a", "we,ird\\name", "<img src=x onerror=alert(1)>"],
+		layer: "conv2d",
+		kind: "weights",
+		step: 12,
+		slice: "all",
+		sort: "weights.l2_norm",
+		desc: true,
+		show: "dead",
+		norm: "layer",
+		cmap: "viridis",
+		zoom: 6,
+		alpha: 35,
+		filter: 3,
+		frun: "run/a",
+	}
+	assert.deepEqual(S.stateFromHash(`#${S.stateToHash(s)}`), s)
+	s.slice = "o2"
+	assert.deepEqual(S.stateFromHash(`#${S.stateToHash(s)}`), s)
+})
 
 test("defaults write an empty hash and read back as defaults", () => {
-  assert.equal(S.stateToHash(S.defaultState()), "");
-  assert.deepEqual(S.stateFromHash(""), S.defaultState());
-  assert.equal(S.hashHasState("#"), false);
-  assert.equal(S.hashHasState("#layer=x"), true);
-});
+	assert.equal(S.stateToHash(S.defaultState()), "")
+	assert.deepEqual(S.stateFromHash(""), S.defaultState())
+	assert.equal(S.hashHasState("#"), false)
+	assert.equal(S.hashHasState("#layer=x"), true)
+})
 
 test("invalid hash values fall back to defaults instead of throwing", () => {
-  const s = S.stateFromHash("#step=-3&zoom=999&norm=bogus&cmap=jet&show=maybe&slice=x&filter=1e3&unknown=1&desc=0&alpha=101");
-  assert.equal(s.alpha, S.DEFAULT_ALPHA);
-  assert.equal(s.step, null);
-  assert.equal(s.zoom, null);
-  assert.equal(s.norm, "filter");
-  assert.equal(s.cmap, null);
-  assert.equal(s.show, "all");
-  assert.equal(s.slice, null);
-  assert.equal(s.filter, null);
-  assert.equal(s.desc, false);
-});
+	const s = S.stateFromHash(
+		"#step=-3&zoom=999&norm=bogus&cmap=jet&show=maybe&slice=x&filter=1e3&unknown=1&desc=0&alpha=101"
+	)
+	assert.equal(s.alpha, S.DEFAULT_ALPHA)
+	assert.equal(s.step, null)
+	assert.equal(s.zoom, null)
+	assert.equal(s.norm, "filter")
+	assert.equal(s.cmap, null)
+	assert.equal(s.show, "all")
+	assert.equal(s.slice, null)
+	assert.equal(s.filter, null)
+	assert.equal(s.desc, false)
+})
 
 test("lists escape commas and backslashes", () => {
-  const items = ["a,b", "c\\d", "", "plain"];
-  assert.deepEqual(S.decodeList(S.encodeList(items)), items);
-  assert.equal(S.encodeList(["x", "y"]), "x,y");
-  assert.deepEqual(S.decodeList(""), []);
-});
+	const items = ["a,b", "c\\d", "", "plain"]
+	assert.deepEqual(S.decodeList(S.encodeList(items)), items)
+	assert.equal(S.encodeList(["x", "y"]), "x,y")
+	assert.deepEqual(S.decodeList(""), [])
+})
 
 test("parent hash keeps TensorBoard's tab and keys and replaces only p.cnnviz.*", () => {
-  const s = { ...S.defaultState(), runs: ["run/a"], layer: "conv 2d&x=1", step: 4 };
-  const merged = S.mergeParentHash("#cnnviz&regexFilter=abc&p.cnnviz.step=9&p.cnnviz.zoom=3", s);
-  const parsed = S.parseParentHash(merged);
-  assert.equal(parsed.tab, "cnnviz");
-  assert.deepEqual(parsed.entries.find(([k]) => k === "regexFilter"), ["regexFilter", "abc"]);
-  const mine = Object.fromEntries(S.pluginDataFromParentHash(merged));
-  assert.deepEqual(mine, { run: "run/a", layer: "conv 2d&x=1", step: "4" });
-  assert.deepEqual(S.paramsToState(S.pluginDataFromParentHash(merged)), { ...s });
-});
+	const s = {...S.defaultState(), runs: ["run/a"], layer: "conv 2d&x=1", step: 4}
+	const merged = S.mergeParentHash("#cnnviz&regexFilter=abc&p.cnnviz.step=9&p.cnnviz.zoom=3", s)
+	const parsed = S.parseParentHash(merged)
+	assert.equal(parsed.tab, "cnnviz")
+	assert.deepEqual(
+		parsed.entries.find(([k]) => k === "regexFilter"),
+		["regexFilter", "abc"]
+	)
+	const mine = Object.fromEntries(S.pluginDataFromParentHash(merged))
+	assert.deepEqual(mine, {run: "run/a", layer: "conv 2d&x=1", step: "4"})
+	assert.deepEqual(S.paramsToState(S.pluginDataFromParentHash(merged)), {...s})
+})
 
 test("parent hash parsing skips malformed escapes like TensorBoard would not crash on", () => {
-  assert.deepEqual(S.parseParentHash("#scalars&a=%E0%A4%A&b=2").entries, [["b", "2"]]);
-});
+	assert.deepEqual(S.parseParentHash("#scalars&a=%E0%A4%A&b=2").entries, [["b", "2"]])
+})
 
 test("catalog orders layers naturally with attribution last and kinds in metadata.KINDS order", () => {
-  const c = S.buildCatalog(TAGS, ["run/b", "run/a"]);
-  assert.deepEqual(c.runs, ["run/b", "run/a"]);
-  assert.deepEqual(c.layers.map((l) => l.name), ["conv2d", "conv2d_2", "conv2d_10", "attribution"]);
-  assert.deepEqual(c.layers[0].tags.map((t) => t.kind), ["weights", "feature_maps"]);
-});
+	const c = S.buildCatalog(TAGS, ["run/b", "run/a"])
+	assert.deepEqual(c.runs, ["run/b", "run/a"])
+	assert.deepEqual(
+		c.layers.map(l => l.name),
+		["conv2d", "conv2d_2", "conv2d_10", "attribution"]
+	)
+	assert.deepEqual(
+		c.layers[0].tags.map(t => t.kind),
+		["weights", "feature_maps"]
+	)
+})
 
 test("reconcile picks the first run, layer, kind and the latest step by default", () => {
-  const c = S.buildCatalog(TAGS, ["run/a", "run/b"]);
-  const s = S.reconcile(S.defaultState(), c, TAGS);
-  assert.deepEqual(s.runs, ["run/a"]);
-  assert.equal(s.layer, "conv2d");
-  assert.equal(s.kind, "weights");
-  assert.equal(s.step, 2);
-  assert.equal(S.currentTag(s, c), "conv2d/weights");
-});
+	const c = S.buildCatalog(TAGS, ["run/a", "run/b"])
+	const s = S.reconcile(S.defaultState(), c, TAGS)
+	assert.deepEqual(s.runs, ["run/a"])
+	assert.equal(s.layer, "conv2d")
+	assert.equal(s.kind, "weights")
+	assert.equal(s.step, 2)
+	assert.equal(S.currentTag(s, c), "conv2d/weights")
+})
 
 test("reconcile drops unknown runs, keeps a valid kind and snaps a missing step to the closest", () => {
-  const c = S.buildCatalog(TAGS, ["run/a", "run/b"]);
-  const s = S.reconcile({ ...S.defaultState(), runs: ["gone", "run/a"], layer: "conv2d", kind: "feature_maps", step: 1 }, c, TAGS);
-  assert.deepEqual(s.runs, ["run/a"]);
-  assert.equal(s.kind, "feature_maps");
-  assert.equal(s.step, 0);
-});
+	const c = S.buildCatalog(TAGS, ["run/a", "run/b"])
+	const s = S.reconcile(
+		{...S.defaultState(), runs: ["gone", "run/a"], layer: "conv2d", kind: "feature_maps", step: 1},
+		c,
+		TAGS
+	)
+	assert.deepEqual(s.runs, ["run/a"])
+	assert.equal(s.kind, "feature_maps")
+	assert.equal(s.step, 0)
+})
 
 test("reconcile unions steps across runs compared side by side", () => {
-  const c = S.buildCatalog(TAGS, ["run/a", "run/b"]);
-  const s = S.reconcile({ ...S.defaultState(), runs: ["run/a", "run/b"], step: 6 }, c, TAGS);
-  assert.equal(s.step, 6);
-});
+	const c = S.buildCatalog(TAGS, ["run/a", "run/b"])
+	const s = S.reconcile({...S.defaultState(), runs: ["run/a", "run/b"], step: 6}, c, TAGS)
+	assert.equal(s.step, 6)
+})
 
 test("reconcile moves to a layer the selected runs hold and clears an orphan inspector run", () => {
-  const c = S.buildCatalog(TAGS, ["run/a", "run/b"]);
-  const s = S.reconcile({ ...S.defaultState(), runs: ["run/b"], layer: "conv2d_2", filter: 1, frun: "run/a" }, c, TAGS);
-  assert.equal(s.layer, "conv2d");
-  assert.equal(s.frun, null);
-  assert.equal(s.filter, 1);
-});
+	const c = S.buildCatalog(TAGS, ["run/a", "run/b"])
+	const s = S.reconcile({...S.defaultState(), runs: ["run/b"], layer: "conv2d_2", filter: 1, frun: "run/a"}, c, TAGS)
+	assert.equal(s.layer, "conv2d")
+	assert.equal(s.frun, null)
+	assert.equal(s.filter, 1)
+})
 
 test("reconcile on an empty logdir leaves nothing selected", () => {
-  const s = S.reconcile(S.defaultState(), S.buildCatalog({}, []), {});
-  assert.deepEqual(s.runs, []);
-  assert.equal(s.layer, null);
-  assert.equal(s.step, null);
-});
+	const s = S.reconcile(S.defaultState(), S.buildCatalog({}, []), {})
+	assert.deepEqual(s.runs, [])
+	assert.equal(s.layer, null)
+	assert.equal(s.step, null)
+})
 
 // Plans: tags a run left out, and why a tag was skipped at a step.
 
 const PLAN = {
-  run: "run/a", budget: 0.05,
-  steps: [{ step: 1, drawn: ["conv2d/weights"], skipped: { "conv2d/feature_maps": "over budget at 1" } }],
-  left_out: { "conv2d/actmax": "too slow", "conv2d_10/actmax": "too slow", "conv2d_2/actmax": "too slow",
-    "x/attribution": "no probes", "conv2d/weights": "stale: it has pictures", "odd": "no kind" },
-};
+	run: "run/a",
+	budget: 0.05,
+	steps: [{step: 1, drawn: ["conv2d/weights"], skipped: {"conv2d/feature_maps": "over budget at 1"}}],
+	left_out: {
+		"conv2d/actmax": "too slow",
+		"conv2d_10/actmax": "too slow",
+		"conv2d_2/actmax": "too slow",
+		"x/attribution": "no probes",
+		"conv2d/weights": "stale: it has pictures",
+		odd: "no kind",
+	},
+}
 
 test("a tag only a plan names is read as <layer>/<kind>, unknown kinds refused", () => {
-  assert.deepEqual(S.tagInfo("outer/conv 1/actmax"), { tag: "outer/conv 1/actmax", kind: "actmax", layer: "outer/conv 1" });
-  assert.equal(S.tagInfo("conv/plan"), null);
-  assert.equal(S.tagInfo("actmax"), null);
-});
+	assert.deepEqual(S.tagInfo("outer/conv 1/actmax"), {
+		tag: "outer/conv 1/actmax",
+		kind: "actmax",
+		layer: "outer/conv 1",
+	})
+	assert.equal(S.tagInfo("conv/plan"), null)
+	assert.equal(S.tagInfo("actmax"), null)
+})
 
 test("left out: the plan's tags less those with pictures; skip reasons by step", () => {
-  const left = S.leftOut(PLAN, TAGS["run/a"]);
-  assert.ok(!("conv2d/weights" in left));
-  assert.equal(left["conv2d/actmax"], "too slow");
-  assert.deepEqual(S.leftOut(null), {});
-  assert.equal(S.skipReason(PLAN, "conv2d/feature_maps", 1), "over budget at 1");
-  assert.equal(S.skipReason(PLAN, "conv2d/feature_maps", 2), undefined);
-  assert.equal(S.skipReason(PLAN, "conv2d/weights", 1), undefined);
-  assert.equal(S.skipReason({ steps: "garbage" }, "t", 1), undefined);
-});
+	const left = S.leftOut(PLAN, TAGS["run/a"])
+	assert.ok(!("conv2d/weights" in left))
+	assert.equal(left["conv2d/actmax"], "too slow")
+	assert.deepEqual(S.leftOut(null), {})
+	assert.equal(S.skipReason(PLAN, "conv2d/feature_maps", 1), "over budget at 1")
+	assert.equal(S.skipReason(PLAN, "conv2d/feature_maps", 2), undefined)
+	assert.equal(S.skipReason(PLAN, "conv2d/weights", 1), undefined)
+	assert.equal(S.skipReason({steps: "garbage"}, "t", 1), undefined)
+})
 
 test("left-out tags group by kind and shared reason, layers in natural order", () => {
-  const groups = S.groupLeftOut(S.leftOut(PLAN, TAGS["run/a"]), new Map());
-  assert.deepEqual(groups, [
-    { kind: "actmax", label: "Activation max", reason: "too slow", layers: ["conv2d", "conv2d_2", "conv2d_10"] },
-    { kind: "attribution", label: "Attribution", reason: "no probes", layers: ["x"] },
-  ]);
-});
+	const groups = S.groupLeftOut(S.leftOut(PLAN, TAGS["run/a"]), new Map())
+	assert.deepEqual(groups, [
+		{kind: "actmax", label: "Activation max", reason: "too slow", layers: ["conv2d", "conv2d_2", "conv2d_10"]},
+		{kind: "attribution", label: "Attribution", reason: "no probes", layers: ["x"]},
+	])
+})
 
 test("the catalog offers tags only a run's plan names, and reconcile selects them only when asked", () => {
-  const left = { "run/a": S.leftOut(PLAN, TAGS["run/a"]) };
-  const c = S.buildCatalog(TAGS, ["run/a", "run/b"], left);
-  assert.deepEqual(c.layers[0].tags.map((t) => t.kind), ["weights", "feature_maps", "actmax"]);
-  assert.deepEqual(c.layers.map((l) => l.name), ["conv2d", "conv2d_2", "conv2d_10", "attribution", "x"]);
-  const plain = S.reconcile(S.defaultState(), c, TAGS, left);
-  assert.equal(plain.kind, "weights");
-  const asked = S.reconcile({ ...S.defaultState(), layer: "conv2d", kind: "actmax", step: 1 }, c, TAGS, left);
-  assert.deepEqual([asked.layer, asked.kind, asked.step], ["conv2d", "actmax", 1]); // the step waits for the next kind
-  const back = S.reconcile({ ...asked, kind: "feature_maps" }, c, TAGS, left);
-  assert.equal(back.step, 0); // feature maps were logged at 0 and 2: the closest, the earlier on a tie
-  const x = S.reconcile({ ...S.defaultState(), layer: "x" }, c, TAGS, left);
-  assert.deepEqual([x.layer, x.kind], ["x", "attribution"]);
-  const elsewhere = S.reconcile({ ...S.defaultState(), runs: ["run/b"], layer: "x" }, c, TAGS, left);
-  assert.equal(elsewhere.layer, "conv2d"); // run/b left nothing out
-});
+	const left = {"run/a": S.leftOut(PLAN, TAGS["run/a"])}
+	const c = S.buildCatalog(TAGS, ["run/a", "run/b"], left)
+	assert.deepEqual(
+		c.layers[0].tags.map(t => t.kind),
+		["weights", "feature_maps", "actmax"]
+	)
+	assert.deepEqual(
+		c.layers.map(l => l.name),
+		["conv2d", "conv2d_2", "conv2d_10", "attribution", "x"]
+	)
+	const plain = S.reconcile(S.defaultState(), c, TAGS, left)
+	assert.equal(plain.kind, "weights")
+	const asked = S.reconcile({...S.defaultState(), layer: "conv2d", kind: "actmax", step: 1}, c, TAGS, left)
+	assert.deepEqual([asked.layer, asked.kind, asked.step], ["conv2d", "actmax", 1]) // the step waits for the next kind
+	const back = S.reconcile({...asked, kind: "feature_maps"}, c, TAGS, left)
+	assert.equal(back.step, 0) // feature maps were logged at 0 and 2: the closest, the earlier on a tie
+	const x = S.reconcile({...S.defaultState(), layer: "x"}, c, TAGS, left)
+	assert.deepEqual([x.layer, x.kind], ["x", "attribution"])
+	const elsewhere = S.reconcile({...S.defaultState(), runs: ["run/b"], layer: "x"}, c, TAGS, left)
+	assert.equal(elsewhere.layer, "conv2d") // run/b left nothing out
+})

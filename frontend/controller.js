@@ -1,0 +1,160 @@
+// The view state, what the logdir holds, and the moves between states. Other modules read its live
+// bindings; only it assigns them. It builds no DOM: it calls the views index.js puts in `hooks`.
+
+import {defaultColormap} from "./colormaps.js"
+import * as G from "./grid.js"
+import {Model} from "./model.js"
+import * as S from "./state.js"
+
+const PLAY_MS = 600
+
+export const model = new Model()
+/** @type {S.ViewState} */
+export let state = S.defaultState()
+/** @type {S.Catalog} */
+export let catalog = S.buildCatalog({})
+/** @type {S.Tags} */
+export let tags = {}
+/** run -> /plan (null: none) */
+let plans = {}
+export let playing = false
+/** Reloads that brought new data. */
+export let reloads = 0
+/** The views: `render` resolves when the grid is painted; `steps` redraws the step controls. */
+export const hooks = {render: async () => {}, steps: () => {}}
+
+let runList = []
+let requested = state // before reconcile
+let hashTimer = 0
+let playTimer = 0
+let refreshing = false
+
+export async function loadCatalog() {
+	const [runs, t] = await Promise.all([model.runs(), model.tags()])
+	tags = t && typeof t === "object" ? t : {}
+	runList = Array.isArray(runs) ? runs : []
+	catalog = S.buildCatalog(tags, runList, leftOut())
+}
+
+/** @returns {S.Left} */
+export const leftOut = () => Object.fromEntries(Object.entries(plans).map(([r, p]) => [r, S.leftOut(p, tags[r])]))
+
+/** Loads the plans of the runs `next` shows (failed: null; `fresh`: forgets the rest), then the catalog. */
+export async function loadPlans(next, fresh = false) {
+	const runs = S.reconcile(next, catalog, tags, leftOut()).runs
+	const got = await Promise.all(runs.map(async r => [r, await model.plan(r).catch(() => null)]))
+	plans = {...(fresh ? {} : plans), ...Object.fromEntries(got)}
+	catalog = S.buildCatalog(tags, runList, leftOut())
+}
+
+/** The iframe's hash (an iframe reload), else TensorBoard's URL (a page reload or a shared link). */
+export async function initialState(guest) {
+	if (S.hashHasState(location.hash)) return S.stateFromHash(location.hash)
+	try {
+		return S.paramsToState(window.parent === window ? [] : S.pluginDataFromParentHash(window.parent.location.hash))
+	} catch {
+		/* cross-origin parent: ask TensorBoard */
+	}
+	const data = await guest.request("experimental.GetURLPluginData", null, 800).catch(() => null)
+	return S.paramsToState(Object.entries(data && typeof data === "object" ? data : {}).map(([k, v]) => [k, String(v)]))
+}
+
+/** Makes `next` the state (validated), writes the URL, redraws; resolves when the grid is painted. */
+export function commit(next) {
+	requested = next
+	state = S.reconcile(next, catalog, tags, leftOut())
+	clearTimeout(hashTimer)
+	hashTimer = setTimeout(writeHash, 120)
+	const painted = hooks.render()
+	if (state.runs.some(run => !(run in plans))) {
+		// what a new run left out becomes selectable
+		loadPlans(state).then(() => commit({...state, layer: requested.layer, kind: requested.kind}))
+	}
+	return painted
+}
+
+export const update = patch => commit({...state, ...patch})
+
+/** Sets a window's hash in place, by an absolute URL: a bare "#…" would resolve against <base href>. */
+function replaceHash(win, hash) {
+	const url = new URL(win.location.href)
+	url.hash = hash
+	win.history.replaceState(win.history.state, "", url.href)
+}
+
+function writeHash() {
+	const hash = S.stateToHash(state)
+	if (location.hash.replace(/^#/, "") !== hash) replaceHash(window, hash)
+	try {
+		const parent = window.parent
+		const current = parent.location.hash.replace(/^#/, "")
+		const merged = S.mergeParentHash(current, state)
+		if (parent === window || merged === current) return
+		replaceHash(parent, merged)
+		// TensorBoard caches its hash dictionary and refreshes it on "hashchange"; without this
+		// event its next own write of the hash would drop our keys.
+		parent.dispatchEvent(new HashChangeEvent("hashchange"))
+	} catch {
+		/* cross-origin parent: the iframe's hash still holds the state */
+	}
+}
+
+/** TensorBoard broadcasts "experimental.DataReloaded" after its reload: new steps may exist. */
+export async function refresh() {
+	if (refreshing) return
+	refreshing = true
+	try {
+		const before = currentSteps()
+		const atLatest = !before.length || state.step === before[before.length - 1]
+		const known = () => JSON.stringify([tags, state.runs.map(run => plans[run])])
+		const old = known()
+		model.invalidate()
+		await loadCatalog()
+		await loadPlans(state, true)
+		if (known() !== old) {
+			reloads++
+			await commit({...state, step: atLatest ? null : state.step}) // follow the latest step
+		}
+	} catch {
+		/* keep what we show; the next reload tries again */
+	}
+	refreshing = false
+}
+
+export const stepsOf = (run, tag) => tags[run]?.[tag]?.steps || []
+export const currentTag = () => S.currentTag(state, catalog)
+export const currentSteps = () => G.unionSteps(tags, state.runs, currentTag())
+export const currentLayer = () => catalog.layers.find(l => l.name === state.layer)
+export const effectiveCmap = (kind = state.kind) => state.cmap || defaultColormap(kind)
+export const runIndex = run => Math.max(0, catalog.runs.indexOf(run))
+export const inspectedRun = () => state.frun || state.runs[0]
+export const sliceOf = index => (state.slice === null && index ? G.defaultSlice(index.slices) : (state.slice ?? 0))
+
+export function stepBy(delta) {
+	stopPlay()
+	const steps = currentSteps()
+	const step = steps[G.clamp(steps.indexOf(state.step) + delta, 0, steps.length - 1)]
+	if (step !== undefined && step !== state.step) update({step})
+}
+
+export function togglePlay() {
+	if (playing) return stopPlay()
+	const steps = currentSteps()
+	if (steps.length < 2) return
+	playing = true
+	hooks.steps()
+	const tick = async () => {
+		const all = currentSteps()
+		const i = all.indexOf(state.step)
+		await update({step: all[i >= all.length - 1 ? 0 : i + 1]}) // from the end, start over
+		if (playing) playTimer = setTimeout(tick, PLAY_MS)
+	}
+	playTimer = setTimeout(tick, state.step === steps[steps.length - 1] ? 0 : PLAY_MS)
+}
+
+export function stopPlay() {
+	if (!playing) return
+	playing = false
+	clearTimeout(playTimer)
+	hooks.steps()
+}

@@ -1,0 +1,344 @@
+// The sidebar, the toolbar, and a panel per shown run at one step: its head, its grid of filters or
+// a message saying why there is none. Also how a filter is drawn (the inspector's too).
+
+import {COLORMAP_LABELS, COLORMAPS} from "./colormaps.js"
+import * as C from "./controller.js"
+import * as G from "./grid.js"
+import {STALE} from "./model.js"
+import * as S from "./state.js"
+import * as V from "./views.js"
+
+const {model} = C
+const AXIS = {
+	input_channel: ["input channel", "input channels", "channel"],
+	input_channel_grid: ["input weights", "input weights", "weights"],
+	probe: ["probe image", "probe images", "probe"],
+	image: ["image", "images", "image"],
+	rgb: ["RGB", "RGB", "RGB"],
+}
+/** Words for a slice axis: [one, many, short]. @returns {string[]} */
+export const axisWords = axis => AXIS[axis] || ["slice", "slices", "slice"]
+export const sliceName = (index, s) => index.slices.labels?.[s] ?? `${axisWords(index.slices.axis)[2]} ${s}`
+export const noun = kind => (kind === "attribution" ? "Probe image" : "Filter")
+/** @returns {V.Option[]} */
+export const overlayChoices = index =>
+	G.overlayPairs(index.slices).map(([, h]) => ({value: `o${h}`, label: `${sliceName(index, h)} over image`}))
+export const dpr = () => window.devicePixelRatio || 1
+export const errorText = err => String(err?.message || err)
+const options = (values, labels) => values.map(value => ({value, label: labels[value]}))
+
+let ui
+let autoZoom = 4
+let focusFilter = null
+let firstGridMarked = false
+let scratch = new Uint8ClampedArray(0)
+const panels = new Map() // run -> panel element
+/** run -> {order: filter ids as shown, dead} */
+export const shown = new Map()
+const boundsMemo = new WeakMap()
+
+/** @param {Object<string, HTMLElement>} shell */
+export const mountPanels = shell => {
+	ui = shell
+}
+
+/** Sets the tile that keyboard focus returns to. */
+export const focusTile = filter => {
+	focusFilter = filter
+}
+
+/** @returns {HTMLElement | undefined} */
+export const tileOf = (run, filter) => panels.get(run)?.querySelector(".cv-grid")?._tiles?.get(filter)
+
+/** The sidebar, the kind tabs and the steps. */
+export function renderChrome() {
+	const {state, tags, catalog} = C
+	const tag = C.currentTag()
+	const held = new Set(state.runs.flatMap(r => Object.keys(tags[r] || {})))
+	const left = new Map(state.runs.flatMap(r => Object.entries(C.leftOut()[r] || {})).filter(([t]) => !held.has(t)))
+	const has = t => held.has(t.tag) || left.has(t.tag)
+	const kind = t => (left.has(t.tag) ? "no " : "") + S.kindLabel(t.kind).toLowerCase()
+	ui.runsCount.textContent = catalog.runs.length ? `${state.runs.length} of ${catalog.runs.length}` : ""
+	const runs = catalog.runs.map((name, i) => {
+		return {name, color: V.runColor(i), checked: state.runs.includes(name), hasTag: Boolean(tags[name]?.[tag])}
+	})
+	V.swapContent(ui.runs, ...V.runsList(runs))
+	const layers = catalog.layers.map(l => {
+		return {name: l.name, active: l.name === state.layer, held: l.tags.some(has), kinds: [...new Set(l.tags.map(kind))]}
+	})
+	V.swapContent(ui.layers, ...V.layersList(layers))
+	renderDisplay()
+	const tabs = (C.currentLayer()?.tags || []).map(t => {
+		return {tag: t.tag, label: S.kindLabel(t.kind), held: has(t), left: left.get(t.tag)}
+	})
+	V.swapContent(ui.kinds, ...V.kindTabs(tabs, tag))
+	renderSteps()
+}
+
+function renderDisplay(rgb = false, range = null) {
+	const {norm, cmap, zoom} = C.state
+	const norms = options(G.NORM_MODES, G.NORM_LABELS)
+	const cmaps = options(COLORMAPS, COLORMAP_LABELS)
+	const a = {norms, norm, cmaps, cmap: C.effectiveCmap(), cmapAuto: !cmap, zoom: zoom || autoZoom, zoomAuto: !zoom}
+	V.swapContent(ui.display, ...V.displayControls({...a, rgb, range}))
+}
+
+/** The step slider and the play button. */
+export function renderSteps() {
+	const steps = C.currentSteps()
+	V.updateStepControls(ui.steps, {steps, index: Math.max(0, steps.indexOf(C.state.step)), playing: C.playing})
+}
+
+function renderTools(index, stats, hasDead) {
+	const {state} = C
+	const slices = []
+	if (index && index.slices.count > 1) {
+		slices.push(...overlayChoices(index), {value: "all", label: `All ${axisWords(index.slices.axis)[1]}`})
+		for (let s = 0; s < index.slices.count; s++) slices.push({value: String(s), label: sliceName(index, s)})
+	}
+	const keys = G.sortableStats(stats)
+	if (state.sort !== "id" && !keys.includes(state.sort)) keys.push(state.sort)
+	const slice = String(C.sliceOf(index))
+	const sorts = [
+		{value: "id", label: `${noun(state.kind)} index`},
+		...keys.map(k => ({value: k, label: G.statLabel(k)})),
+	]
+	const {sort, desc, show} = state
+	const alpha = slice.startsWith("o") ? state.alpha : null
+	const shows = options(G.SHOW_MODES, G.SHOW_LABELS)
+	V.swapContent(ui.tools, ...V.gridTools({slices, slice, sorts, sort, desc, shows, show, hasDead, alpha}))
+}
+
+/** Zooms one notch in (`delta` > 0) or out. */
+export function zoomBy(delta) {
+	const z = C.state.zoom || autoZoom
+	const next = delta > 0 ? (z < 4 ? z + 1 : Math.round(z * 1.5)) : z <= 4 ? z - 1 : Math.round(z / 1.5)
+	C.update({zoom: G.clamp(next, 1, G.MAX_ZOOM)})
+}
+
+const EMPTY =
+	'from tb_cnnviz.callbacks import CNNViz\n\nmodel.fit(x, y, epochs=10, callbacks=[\n    CNNViz(log_dir="logs", probe_images=x[:8])])'
+
+/** A panel per shown run at the state's step; resolves when painted. */
+export async function renderGrid() {
+	const {state, catalog} = C
+	const ticket = model.ticket("grid")
+	model.cancelPrefetch()
+	ui.app.classList.toggle("is-empty", !catalog.runs.length)
+	if (!catalog.runs.length) {
+		panels.clear()
+		const why = "Every logged step of your conv layers shows here; new steps appear on TensorBoard's reload."
+		V.swapContent(ui.panels, V.messageCard("No CNN Viz data yet", why, {code: EMPTY}))
+		return renderTools(null, new Map(), false)
+	}
+	for (const run of panels.keys()) {
+		if (state.runs.includes(run)) continue
+		panels.delete(run)
+		shown.delete(run)
+	}
+	const nodes = state.runs.map(run => panels.get(run) || panels.set(run, V.buildPanel(run)).get(run))
+	const moved = nodes.some((n, i) => ui.panels.children[i] !== n)
+	if (moved || ui.panels.children.length !== nodes.length) ui.panels.replaceChildren(...nodes)
+	ui.panels.classList.toggle("is-compare", nodes.length > 1)
+	const tag = C.currentTag()
+	const jobs = state.runs.map(run => {
+		const steps = C.stepsOf(run, tag)
+		const step = steps.includes(state.step) ? state.step : null // never another step's pictures
+		const data = step === null ? null : model.layer(run, tag, step)
+		return {run, step, near: G.closestStep(steps, state.step), plan: model.plan(run).catch(() => null), data}
+	})
+	let busy = 0
+	if (jobs.some(j => j.data && !model.hasLayer(j.run, tag, j.step))) {
+		busy = setTimeout(() => ticket.live && ui.main.classList.add("is-busy"), 120)
+		for (const j of jobs) {
+			if (j.data && !shown.has(j.run))
+				V.panelMessage(panels.get(j.run), V.loadingCard(`Loading ${tag} at step ${j.step}…`))
+		}
+	}
+	const plans = jobs.map(async j => {
+		j.plan = await j.plan
+	})
+	const settled = await ticket.guard(Promise.all([Promise.allSettled(jobs.map(j => j.data)), ...plans]))
+	clearTimeout(busy)
+	if (settled === STALE) return
+	ui.main.classList.remove("is-busy")
+	// Statistics of the layer's other kinds (dead flags, sorting weights by activation). They are
+	// cached per (run, tag), so after the first step they are ready at once; a slow first load is
+	// awaited only when the order depends on it, else applied when it arrives.
+	const siblings = Promise.all(jobs.map(j => (j.step === null ? [] : siblingStats(j.run, tag, j.step))))
+	const {sort, kind, show} = C.state
+	const needed = (sort !== "id" && !sort.startsWith(`${kind}.`)) || (show !== "all" && kind !== "feature_maps")
+	const soon = new Promise(r => setTimeout(r, 30, null))
+	const extra = await ticket.guard(needed ? siblings : Promise.race([siblings, soon]))
+	if (extra === STALE) return
+	paintAll(jobs, settled[0], extra)
+	if (!extra) siblings.then(more => ticket.live && more.some(m => m.length) && paintAll(jobs, settled[0], more))
+	for (const j of jobs) {
+		// prefetch the neighbouring steps
+		const steps = C.stepsOf(j.run, tag)
+		const i = steps.indexOf(j.step)
+		const near = [steps[i + 1], steps[i - 1], steps[i + 2], steps[i - 2]].filter(s => s !== undefined)
+		if (i >= 0) model.prefetch(j.run, tag, near)
+	}
+	if (!firstGridMarked && ui.panels.querySelector(".cv-tile")) {
+		firstGridMarked = true
+		requestAnimationFrame(() => performance.mark("cnnviz:first-grid")) // for benchmarks/dashboard.py
+	}
+	document.dispatchEvent(new CustomEvent("cnnviz:painted")) // for tests and benchmarks
+}
+
+/** Why a run's panel shows no grid: a message card, or null. */
+function panelProblem(job, result, runLeft, tag, head) {
+	const {state} = C
+	const what = `${state.layer} · ${S.kindLabel(state.kind)}`
+	const {step, near} = job
+	if (tag in runLeft) return V.messageCard(`${what} was not drawn in this run`, runLeft[tag], {tone: "warn"})
+	if (near === null) return V.messageCard(`No ${S.kindLabel(state.kind) || "pictures"} of ${state.layer} in this run`)
+	if (step === null) {
+		head.step = state.step
+		const why = S.skipReason(job.plan, tag, state.step) || "No picture was logged at this step."
+		const go = {action: "goto-step", label: `Go to step ${near}, the nearest drawn`, data: {step: near}}
+		return V.messageCard(`${what} was not drawn at step ${state.step} in this run`, why, {tone: "warn", ...go})
+	}
+	const {status, reason, value} = result
+	const retry = {tone: "error", action: "retry-grid"}
+	if (status === "rejected") return V.messageCard(`Could not load step ${step}`, errorText(reason), retry)
+	if (!value.index) return V.messageCard(`Step ${step} cannot be drawn`, value.warning || "", {tone: "warn"})
+	return null
+}
+
+function paintAll(jobs, settled, extra) {
+	const {state, tags, catalog} = C
+	const tag = C.currentTag()
+	const sortStats = new Map()
+	let first = null
+	let anyDead = false
+	for (const [k, job] of jobs.entries()) {
+		const panel = panels.get(job.run)
+		const runLeft = S.leftOut(job.plan, tags[job.run])
+		const left = S.groupLeftOut(runLeft, catalog.byTag)
+		const color = V.runColor(C.runIndex(job.run))
+		const head = {run: job.run, color, step: job.step, facts: [], layerStats: [], left}
+		const data = settled[k].value
+		const message = panelProblem(job, settled[k], runLeft, tag, head)
+		if (message) {
+			shown.delete(job.run)
+			V.updatePanelHead(panel, {...head, wallTime: data?.wall_time || 0, notes: []})
+			V.panelMessage(panel, message)
+			continue
+		}
+		const {index} = data
+		const own = {kind: index.kind || state.kind, filters: index.filters, stats: index.stats}
+		const stats = G.collectStats([own, ...(extra?.[k] || [])])
+		for (const [key, v] of stats) if (!sortStats.has(key)) sortStats.set(key, v)
+		const info = paintPanel(panel, job, data, stats)
+		anyDead ||= info.hasDead
+		V.updatePanelHead(panel, {...head, wallTime: data.wall_time, ...info, notes: (index.notes || []).map(String)})
+		first ||= data
+	}
+	renderTools(first?.index, sortStats, anyDead)
+	if (first) {
+		const b = state.norm === "layer" ? boundsFor(first, "layer") : null
+		renderDisplay(first.index.tile[2] === 3, b?.lo.length ? [b.lo[0], b.hi[0]] : null)
+	}
+}
+
+function paintPanel(panel, job, data, stats) {
+	const {state} = C
+	const {index} = data
+	const [h, w] = index.tile
+	const slice = C.sliceOf(index)
+	const {width, height} = G.mosaicLayout(h, w, G.shownSlices(index, slice).length)
+	autoZoom = G.autoZoom(width, height)
+	const dead = G.deadFilters(stats)
+	const values = state.sort === "id" ? null : stats.get(state.sort) || null
+	const order = G.filterOrder(G.sortOrder(index.filters, values, state.desc), index.filters, state.show, dead)
+	const captions = values
+		? new Map(index.filters.map(id => [id, G.formatStat(values.get(id))]))
+		: predictionCaptions(index, job.run)
+	const valueLabel = values ? `${G.statLabel(state.sort)} ` : ""
+	const selected = job.run === C.inspectedRun() ? state.filter : null
+	const tiles = {filters: index.filters, order, dead, captions, valueLabel, noun: noun(index.kind), focus: focusFilter}
+	const size = {width, height, zoom: state.zoom || autoZoom, dpr: dpr(), selected}
+	const canvases = V.syncGrid(panel.querySelector(".cv-grid"), {...tiles, ...size})
+	if (scratch.length !== width * height * 4) scratch = new Uint8ClampedArray(width * height * 4)
+	const look = `${state.norm}|${C.effectiveCmap(index.kind)}|${slice}|${state.alpha}`
+	for (const [pos, canvas] of canvases) {
+		if (canvas._data === data && canvas._look === look) continue // a canvas keeps its pixels while order or marks change
+		Object.assign(canvas, {_data: data, _look: look})
+		V.putPixels(canvas, draw(data, pos, slice, scratch))
+	}
+	shown.set(job.run, {order: order.map(i => index.filters[i]), dead})
+	const none = `No ${noun(index.kind).toLowerCase()} is ${state.show} at step ${job.step}`
+	V.panelMessage(panel, order.length ? null : V.messageCard(none, "", {action: "show-all", label: "Show all"}))
+	const n = index.filters.length
+	const total = index.total_filters || n
+	const count = index.slices.count
+	const deadCount = dead ? [...dead.values()].filter(Boolean).length : 0
+	const slices = count > 1 && !index.slices.labels ? ` × ${count} ${axisWords(index.slices.axis)[1]}` : ""
+	const facts = [`${n < total ? `${n} of ${total}` : n} ${noun(index.kind).toLowerCase()}s`, `${h}×${w}${slices}`]
+	if (dead) facts.push(`${deadCount} dead`)
+	if (order.length !== n) facts.push(`showing ${order.length}`)
+	const layerStats = Object.entries(index.layer_stats || {})
+		.filter(([, v]) => typeof v === "number")
+		.map(([k, v]) => [k.replace(/_/g, " "), G.formatStat(v)])
+	return {facts, layerStats, hasDead: Boolean(dead), deadFact: deadCount ? `${deadCount} dead` : ""}
+}
+
+/** Attribution tiles say what the model predicted: "3 · 92% ✓" (class names if /tags has them). */
+function predictionCaptions(index, run) {
+	const {predicted: p = [], confidence: c = [], correct: ok = []} = index.stats || {}
+	const names = C.tags[run]?.[C.currentTag()]?.class_names || []
+	if (index.kind !== "attribution" || !p.length) return null
+	const mark = i => (ok[i] === true ? " ✓" : ok[i] === false ? " ✗" : "")
+	const caption = i => `${names[p[i]] ?? p[i]}${c[i] >= 0 ? ` · ${Math.round(c[i] * 100)}%` : ""}${mark(i)}`
+	return new Map(index.filters.map((id, i) => [id, caption(i)]))
+}
+
+/** One filter of a layer step as `slice` shows it: a mosaic of slices, or a heatmap over its image. */
+export function draw(data, pos, slice, out) {
+	const {index, atlases, locations} = data
+	const common = {index, atlases, locations, position: pos, colormap: C.effectiveCmap(index.kind)}
+	const pair = G.overlayPairs(index.slices).find(p => `o${p[1]}` === String(slice))
+	if (pair) return G.renderOverlay({...common, image: pair[0], heat: pair[1], alpha: C.state.alpha / 100})
+	const bounds = boundsFor(data, C.state.norm)
+	return G.renderFilter({...common, bounds, slices: G.shownSlices(index, slice), mono: G.monoSlices(index), out})
+}
+
+/** Normalization bounds, once per (layer step, mode). */
+function boundsFor(data, norm) {
+	const memo = boundsMemo.get(data) || boundsMemo.set(data, new Map()).get(data)
+	if (!memo.has(norm)) memo.set(norm, G.normBounds(data.index, norm))
+	return memo.get(norm)
+}
+
+/** Statistics of the layer's other tags at `step` or just before it, for one run. */
+async function siblingStats(run, tag, step) {
+	const others = (C.currentLayer()?.tags || []).filter(t => {
+		return t.tag !== tag && t.kind !== "attribution" && C.tags[run]?.[t.tag]
+	})
+	const all = await Promise.all(others.map(t => model.stats(run, t.tag).catch(() => null)))
+	return others.flatMap((t, k) => {
+		const e = (all[k]?.series || []).filter(x => x.step <= step).pop()
+		return e ? [{kind: t.kind, filters: e.filters, stats: e.stats}] : []
+	})
+}
+
+/** Arrow keys inside a grid move between tiles (the WAI-ARIA grid pattern). */
+export function onGridKey(e) {
+	const tile = e.target.closest?.(".cv-tile")
+	if (!tile || e.altKey || e.ctrlKey || e.metaKey) return
+	const tiles = [...tile.parentElement.children]
+	const i = tiles.indexOf(tile)
+	const cols = tiles.findIndex(t => t.offsetTop !== tiles[0].offsetTop)
+	const row = cols < 0 ? tiles.length : cols
+	const moves = {ArrowLeft: -1, ArrowRight: 1, ArrowUp: -row, ArrowDown: row, Home: -i, End: tiles.length - 1 - i}
+	const move = moves[e.key]
+	if (move === undefined) return
+	e.preventDefault()
+	e.stopPropagation()
+	const target = tiles[G.clamp(i + move, 0, tiles.length - 1)]
+	tile.tabIndex = -1
+	target.tabIndex = 0
+	target.focus()
+}

@@ -2,8 +2,9 @@
 
 A session fixture writes a small logdir with `tb_cnnviz.summary` (two runs, one of them named
 with HTML; two conv layers; weights and feature maps; 12 steps), starts TensorBoard on it, and
-Playwright drives the tab inside TensorBoard's own page and iframe. The tests also save the
-screenshots in `docs/screenshots/`.
+Playwright drives the tab inside TensorBoard's own page and iframe. The tests also save screenshots
+in `artifacts/screenshots/` (git-ignored; CI can keep them) and check them; the README's pictures
+come from the demo instead (`scripts/screenshots.py`).
 
 Chromium is `/usr/bin/chromium`; without it these tests skip, unless `CI=true`, where they fail.
 """
@@ -38,7 +39,7 @@ CHROMIUM_ARGS = [
 EVIL = "<img src=x onerror=alert(1)>"
 RUNS = ["cifar/baseline", EVIL]
 STEPS = 12
-SCREENSHOTS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+SCREENSHOTS = pathlib.Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 
 
 def _require_browser():
@@ -503,14 +504,28 @@ def test_state_survives_reloads(tab):
     assert f.inner_text(".cv-insp-title").startswith("Filter 5")
 
 
-def test_themes_narrow_window_and_screenshots(tab):
-    """The tab follows TensorBoard's dark mode and fits a narrow window; saves the screenshots."""
+def _shot(tab, name: str, width: int, height: int) -> np.ndarray:
+    """Saves a screenshot of `tab`'s page under SCREENSHOTS and returns it, checked: a PNG of the
+    viewport's size that shows something (not one flat colour)."""
+    from PIL import Image
+
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / name
+    tab.page.screenshot(path=str(path))
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == (width, height), (name, image.size)
+        pixels = np.asarray(image.convert("L"), dtype=np.float64)
+    assert pixels.std() > 5, f"{name} is blank"
+    return pixels
+
+
+def test_themes_narrow_window_and_screenshots(tab):
+    """The tab follows TensorBoard's dark mode and fits a narrow window; screenshots show it."""
     both = "&p.cnnviz.run=" + quote("cifar/baseline," + EVIL, safe="")
     t = tab(hash_=both + "&p.cnnviz.layer=conv2d&p.cnnviz.kind=feature_maps&p.cnnviz.zoom=3")
     t.wait_for("document.querySelectorAll('.cv-panel .cv-tile').length === 32")
     t.frame.wait_for_timeout(300)
-    t.page.screenshot(path=str(SCREENSHOTS / "light.png"))
+    light = _shot(t, "light.png", 1280, 800)
     # Dark mode: TensorBoard toggles a class on its body; the iframe follows.
     t.page.evaluate("document.body.classList.add('dark-mode')")
     t.wait_for("document.documentElement.classList.contains('cv-dark')")
@@ -527,7 +542,8 @@ def test_themes_narrow_window_and_screenshots(tab):
     d.wait_for("document.documentElement.classList.contains('cv-dark')")
     d.wait_for(f"document.querySelectorAll('.cv-evo canvas').length >= {STEPS}")
     d.frame.wait_for_timeout(800)
-    d.page.screenshot(path=str(SCREENSHOTS / "dark.png"))
+    dark = _shot(d, "dark.png", 1280, 800)
+    assert dark.mean() < light.mean() - 40, "the dark screenshot is not dark"
 
     i = tab(
         hash_="&p.cnnviz.run=cifar%2Fbaseline&p.cnnviz.layer=conv2d_1&p.cnnviz.kind=weights&p.cnnviz.sort=weights.l2_norm&p.cnnviz.desc=1&p.cnnviz.filter=9"
@@ -535,7 +551,7 @@ def test_themes_narrow_window_and_screenshots(tab):
     i.wait_for("document.querySelectorAll('.cv-insp .cv-pic canvas').length >= 16")
     i.wait_for(f"document.querySelectorAll('.cv-evo .cv-frame').length >= {STEPS}")
     i.frame.wait_for_timeout(800)
-    i.page.screenshot(path=str(SCREENSHOTS / "inspector.png"))
+    _shot(i, "inspector.png", 1280, 800)
 
     n = tab(
         hash_="&p.cnnviz.run=cifar%2Fbaseline&p.cnnviz.layer=conv2d&p.cnnviz.kind=feature_maps",
@@ -545,7 +561,7 @@ def test_themes_narrow_window_and_screenshots(tab):
     width = n.frame.evaluate("document.documentElement.scrollWidth")
     assert width <= 420, "no horizontal scrolling in a narrow window"
     n.frame.wait_for_timeout(300)
-    n.page.screenshot(path=str(SCREENSHOTS / "narrow.png"))
+    _shot(n, "narrow.png", 420, 860)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -596,7 +612,6 @@ def plan_tab(browser, plan_tensorboard):
     yield from _tabs(browser, plan_tensorboard)
 
 
-PLAN_SHOTS = pathlib.Path("/tmp/plan-shots")
 SHOWN_TILES = ".cv-grid:not([hidden]) .cv-tile"  # a panel showing a message hides its grid
 BOTH = "&p.cnnviz.run=" + quote(f"{BUDGET},{FULL}", safe="")
 
@@ -611,7 +626,6 @@ def _messages(t, run):
 
 def test_a_step_a_run_did_not_draw_says_why_and_offers_the_nearest(plan_tab):
     """Compared at a step one run skipped, that run's panel says why and jumps by keyboard."""
-    PLAN_SHOTS.mkdir(exist_ok=True)
     t = plan_tab(hash_=BOTH + "&p.cnnviz.layer=conv2d&p.cnnviz.kind=feature_maps&p.cnnviz.step=1")
     t.wait_for(
         "document.querySelectorAll('.cv-panel').length === 2"
@@ -625,11 +639,11 @@ def test_a_step_a_run_did_not_draw_says_why_and_offers_the_nearest(plan_tab):
     )
     chips = t.frame.eval_on_selector_all(".cv-panel .cv-chip", "cs => cs.map(c => c.textContent)")
     assert chips == ["step 1", "step 1"]
-    t.page.screenshot(path=str(PLAN_SHOTS / "skipped-light.png"))
+    _shot(t, "skipped-light.png", 1280, 800)
     t.page.evaluate("document.body.classList.add('dark-mode')")
     t.wait_for("document.documentElement.classList.contains('cv-dark')")
     t.frame.wait_for_timeout(200)
-    t.page.screenshot(path=str(PLAN_SHOTS / "skipped-dark.png"))
+    _shot(t, "skipped-dark.png", 1280, 800)
     go = f'.cv-panel[data-run="{BUDGET}"] [data-action="goto-step"]'
     assert t.frame.inner_text(go) == "Go to step 0, the nearest drawn"
     t.frame.focus(go)
@@ -669,7 +683,7 @@ def test_kinds_a_run_left_out_are_named_with_their_reason(plan_tab):
     assert _messages(t, FULL) == "No Activation max of conv2d_1 in this run"
     assert t.frame.evaluate(f"document.querySelectorAll('{SHOWN_TILES}').length") == 0
     assert t.step_label() == "No steps"
-    t.page.screenshot(path=str(PLAN_SHOTS / "left-out-light.png"))
+    _shot(t, "left-out-light.png", 1280, 800)
     # The other run drew conv2d_1's feature maps; this one left them out.
     t.frame.click('[data-action="select-kind"][data-tag="conv2d_1/feature_maps"]')
     t.wait_for(f"document.querySelectorAll('{SHOWN_TILES}').length === 32")
@@ -677,11 +691,11 @@ def test_kinds_a_run_left_out_are_named_with_their_reason(plan_tab):
     t.page.evaluate("document.body.classList.add('dark-mode')")
     t.wait_for("document.documentElement.classList.contains('cv-dark')")
     t.frame.wait_for_timeout(200)
-    t.page.screenshot(path=str(PLAN_SHOTS / "left-out-dark.png"))
+    _shot(t, "left-out-dark.png", 1280, 800)
     t.page.set_viewport_size({"width": 420, "height": 860})
     t.frame.wait_for_timeout(200)
     assert t.frame.evaluate("document.documentElement.scrollWidth") <= 420
-    t.page.screenshot(path=str(PLAN_SHOTS / "left-out-narrow-dark.png"))
+    _shot(t, "left-out-narrow-dark.png", 420, 860)
     html = t.frame.evaluate("document.body.innerHTML")
     assert "&lt;em&gt;too slow&lt;/em&gt;" in html and "&lt;b&gt;budget&lt;/b&gt;" in html
     assert "<em>" not in html and "<b>budget" not in html

@@ -5,8 +5,9 @@ Each logged epoch goes the same way for every kind (`log_epoch`): the callbacks 
 can draw now (`VizCallback._drawings`: one `tb_cnnviz.budget.Drawing` per layer, or per
 attribution method); their `TimeBudget` (one per callback, or one for all kinds of a `CNNViz`)
 picks which to draw; each chosen one is drawn and timed; and a plan record says what was drawn
-and what was left out and why. Drawings are written whatever `tf.summary.record_if` an outer
-callback holds: what the budget decided to draw is never dropped.
+and what was left out and why. Drawings are written through `tb_cnnviz.events.FileWriter`, which
+needs no TensorFlow (every Keras backend writes the same files) and which no outer
+`tf.summary.record_if` governs: what the budget decided to draw is never dropped.
 
 A visualization must never cost the user their training run: a drawing that fails warns once per
 callback (later failures go to the DEBUG log), is named in the plan record, and training goes on;
@@ -24,10 +25,9 @@ import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from tb_cnnviz import backend, checks, events, metadata, summary
 from tb_cnnviz import budget as budget_lib
-from tb_cnnviz import checks, metadata, summary
 from tb_cnnviz import layers as layer_lib
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
     "check_freq",
     "check_probe_images",
     "epochs_left",
-    "is_chief",
     "is_final_epoch",
     "log_epoch",
 ]
@@ -60,7 +59,7 @@ class _WriterPool:
         with self._lock:
             entry = self._writers.get(run_dir)
             if entry is None:
-                entry = self._writers[run_dir] = [tf.summary.create_file_writer(run_dir), 0]
+                entry = self._writers[run_dir] = [events.FileWriter(run_dir), 0]
             entry[1] += 1
             return entry[0]
 
@@ -192,27 +191,6 @@ def _numbers(value, name: str, *, image: bool) -> np.ndarray:
     return array
 
 
-def is_chief(model: keras.Model | None = None) -> bool:
-    """Whether this process should write summaries under its `tf.distribute` strategy.
-
-    Single-worker strategies (default, Mirrored, OneDevice) always write. In a multi-worker
-    cluster the chief writes, or worker 0 when the cluster has no chief.
-
-    Example:
-        >>> is_chief()
-        True
-    """
-    strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
-    resolver = getattr(strategy, "cluster_resolver", None)
-    task_type = getattr(resolver, "task_type", None)
-    if not task_type:
-        return True
-    if task_type == "chief":
-        return True
-    has_chief = "chief" in (resolver.cluster_spec().as_dict() or {})
-    return task_type == "worker" and not has_chief and (resolver.task_id or 0) == 0
-
-
 class VizCallback(keras.callbacks.Callback):
     """Base of the per-kind callbacks: subclasses set `kind` and implement `_draw`.
 
@@ -247,6 +225,7 @@ class VizCallback(keras.callbacks.Callback):
         budget=budget_lib.DEFAULT_BUDGET,
     ):
         super().__init__()
+        backend.check_supported(type(self).__name__)
         self.log_dir = os.fspath(log_dir)
         if layers is not None and not isinstance(layers, str):
             layers = list(layers)
@@ -444,7 +423,7 @@ class Planner:
 
     def epoch_end(self, host: keras.callbacks.Callback, callbacks, epoch: int) -> None:
         """Logs `epoch` for `callbacks` (the chief only), timing it as the callbacks' own."""
-        if not is_chief(host.model):
+        if not backend.is_chief(host.model):
             return
         self.budget.tick()
         self.budget.end_epoch()
@@ -490,8 +469,9 @@ def log_epoch(
 ) -> dict[str, list]:
     """Plans, draws and records one epoch for `callbacks` sharing `budget`.
 
-    Every drawing is written inside `tf.summary.record_if(True)`, so an outer `record_if` (Keras'
-    `TensorBoard(update_freq=N)` keeps one open during `fit()`) cannot drop it. A plan record
+    Every drawing is written through `writer`, a `tb_cnnviz.events.FileWriter`, which an outer
+    `tf.summary.record_if` (Keras' `TensorBoard(update_freq=N)` keeps one open during `fit()`)
+    does not govern, so none is dropped. A plan record
     (`tb_cnnviz.summary.write_plan`, tag `"<owner>/plan"`) says what was drawn and what was not.
 
     Args:
@@ -528,7 +508,7 @@ def log_epoch(
     drawn, skipped = [], {}
     for tag, reason in plan.skipped.items():
         skipped.update(dict.fromkeys((tag, *also[tag]), reason))
-    with writer.as_default(step=epoch), tf.summary.record_if(True):
+    with writer.as_default(step=epoch):
         for drawing, steps in plan.draw:
             before, start = summary.written_bytes(), time.perf_counter()
             try:

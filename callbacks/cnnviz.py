@@ -7,8 +7,8 @@ import os
 import keras
 import numpy as np
 
+from tb_cnnviz import backend, checks
 from tb_cnnviz import budget as budget_lib
-from tb_cnnviz import checks
 
 from .actmax import ActivationMaximization
 from .attribution import Attribution
@@ -102,6 +102,7 @@ class CNNViz(keras.callbacks.Callback):
         max_bytes=budget_lib.DEFAULT_MAX_BYTES,
     ):
         super().__init__()
+        backend.check_supported("CNNViz")
         self.budget = check_budget(budget)
         self.max_bytes = checks.integer("max_bytes", max_bytes, minimum=1, none=True)
         self.log_dir = log_dir

@@ -9,6 +9,7 @@ Everything else in tb-cnnviz is written once, in `keras.ops` and NumPy. Three th
 * **Gradients** with respect to an input: `tf.GradientTape`, `jax.value_and_grad`,
   `torch.autograd.grad`.
 * **Which backend runs**, and a clear message where one cannot do something.
+* **Which process writes** when training is spread over several (`is_chief`).
 
 `compile` counts each compiled function's own traces (`tracing_count`), so tests can pin that a
 callback reuses its traces across epochs and `fit()` calls on every backend.
@@ -25,9 +26,13 @@ import numpy as np
 
 __all__ = [
     "SUPPORTED",
+    "batch_size",
     "check_supported",
     "compile",
+    "is_chief",
     "name",
+    "stateless_normal",
+    "tensor_spec",
     "to_numpy",
     "tracing_count",
     "value_and_grad",
@@ -210,3 +215,99 @@ def value_and_grad(fn: Callable) -> Callable:
         return (value.detach(), aux), keras.tree.pack_sequence_as(x, grads)
 
     return run
+
+
+def is_chief(model: keras.Model | None = None) -> bool:
+    """Whether this process should write summaries when training runs in several processes.
+
+    TensorFlow: under a multi-worker `tf.distribute` strategy the chief writes, or worker 0
+    when the cluster has no chief; single-worker strategies (default, Mirrored, OneDevice)
+    always write. JAX (`keras.distribution` across hosts): process 0. PyTorch
+    (`torch.distributed`): rank 0. A single process always writes.
+
+    Args:
+        model: The model being trained (its `distribute_strategy` on TensorFlow).
+
+    Example:
+        >>> is_chief()
+        True
+    """
+    backend = name()
+    if backend == "jax":
+        import jax
+
+        return jax.process_index() == 0
+    if backend == "torch":
+        import torch.distributed as dist
+
+        return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    if backend != "tensorflow":
+        return True
+    import tensorflow as tf
+
+    strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if not task_type or task_type == "chief":
+        return True
+    has_chief = "chief" in (resolver.cluster_spec().as_dict() or {})
+    return task_type == "worker" and not has_chief and (resolver.task_id or 0) == 0
+
+
+def batch_size(n: int) -> int:
+    """The batch to pad `n` rows to before calling a function made by `compile`.
+
+    TensorFlow traces once for any batch (give `input_signature` a `None` batch) and PyTorch
+    does not trace: `n`. JAX traces once per shape: the next power of two, at least 8, so that
+    a few traces serve every batch a callback meets (its rows change from epoch to epoch).
+
+    Example:
+        >>> batch_size(5) in (5, 8)
+        True
+    """
+    if name() != "jax":
+        return int(n)
+    return max(8, 1 << max(int(n) - 1, 0).bit_length())
+
+
+def stateless_normal(shape: Sequence[Any], seed: Any, dtype: str = "float32") -> Any:
+    """Standard normal noise drawn from `seed`, an int32 tensor `[2]` that may be traced.
+
+    The same seed gives the same noise; it works eagerly and inside `compile` (Keras' own
+    `keras.random.normal` takes a traced seed on JAX only). Each backend draws its own numbers.
+
+    Example:
+        >>> seed = keras.ops.convert_to_tensor([0, 1], "int32")
+        >>> a, b = stateless_normal((3,), seed), stateless_normal((3,), seed)
+        >>> bool((to_numpy(a) == to_numpy(b)).all())
+        True
+    """
+    backend = check_supported()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.random.stateless_normal(shape, tf.cast(seed, tf.int32), dtype=dtype)
+    if backend == "jax":
+        return keras.random.normal(shape, dtype=dtype, seed=keras.ops.cast(seed, "uint32"))
+    first, second = (int(v) for v in to_numpy(seed))
+    return keras.random.normal(
+        tuple(int(s) for s in shape), dtype=dtype, seed=first * 1_000_003 + second
+    )
+
+
+def tensor_spec(shape: Sequence[int | None], dtype: str = "float32") -> Any:
+    """One entry of `compile`'s `input_signature`, written once for every backend.
+
+    A `tf.TensorSpec` on TensorFlow (`None` dimensions trace once for any size); None on the
+    other backends, whose `compile` ignores the signature.
+
+    Example:
+        >>> spec = tensor_spec([None, 8], "int32")
+        >>> spec is None or tuple(spec.shape) == (None, 8)
+        True
+    """
+    if name() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    return tf.TensorSpec(list(shape), dtype)

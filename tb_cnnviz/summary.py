@@ -2,7 +2,10 @@
 
 Each function looks like `tf.summary.image`: it writes to the default summary writer at `step`
 (or the default step), returns whether anything was written, and encodes nothing when no writer
-records. The Keras callbacks in `tb_cnnviz.callbacks` are thin on top of these.
+records. The default writer is the innermost `create_file_writer(...).as_default()` (which needs
+no TensorFlow and works on every Keras backend) or, when TensorFlow is in use, `tf.summary`'s
+default writer. The Keras callbacks in `tb_cnnviz.callbacks` are thin on top of these and
+always write through `create_file_writer`.
 
 On-disk format (format version 1, promised readable forever)
 ============================================================
@@ -75,28 +78,30 @@ datum holds one blob, the UTF-8 JSON::
 
 A tag skipped at every step of a run was left out of the run; its latest reason says why.
 
-Recording: like every `tf.summary` function, these write nothing (and return False) inside
-`tf.summary.record_if(False)` or when no default writer is set. Unlike `tf.summary.image`, they
-run eagerly only (they encode PNGs in Python): called inside a `tf.function` they raise a
-`RuntimeError` saying so; call them after the compiled step, with the tensors it returned.
-The Keras callbacks write what they decide to draw whatever an outer `record_if` says (Keras'
-`TensorBoard(update_freq=N)` holds one open for the whole of `fit()`).
+Recording: like every `tf.summary` function, these write nothing (and return False) when no
+default writer is set, or, writing to a `tf.summary` writer, inside `tf.summary.record_if(False)`
+(which does not govern `create_file_writer`'s writers). Unlike `tf.summary.image`, they run
+eagerly only (they encode PNGs in Python): called inside a `tf.function` (or a `jax.jit`) they
+raise a `RuntimeError` saying so; call them after the compiled step, with the tensors it
+returned. The Keras callbacks write what they decide to draw whatever an outer `record_if` says
+(Keras' `TensorBoard(update_freq=N)` holds one open for the whole of `fit()`).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
-from tb_cnnviz import metadata, tiles
+from tb_cnnviz import events, metadata, tiles
 
 __all__ = [
     "DEFAULT_MAX_FILTERS",
     "actmax",
     "attribution",
+    "create_file_writer",
     "feature_maps",
     "filter_weights",
     "write_layer",
@@ -120,7 +125,24 @@ MIN_TILE_SIDE = 8
 #: (`max_slices`): 256 inputs (a 16x16 tile) at the default 32.
 GRID_INPUTS_PER_SLICE = 8
 
-_written = [0]  # bytes of picture blobs handed to tf.summary.write by this process
+_written = [0]  # bytes of picture blobs handed to a writer by this process
+
+
+def create_file_writer(logdir: str) -> events.FileWriter:
+    """A summary writer for `logdir` that needs no TensorFlow, like `tf.summary.create_file_writer`.
+
+    Inside `writer.as_default(step=...)` the summary functions write to it, on every Keras
+    backend; the files are the event files TensorBoard reads.
+
+    Example:
+        >>> import tempfile
+        >>> writer = create_file_writer(tempfile.mkdtemp())
+        >>> with writer.as_default(step=0):
+        ...     filter_weights("conv2d", np.random.rand(3, 3, 3, 8))
+        True
+        >>> writer.close()
+    """
+    return events.FileWriter(logdir)
 
 
 def written_bytes() -> int:
@@ -154,7 +176,7 @@ def filter_weights(
         kernel: The kernel in Keras' conv layout `[*spatial, in_channels, filters]` with 1 to 3
             spatial dimensions (Conv1D, Conv2D, Conv3D). Conv3D kernels are drawn with their
             depth slices side by side.
-        step: The step; defaults to `tf.summary.experimental.get_step()`.
+        step: The step; defaults to the default writer's step.
         previous: The same kernel at the previous logged step, for the per-filter
             `relative_change` and the layer's `update_ratio` scalar (‖Δw‖/‖w‖).
         rgb: Draw each filter as one colour picture (a first layer reading RGB). Defaults to
@@ -171,7 +193,7 @@ def filter_weights(
 
     Example:
         >>> import tempfile
-        >>> writer = tf.summary.create_file_writer(tempfile.mkdtemp())
+        >>> writer = create_file_writer(tempfile.mkdtemp())
         >>> with writer.as_default():
         ...     filter_weights("conv2d", np.random.rand(3, 3, 3, 8), step=0)
         True
@@ -186,9 +208,10 @@ def filter_weights(
         previous = _to_numpy(previous)
         if previous.shape != kernel.shape:
             previous = None
-    if not _recording():
+    writer = _writer()
+    if writer is None:
         return False
-    step = _resolve_step(step)
+    step = _resolve_step(writer, step)
     in_channels, total = kernel.shape[-2], kernel.shape[-1]
     rgb = in_channels == 3 if rgb is None else bool(rgb)
     ids = tiles.sample_filters(total, max_filters)
@@ -225,7 +248,8 @@ def filter_weights(
 
     written = write_layer("weights", name, build, ids, total, step, description=description)
     if written and previous is not None:
-        tf.summary.scalar(f"{name}/update_ratio", _ratio(kernel - previous, previous), step=step)
+        ratio = _ratio(kernel - previous, previous)
+        _writer().scalar(f"{name}/update_ratio", ratio, _resolve_step(_writer(), step))
     return written
 
 
@@ -246,7 +270,7 @@ def feature_maps(
         activations: The layer's output for the probe images, channels last:
             `[n_images, length, filters]`, `[n_images, h, w, filters]` or
             `[n_images, d, h, w, filters]` (3-D maps are drawn at their middle depth).
-        step: The step; defaults to `tf.summary.experimental.get_step()`.
+        step: The step; defaults to the default writer's step.
         max_filters: Draw at most this many filters, evenly sampled.
         max_tile_side: Average-pool maps whose longer side exceeds this.
         max_pixels: Average-pool further (to a side of at least 8) so that all drawn maps of
@@ -262,7 +286,7 @@ def feature_maps(
 
     Example:
         >>> import tempfile
-        >>> writer = tf.summary.create_file_writer(tempfile.mkdtemp())
+        >>> writer = create_file_writer(tempfile.mkdtemp())
         >>> with writer.as_default():
         ...     feature_maps("conv2d", np.random.rand(4, 16, 16, 8), step=0)
         True
@@ -273,9 +297,10 @@ def feature_maps(
             "activations must have shape [n_images, *spatial, filters] with 1 to 3 spatial "
             f"dimensions. Received: activations.shape={acts.shape}"
         )
-    if not _recording():
+    writer = _writer()
+    if writer is None:
         return False
-    step = _resolve_step(step)
+    step = _resolve_step(writer, step)
     total, n_images = acts.shape[-1], acts.shape[0]
     ids = tiles.sample_filters(total, max_filters)
     all_stats = tiles.activation_stats(acts)
@@ -300,7 +325,7 @@ def feature_maps(
 
     written = write_layer("feature_maps", name, build, ids, total, step, description=description)
     if written:
-        tf.summary.scalar(f"{name}/dead_fraction", dead_fraction, step=step)
+        _writer().scalar(f"{name}/dead_fraction", dead_fraction, _resolve_step(_writer(), step))
     return written
 
 
@@ -332,7 +357,7 @@ def attribution(
             drawn as one row, 3-D inputs `[n, d, h, w, …]` at their middle depth.
         heatmaps: Heatmaps for the predicted class `[n, h, w]` (`[n, length]`, `[n, d, h, w]`),
             1 marking the most important pixels (as `tb_cnnviz.attribution` returns them).
-        step: The step; defaults to `tf.summary.experimental.get_step()`.
+        step: The step; defaults to the default writer's step.
         predicted: Each probe's predicted class `[n]`.
         confidence: The probability of each probe's predicted class `[n]`.
         true_classes: Each probe's true class `[n]`, when known.
@@ -352,7 +377,7 @@ def attribution(
 
     Example:
         >>> import tempfile
-        >>> writer = tf.summary.create_file_writer(tempfile.mkdtemp())
+        >>> writer = create_file_writer(tempfile.mkdtemp())
         >>> with writer.as_default():
         ...     attribution("gradcam", np.random.rand(2, 8, 8, 3), np.random.rand(2, 8, 8),
         ...                 step=0, predicted=[1, 0], confidence=[0.9, 0.6])
@@ -390,9 +415,10 @@ def attribution(
         stats["correct"] = [p == t for p, t in zip(stats["predicted"], stats["true"], strict=True)]
         if true_heatmaps is not None:
             maps["true"] = _heatmaps("true_heatmaps", true_heatmaps, heat.shape)
-    if not _recording():
+    writer = _writer()
+    if writer is None:
         return False
-    step = _resolve_step(step)
+    step = _resolve_step(writer, step)
 
     def build():
         pictures = images if images.shape[-1] in (1, 3) else images.mean(-1, keepdims=True)
@@ -451,7 +477,7 @@ def actmax(
         images: One image per filter, `[n, h, w, 3]` (drawn in colour, slice axis `"rgb"`) or
             `[n, h, w, 1]` / `[n, h, w]` (gray, slice axis `"image"`), in any value range, as
             `tb_cnnviz.actmax.render` returns them.
-        step: The step; defaults to `tf.summary.experimental.get_step()`.
+        step: The step; defaults to the default writer's step.
         activations: The activation each image reached `[n]`, stored as the per-filter
             statistic `activation`.
         filters: The filter id of each image; defaults to `0…n-1`.
@@ -467,7 +493,7 @@ def actmax(
 
     Example:
         >>> import tempfile
-        >>> writer = tf.summary.create_file_writer(tempfile.mkdtemp())
+        >>> writer = create_file_writer(tempfile.mkdtemp())
         >>> with writer.as_default():
         ...     actmax("conv2d", np.random.rand(4, 8, 8, 3), step=0, activations=[1, 2, 3, 4])
         True
@@ -491,9 +517,10 @@ def actmax(
         reached = tiles.round_floats(_per_image("activations", activations, n))
         stats["activation"] = [v if np.isfinite(v) else None for v in reached]  # JSON has no NaN
     total = len(ids) if total_filters is None else int(total_filters)
-    if not _recording():
+    writer = _writer()
+    if writer is None:
         return False
-    step = _resolve_step(step)
+    step = _resolve_step(writer, step)
 
     def build():
         axis = "rgb" if pics.shape[-1] == 3 else "image"
@@ -526,7 +553,7 @@ def write_layer(
             docstring.
         filter_ids: The ids of the filters drawn.
         total_filters: The number of filters in the layer.
-        step: The step; defaults to `tf.summary.experimental.get_step()`.
+        step: The step; defaults to the default writer's step.
         description: Optional Markdown for TensorBoard.
         **static: Further static facts stored in the plugin metadata (`None` values dropped).
 
@@ -535,16 +562,17 @@ def write_layer(
 
     Example:
         >>> import tempfile
-        >>> writer = tf.summary.create_file_writer(tempfile.mkdtemp())
+        >>> writer = create_file_writer(tempfile.mkdtemp())
         >>> build = lambda: (np.random.rand(2, 1, 4, 4, 3), {"axis": "rgb", "count": 1,
         ...     "total": 1}, {}, {}, [])
         >>> with writer.as_default():
         ...     write_layer("actmax", "conv2d", build, [0, 1], 2, step=0)
         True
     """
-    if not _recording():
+    writer = _writer()
+    if writer is None:
         return False
-    step = _resolve_step(step)
+    step = _resolve_step(writer, step)
     pictures, slices, stats, layer_stats, notes = build()
     pictures = np.asarray(pictures)
     n, count = pictures.shape[:2]
@@ -569,14 +597,7 @@ def write_layer(
         kind, name, description=description, **{k: v for k, v in static.items() if v is not None}
     )
     _written[0] += sum(len(b) for b in blobs)
-    return bool(
-        tf.summary.write(
-            metadata.tag_for(name, kind),
-            tf.constant(blobs, dtype=tf.string),
-            step=step,
-            metadata=md.SerializeToString(),
-        )
-    )
+    return writer.write(metadata.tag_for(name, kind), blobs, step, md)
 
 
 def write_plan(
@@ -593,7 +614,7 @@ def write_plan(
 
     Args:
         owner: The callback's name; the tag is `"<owner>/plan"`.
-        step: The step; defaults to `tf.summary.experimental.get_step()`.
+        step: The step; defaults to the default writer's step.
         drawn: The picture tags written at this step.
         skipped: `{tag: reason}` for tags due at this step but not drawn.
         budget: The time budget as a fraction of training time, or None for none.
@@ -605,14 +626,15 @@ def write_plan(
 
     Example:
         >>> import tempfile
-        >>> writer = tf.summary.create_file_writer(tempfile.mkdtemp())
+        >>> writer = create_file_writer(tempfile.mkdtemp())
         >>> with writer.as_default():
         ...     write_plan("cnnviz", step=0, drawn=["c/weights"], skipped={"c/actmax": "budget"})
         True
     """
-    if not _recording():
+    writer = _writer()
+    if writer is None:
         return False
-    step = _resolve_step(step)
+    step = _resolve_step(writer, step)
     record = {
         "kind": metadata.PLAN_KIND,
         "step": step,
@@ -627,14 +649,7 @@ def write_plan(
         owner,
         description=f"What `{owner}` drew at each step, and what it left out and why.",
     )
-    return bool(
-        tf.summary.write(
-            metadata.plan_tag(owner),
-            tf.constant([metadata.encode_index(record)], dtype=tf.string),
-            step=step,
-            metadata=md.SerializeToString(),
-        )
-    )
+    return writer.write(metadata.plan_tag(owner), [metadata.encode_index(record)], step, md)
 
 
 def _heatmaps(argument: str, maps, shape: tuple[int, int, int]) -> np.ndarray:
@@ -704,33 +719,69 @@ def _ratio(delta: np.ndarray, base: np.ndarray) -> float:
     return float(np.linalg.norm(delta)) / denom if denom > 0 else 0.0
 
 
-def _check_eager() -> None:
-    if not tf.executing_eagerly():
-        raise RuntimeError(
-            "tb_cnnviz.summary functions run eagerly: they encode PNG pictures in Python, which "
-            "a tf.function graph cannot hold. Call them outside tf.function, for example after "
-            "the compiled training step, with the tensors it returned (or the layer's weights)."
+class _TFWriter:
+    """`tf.summary`'s default writer, seen through `events.FileWriter`'s write methods."""
+
+    def __init__(self, tf):
+        self.tf = tf
+        step = tf.summary.experimental.get_step()
+        self.step = None if step is None else int(step.numpy() if hasattr(step, "numpy") else step)
+
+    def write(self, tag, values, step, md) -> bool:
+        tensor = self.tf.constant(list(values), dtype=self.tf.string)
+        return bool(
+            self.tf.summary.write(tag, tensor, step=step, metadata=md.SerializeToString())
         )
+
+    def scalar(self, tag, value, step) -> None:
+        self.tf.summary.scalar(tag, value, step=step)
+
+
+def _writer():
+    """The default writer (ours, else `tf.summary`'s while it records), or None."""
+    _check_eager()
+    writer = events.default_writer()
+    if writer is not None:
+        return writer
+    tf = sys.modules.get("tensorflow")  # tf.summary's writers exist only where TF is in use
+    if tf is not None and tf.summary.should_record_summaries():
+        return _TFWriter(tf)
+    return None
+
+
+def _check_eager() -> None:
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and not tf.executing_eagerly():
+        raise RuntimeError(_COMPILED)
+
+
+_COMPILED = (
+    "tb_cnnviz.summary functions run eagerly: they encode PNG pictures in Python, which "
+    "a compiled graph (tf.function, jax.jit) cannot hold. Call them outside the compiled "
+    "function, for example after the compiled training step, with the tensors it returned "
+    "(or the layer's weights)."
+)
 
 
 def _to_numpy(x) -> np.ndarray:
     _check_eager()
-    if hasattr(x, "numpy"):
-        x = x.numpy()
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(x, jax.core.Tracer):
+        raise RuntimeError(_COMPILED)
+    if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
+        x = x.detach().cpu().numpy() if hasattr(x, "detach") else x.numpy()
     arr = np.asarray(x)
     if not np.issubdtype(arr.dtype, np.number):
         raise ValueError(f"expected a numeric array. Received: dtype={arr.dtype}")
     return arr.astype(np.float32, copy=False)
 
 
-def _recording() -> bool:
-    _check_eager()
-    return bool(tf.summary.should_record_summaries())
-
-
-def _resolve_step(step):
+def _resolve_step(writer, step):
     if step is None:
-        step = tf.summary.experimental.get_step()
+        step = writer.step
         if step is None:
-            raise ValueError("No step set. Pass step= or call tf.summary.experimental.set_step().")
+            raise ValueError(
+                "No step set. Pass step=, or give one to writer.as_default(step=...) "
+                "(tf.summary.experimental.set_step() for a tf.summary writer)."
+            )
     return int(step.numpy() if hasattr(step, "numpy") else step)

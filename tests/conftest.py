@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
+import importlib.abc
 import os
+import sys
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+#: Set (to anything) to run the suite as if TensorFlow were not installed, as on a JAX or
+#: PyTorch machine: `import tensorflow` fails, so code that needs it anyway is found out.
+HIDE_TENSORFLOW = "TB_CNNVIZ_HIDE_TENSORFLOW"
+
+
+class _HiddenTensorFlow(importlib.abc.MetaPathFinder):
+    """Makes `import tensorflow` fail as it does where TensorFlow is not installed."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ModuleNotFoundError(f"No module named {name!r} ({HIDE_TENSORFLOW} is set)")
+        return None
+
+
+if os.environ.get(HIDE_TENSORFLOW):
+    sys.meta_path.insert(0, _HiddenTensorFlow())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skips tests marked `tensorflow` when Keras runs on another backend."""
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend == "tensorflow" and not os.environ.get(HIDE_TENSORFLOW):
+        return
+    skip = pytest.mark.skip(reason=f"needs TensorFlow; Keras backend is {backend}")
+    for item in items:
+        if item.get_closest_marker("tensorflow"):
+            item.add_marker(skip)
 
 
 class LogdirReader:

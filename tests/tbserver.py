@@ -45,8 +45,9 @@ def wait_for_steps(port: int, run: str, tag: str, expected: list[int], timeout: 
     deadline = time.monotonic() + timeout
     base = f"http://127.0.0.1:{port}"
     while True:
-        listing = get_json(f"{base}/data/plugins_listing")
-        tags = get_json(f"{base}/data/plugin/cnnviz/tags")
+        left = max(deadline - time.monotonic(), 5.0)  # the server may still be starting
+        listing = get_json(f"{base}/data/plugins_listing", timeout=left)
+        tags = get_json(f"{base}/data/plugin/cnnviz/tags", timeout=left)
         steps = tags.get(run, {}).get(tag, {}).get("steps")
         if steps == expected or time.monotonic() > deadline:
             return listing, steps

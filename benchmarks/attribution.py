@@ -67,7 +67,7 @@ def main(argv=None) -> None:
 
     with tempfile.TemporaryDirectory() as log_dir:
         for method in args.methods:
-            callback = Attribution(log_dir, probes, labels=labels, methods=(method,))
+            callback = Attribution(log_dir, probes, labels=labels, methods=(method,), budget=None)
             callback.set_model(model)
             callback.on_train_begin()
             start = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from tb_cnnviz import attribution as attribution_lib
@@ -26,13 +28,28 @@ class Attribution(VizCallback):
     over the images with an opacity slider. Each method runs once per logged epoch, as one
     compiled batch; a true-class map costs extra only for probes the model gets wrong.
 
+    The output is read as `tb_cnnviz.heads` reads it: a softmax's most probable class and its
+    probability; a binary sigmoid unit's class 1 (probability above 0.5) or 0, with the
+    probability of that class; a multi-label output's most probable label and that label's own
+    probability (with multi-hot `labels`, a probe is correct when that label is one of its
+    true labels). A regression output and a callable `target` have no class to caption a
+    picture with, which the logged format cannot hold yet: the callback then warns once when
+    training begins and draws nothing (`tb_cnnviz.attribution` draws their maps).
+
     Args:
         log_dir: The `log_dir` of `keras.callbacks.TensorBoard`; pictures go to its `train` run.
         probe_images: Images `[n, h, w, channels]` (or 1-D `[n, length, channels]`, 3-D
             `[n, d, h, w, channels]`) in the value range the model trains on; for models with
             several inputs, a list with one array per input, and every image input gets its own
             heatmaps under the tag `<method>/<input name>/attribution`. Keep `n` small (4-16).
-        labels: The probe images' true classes, as class ids `[n]` or one-hot `[n, classes]`.
+        labels: The probe images' true classes, as class ids `[n]` or one-hot `[n, classes]`
+            (0 or 1 for a binary sigmoid output; multi-hot `[n, labels]` or one label id per
+            probe for a multi-label output).
+        target: What the first heatmap explains: `None` for each probe's predicted class of
+            the model's first output, an output name for another output of a multi-output
+            model, a class index or one per probe (of the first output), or an `(output name,
+            index)` pair. Unknown outputs and classes out of range raise a `ValueError` before
+            the first epoch, naming the output and what it supports.
         methods: Any of `"gradcam"`, `"gradcam_plus_plus"` and `"smoothgrad"`.
         layer: The conv layer Grad-CAM reads (name or `outer/inner` path); `None` picks the last
             conv layer that reads the images.
@@ -46,10 +63,10 @@ class Attribution(VizCallback):
         >>> import numpy as np, keras, tempfile
         >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
         ...                           keras.layers.Flatten(), keras.layers.Dense(2)])
-        >>> model.compile("adam", "mse")
+        >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         >>> cb = Attribution(tempfile.mkdtemp(), probe_images=np.random.rand(2, 8, 8, 3),
         ...                  labels=[0, 1])
-        >>> _ = model.fit(np.zeros((4, 8, 8, 3)), np.zeros((4, 2)), epochs=1, verbose=0,
+        >>> _ = model.fit(np.zeros((4, 8, 8, 3)), np.zeros(4), epochs=1, verbose=0,
         ...               callbacks=[cb])
     """
 
@@ -61,6 +78,7 @@ class Attribution(VizCallback):
         probe_images=None,
         *,
         labels=None,
+        target=None,
         methods=("gradcam",),
         layer=None,
         class_names=None,
@@ -72,7 +90,8 @@ class Attribution(VizCallback):
             raise ValueError("Attribution needs probe_images. Received: probe_images=None")
         self.probe_images = check_probe_images(probe_images)
         count = len(self._arrays[0])
-        self.labels = None if labels is None else _class_ids(labels, count)
+        self.labels = None if labels is None else _labels(labels, count)
+        self.target = target
         methods = (methods,) if isinstance(methods, str) else tuple(methods)
         if not methods or any(m not in attribution_lib.METHODS for m in methods):
             raise ValueError(
@@ -86,6 +105,9 @@ class Attribution(VizCallback):
         self._tag_names: list[str] = []
         self._rows: tuple[np.ndarray, np.ndarray] = (np.zeros(0, int), np.zeros(0, int))
         self._predicted = self._confidence = np.zeros(0)
+        self._checked = None  # the checked target, set in _validate
+        self._true: np.ndarray | None = None  # one true class per probe, for the head
+        self._not_drawn: str | None = None  # why nothing is drawn (a head without classes)
 
     @property
     def _arrays(self) -> list[np.ndarray]:
@@ -98,13 +120,19 @@ class Attribution(VizCallback):
             self._target_layers = attribution_lib.gradcam_layers(
                 model, self.probe_images, self.layer
             )
-        if self.labels is not None:
-            total = attribution_lib.num_classes(model, self.probe_images)
-            if ((self.labels < 0) | (self.labels >= total)).any():
-                raise ValueError(
-                    f"labels must be classes of the model's output, in 0..{total - 1}. "
-                    f"Received: labels={self.labels.tolist()!r}"
-                )
+        self._checked = attribution_lib.check_target(model, self.probe_images, self.target)
+        head = self._checked.head
+        self._not_drawn = None
+        if head is None or head.classes is None:
+            what = "a callable target" if head is None else f"the output {head.describe()}"
+            self._not_drawn = (
+                f"{type(self).__name__} draws class attribution of softmax, binary and "
+                f"multi-label sigmoid outputs; {what} has no class to caption its maps with, "
+                "so nothing is drawn (tb_cnnviz.attribution draws its maps)"
+            )
+            warnings.warn(f"tb-cnnviz: {self._not_drawn}.", RuntimeWarning, stacklevel=2)
+        elif self.labels is not None:
+            self._true = _true_classes(head, self.labels)
         names = [getattr(t, "name", None) for t in (getattr(model, "inputs", None) or [])]
         self._tag_names = [
             "" if len(image_inputs) == 1 else f"/{names[i] if i < len(names) else f'input_{i}'}"
@@ -116,6 +144,8 @@ class Attribution(VizCallback):
     def _drawings(self, step):
         # One drawing per method: every image input's heatmaps of one method come from one
         # compiled batch.
+        if self._not_drawn:
+            return []
         out = []
         for order, method in enumerate(self.methods):
             tags = [
@@ -150,15 +180,22 @@ class Attribution(VizCallback):
         )
 
     def _prepare(self, step):
-        predicted, confidence = attribution_lib.predicted_classes(self.model, self.probe_images)
-        self._predicted, self._confidence = predicted, confidence
-        # One map per (probe, class): the true class adds a row only where the prediction is
-        # wrong, so a well-trained model costs one row per probe.
-        rows, classes = np.arange(len(predicted)), predicted
-        if self.labels is not None:
-            wrong = np.flatnonzero(self.labels != predicted)
+        head = self._checked.head
+        _, read = attribution_lib.predictions(self.model, self.probe_images, head.output)
+        self._predicted, self._confidence = read["predicted"], read["confidence"]
+        if head.kind == "multilabel" and self._true is not None and self.labels.ndim == 2:
+            # The predicted label is right when it is one of the probe's true labels.
+            hit = self.labels[np.arange(len(self._predicted)), self._predicted] == 1
+            self._true = np.where(hit, self._predicted, self.labels.argmax(axis=1))
+        # One map per (probe, class): the true class adds a row only where it differs from the
+        # first map's, so a well-trained model costs one row per probe.
+        ids = self._checked.ids
+        classes = np.where(ids < 0, self._predicted, ids)
+        rows = np.arange(len(classes))
+        if self._true is not None:
+            wrong = np.flatnonzero(self._true != classes)
             rows = np.concatenate([rows, wrong])
-            classes = np.concatenate([classes, self.labels[wrong]])
+            classes = np.concatenate([classes, self._true[wrong]])
         self._rows = (rows, classes)
 
     def _draw(self, method, step):
@@ -167,19 +204,20 @@ class Attribution(VizCallback):
         batch = [a[rows] for a in self._arrays]
         options = {} if method == "smoothgrad" else {"layer": self.layer}
         multi = isinstance(self.probe_images, list)
+        target = (self._checked.head.name, classes)
         maps = attribution_lib.METHODS[method](
-            self.model, batch if multi else batch[0], class_index=classes, **options
+            self.model, batch if multi else batch[0], target=target, **options
         )
         maps = maps if multi else [maps]
         n = len(self._predicted)
         true_rows = None
-        if self.labels is not None:
+        if self._true is not None:
             true_rows = np.arange(n)
             true_rows[rows[n:]] = np.arange(n, len(rows))
         for i, heat in enumerate(maps):
             if heat is None:
                 continue
-            target = self._target_layers[i] if method != "smoothgrad" else None
+            target_layer = self._target_layers[i] if method != "smoothgrad" else None
             summary.attribution(
                 name + self._tag_names[i],
                 self._arrays[i],
@@ -187,12 +225,12 @@ class Attribution(VizCallback):
                 step=step,
                 predicted=self._predicted,
                 confidence=self._confidence,
-                true_classes=self.labels,
+                true_classes=self._true,
                 true_heatmaps=None if true_rows is None else heat[true_rows],
                 class_names=self.class_names,
                 method=method,
-                target_layer=target,
-                description=_description(method, target, n, self.labels is not None),
+                target_layer=target_layer,
+                description=_description(method, target_layer, n, self._true is not None),
             )
 
 
@@ -202,15 +240,21 @@ def _description(method: str, target: str | None, n: int, with_true: bool) -> st
     return f"`{method}`{read} for {n} probe images: heatmaps of {classes}."
 
 
-def _class_ids(labels, count: int) -> np.ndarray:
-    """Labels as int64 class ids; one-hot rows are reduced with argmax."""
+def _labels(labels, count: int) -> np.ndarray:
+    """Labels as an array: class ids `[n]` (int64), or rows `[n, k]` (one-hot, multi-hot)."""
     values = np.asarray(labels)
-    if values.ndim == 2 and values.shape[1] > 1:
-        values = values.argmax(-1)
-    values = values.reshape(-1)
-    if not np.issubdtype(values.dtype, np.number) or np.any(np.mod(values, 1)):
+    if values.ndim == 0:
+        values = values.reshape(1)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if (
+        values.ndim not in (1, 2)
+        or not np.issubdtype(values.dtype, np.number)
+        or np.any(np.mod(values, 1))
+    ):
         raise ValueError(
-            f"labels must be integer class ids or one-hot rows. Received: labels={labels!r}"
+            "labels must be integer class ids [n], or one-hot or multi-hot rows [n, classes]. "
+            f"Received: labels={labels!r}"
         )
     if len(values) != count:
         raise ValueError(
@@ -218,3 +262,34 @@ def _class_ids(labels, count: int) -> np.ndarray:
             f"Received: labels with length {len(values)}"
         )
     return values.astype(np.int64)
+
+
+def _true_classes(head, labels: np.ndarray) -> np.ndarray:
+    """One true class per probe for `head`, or a ValueError naming the output.
+
+    Rows of a softmax head are one-hot; rows of a multi-label head are multi-hot, and a probe's
+    true class is the first of its true labels (`Attribution._prepare` prefers the predicted
+    label when it is a true one).
+    """
+    classes = head.classes
+    shown = labels.tolist()
+    if labels.ndim == 2 and labels.shape[1] != classes:
+        raise ValueError(
+            f"labels rows must have one entry per class of the output {head.describe()}. "
+            f"Received: labels with shape {labels.shape}"
+        )
+    if head.kind == "multilabel" and labels.ndim == 2:
+        if ((labels != 0) & (labels != 1)).any() or not labels.any(axis=1).all():
+            raise ValueError(
+                f"labels of the multi-label output {head.describe()} must be multi-hot rows "
+                f"of 0 and 1 with at least one true label per probe (or one label id per "
+                f"probe). Received: labels={shown!r}"
+            )
+        return labels.argmax(axis=1)
+    ids = labels.argmax(axis=1) if labels.ndim == 2 else labels
+    if ((ids < 0) | (ids >= classes)).any():
+        raise ValueError(
+            f"labels must be classes of the output {head.describe()}, in 0..{classes - 1}. "
+            f"Received: labels={shown!r}"
+        )
+    return ids

@@ -1,4 +1,4 @@
-"""Class attribution maps: which pixels of an image decide the class a CNN gives it (TensorFlow).
+"""Class attribution maps: which pixels of an image decide what a CNN makes of it, on every backend.
 
 Three methods, each a function of `(model, images, …)` returning heatmaps as a float32 NumPy array
 `[n, h, w]` in `[0, 1]` at the size of the image input, 1 marking the most important pixels.
@@ -15,18 +15,27 @@ Inputs with one or three spatial dimensions (Conv1D, Conv3D models) get `[n, len
 
 What they share:
 
-* The *class score* is the model's first output before a final softmax or sigmoid, so the
+* The *score* is read as `tb_cnnviz.heads` reads the model's head (softmax, binary or
+  multi-label sigmoid, regression, several outputs), before a final softmax or sigmoid, so the
   gradients of a confident model do not vanish in a saturated softmax. The activation is
   switched off only while the attribution graph is traced, never during training. Subclassed
   models whose output layer cannot be found are differentiated through their output as is.
-* `class_index=None` means each image's predicted class; an int picks one class for every image,
-  a sequence one class per image.
+* `target=None` means each image's predicted class of the first output (a regression's only
+  value); an int picks one class for every image, a sequence one class per image, an output
+  name that output's predicted class, an `(output name, index)` pair a class of that output,
+  and a callable on the outputs (read before squashing) any score of your own, one per image.
+  A binary head's classes are 1 (the positive class, scored by its logit) and 0 (its
+  complement, scored by minus the logit). `class_index=` is the same argument's earlier name.
 * Images are channels-last, in the value range the model trains on. For a model with several
   inputs pass a list with one array per input; the result is then a list aligned with the inputs:
   a heatmap array for each image input (`[n, *spatial, channels]`, 1 to 3 spatial dimensions)
   and `None` for the others (and, for Grad-CAM, for image inputs no conv layer reads).
-* The work is batched and compiled: one `tf.function` per (model, method, layer), cached while
-  the model lives. Mixed precision models work; the map arithmetic runs in float32.
+* The work is batched and compiled where the backend compiles (`tb_cnnviz.backend.compile`:
+  `tf.function`, `jax.jit`; eager on PyTorch): one function per (model, method, layer, target
+  output), cached while the model lives and reading the model's current weights at each call.
+  The gradient with respect to a conv layer's output is taken with respect to a zero tensor
+  added to it (`tb_cnnviz.layers.capture_outputs(add=...)`), which every backend can
+  differentiate. Mixed precision models work; the map arithmetic runs in float32.
 """
 
 from __future__ import annotations
@@ -36,28 +45,27 @@ import weakref
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from tb_cnnviz import checks, compiled, heads
+from tb_cnnviz import backend, checks, heads
 from tb_cnnviz import layers as layer_lib
 
 __all__ = [
     "METHODS",
     "check_images",
+    "check_target",
     "gradcam",
     "gradcam_layers",
     "gradcam_plus_plus",
     "num_classes",
     "predicted_classes",
+    "predictions",
     "smoothgrad",
     "tracing_count",
 ]
 
 #: Noisy copies per image that `smoothgrad` averages by default.
 DEFAULT_SMOOTHGRAD_SAMPLES = 25
-
-
-_CLASSES = tf.TensorSpec([None], tf.int32)
 
 # model -> {key: value}. Compiled functions hold the model only weakly, so a cached entry never
 # keeps a model alive.
@@ -67,37 +75,38 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def tracing_count(model) -> int:
     """How many times the compiled attribution functions of `model` were traced.
 
-    One function per (method, target layer, input shapes) is traced once and then reused by
-    every later call, epoch and `fit()` (any batch size); this count lets a test pin that.
+    One function per (method, target layer, target output, input shapes) is traced once and
+    then reused by every later call, epoch and `fit()` (any batch size on TensorFlow; on JAX
+    once per batch size rounded up by `tb_cnnviz.backend.batch_size`); this count lets a test
+    pin that. On PyTorch, which does not compile, it counts calls.
 
     Example:
         >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3),
         ...                           keras.layers.GlobalAveragePooling2D()])
         >>> _ = gradcam(model, np.random.rand(2, 8, 8, 3))
         >>> _ = gradcam(model, np.random.rand(5, 8, 8, 3))
-        >>> tracing_count(model)
-        1
+        >>> tracing_count(model) == (1 if backend.name() != "torch" else 2)
+        True
     """
     return sum(
-        fn.experimental_get_tracing_count()
-        for fn in _CACHE.get(model, {}).values()
-        if hasattr(fn, "experimental_get_tracing_count")
+        backend.tracing_count(fn) for fn in _CACHE.get(model, {}).values() if hasattr(fn, "traces")
     )
 
 
-def gradcam(model, images, layer=None, class_index=None):
-    """Grad-CAM heatmaps: where a conv layer saw evidence for the class.
+def gradcam(model, images, layer=None, target=None, *, class_index=None):
+    """Grad-CAM heatmaps: where a conv layer saw evidence for the target.
 
     Args:
-        model: A built Keras model on the TensorFlow backend whose first output holds one score
-            per class.
+        model: A built Keras model on any supported backend.
         images: Images `[n, h, w, channels]`, or for a multi-input model a list with one array
             per input.
         layer: The conv layer to read, by name or `outer/inner` path; `None` picks the last conv
             layer that reads the image input and feeds the output, also inside nested models.
             For several image inputs, a list with one entry (name or `None`) per image input.
-        class_index: `None` for each image's predicted class, an int for one class, or one int
-            per image.
+        target: What to explain (see the module docstring): `None` for each image's predicted
+            class, a class index, one index per image, an output name, an `(output name,
+            index)` pair, or a callable on the outputs returning one score per image.
+        class_index: The earlier name of `target`.
 
     Returns:
         Float32 heatmaps `[n, h, w]` in `[0, 1]` at the input's size; for a list of `images`, a
@@ -105,7 +114,8 @@ def gradcam(model, images, layer=None, class_index=None):
 
     Raises:
         ValueError: If `images` do not fit the model, `layer` is not a conv layer of the model
-            with the input's rank (Conv2D-like for images), or `class_index` is out of range.
+            with the input's rank (Conv2D-like for images), or `target` is not a target of the
+            model's head (the message names the output and what it supports).
 
     Example:
         >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
@@ -114,60 +124,72 @@ def gradcam(model, images, layer=None, class_index=None):
         >>> maps.shape, bool(maps.min() >= 0 and maps.max() <= 1)
         ((5, 8, 8), True)
     """
-    return _cam(model, images, layer, class_index, plus_plus=False)
+    target, argument = _target_argument(target, class_index)
+    return _cam(model, images, layer, target, argument, plus_plus=False)
 
 
-def gradcam_plus_plus(model, images, layer=None, class_index=None):
+def gradcam_plus_plus(model, images, layer=None, target=None, *, class_index=None):
     """Grad-CAM++ heatmaps: Grad-CAM with per-position gradient weights.
 
     Args:
-        model: A built Keras model whose first output holds one score per class.
+        model: A built Keras model.
         images: Images `[n, h, w, channels]`, or a list with one array per model input.
         layer: The conv layer to read; `None` picks the last conv layer reading the images. A
             list with one entry per image input for several image inputs.
-        class_index: `None` for each image's predicted class, an int, or one int per image.
+        target: What to explain, as in `gradcam`.
+        class_index: The earlier name of `target`.
 
     Returns:
         Float32 heatmaps `[n, h, w]` in `[0, 1]`; for a list of `images`, a list aligned with it.
 
     Raises:
         ValueError: If `images` do not fit the model, `layer` is not a conv layer of the model
-            with the input's rank, or `class_index` is out of range.
+            with the input's rank, or `target` is not a target of the model's head.
 
     Example:
         >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
         ...                           keras.layers.Flatten(), keras.layers.Dense(2)])
-        >>> gradcam_plus_plus(model, np.random.rand(2, 8, 8, 3), class_index=1).shape
+        >>> gradcam_plus_plus(model, np.random.rand(2, 8, 8, 3), target=1).shape
         (2, 8, 8)
     """
-    return _cam(model, images, layer, class_index, plus_plus=True)
+    target, argument = _target_argument(target, class_index)
+    return _cam(model, images, layer, target, argument, plus_plus=True)
 
 
 def smoothgrad(
-    model, images, class_index=None, samples=DEFAULT_SMOOTHGRAD_SAMPLES, noise=0.15, *, seed=0
+    model,
+    images,
+    target=None,
+    samples=DEFAULT_SMOOTHGRAD_SAMPLES,
+    noise=0.15,
+    *,
+    seed=0,
+    class_index=None,
 ):
-    """SmoothGrad saliency: the pixel gradient of the class score, averaged over noisy copies.
+    """SmoothGrad saliency: the pixel gradient of the target's score, averaged over noisy copies.
 
     The map of a pixel is the absolute averaged gradient summed over its channels, clipped at
     the image's 99th percentile so that a few extreme pixels do not wash out the rest.
 
     Args:
-        model: A built Keras model whose first output holds one score per class.
+        model: A built Keras model.
         images: Images `[n, h, w, channels]`, or a list with one array per model input (noise is
             added to the image inputs only).
-        class_index: `None` for each image's predicted class (on the clean image), an int, or
-            one int per image.
+        target: What to explain, as in `gradcam` (`None`: each image's predicted class on the
+            clean image).
         samples: Noisy copies per image.
         noise: The noise's standard deviation as a fraction of each image's value range
             (the paper finds 0.1-0.2 best).
-        seed: Seed of the noise; the same seed gives the same maps.
+        seed: Seed of the noise; the same seed gives the same maps (on one backend: each
+            backend draws its own noise).
+        class_index: The earlier name of `target`.
 
     Returns:
         Float32 heatmaps `[n, h, w]` in `[0, 1]`; for a list of `images`, a list aligned with it.
 
     Raises:
-        ValueError: If `images` do not fit the model, `class_index` is out of range, `samples`
-            is not a positive integer or `noise` is negative.
+        ValueError: If `images` do not fit the model, `target` is not a target of the model's
+            head, `samples` is not a positive integer or `noise` is negative.
 
     Example:
         >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
@@ -175,38 +197,105 @@ def smoothgrad(
         >>> smoothgrad(model, np.random.rand(3, 8, 8, 3), samples=4).shape
         (3, 8, 8)
     """
+    target, argument = _target_argument(target, class_index)
     samples = checks.integer("samples", samples, minimum=1)
     noise = checks.number("noise", noise, at_least=0)
+    seed = checks.integer("seed", seed)
     arrays, multi = check_images(model, images), isinstance(images, list | tuple)
-    classes = _class_indices(model, arrays, class_index)
+    checked = check_target(model, arrays, target, argument=argument)
     specs = _specs(arrays)
-    fn = _cached(model, ("smoothgrad", specs), lambda ref: _build_smoothgrad(ref, specs))
-    grads = fn(
-        tuple(tf.constant(a) for a in arrays),
-        tf.constant(classes),
-        tf.constant(int(samples)),
-        tf.constant(float(noise)),
-        tf.constant(int(seed), tf.int32),
+    key = ("smoothgrad", _shape_key(arrays), checked.key)
+    fn = _cached(model, key, lambda ref: _build_smoothgrad(ref, checked, specs))
+    grads = _call(
+        fn,
+        arrays,
+        _ids(checked, len(arrays[0])),
+        ops.convert_to_tensor(int(samples), "int32"),
+        ops.convert_to_tensor(float(noise), "float32"),
+        ops.convert_to_tensor(int(seed) % 2**31, "int32"),
     )
     image_inputs = [i for i, a in enumerate(arrays) if _spatial(a)]
     maps: list = [None] * len(arrays)
     for i, g in zip(image_inputs, grads, strict=True):
-        maps[i] = _percentile_normalize(g.numpy())
+        maps[i] = _percentile_normalize(g)
     return maps if multi else maps[0]
 
 
-def predicted_classes(model, images) -> tuple[np.ndarray, np.ndarray]:
-    """Each image's predicted class and the model's confidence in it.
+def check_target(model, images, target=None, *, argument: str = "target") -> heads.Target:
+    """Checks `target` against `model`'s head for `images` (see `tb_cnnviz.heads.check_target`).
 
-    The confidence is the predicted class's probability: the output itself when it is already a
-    probability distribution (a final softmax), otherwise the softmax of the output (logits).
+    Reads the output's size from the model, or from a one-image forward pass where the model
+    cannot tell it (subclassed models).
 
     Args:
-        model: A Keras model whose first output holds one score per class.
+        model: A built Keras model.
         images: Images, or a list with one array per model input.
+        target: As in `gradcam`.
+        argument: The argument's name, for messages.
+
+    Returns:
+        A `tb_cnnviz.heads.Target`.
+
+    Raises:
+        ValueError: If `target` is not a target of the model's head; the message names the
+            output and what it supports.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((4,)),
+        ...     keras.layers.Dense(1, activation="sigmoid", name="p")])
+        >>> check_target(model, np.zeros((2, 4)), 1).head.kind
+        'binary'
+    """
+    arrays, _ = _as_arrays(images)
+    return heads.check_target(
+        model, target, len(arrays[0]), units=_first_units(model, arrays), argument=argument
+    )
+
+
+def predictions(model, images, output=None) -> tuple[heads.Head, dict]:
+    """What the model predicts for each image, read as its head says.
+
+    Args:
+        model: A Keras model.
+        images: Images, or a list with one array per model input.
+        output: The output's name or position; `None` for the first.
+
+    Returns:
+        `(head, predictions)`: the `tb_cnnviz.heads.Head` and
+        `tb_cnnviz.heads.predictions`' dict (`predicted`, `confidence`, `value`).
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((4,)),
+        ...     keras.layers.Dense(1, activation="sigmoid", name="p")])
+        >>> head, p = predictions(model, np.zeros((2, 4)))
+        >>> head.kind, p["predicted"].tolist(), p["confidence"].tolist()
+        ('binary', [0, 0], [0.5, 0.5])
+    """
+    arrays, _ = _as_arrays(images)
+    outputs = model(_model_inputs(arrays), training=False)
+    units = _units(keras.tree.flatten(outputs)[0])
+    head = heads.read(model, output, units=units if output is None else None)
+    return head, heads.predictions(head, outputs)
+
+
+def predicted_classes(model, images, output=None) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's predicted class and the model's confidence in it.
+
+    The class and confidence are read as the output's head says (`tb_cnnviz.heads`): a
+    softmax's most probable class and its probability; a binary sigmoid's class 1 where its
+    probability is above 0.5, else 0, with the probability of that class; a multi-label
+    output's most probable label and that label's own probability.
+
+    Args:
+        model: A Keras model.
+        images: Images, or a list with one array per model input.
+        output: The output's name or position; `None` for the first.
 
     Returns:
         `(classes, confidence)`: int64 `[n]` and float32 `[n]`.
+
+    Raises:
+        ValueError: If the output is a regression, which has no classes.
 
     Example:
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
@@ -214,31 +303,32 @@ def predicted_classes(model, images) -> tuple[np.ndarray, np.ndarray]:
         >>> classes.tolist(), [round(float(c), 3) for c in confidence]
         ([0, 0], [0.333, 0.333])
     """
-    arrays, _ = _as_arrays(images)
-    scores = _first_output(model(_model_inputs(arrays), training=False))
-    scores = np.asarray(keras.ops.convert_to_numpy(scores), np.float64).reshape(len(arrays[0]), -1)
-    is_distribution = (
-        scores.min() >= 0 and scores.max() <= 1 and np.allclose(scores.sum(-1), 1, atol=1e-3)
-    )
-    if not is_distribution:
-        shifted = np.exp(scores - scores.max(-1, keepdims=True))
-        scores = shifted / shifted.sum(-1, keepdims=True)
-    classes = scores.argmax(-1)
-    return classes.astype(np.int64), scores[np.arange(len(classes)), classes].astype(np.float32)
+    head, p = predictions(model, images, output)
+    if p["predicted"] is None:
+        raise ValueError(
+            f"The output {head.describe()} is a regression: it has no predicted class. "
+            f"Supported: softmax, binary and multi-label sigmoid outputs."
+        )
+    return p["predicted"], p["confidence"]
 
 
-def num_classes(model, images) -> int:
-    """The number of classes of the model's first output.
+def num_classes(model, images, output=None) -> int:
+    """The number of classes of the model's first output (or of `output`).
 
-    Read from the model's output shape, or from a one-image forward pass when the shape is not
-    known in advance (subclassed models).
+    A softmax output has one class per unit, a binary sigmoid unit two (0 and 1), a
+    multi-label output one label per unit. Read from the model's output shape, or from a
+    one-image forward pass when the shape is not known in advance (subclassed models).
 
     Args:
-        model: A Keras model whose first output holds one score per class.
+        model: A Keras model.
         images: Images, or a list with one array per model input (one image is enough).
+        output: The output's name or position; `None` for the first.
 
     Returns:
-        The size of the output's last axis.
+        The number of classes.
+
+    Raises:
+        ValueError: If the output is a regression, which has no classes.
 
     Example:
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
@@ -246,14 +336,13 @@ def num_classes(model, images) -> int:
         3
     """
     arrays, _ = _as_arrays(images)
-    try:
-        outputs = model.outputs
-    except AttributeError:
-        outputs = None
-    if outputs and outputs[0].shape[-1] is not None:
-        return int(outputs[0].shape[-1])
-    sample = _model_inputs([a[:1] for a in arrays])
-    return int(_first_output(model(sample, training=False)).shape[-1])
+    head = heads.read(model, output, units=_first_units(model, arrays) if output is None else None)
+    if head.classes is None:
+        raise ValueError(
+            f"The output {head.describe()} is a regression: it has no classes. "
+            f"Supported: softmax, binary and multi-label sigmoid outputs."
+        )
+    return head.classes
 
 
 def check_images(model, images, argument: str = "images") -> list[np.ndarray]:
@@ -375,55 +464,78 @@ def gradcam_layers(model, images, layer=None) -> list[str | None]:
 # -- Grad-CAM and Grad-CAM++ ---------------------------------------------------------------------
 
 
-def _cam(model, images, layer, class_index, *, plus_plus):
+def _cam(model, images, layer, target, argument, *, plus_plus):
     arrays, multi = check_images(model, images), isinstance(images, list | tuple)
     paths = gradcam_layers(model, arrays, layer)
+    checked = check_target(model, arrays, target, argument=argument)
+    probe = _probe(model, arrays)
     by_path = dict(layer_lib.all_layers(model))
-    targets = tuple((i, by_path[p]) for i, p in enumerate(paths) if p is not None)
-    classes = _class_indices(model, arrays, class_index)
+    targets = []
+    for i, path in enumerate(paths):
+        if path is None:
+            continue
+        if path not in probe["feeding"]:
+            raise ValueError(
+                f"layer: {path!r} does not lead to the model's output, so Grad-CAM cannot read "
+                f"it. Received: layer={layer!r}"
+            )
+        targets.append((i, by_path[path]))
+    shapes = {id(by_path[p]): probe["shapes"][p] for p in paths if p is not None}
     specs = _specs(arrays)
-    key = ("cam", plus_plus, specs, tuple((i, id(t)) for i, t in targets))
-    fn = _cached(model, key, lambda ref: _build_cam(ref, targets, plus_plus, specs))
-    results = fn(tuple(tf.constant(a) for a in arrays), tf.constant(classes))
+    key = (
+        "cam",
+        plus_plus,
+        _shape_key(arrays),
+        tuple((i, id(t)) for i, t in targets),
+        checked.key,
+    )
+    fn = _cached(
+        model, key, lambda ref: _build_cam(ref, targets, shapes, checked, plus_plus, specs)
+    )
+    results = _call(fn, arrays, _ids(checked, len(arrays[0])))
     maps: list = [None] * len(arrays)
     for (i, _), m in zip(targets, results, strict=True):
-        maps[i] = np.clip(m.numpy(), 0.0, 1.0)
+        maps[i] = np.clip(m, 0.0, 1.0)
     return maps if multi else maps[0]
 
 
-def _build_cam(model_ref, targets, plus_plus, specs):
+def _build_cam(model_ref, targets, shapes, checked, plus_plus, specs):
     layer_refs = [(i, weakref.ref(t)) for i, t in targets]
 
-    def run(inputs, classes):
+    def run(inputs, ids):
         model = model_ref()
         chosen = [(i, ref()) for i, ref in layer_refs]
         unique = list({id(t): t for _, t in chosen}.values())
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
-            with layer_lib.capture_outputs(unique) as captured, heads.logits(model):
+        n = ops.shape(inputs[0])[0]
+        zeros = tuple(ops.zeros((n, *shapes[id(t)]), "float32") for t in unique)
+
+        def forward(deltas, inputs, ids):
+            add = {id(t): d for t, d in zip(unique, deltas, strict=True)}
+            with layer_lib.capture_outputs(unique, add=add) as captured, heads.logits(model):
                 outputs = model(_model_inputs(inputs), training=False)
-            score = _score(outputs, classes)
-            acts = [captured[id(t)] for _, t in chosen]
-        grads = tape.gradient(score, acts)
+            acts = tuple(captured[id(t)] for t in unique)
+            # The images of a batch are independent at inference, so the gradient of the sum is
+            # each image's own gradient.
+            return ops.sum(heads.score(checked, outputs, ids)), acts
+
+        (_, acts), grads = backend.value_and_grad(forward)(zeros, inputs, ids)
+        found = {id(t): (a, g) for t, a, g in zip(unique, acts, grads, strict=True)}
         maps = []
-        for (i, conv), a, g in zip(chosen, acts, grads, strict=True):
-            if g is None:
-                raise ValueError(
-                    f"layer: {conv.name!r} does not lead to the model's output, so Grad-CAM "
-                    f"cannot read it. Received: layer={conv.name!r}"
-                )
-            a, g = tf.cast(a, tf.float32), tf.cast(g, tf.float32)
-            rank = a.shape.rank
+        for i, conv in chosen:
+            a, g = (ops.cast(v, "float32") for v in found[id(conv)])
+            rank = len(a.shape)
             if getattr(conv, "data_format", "channels_last") == "channels_first":
-                perm = [0, *range(2, rank), 1]
-                a, g = tf.transpose(a, perm), tf.transpose(g, perm)
-            spatial = list(range(1, rank - 1))
-            weights = _plus_plus_weights(a, g) if plus_plus else tf.reduce_mean(g, axis=spatial)
-            cam = tf.nn.relu(tf.reduce_sum(a * weights[:, *([None] * len(spatial)), :], -1))
-            maps.append(_scale_to_unit(_resize(cam, tf.shape(inputs[i])[1:-1])))
+                perm = (0, *range(2, rank), 1)
+                a, g = ops.transpose(a, perm), ops.transpose(g, perm)
+            spatial = tuple(range(1, rank - 1))
+            weights = _plus_plus_weights(a, g) if plus_plus else ops.mean(g, axis=spatial)
+            weights = ops.reshape(weights, (-1, *[1] * len(spatial), a.shape[-1]))
+            cam = ops.relu(ops.sum(a * weights, axis=-1))
+            maps.append(_scale_to_unit(_resize(cam, tuple(inputs[i].shape[1:-1]))))
         return tuple(maps)
 
-    return compiled.function(run, input_signature=[specs, _CLASSES], autograph=False)
+    signature = [specs, backend.tensor_spec([None], "int32")]
+    return backend.compile(run, model_ref().variables, input_signature=signature)
 
 
 def _plus_plus_weights(a, g):
@@ -435,78 +547,87 @@ def _plus_plus_weights(a, g):
     gradients: without it a weakly active channel gets a weight near 1 / mean(activation), as
     large as the strongest evidence, and background texture floods the map.
     """
-    spatial = list(range(1, a.shape.rank - 1))
-    g2, g3 = tf.square(g), g * tf.square(g)
-    denominator = 2.0 * g2 + tf.reduce_sum(a, axis=spatial, keepdims=True) * g3
+    spatial = tuple(range(1, len(a.shape) - 1))
+    g2 = ops.square(g)
+    g3 = g * g2
+    denominator = 2.0 * g2 + ops.sum(a, axis=spatial, keepdims=True) * g3
     # Where the gradient is zero the coefficient is 0/0; the paper sets it to 0.
-    alpha = tf.math.divide_no_nan(g2, denominator)
-    alpha = tf.math.divide_no_nan(alpha, tf.reduce_sum(alpha, axis=spatial, keepdims=True))
-    return tf.reduce_sum(alpha * tf.nn.relu(g), axis=spatial)
+    alpha = ops.divide_no_nan(g2, denominator)
+    alpha = ops.divide_no_nan(alpha, ops.sum(alpha, axis=spatial, keepdims=True))
+    return ops.sum(alpha * ops.relu(g), axis=spatial)
 
 
 def _resize(maps, size):
     """Bilinear resize of `[n, *spatial]` maps with 1 to 3 spatial dimensions to `size`."""
-    rank = maps.shape.rank - 1
+    rank = len(maps.shape) - 1
+
+    def resize(images, to):
+        return ops.image.resize(images, to, interpolation="bilinear", data_format="channels_last")
+
     if rank == 1:
-        grid = tf.image.resize(maps[:, :, None, None], tf.stack([size[0], 1]))
-        return grid[:, :, 0, 0]
+        return resize(maps[:, :, None, None], (size[0], 1))[:, :, 0, 0]
     if rank == 2:
-        return tf.image.resize(maps[..., None], size)[..., 0]
+        return resize(maps[..., None], size)[..., 0]
     # 3-D: height and width slice by slice, then depth with height x width flattened.
-    n, depth, height, width = tf.unstack(tf.shape(maps))
-    slices = tf.image.resize(tf.reshape(maps, tf.stack([n * depth, height, width, 1])), size[1:])
+    depth, height, width = maps.shape[1:]
+    slices = resize(ops.reshape(maps, (-1, height, width, 1)), size[1:])
     area = size[1] * size[2]
-    columns = tf.reshape(slices, tf.stack([n, depth, area, 1]))
-    columns = tf.image.resize(columns, tf.stack([size[0], area]))
-    return tf.reshape(columns, tf.concat([[n], size], axis=0))
+    columns = resize(ops.reshape(slices, (-1, depth, area, 1)), (size[0], area))
+    return ops.reshape(columns, (-1, *size))
 
 
 # -- SmoothGrad ----------------------------------------------------------------------------------
 
 
-def _build_smoothgrad(model_ref, specs):
-    scalar = tf.TensorSpec([], tf.int32)
-    signature = [specs, _CLASSES, scalar, tf.TensorSpec([], tf.float32), scalar]
+def _build_smoothgrad(model_ref, checked, specs):
+    scalar = backend.tensor_spec([], "int32")
+    signature = [
+        specs,
+        backend.tensor_spec([None], "int32"),
+        scalar,
+        backend.tensor_spec([], "float32"),
+        scalar,
+    ]
 
-    def run(inputs, classes, samples, noise, seed):
+    def run(inputs, ids, samples, noise, seed):
         model = model_ref()
-        image_inputs = [i for i, x in enumerate(inputs) if x.shape.rank in (3, 4, 5)]
-        with heads.logits(model):
-            clean = _first_output(model(_model_inputs(inputs), training=False))
-        classes = tf.where(classes < 0, tf.argmax(clean, -1, output_type=tf.int32), classes)
+        image_inputs = [i for i, x in enumerate(inputs) if len(x.shape) in (3, 4, 5)]
+        if checked.fn is None:  # each image's own class, as the clean image shows it
+            with heads.logits(model):
+                clean = model(_model_inputs(inputs), training=False)
+            ids = heads.resolve_ids(checked, clean, ids)
         # The noise scales with each image's own value range, as in the paper.
         sigma = []
         for x in (inputs[i] for i in image_inputs):
-            axes = list(range(1, x.shape.rank))
-            span = tf.reduce_max(x, axes, keepdims=True) - tf.reduce_min(x, axes, keepdims=True)
+            axes = tuple(range(1, len(x.shape)))
+            span = ops.max(x, axes, keepdims=True) - ops.min(x, axes, keepdims=True)
             sigma.append(noise * span)
 
-        def one_sample(step, total):
-            noisy = list(inputs)
+        def forward(watched, inputs, ids):
+            full = list(inputs)
             for k, i in enumerate(image_inputs):
-                pair = tf.stack([seed, step * len(image_inputs) + k])
-                noisy[i] = inputs[i] + sigma[k] * tf.random.stateless_normal(
-                    tf.shape(inputs[i]), pair
-                )
-            watched = [noisy[i] for i in image_inputs]
-            with tf.GradientTape() as tape:
-                tape.watch(watched)
-                with heads.logits(model):
-                    score = _score(model(_model_inputs(noisy), training=False), classes)
-            grads = tape.gradient(score, watched)
-            total = tuple(
-                t if g is None else t + tf.cast(g, tf.float32)
-                for t, g in zip(total, grads, strict=True)
-            )
-            return step + 1, total
+                full[i] = watched[k]
+            with heads.logits(model):
+                outputs = model(_model_inputs(full), training=False)
+            return ops.sum(heads.score(checked, outputs, ids)), None
 
-        zeros = tuple(tf.zeros_like(inputs[i]) for i in image_inputs)
-        _, total = tf.while_loop(lambda step, _: step < samples, one_sample, (0, zeros))
-        count = tf.cast(samples, tf.float32)
-        return tuple(tf.reduce_sum(tf.abs(t / count), axis=-1) for t in total)
+        gradient = backend.value_and_grad(forward)
 
-    # autograph=False: the loop is an explicit tf.while_loop.
-    return compiled.function(run, input_signature=signature, autograph=False)
+        def one_sample(step, total):
+            noisy = []
+            for k, i in enumerate(image_inputs):
+                pair = ops.stack([seed, step * len(image_inputs) + k])
+                draw = backend.stateless_normal(ops.shape(inputs[i]), pair)
+                noisy.append(inputs[i] + sigma[k] * draw)
+            _, grads = gradient(tuple(noisy), tuple(inputs), ids)
+            return tuple(t + ops.cast(g, "float32") for t, g in zip(total, grads, strict=True))
+
+        zeros = tuple(ops.zeros_like(inputs[i]) for i in image_inputs)
+        total = ops.fori_loop(0, samples, one_sample, zeros)
+        count = ops.cast(samples, "float32")
+        return tuple(ops.sum(ops.abs(t / count), axis=-1) for t in total)
+
+    return backend.compile(run, model_ref().variables, input_signature=signature)
 
 
 def _percentile_normalize(maps: np.ndarray) -> np.ndarray:
@@ -518,23 +639,40 @@ def _percentile_normalize(maps: np.ndarray) -> np.ndarray:
 # -- shared machinery ----------------------------------------------------------------------------
 
 
-def _score(outputs, classes):
-    """Each image's score for its class; `classes < 0` means the predicted class."""
-    scores = tf.cast(_first_output(outputs), tf.float32)
-    predicted = tf.argmax(scores, -1, output_type=tf.int32)
-    classes = tf.where(classes < 0, predicted, classes)
-    # The images of a batch are independent at inference, so the gradient of the sum is each
-    # image's own gradient.
-    return tf.reduce_sum(tf.gather(scores, classes, axis=1, batch_dims=1))
+def _target_argument(target, class_index):
+    """`(target, its argument's name)` from `target=` or its earlier name `class_index=`."""
+    if class_index is None:
+        return target, "target"
+    if target is not None:
+        raise ValueError(
+            "target and class_index are one argument (class_index is its earlier name): give "
+            f"one. Received: target={target!r}, class_index={class_index!r}"
+        )
+    return class_index, "class_index"
+
+
+def _ids(checked: heads.Target, n: int) -> np.ndarray:
+    return checked.ids if checked.ids is not None else np.full(n, -1, np.int32)
+
+
+def _call(fn, arrays, ids, *rest) -> list[np.ndarray]:
+    """Calls a compiled function on the images padded to `backend.batch_size`; NumPy results."""
+    n = len(arrays[0])
+    size = backend.batch_size(n)
+    if size > n:
+        arrays = [np.concatenate([a, np.zeros((size - n, *a.shape[1:]), a.dtype)]) for a in arrays]
+        ids = np.concatenate([ids, np.full(size - n, -1, np.int32)])
+    out = fn(
+        tuple(ops.convert_to_tensor(a, "float32") for a in arrays),
+        ops.convert_to_tensor(ids, "int32"),
+        *rest,
+    )
+    return [backend.to_numpy(o)[:n] for o in out]
 
 
 def _scale_to_unit(maps):
-    top = tf.reduce_max(maps, axis=list(range(1, maps.shape.rank)), keepdims=True)
-    return tf.math.divide_no_nan(maps, top)
-
-
-def _first_output(outputs):
-    return tf.nest.flatten(outputs)[0] if not hasattr(outputs, "shape") else outputs
+    top = ops.max(maps, axis=tuple(range(1, len(maps.shape))), keepdims=True)
+    return ops.divide_no_nan(maps, top)
 
 
 def _spatial(array) -> int:
@@ -546,10 +684,14 @@ def _model_inputs(xs):
     return list(xs) if len(xs) > 1 else xs[0]
 
 
-def _specs(arrays) -> tuple[tf.TensorSpec, ...]:
+def _shape_key(arrays) -> tuple:
+    return tuple(tuple(a.shape[1:]) for a in arrays)
+
+
+def _specs(arrays) -> tuple:
     # Any batch size: a callback's batch changes with the number of wrong probes, and each trace
     # of a large model costs seconds.
-    return tuple(tf.TensorSpec([None, *a.shape[1:]], tf.float32) for a in arrays)
+    return tuple(backend.tensor_spec([None, *a.shape[1:]], "float32") for a in arrays)
 
 
 def _cached(model, key, build):
@@ -557,6 +699,23 @@ def _cached(model, key, build):
     if key not in entries:
         entries[key] = build(weakref.ref(model))
     return entries[key]
+
+
+def _units(tensor) -> int:
+    return int(np.prod(tensor.shape[1:])) if len(tensor.shape) > 1 else 1
+
+
+def _first_units(model, arrays) -> int:
+    """The size of the model's first output, by a one-image forward pass if the model cannot
+    tell."""
+    try:
+        units = keras.tree.flatten(model.outputs)[0].shape[-1]
+    except (AttributeError, IndexError, ValueError, TypeError):
+        units = None
+    if units is None:
+        sample = _model_inputs([a[:1] for a in arrays])
+        units = _units(keras.tree.flatten(model(sample, training=False))[0])
+    return int(units)
 
 
 def _as_arrays(images, argument: str = "images") -> tuple[list[np.ndarray], bool]:
@@ -591,43 +750,13 @@ def _input_shapes(model) -> list[tuple] | None:
     return [tuple(t.shape) for t in inputs]
 
 
-def _class_indices(model, arrays, class_index) -> np.ndarray:
-    """`class_index` as int32 `[n]`, -1 standing for the predicted class."""
-    n = len(arrays[0])
-    if class_index is None:
-        return np.full(n, -1, np.int32)
-    if isinstance(class_index, bool | float) or (
-        isinstance(class_index, np.ndarray) and not np.issubdtype(class_index.dtype, np.integer)
-    ):
-        raise ValueError(
-            f"class_index must be an int or ints. Received: class_index={class_index!r}"
-        )
-    if np.ndim(class_index) == 0:
-        classes = np.full(n, int(class_index), np.int64)
-    else:
-        classes = np.asarray(class_index).reshape(-1)
-        if not np.issubdtype(classes.dtype, np.integer) or len(classes) != n:
-            raise ValueError(
-                f"class_index must be one int, or one int per image ({n} images). "
-                f"Received: class_index={class_index!r}"
-            )
-    total = num_classes(model, arrays)
-    bad = (classes < 0) | (classes >= total)
-    if bad.any():
-        raise ValueError(
-            f"class_index must be a class of the model's output, in 0..{total - 1}. "
-            f"Received: class_index={class_index!r}"
-        )
-    return classes.astype(np.int32)
-
-
 def _last_conv_reading(model, arrays, input_index, convs) -> str | None:
     """The last conv layer (model order) of the input's rank that reads it and feeds the output.
 
     Layers that read only this input are preferred over layers after a merge. `None` when no
     conv layer reads the input.
     """
-    reach = _conv_reach(model, arrays, convs)
+    reach = _probe(model, arrays)["reach"]
     rank = _spatial(arrays[input_index])
     fitting = [(p, c) for p, c in convs if c.rank == rank and input_index in reach.get(p, ())]
     only = [p for p, _ in fitting if reach[p] == {input_index}]
@@ -636,39 +765,63 @@ def _last_conv_reading(model, arrays, input_index, convs) -> str | None:
     return None
 
 
-def _conv_reach(model, arrays, convs) -> dict[str, set[int]]:
-    """For each conv layer that feeds the output, the inputs it reads. Cached per model.
+def _probe(model, arrays) -> dict:
+    """What a forward pass shows about the conv layers: cached per model and input shapes.
 
-    One one-image forward and backward pass finds the layers that feed the output (their output
-    gets a gradient); for several inputs, one forward-mode pass per input finds which of them
-    each layer reads.
+    `shapes`: each called conv layer's output shape per image. `feeding`: the conv layers
+    whose output the model's outputs depend on (a nonzero gradient of a weighted sum of the
+    logits, one backward pass). `reach`: for each feeding layer, the image inputs it reads (its
+    output changes when noise is added to that input; one forward pass per input).
     """
-    key = ("reach", tuple(a.shape[1:] for a in arrays))
+    key = ("probe", _shape_key(arrays))
     entries = _CACHE.setdefault(model, {})
     if key in entries:
         return entries[key]
-    xs = [tf.constant(a[:1]) for a in arrays]
-    layers = [c for _, c in convs]
-    with tf.GradientTape() as tape:
-        tape.watch(xs)
-        with layer_lib.capture_outputs(layers) as captured:
-            out = _first_output(model(_model_inputs(xs), training=False))
-        total = tf.reduce_sum(tf.cast(out, tf.float32))
-    called = [(p, c) for p, c in convs if id(c) in captured]
-    grads = tape.gradient(total, [captured[id(c)] for _, c in called])
-    feeding = [(p, c) for (p, c), g in zip(called, grads, strict=True) if g is not None]
-    reach = {p: {0} for p, _ in feeding}
+    convs = layer_lib.conv_layers(model)
+    layers = list({id(c): c for _, c in convs}.values())
+    xs = [ops.convert_to_tensor(a[:2]) for a in arrays]
+    with keras.StatelessScope(), layer_lib.capture_outputs(layers) as seen:
+        model(_model_inputs(xs), training=False)
+    called = [(p, c) for p, c in convs if id(c) in seen]
+    unique = list({id(c): c for _, c in called}.values())
+    before = {id(c): backend.to_numpy(seen[id(c)]) for c in unique}
+
+    def total(deltas):
+        add = {id(c): d for c, d in zip(unique, deltas, strict=True)}
+        with layer_lib.capture_outputs(unique, add=add), heads.logits(model):
+            outputs = model(_model_inputs(xs), training=False)
+        value = 0.0
+        for out in keras.tree.flatten(outputs):
+            flat = ops.reshape(ops.cast(out, "float32"), (ops.shape(out)[0], -1))
+            # Distinct weights per unit, so that no sum of the outputs is constant.
+            value = value + ops.sum(flat * (1.0 + ops.arange(flat.shape[-1], dtype="float32")))
+        return value, None
+
+    zeros = tuple(ops.zeros(before[id(c)].shape, "float32") for c in unique)
+    with keras.StatelessScope():
+        _, grads = backend.value_and_grad(total)(zeros)
+    live = {id(c) for c, g in zip(unique, grads, strict=True) if np.any(backend.to_numpy(g))}
+    feeding = {p for p, c in called if id(c) in live}
+    reach = {p: {0} for p in feeding}
     if len(xs) > 1:
-        reach = {p: set() for p, _ in feeding}
-        for i, x in enumerate(xs):
-            with tf.autodiff.ForwardAccumulator(x, tf.ones_like(x)) as accumulator:
-                with layer_lib.capture_outputs(layers) as seen:
-                    model(_model_inputs(xs), training=False)
-            for p, c in feeding:
-                if accumulator.jvp(seen[id(c)]) is not None:
+        reach = {p: set() for p in feeding}
+        rng = np.random.default_rng(0)
+        for i, a in enumerate(arrays):
+            if not _spatial(a):
+                continue
+            changed = list(xs)
+            noise = rng.normal(0.0, 1.0 + float(np.ptp(a)), a[:2].shape)
+            changed[i] = ops.convert_to_tensor((a[:2] + noise).astype(np.float32))
+            with keras.StatelessScope(), layer_lib.capture_outputs(layers) as after:
+                model(_model_inputs(changed), training=False)
+            for p, c in called:
+                if p in feeding and not np.array_equal(
+                    backend.to_numpy(after[id(c)]), before[id(c)]
+                ):
                     reach[p].add(i)
-    entries[key] = reach
-    return reach
+    shapes = {p: tuple(int(s) for s in before[id(c)].shape[1:]) for p, c in called}
+    entries[key] = {"shapes": shapes, "feeding": feeding, "reach": reach}
+    return entries[key]
 
 
 #: The attribution methods by name, as the `Attribution` callback's `methods` accepts them.

@@ -8,7 +8,7 @@ path or, when unique, by its plain name.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -226,11 +226,18 @@ def kernel_for_display(layer: keras.layers.Layer) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def capture_outputs(layers: Sequence[keras.layers.Layer]) -> Iterator[dict[int, object]]:
+def capture_outputs(
+    layers: Sequence[keras.layers.Layer], *, add: Mapping[int, object] | None = None
+) -> Iterator[dict[int, object]]:
     """Records the outputs of `layers` during forward passes run inside the block.
 
     Works for layers nested in sub-models and in subclassed models, where a Functional
     sub-model cannot reach the layer. The dict is keyed by `id(layer)` and holds the last output.
+
+    `add` maps `id(layer)` to a tensor added to that layer's output (cast to its dtype) before
+    the rest of the model reads it: differentiating with respect to a zero tensor added so gives
+    the gradient with respect to the layer's output on every backend (JAX cannot differentiate
+    with respect to an intermediate tensor otherwise).
 
     Example:
         >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c1")])
@@ -244,7 +251,9 @@ def capture_outputs(layers: Sequence[keras.layers.Layer]) -> Iterator[dict[int, 
     try:
         for layer in layers:
             # Bypass Keras' attribute tracking: this is a temporary instance override.
-            object.__setattr__(layer, "call", _recording_call(layer.call, id(layer), captured))
+            extra = None if add is None else add.get(id(layer))
+            call = _recording_call(layer.call, id(layer), captured, extra)
+            object.__setattr__(layer, "call", call)
             hooked.append(layer)
         yield captured
     finally:
@@ -252,9 +261,11 @@ def capture_outputs(layers: Sequence[keras.layers.Layer]) -> Iterator[dict[int, 
             object.__delattr__(layer, "call")
 
 
-def _recording_call(original, key: int, captured: dict):
+def _recording_call(original, key: int, captured: dict, extra=None):
     def call(*args, **kwargs):
         out = original(*args, **kwargs)
+        if extra is not None:
+            out = out + keras.ops.cast(extra, out.dtype)
         captured[key] = out
         return out
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from tb_cnnviz import backend, summary
 from tb_cnnviz import budget as budget_lib
 from tb_cnnviz import layers as layer_lib
-from tb_cnnviz import summary
 
 from .base import VizCallback, check_probe_images
 
@@ -102,7 +102,7 @@ class FeatureMaps(VizCallback):
         out = self._outputs.get(id(layer))
         if out is None:
             raise RuntimeError("the layer was not called by the model's forward pass")
-        acts = np.asarray(out, dtype=np.float32)
+        acts = np.asarray(backend.to_numpy(out), dtype=np.float32)
         if getattr(layer, "data_format", "channels_last") == "channels_first":
             acts = np.moveaxis(acts, 1, -1)
         summary.feature_maps(

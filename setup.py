@@ -45,6 +45,9 @@ setup(
     extras_require={
         "tensorflow-cpu": ["tensorflow-cpu>=2.21,<3"],
         "tensorflow": ["tensorflow>=2.21,<3"],
+        # Keras 3 on JAX or PyTorch: writing needs no TensorFlow (TensorBoard's own writer).
+        "jax": ["jax>=0.4.30", "keras>=3.0"],
+        "torch": ["torch>=2.1", "keras>=3.0"],
         "test": [
             "pytest>=8",
             "hypothesis>=6",

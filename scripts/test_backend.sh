@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The core suite of tb-cnnviz on another Keras backend: bash scripts/test_backend.sh jax|torch
+#
+# The core suite is what draws and writes: the callbacks in real fit() calls (one read back
+# through the real plugin), the summary functions, activation maximization and attribution.
+# Tests that need TensorFlow itself (tf.function, tf.summary writers, Keras' TensorBoard
+# callback) are marked `tensorflow` and skip. TensorFlow stays hidden from the run
+# (TB_CNNVIZ_HIDE_TENSORFLOW, tests/conftest.py), so anything that still needs it fails.
+#
+#   jax    runs in .venv (which `scripts/test.sh` makes), adding JAX to it if missing.
+#   torch  runs in .venv-torch, made here with PyTorch's CPU build: `pip install torch==2.13.0`
+#          takes the CPU wheel where one lies on the machine's disk; elsewhere pass
+#          TORCH_SPEC (for example "torch --index-url https://download.pytorch.org/whl/cpu").
+#          PyTorch is not part of scripts/test.sh: its PyPI wheel pulls gigabytes of CUDA
+#          libraries, more than the CI's time allows.
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+backend=${1:?usage: scripts/test_backend.sh jax|torch [pytest args]}
+shift
+python=${PYTHON:-python3}
+case "$backend" in
+  jax)
+    venv=.venv
+    [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+    "$venv/bin/python" -c "import jax" 2>/dev/null ||
+      "$venv/bin/python" -m pip install --quiet -e ".[tensorflow-cpu,jax,test]"
+    ;;
+  torch)
+    venv=.venv-torch
+    [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+    if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+      # shellcheck disable=SC2086  # TORCH_SPEC may hold options
+      "$venv/bin/python" -m pip install --quiet ${TORCH_SPEC:-torch==2.13.0}
+    fi
+    "$venv/bin/python" -m pip install --quiet -e ".[test]"
+    ;;
+  *)
+    echo "unknown backend: $backend (jax or torch; TensorFlow runs in scripts/test.sh)" >&2
+    exit 2
+    ;;
+esac
+
+KERAS_BACKEND=$backend TB_CNNVIZ_HIDE_TENSORFLOW=1 "$venv/bin/python" -m pytest \
+  --doctest-modules -p no:cacheprovider \
+  tb_cnnviz/backend.py tb_cnnviz/events.py tb_cnnviz/summary.py \
+  tests/test_callbacks.py tests/test_actmax.py tests/test_attribution.py "$@"

@@ -557,3 +557,57 @@ def test_cnnviz_includes_attribution_only_with_probe_images(tmp_path):
     [added] = [c for c in with_probes.callbacks if isinstance(c, Attribution)]
     assert added.freq == 3 and added.labels.tolist() == [0, 1]
     assert not any(isinstance(c, Attribution) for c in CNNViz(tmp_path).callbacks)
+
+
+# -- every backend -------------------------------------------------------------------------------
+
+#: Runs in a fresh interpreter with KERAS_BACKEND set: the model from its JSON and .npz weights,
+#: then Grad-CAM and Grad-CAM++ of each image's predicted class and of class 0.
+BACKEND_SCRIPT = """
+import sys, numpy as np, keras
+from tb_cnnviz import attribution
+folder = sys.argv[1]
+model = keras.models.model_from_json(open(folder + "/model.json").read())
+weights = np.load(folder + "/weights.npz")
+model.set_weights([weights[f"arr_{i}"] for i in range(len(weights.files))])
+x = np.load(folder + "/images.npy")
+np.savez(
+    folder + "/" + keras.backend.backend() + ".npz",
+    gradcam=attribution.gradcam(model, x),
+    plus_plus=attribution.gradcam_plus_plus(model, x),
+    class_zero=attribution.gradcam(model, x, target=0),
+)
+"""
+
+
+@pytest.mark.slow
+def test_gradcam_maps_agree_on_tensorflow_and_jax_within_1e_3(tmp_path):
+    """The same weights give the same Grad-CAM and Grad-CAM++ maps on TF and JAX (<= 1e-3)."""
+    import os
+    import subprocess
+    import sys
+
+    model = quadrant_model(seed=3)
+    model.fit(*quadrant_images(256, seed=3), epochs=1, verbose=0)  # weights off their init
+    (tmp_path / "model.json").write_text(model.to_json())
+    np.savez(tmp_path / "weights.npz", *model.get_weights())
+    np.save(tmp_path / "images.npy", quadrant_images(6, seed=4)[0])
+    maps = {}
+    for name in ("tensorflow", "jax"):
+        env = {**os.environ, "KERAS_BACKEND": name}
+        done = subprocess.run(
+            [sys.executable, "-c", BACKEND_SCRIPT, str(tmp_path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        maps[name] = np.load(tmp_path / f"{name}.npz")
+    for key in ("gradcam", "plus_plus", "class_zero"):
+        tf_maps, jax_maps = maps["tensorflow"][key], maps["jax"][key]
+        assert tf_maps.shape == jax_maps.shape == (6, SIZE, SIZE)
+        assert tf_maps.max() == pytest.approx(1.0)
+        difference = np.abs(tf_maps - jax_maps).max()
+        print(f"{key}: max |TF - JAX| = {difference:.2e}")
+        assert difference <= 1e-3

@@ -37,6 +37,7 @@ setup(
     install_requires=[
         "tensorboard>=2.21,<3",
         "numpy>=1.26",
+        "scipy>=1.11",  # tb_cnnviz.compare: linear_sum_assignment; 1.11 is the first for numpy 1.26
         "matplotlib>=3.8",
         "protobuf>=6.31.1,<8",
         "pillow>=10",

@@ -11,6 +11,7 @@ from .attribution import Attribution
 from .base import VizCallback
 from .cnnviz import CNNViz
 from .feature_maps import FeatureMaps
+from .references import References
 from .weights import FilterWeights
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "CNNViz",
     "FeatureMaps",
     "FilterWeights",
+    "References",
     "VizCallback",
 ]

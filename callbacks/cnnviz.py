@@ -14,6 +14,7 @@ from .actmax import ActivationMaximization
 from .attribution import Attribution
 from .base import Planner, check_budget
 from .feature_maps import FeatureMaps
+from .references import References
 from .weights import FilterWeights
 
 __all__ = ["CNNViz"]
@@ -33,7 +34,11 @@ class CNNViz(keras.callbacks.Callback):
     each filter wants to see; colours decorrelated with the probe images' colour statistics when
     given), all writing into the `train` run of `log_dir`, beside `keras.callbacks.TensorBoard`'s
     scalars. For a model activation maximization cannot draw (not one image input), it drops
-    out of `callbacks` quietly for that `fit()` and the other kinds go on.
+    out of `callbacks` quietly for that `fit()` and the other kinds go on. With
+    `reference_images` (a fixed held-out batch, a few hundred images), it also logs each conv
+    layer's responses to them (`References`), from which `tb_cnnviz.compare` computes layer
+    similarity (CKA) across steps and runs, aligns filters across runs and finds each filter's
+    dataset examples.
 
     Its cost is a budget, not a side effect: by default its own time (setup and tracing
     included) stays within 5% of the time `fit()` spends training. Filter weights are drawn at
@@ -50,12 +55,18 @@ class CNNViz(keras.callbacks.Callback):
         labels: The probe images' true classes (ids or one-hot), so attribution also shows the
             true class and whether each prediction is correct.
         class_names: Names of the model's classes, shown instead of class ids.
+        reference_images: A fixed held-out batch `[n, *input_shape]` of at least 16 images (256
+            is a good size), the same for every run you want to compare; `None` (the default)
+            turns layer similarity, filter alignment and dataset examples off. Wrong shapes or
+            dtypes, or fewer than 16 images, are a `ValueError` here or before the first epoch.
         layers: Layer names or `outer/inner` paths; `None` means every conv layer.
         weights_freq: Log filter weights every this many epochs; 0 turns them off.
         feature_maps_freq: Log feature maps every this many epochs; 0 turns them off.
         attribution_freq: Log Grad-CAM heatmaps every this many epochs; 0 turns them off.
         actmax_freq: Log activation-maximization images every this many epochs; 0 turns them
             off.
+        references_freq: Log the responses to `reference_images` every this many epochs; 0
+            turns them off.
         actmax_steps: Optimization steps per logged epoch; each epoch refines the last one's
             images. To keep the cost small, activation maximization draws at most 4 layers
             (spread over the depth) and 64 filters per layer; use `ActivationMaximization`
@@ -91,10 +102,12 @@ class CNNViz(keras.callbacks.Callback):
         layers=None,
         labels=None,
         class_names=None,
+        reference_images=None,
         weights_freq=1,
         feature_maps_freq=1,
         attribution_freq=1,
         actmax_freq=1,
+        references_freq=1,
         actmax_steps=ACTMAX_STEPS,
         value_range=(0.0, 1.0),
         max_filters=256,
@@ -114,6 +127,8 @@ class CNNViz(keras.callbacks.Callback):
         self.class_names = class_names
         self.attribution_freq = attribution_freq
         self.actmax_freq = actmax_freq
+        self.reference_images = reference_images
+        self.references_freq = references_freq
         self.actmax_steps = actmax_steps
         self.value_range = value_range
         self.max_filters = max_filters
@@ -144,6 +159,10 @@ class CNNViz(keras.callbacks.Callback):
             optional=True,
         )
         self.callbacks.append(actmax)
+        if reference_images is not None:
+            self.callbacks.append(
+                References(log_dir, reference_images, freq=references_freq, layers=layers)
+            )
         self._kinds = list(self.callbacks)  # every kind, whether or not it applies to a model
         budget = budget_lib.TimeBudget(self.budget, max_bytes)
         self._planner = Planner("cnnviz", os.path.join(os.fspath(log_dir), "train"), budget)

@@ -10,7 +10,11 @@ in event files:
 * the per-step *index* blob, the first blob of every datum: versioned JSON describing the PNG
   atlases that follow it (geometry, filter ids, per-tile value ranges, per-filter statistics);
 * the per-step *plan* blob of the `"plan"` kind (tag `"<owner>/plan"`): which picture tags a
-  callback drew at that step, which it left out and why (its time budget, most often).
+  callback drew at that step, which it left out and why (its time budget, most often);
+* the *data kinds* (`DATA_KINDS`), which hold numbers for comparing runs rather than pictures:
+  the run's reference images (`"references"`, tag `REFERENCES_TAG`, written once per run) and
+  each layer's responses to them (`"responses"`, tag `"<layer>/responses"`), from which
+  `tb_cnnviz.compare` computes layer similarity (CKA), filter alignment and dataset examples.
 
 Readers meet data written by a newer version with a single warning and skip it; they never crash.
 """
@@ -26,10 +30,14 @@ from tensorboard.compat.proto import summary_pb2
 
 __all__ = [
     "ALL_POINTS",
+    "DATA_KINDS",
     "FORMAT_VERSION",
     "KINDS",
     "PLAN_KIND",
     "PLUGIN_NAME",
+    "REFERENCES_KIND",
+    "REFERENCES_TAG",
+    "RESPONSES_KIND",
     "PluginMetadata",
     "check_index",
     "create_summary_metadata",
@@ -56,6 +64,18 @@ KINDS = ("weights", "feature_maps", "actmax", "attribution")
 #: Never one of `KINDS`, so a plan tag (`"<owner>/plan"`) cannot collide with a picture tag.
 PLAN_KIND = "plan"
 
+#: The kind of a run's reference images: a fixed batch, stored once per run, that every
+#: `RESPONSES_KIND` datum of the run was computed from (identified by its content hash).
+REFERENCES_KIND = "references"
+#: The kind of a layer's responses to the reference images at a step: its centered Gram matrix
+#: (for CKA), each filter's pooled response (for alignment) and its top reference images.
+RESPONSES_KIND = "responses"
+#: Kinds holding numbers, not pictures: never one of `KINDS`, so the tab does not list them as
+#: pictures, and their tags (`"<name>/<kind>"`) cannot collide with picture tags.
+DATA_KINDS = (REFERENCES_KIND, RESPONSES_KIND)
+#: The one tag of a run's reference images.
+REFERENCES_TAG = f"reference_images/{REFERENCES_KIND}"
+
 #: "Every point" for a data provider's `downsample` when reading: 0 would return nothing
 #: (TensorBoard issue 5550).
 ALL_POINTS = 10**6
@@ -70,7 +90,7 @@ class PluginMetadata:
     """What one (run, tag) holds, parsed from `plugin_data.content`.
 
     Attributes:
-        kind: One of `KINDS`, or `PLAN_KIND` for a callback's plan records.
+        kind: One of `KINDS`, `DATA_KINDS`, or `PLAN_KIND` for a callback's plan records.
         layer: The layer name as the user knows it (nested layers as `outer/inner`).
         version: The format version the data was written with.
         extra: Any further static keys the writer stored (for example `layer_class`).
@@ -89,17 +109,17 @@ def tag_for(layer: str, kind: str) -> str:
 
     Args:
         layer: The layer name.
-        kind: One of `KINDS`.
+        kind: One of `KINDS` or `DATA_KINDS`.
 
     Returns:
         The tag, `"<layer>/<kind>"`.
 
     Raises:
-        ValueError: If `kind` is not one of `KINDS`.
+        ValueError: If `kind` is not one of `KINDS` or `DATA_KINDS`.
 
     Example:
-        >>> tag_for("conv2d_1", "weights")
-        'conv2d_1/weights'
+        >>> tag_for("conv2d_1", "weights"), tag_for("conv2d_1", "responses")
+        ('conv2d_1/weights', 'conv2d_1/responses')
     """
     _check_kind(kind)
     return f"{layer}/{kind}"
@@ -129,7 +149,7 @@ def create_summary_metadata(
     whose data class is unset.
 
     Args:
-        kind: One of `KINDS`, or `PLAN_KIND`.
+        kind: One of `KINDS`, `DATA_KINDS`, or `PLAN_KIND`.
         layer: The layer name (for a plan, its owner).
         description: Optional Markdown shown by TensorBoard.
         display_name: Optional display name.
@@ -183,9 +203,10 @@ def parse_plugin_metadata(content: bytes) -> PluginMetadata | None:
     kind = obj.pop("kind", None)
     layer = obj.pop("layer", None)
     version = obj.pop("version")
-    if kind not in (*KINDS, PLAN_KIND) or not isinstance(layer, str):
+    if kind not in (*KINDS, *DATA_KINDS, PLAN_KIND) or not isinstance(layer, str):
         raise ValueError(
-            f"cnnviz plugin metadata needs a kind in {(*KINDS, PLAN_KIND)} and a string layer. "
+            f"cnnviz plugin metadata needs a kind in {(*KINDS, *DATA_KINDS, PLAN_KIND)} and a "
+            "string layer. "
             f"Received: kind={kind!r}, layer={layer!r}"
         )
     return PluginMetadata(kind=kind, layer=layer, version=version, extra=obj)
@@ -340,5 +361,5 @@ def _migrate(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
+    if kind not in KINDS and kind not in DATA_KINDS:
+        raise ValueError(f"kind must be one of {(*KINDS, *DATA_KINDS)}. Received: kind={kind!r}")

@@ -489,8 +489,9 @@ class CNNVizPlugin(base_plugin.TBPlugin):
         """Returns `{run: {tag: {"kind", "layer", "steps", "description", …static facts}}}`.
 
         `steps` lists every stored step in ascending order. Only picture tags are listed: plan
-        records (`plan_impl`) are not. Tags written by a newer format version (one warning) or
-        with malformed metadata (logged once) are left out, and so are runs left with no tags.
+        records (`plan_impl`) and the data kinds (`metadata.DATA_KINDS`) are not. Tags written
+        by a newer format version (one warning) or with malformed metadata (logged once) are
+        left out, and so are runs left with no tags.
 
         Args:
             ctx: The `RequestContext` of the request.
@@ -523,8 +524,8 @@ class CNNVizPlugin(base_plugin.TBPlugin):
             tags = {}
             for tag, series in series_by_tag.items():
                 parsed = self._parse_tag(experiment_id, run_name, tag, series)
-                if parsed is None or parsed.kind == metadata.PLAN_KIND:
-                    continue  # unreadable, or a plan: what was drawn, not a picture (see /plan)
+                if parsed is None or parsed.kind not in metadata.KINDS:
+                    continue  # unreadable, a plan (see /plan), or numbers (metadata.DATA_KINDS)
                 # Remembered, so the /layer requests that follow a /tags are answered at once.
                 data = sequences.get(run_name, {}).get(tag)
                 steps = list(self._remember(experiment_id, run_name, tag, data).by_step)

@@ -4,7 +4,9 @@
 `MultiplexerDataProvider`, the same reading code the CNN Viz tab uses, keeping every logged step.
 It serves `tb_cnnviz.plot` and `tb-cnnviz export`, and anyone who wants the numbers in a
 notebook. The format it reads is described in the `tb_cnnviz.summary` module docstring; data
-written by a newer tb-cnnviz is skipped with one warning.
+written by a newer tb-cnnviz is skipped with one warning. Pictures come back as `LayerPictures`
+(`Logdir.read`); the data kinds that hold numbers (`metadata.DATA_KINDS`: reference images and
+layer responses, which `tb_cnnviz.compare` reads) as `Record`s (`Logdir.read_record`).
 
 A request for something the logdir does not hold raises `NotFoundError`, whose message lists
 what it does hold, so a typo is fixed at a glance.
@@ -13,15 +15,17 @@ what it does hold, so a typo is fixed at a glance.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from tb_cnnviz import metadata, tiles
 
-__all__ = ["LayerPictures", "Logdir", "NotFoundError", "names_text", "natural_key"]
+__all__ = ["LayerPictures", "Logdir", "NotFoundError", "Record", "names_text", "natural_key"]
 
 _MAX_STEPS_LISTED = 20  # steps quoted in a message before they are cut short
 
@@ -72,6 +76,33 @@ class LayerPictures:
         """Names of the slices when the index gives them (`attribution`: image, predicted, …)."""
         labels = self.index["slices"].get("labels")
         return None if labels is None else [str(label) for label in labels]
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One datum of a data kind (`metadata.DATA_KINDS`) at one step: its index, blobs on demand.
+
+    Attributes:
+        run: The run, as TensorBoard names it.
+        layer: The layer (`"reference_images"` for the reference images).
+        kind: One of `tb_cnnviz.metadata.DATA_KINDS`.
+        step: The step.
+        wall_time: When the step was written, in seconds since the epoch.
+        index: The step's index blob as stored (see the `tb_cnnviz.summary` docstring).
+        static: Static facts of the series from the plugin metadata.
+        blob: `blob(i)` reads the datum's blob `i` (0 is the index), once.
+        blob_count: How many blobs the datum holds.
+    """
+
+    run: str
+    layer: str
+    kind: str
+    step: int
+    wall_time: float
+    index: dict[str, Any]
+    static: dict[str, Any]
+    blob: Callable[[int], bytes] = dataclasses.field(repr=False, compare=False)
+    blob_count: int = 0
 
 
 class Logdir:
@@ -135,11 +166,11 @@ class Logdir:
         Raises:
             NotFoundError: If the run has no CNN Viz pictures.
         """
-        series = self._series[self.resolve_run(run)]
-        out: dict[str, list[str]] = {}
-        for layer, kind in sorted(series, key=lambda lk: natural_key(lk[0])):
-            out.setdefault(layer, []).append(kind)
-        return {layer: sorted(kinds, key=metadata.KINDS.index) for layer, kinds in out.items()}
+        layers = self._kinds_by_layer(run)
+        pictures = {
+            name: [k for k in kinds if k in metadata.KINDS] for name, kinds in layers.items()
+        }
+        return {name: kinds for name, kinds in pictures.items() if kinds}
 
     def steps(self, run: str, layer: str, kind: str) -> list[int]:
         """Returns every logged step of one layer's pictures of one kind, ascending.
@@ -165,18 +196,10 @@ class Logdir:
             NotFoundError: If the run, layer, kind or step is not there, or the step was written
                 by a newer tb-cnnviz.
         """
+        if kind not in metadata.KINDS:
+            raise NotFoundError(f"no kind {kind!r}; kinds: {names_text(metadata.KINDS)}")
         run = self.resolve_run(run)
-        data = self._data(run, layer, kind)
-        if step is None:
-            datum = data[-1]
-        else:
-            matches = [d for d in data if d.step == step]
-            if not matches:
-                raise NotFoundError(
-                    f"no step {step} of {layer!r} {kind} in run {run!r}; its steps: "
-                    + _steps_text([d.step for d in data])
-                )
-            datum = matches[0]
+        datum = self._datum(run, layer, kind, step)
         blobs = [
             bytes(self._provider.read_blob(self._ctx(), blob_key=ref.blob_key))
             for ref in datum.values
@@ -206,6 +229,66 @@ class Logdir:
             tiles=values.reshape(n, count, h, w, c),
             index=index,
             static=dict(self._series[run][(layer, kind)][1].extra),
+        )
+
+    def read_record(self, run: str, layer: str, kind: str, step: int | None = None) -> Record:
+        """Reads one datum of a data kind: a run's reference images or a layer's responses.
+
+        Args:
+            run: The run; `"<name>"` also finds `"<name>/train"`.
+            layer: The layer name (`"reference_images"` for the reference images).
+            kind: One of `tb_cnnviz.metadata.DATA_KINDS`.
+            step: The step; `None` means the latest.
+
+        Returns:
+            A `Record`, whose blobs are read when asked for.
+
+        Raises:
+            NotFoundError: If the run, layer, kind or step is not there, or the step was written
+                by a newer tb-cnnviz.
+
+        Example:
+            >>> import tempfile, numpy as np
+            >>> from tb_cnnviz import summary
+            >>> path = tempfile.mkdtemp()
+            >>> refs, acts = np.random.rand(16, 8, 8, 3), np.random.rand(16, 6, 6, 4)
+            >>> with summary.create_file_writer(path + "/run1").as_default(step=0) as writer:
+            ...     _ = summary.responses("conv1", acts, reference_images=refs)
+            >>> writer.close()
+            >>> record = Logdir(path).read_record("run1", "conv1", "responses")
+            >>> record.step, record.index["filters"], record.blob_count
+            (0, 4, 8)
+        """
+        if kind not in metadata.DATA_KINDS:
+            raise NotFoundError(
+                f"no data kind {kind!r}; data kinds: {names_text(metadata.DATA_KINDS)}"
+            )
+        run = self.resolve_run(run)
+        datum = self._datum(run, layer, kind, step)
+        where = f"step {datum.step} of {layer!r} {kind} in run {run!r}"
+        if not datum.values:
+            raise NotFoundError(f"{where} holds no blobs (a truncated or partial write)")
+
+        @functools.cache
+        def blob(i: int) -> bytes:
+            return bytes(self._provider.read_blob(self._ctx(), blob_key=datum.values[i].blob_key))
+
+        try:
+            index = metadata.decode_index(blob(0))
+        except (TypeError, ValueError) as e:
+            raise NotFoundError(f"{where} has a malformed {e}") from None
+        if index is None:
+            raise NotFoundError(f"{where} was written by a newer tb-cnnviz; upgrade to read it")
+        return Record(
+            run=run,
+            layer=layer,
+            kind=kind,
+            step=int(datum.step),
+            wall_time=float(datum.wall_time),
+            index=index,
+            static=dict(self._series[run][(layer, kind)][1].extra),
+            blob=blob,
+            blob_count=len(datum.values),
         )
 
     def resolve_run(self, run: str) -> str:
@@ -273,23 +356,47 @@ class Logdir:
                     series.setdefault(run, {})[(parsed.layer, parsed.kind)] = (tag, parsed)
         return series
 
+    def _kinds_by_layer(self, run: str) -> dict[str, list[str]]:
+        """`{layer: [kinds]}` of every series of a run, pictures and data kinds alike."""
+        order = (*metadata.KINDS, *metadata.DATA_KINDS)
+        out: dict[str, list[str]] = {}
+        for layer, kind in sorted(
+            self._series[self.resolve_run(run)], key=lambda lk: natural_key(lk[0])
+        ):
+            out.setdefault(layer, []).append(kind)
+        return {layer: sorted(kinds, key=order.index) for layer, kinds in out.items()}
+
+    def _datum(self, run: str, layer: str, kind: str, step: int | None):
+        data = self._data(run, layer, kind)
+        if step is None:
+            return data[-1]
+        matches = [d for d in data if d.step == step]
+        if not matches:
+            raise NotFoundError(
+                f"no step {step} of {layer!r} {kind} in run {run!r}; its steps: "
+                + _steps_text([d.step for d in data])
+            )
+        return matches[0]
+
     def _data(self, run: str, layer: str, kind: str):
         from tensorboard.data import provider
 
         run = self.resolve_run(run)
         series = self._series[run]
-        if kind not in metadata.KINDS:
-            raise NotFoundError(f"no kind {kind!r}; kinds: {names_text(metadata.KINDS)}")
+        if kind not in metadata.KINDS and kind not in metadata.DATA_KINDS:
+            kinds = (*metadata.KINDS, *metadata.DATA_KINDS)
+            raise NotFoundError(f"no kind {kind!r}; kinds: {names_text(kinds)}")
         if (layer, kind) not in series:
-            layers = self.layers(run)
+            layers = self._kinds_by_layer(run)
+            what = f"{kind} pictures" if kind in metadata.KINDS else f"{kind} data"
             if layer in layers:
                 raise NotFoundError(
-                    f"layer {layer!r} of run {run!r} has no {kind} pictures; it has: "
+                    f"layer {layer!r} of run {run!r} has no {what}; it has: "
                     + ", ".join(layers[layer])
                 )
             with_kind = [name for name, kinds in layers.items() if kind in kinds]
             raise NotFoundError(
-                f"no layer {layer!r} with {kind} pictures in run {run!r}; layers: "
+                f"no layer {layer!r} with {what} in run {run!r}; layers: "
                 + names_text(with_kind or layers)
             )
         tag = series[(layer, kind)][0]

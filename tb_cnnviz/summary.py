@@ -78,6 +78,53 @@ datum holds one blob, the UTF-8 JSON::
 
 A tag skipped at every step of a run was left out of the run; its latest reason says why.
 
+Reference images and responses (kinds `"references"` and `"responses"`, `metadata.DATA_KINDS`)
+hold numbers for comparing runs (`tb_cnnviz.compare`, `tb_cnnviz.similarity`), not pictures
+of their own; the tab does not list them as pictures.
+
+A run's *reference images* (tag `"reference_images/references"`, `metadata.REFERENCES_TAG`) are
+written once, at the first step their responses are logged, in the picture layout above (an index
+blob, then PNG atlases; `filters` are the image ids `0…n-1`, one tile each, slice axis
+`"image"`; 1-D inputs as one row, 3-D at their middle depth; more than 3 channels averaged to
+gray; sides over 128 pixels average-pooled, which `"scale"` says). The index adds::
+
+    "references": "3f9c0a…",             # the content hash (similarity.reference_hash)
+    "count": 256,                        # reference images
+    "shape": [32, 32, 3],                # one image as the model sees it
+    "scale": 1                           # stored pixels per model pixel (1, or 1/pool factor)
+
+Each *responses* datum (tag `"<layer>/responses"`, one per layer and logged step) is an index
+blob followed by one blob per array, raw little-endian bytes as the index describes them::
+
+    {
+      "version": 1,
+      "kind": "responses",
+      "layer": "conv1",
+      "references": "3f9c0a…",            # hash of the reference images these came from
+      "count": 256,                       # n, reference images
+      "filters": 32,                      # F, every filter of the layer (none sampled)
+      "grid": [32, 32],                   # the layer's spatial output shape ([] for a vector)
+      "top_k": 8,                         # k, dataset examples per filter
+      "gram_norm": 1234.5,                # Frobenius norm of the centered Gram matrix
+      "arrays": {name: {"blob": i, "dtype": "<f4", "shape": [...]}, …}
+    }
+
+with the arrays
+
+* `gram` `<f4 [n(n+1)/2]`: the upper triangle, row-major, of the centered Gram matrix
+  `K = Xc Xc^T` of the layer's activations `X` `[n, positions * F]` over the reference images
+  (`Xc`: each column minus its mean); `gram_norm` is `||K||_F` computed from these stored
+  values. Linear CKA of two data is `<K_a, K_b>_F / (||K_a|| ||K_b||)` (`similarity.cka`).
+* `responses` `<f2 [n, F]`: each filter's spatial mean activation per image, standardized over
+  the images (z-scores; 0 for a filter constant over them); `response_mean` and `response_std`
+  `<f4 [F]` give back the means (`z * std + mean`). Filter correlations are `z_a^T z_b / n`.
+* `example_index` `<i4 [F, k]`, `example_position` `<i4 [F, k, len(grid)]`,
+  `example_activation` `<f4 [F, k]`: per filter, the `k` reference images whose largest
+  activation is highest (best first, ties to the lower index), where that maximum is in the
+  layer's grid (its first occurrence, row-major) and its value.
+
+At 256 reference images a datum is 132 KB for the Gram matrix plus about 0.6 KB per filter.
+
 Recording: like every `tf.summary` function, these write nothing (and return False) when no
 default writer is set, or, writing to a `tf.summary` writer, inside `tf.summary.record_if(False)`
 (which does not govern `create_file_writer`'s writers). Unlike `tf.summary.image`, they run
@@ -89,13 +136,14 @@ returned. The Keras callbacks write what they decide to draw whatever an outer `
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from tb_cnnviz import events, metadata, tiles
+from tb_cnnviz import events, metadata, similarity, tiles
 
 __all__ = [
     "DEFAULT_MAX_FILTERS",
@@ -104,6 +152,8 @@ __all__ = [
     "create_file_writer",
     "feature_maps",
     "filter_weights",
+    "reference_images",
+    "responses",
     "write_layer",
     "write_plan",
     "written_bytes",
@@ -124,6 +174,8 @@ MIN_TILE_SIDE = 8
 #: A 1x1 kernel's tile shows up to this many input weights per input-channel slice allowed
 #: (`max_slices`): 256 inputs (a 16x16 tile) at the default 32.
 GRID_INPUTS_PER_SLICE = 8
+#: Stored reference images are average-pooled to at most this many pixels a side.
+MAX_REFERENCE_SIDE = 128
 
 _written = [0]  # bytes of picture blobs handed to a writer by this process
 
@@ -530,6 +582,212 @@ def actmax(
     return write_layer("actmax", name, build, ids, total, step, description=description)
 
 
+def reference_images(
+    images,
+    step: int | None = None,
+    *,
+    max_side: int = MAX_REFERENCE_SIDE,
+    description: str | None = None,
+) -> bool:
+    """Writes a run's reference images, once: what its `responses` were computed from.
+
+    `tb_cnnviz.compare` and the tab crop each filter's dataset examples from them, and their
+    content hash tells which runs can be compared. Write them once per run (the callbacks do,
+    at the first step they log responses); `responses` needs only their hash.
+
+    Args:
+        images: The reference images `[n, *spatial, channels]`, at least 16, as the model sees
+            them; for a model with several inputs, a list with one array per input (the
+            pictures are taken from the first image input, the hash covers all of them).
+        step: The step; defaults to the default writer's step.
+        max_side: Average-pool stored pictures whose longer side exceeds this (the index says
+            by how much); the hash is of the images as given.
+        description: Optional Markdown for TensorBoard.
+
+    Returns:
+        True when a summary was written, False when no default writer records.
+
+    Raises:
+        ValueError: If there are fewer than 16 images, no image input, values that are not
+            finite, or no step is known.
+
+    Example:
+        >>> import tempfile
+        >>> writer = create_file_writer(tempfile.mkdtemp())
+        >>> with writer.as_default():
+        ...     reference_images(np.random.rand(16, 8, 8, 3), step=0)
+        True
+    """
+    arrays = [_to_numpy(a) for a in (images if isinstance(images, list | tuple) else [images])]
+    pictures = next((a for a in arrays if a.ndim >= 3), None)
+    if pictures is None:
+        raise ValueError(
+            "reference_images must hold images [n_images, *spatial, channels]. "
+            f"Received: shapes {[a.shape for a in arrays]}"
+        )
+    similarity.check_reference_count(len(pictures))
+    if not np.isfinite(pictures).all():
+        raise ValueError("reference_images contains NaN or Inf values.")
+    digest = similarity.reference_hash(arrays)
+    writer = _writer()
+    if writer is None:
+        return False
+    step = _resolve_step(writer, step)
+    pics = pictures
+    if pics.ndim == 3:  # 1-D inputs: one row
+        pics = pics[:, None]
+    if pics.ndim == 5:  # 3-D inputs: the middle depth, as for feature maps
+        pics = pics[:, pics.shape[1] // 2]
+    if pics.shape[-1] not in (1, 3):
+        pics = pics.mean(axis=-1, keepdims=True)
+    shrunk = np.moveaxis(_shrink(np.moveaxis(pics, -1, 1), max_side), 1, -1)
+    notes = []
+    if shrunk.shape[1:3] != pics.shape[1:3]:
+        notes.append(f"images average-pooled from {pics.shape[1]}x{pics.shape[2]}")
+    atlases, ranges = tiles.pack_tiles(shrunk)
+    n = len(pics)
+    index = {
+        "kind": metadata.REFERENCES_KIND,
+        "layer": "reference_images",
+        "references": digest,
+        "count": n,
+        "shape": [int(d) for d in pictures.shape[1:]],
+        "scale": shrunk.shape[2] / pics.shape[2],
+        "tile": [int(d) for d in shrunk.shape[1:]],
+        "filters": list(range(n)),
+        "total_filters": n,
+        "slices": {"axis": "image", "count": 1, "total": 1},
+        "atlases": [{"blob": k + 1, **a.describe()} for k, a in enumerate(atlases)],
+        "ranges": _pairs(ranges),
+        "stats": {},
+        "layer_stats": {},
+        "notes": notes,
+    }
+    blobs = [metadata.encode_index(index)] + [a.png for a in atlases]
+    md = metadata.create_summary_metadata(
+        metadata.REFERENCES_KIND, "reference_images", description=description, references=digest
+    )
+    _written[0] += sum(len(b) for b in blobs)
+    return writer.write(metadata.REFERENCES_TAG, blobs, step, md)
+
+
+def responses(
+    name: str,
+    activations,
+    step: int | None = None,
+    *,
+    reference_images,
+    top_k: int = similarity.DEFAULT_TOP_K,
+    description: str | None = None,
+) -> bool:
+    """Writes a layer's responses to the reference images: for CKA, alignment, dataset examples.
+
+    From the layer's activations over the run's reference images it stores their centered Gram
+    matrix (linear CKA against any other layer, step or run with the same reference images),
+    each filter's pooled response (aligning filters across runs) and each filter's `top_k`
+    reference images with the position of their maximum (dataset examples); the module
+    docstring gives the layout. Backend tensors are reduced on the backend (`keras.ops`), so
+    only small arrays leave the device.
+
+    Args:
+        name: The layer name; the tag is `"<name>/responses"`.
+        activations: The layer's output for the reference images, channels last:
+            `[n, *spatial, filters]` (or `[n, units]`), as a NumPy array or a backend tensor.
+        step: The step; defaults to the default writer's step.
+        reference_images: The reference images the activations are of (the same array or list
+            as given to `reference_images`), or their hash (`similarity.reference_hash`).
+        top_k: Dataset examples kept per filter.
+        description: Optional Markdown for TensorBoard.
+
+    Returns:
+        True when a summary was written, False when no default writer records.
+
+    Raises:
+        ValueError: If the shapes do not fit the reference images, values are not finite,
+            `top_k` is not a positive integer, or no step is known.
+
+    Example:
+        >>> import tempfile
+        >>> refs = np.random.rand(16, 8, 8, 3)
+        >>> writer = create_file_writer(tempfile.mkdtemp())
+        >>> with writer.as_default():
+        ...     responses("conv2d", np.random.rand(16, 6, 6, 4), step=0, reference_images=refs)
+        True
+    """
+    from tb_cnnviz import checks
+
+    top_k = checks.integer("top_k", top_k, minimum=1)
+    _check_traced(activations)
+    shape = tuple(int(d) for d in activations.shape)
+    if len(shape) < 2 or shape[0] == 0:
+        raise ValueError(
+            "activations must have shape [n_images, *spatial, filters]. "
+            f"Received: activations.shape={shape}"
+        )
+    if isinstance(reference_images, str):
+        digest = reference_images
+    else:
+        refs = (
+            reference_images if isinstance(reference_images, list | tuple) else [reference_images]
+        )
+        refs = [_to_numpy(r) for r in refs]
+        if len(refs[0]) != shape[0]:
+            raise ValueError(
+                f"activations must hold one row per reference image ({len(refs[0])}). "
+                f"Received: activations.shape={shape}"
+            )
+        digest = similarity.reference_hash(refs)
+    similarity.check_reference_count(shape[0])
+    writer = _writer()
+    if writer is None:
+        return False
+    step = _resolve_step(writer, step)
+    ops = None
+    if not isinstance(activations, np.ndarray):
+        import keras
+
+        ops = keras.ops
+    reduced = similarity.layer_responses(activations, ops=ops)
+    if not all(np.isfinite(reduced[k]).all() for k in ("gram", "pooled", "peak")):
+        raise ValueError(f"activations of {name!r} contain NaN or Inf values.")
+    triangle = similarity.pack_triangle(reduced["gram"])
+    z, mean, std = similarity.standardize(reduced["pooled"])
+    index_of, position, activation = similarity.top_examples(
+        reduced["peak"], reduced["argmax"], reduced["grid"], top_k
+    )
+    arrays = {
+        "gram": triangle,
+        "responses": z,
+        "response_mean": mean,
+        "response_std": std,
+        "example_index": index_of,
+        "example_position": position,
+        "example_activation": activation,
+    }
+    specs, blobs = {}, []
+    for blob, (key, array) in enumerate(arrays.items(), start=1):
+        specs[key], data = similarity.encode_array(array, blob)
+        blobs.append(data)
+    norm = similarity.triangle_norm(triangle)
+    index = {
+        "kind": metadata.RESPONSES_KIND,
+        "layer": name,
+        "references": digest,
+        "count": shape[0],
+        "filters": shape[-1],
+        "grid": list(reduced["grid"]),
+        "top_k": int(index_of.shape[1]),
+        "gram_norm": norm if math.isfinite(norm) else None,
+        "arrays": specs,
+    }
+    blobs = [metadata.encode_index(index), *blobs]
+    md = metadata.create_summary_metadata(
+        metadata.RESPONSES_KIND, name, description=description, references=digest
+    )
+    _written[0] += sum(len(b) for b in blobs)
+    return writer.write(metadata.tag_for(name, metadata.RESPONSES_KIND), blobs, step, md)
+
+
 def write_layer(
     kind: str,
     name: str,
@@ -729,9 +987,7 @@ class _TFWriter:
 
     def write(self, tag, values, step, md) -> bool:
         tensor = self.tf.constant(list(values), dtype=self.tf.string)
-        return bool(
-            self.tf.summary.write(tag, tensor, step=step, metadata=md.SerializeToString())
-        )
+        return bool(self.tf.summary.write(tag, tensor, step=step, metadata=md.SerializeToString()))
 
     def scalar(self, tag, value, step) -> None:
         self.tf.summary.scalar(tag, value, step=step)
@@ -763,11 +1019,15 @@ _COMPILED = (
 )
 
 
-def _to_numpy(x) -> np.ndarray:
+def _check_traced(x) -> None:
     _check_eager()
     jax = sys.modules.get("jax")
     if jax is not None and isinstance(x, jax.core.Tracer):
         raise RuntimeError(_COMPILED)
+
+
+def _to_numpy(x) -> np.ndarray:
+    _check_traced(x)
     if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
         x = x.detach().cpu().numpy() if hasattr(x, "detach") else x.numpy()
     arr = np.asarray(x)

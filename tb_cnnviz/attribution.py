@@ -273,8 +273,7 @@ def predictions(model, images, output=None) -> tuple[heads.Head, dict]:
     """
     arrays, _ = _as_arrays(images)
     outputs = model(_model_inputs(arrays), training=False)
-    units = _units(keras.tree.flatten(outputs)[0])
-    head = heads.read(model, output, units=units if output is None else None)
+    head = heads.read(model, output, units=[_units(o) for o in keras.tree.flatten(outputs)])
     return head, heads.predictions(head, outputs)
 
 
@@ -336,7 +335,7 @@ def num_classes(model, images, output=None) -> int:
         3
     """
     arrays, _ = _as_arrays(images)
-    head = heads.read(model, output, units=_first_units(model, arrays) if output is None else None)
+    head = heads.read(model, output, units=_first_units(model, arrays))
     if head.classes is None:
         raise ValueError(
             f"The output {head.describe()} is a regression: it has no classes. "

@@ -246,8 +246,8 @@ def read(model: keras.layers.Layer, output: int | str | None = None, *, units=No
     Args:
         model: A built Keras model.
         output: The output's name or position; None for the first.
-        units: The output's size where the model cannot tell it (a subclassed model: the caller
-            ran a forward pass).
+        units: Where the model cannot tell its outputs' sizes (a subclassed model: the caller
+            ran a forward pass): the first output's size, or one size per output.
 
     Returns:
         A `Head`.
@@ -273,6 +273,10 @@ def read(model: keras.layers.Layer, output: int | str | None = None, *, units=No
             f"target: {output!r} is not an output of the model {model.name!r}. Outputs: "
             f"{names}. Received: target={output!r}"
         )
+    if isinstance(units, list | tuple):
+        units = units[index] if index < len(units) else None
+    elif index != 0:
+        units = None  # a single size is the first output's
     if units is None:
         try:
             units = keras.tree.flatten(model.outputs)[index].shape[-1]
@@ -335,7 +339,7 @@ def check_target(model, target, n: int, *, units=None, argument: str = "target")
         output, index = target, None
     elif isinstance(target, tuple) and len(target) == 2 and isinstance(target[0], str):
         output, index = target
-    head = read(model, output, units=units if output is None else None)
+    head = read(model, output, units=units)
     if index is None:
         if head.kind == "regression" and head.units > 1:
             raise ValueError(

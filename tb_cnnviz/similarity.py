@@ -111,7 +111,7 @@ class _NumpyOps:
     matmul = staticmethod(np.matmul)
     transpose = staticmethod(np.transpose)
     max = staticmethod(np.max)
-    argmax = staticmethod(np.argmax)
+    take = staticmethod(np.take)
 
     @staticmethod
     def cast(x, dtype):
@@ -122,26 +122,27 @@ class _NumpyOps:
         return np.asarray(x)
 
 
-def layer_responses(activations, *, ops=None) -> dict[str, Any]:
+def layer_responses(activations, *, top_k: int = DEFAULT_TOP_K, ops=None) -> dict[str, Any]:
     """Reduces a layer's activations over the reference images to what a responses datum needs.
 
     Args:
         activations: The layer's output for the `n` reference images, channels last:
             `[n, filters]`, `[n, length, filters]`, `[n, h, w, filters]` or
             `[n, d, h, w, filters]`.
-        ops: Where to compute: `keras.ops` (the backend's tensors and devices) or None (NumPy).
+        top_k: Dataset examples per filter (at most `n`).
+        ops: Where to compute: `keras.ops` (the backend's tensors and devices; only small
+            arrays come back) or None (NumPy).
 
     Returns:
         NumPy arrays: `gram` `[n, n]` float32 (the centered Gram matrix of the flattened
         activations), `pooled` `[n, filters]` float32 (each filter's spatial mean per image),
-        `peak` `[n, filters]` float32 (its largest activation per image), `argmax`
-        `[n, filters]` (the flat position of that largest activation, row-major) and `grid`
-        (the spatial shape, a tuple).
+        the dataset examples `example_index`, `example_position` and `example_activation` (as
+        `top_examples` gives them), and `grid` (the spatial shape, a tuple).
 
     Example:
-        >>> out = layer_responses(np.random.rand(16, 5, 5, 4))
-        >>> out["gram"].shape, out["pooled"].shape, out["grid"]
-        ((16, 16), (16, 4), (5, 5))
+        >>> out = layer_responses(np.random.rand(16, 5, 5, 4), top_k=3)
+        >>> out["gram"].shape, out["pooled"].shape, out["example_index"].shape, out["grid"]
+        ((16, 16), (16, 4), (4, 3), (5, 5))
     """
     ops = _NumpyOps if ops is None else ops
     shape = tuple(int(d) for d in activations.shape)
@@ -152,15 +153,20 @@ def layer_responses(activations, *, ops=None) -> dict[str, Any]:
     centered = flat - ops.mean(flat, axis=0, keepdims=True)
     gram = ops.matmul(centered, ops.transpose(centered))
     per_position = ops.reshape(x, (n, positions, filters))
-    out = {
-        "gram": ops.convert_to_numpy(gram),
-        "pooled": ops.convert_to_numpy(ops.mean(per_position, axis=1)),
-        "peak": ops.convert_to_numpy(ops.max(per_position, axis=1)),
-        "argmax": ops.convert_to_numpy(ops.argmax(per_position, axis=1)),
+    peak = np.asarray(ops.convert_to_numpy(ops.max(per_position, axis=1)), np.float32)
+
+    def gather(images):  # only the images some filter keeps leave the device
+        return np.asarray(ops.convert_to_numpy(ops.take(per_position, images, axis=0)))
+
+    index, position, activation = _examples(peak, gather, grid, top_k)
+    return {
+        "gram": np.asarray(ops.convert_to_numpy(gram), np.float32),
+        "pooled": np.asarray(ops.convert_to_numpy(ops.mean(per_position, axis=1)), np.float32),
+        "example_index": index,
+        "example_position": position,
+        "example_activation": activation,
+        "grid": grid,
     }
-    out = {k: np.asarray(v, np.int64 if k == "argmax" else np.float32) for k, v in out.items()}
-    out["grid"] = grid
-    return out
 
 
 # -- CKA ---------------------------------------------------------------------------------------
@@ -201,7 +207,7 @@ def triangle_norm(triangle) -> float:
         5.0
     """
     t = np.asarray(triangle, np.float64)
-    return float(math.sqrt(np.dot(_weights(len(t)), t * t)))
+    return float(math.sqrt(np.sum(_weights(len(t)) * t * t)))
 
 
 def cka(triangle_a, triangle_b, norm_a: float | None = None, norm_b: float | None = None) -> float:
@@ -235,7 +241,7 @@ def cka(triangle_a, triangle_b, norm_a: float | None = None, norm_b: float | Non
     norm_b = triangle_norm(b) if norm_b is None else float(norm_b)
     if norm_a == 0 or norm_b == 0:
         return math.nan
-    return float(np.dot(_weights(len(a)), a * b) / (norm_a * norm_b))
+    return float(np.sum(_weights(len(a)) * a * b) / (norm_a * norm_b))
 
 
 def cka_matrix(triangles) -> np.ndarray:
@@ -349,31 +355,44 @@ def match(corr) -> tuple[list[int], list[float]]:
 
 
 # -- dataset examples --------------------------------------------------------------------------
-def top_examples(peak, argmax, grid, k: int = DEFAULT_TOP_K):
+def top_examples(activations, k: int = DEFAULT_TOP_K):
     """Each filter's `k` reference images with the highest peak activation, best first.
 
+    A filter's peak on an image is its largest activation over the layer's positions; equal
+    peaks go to the lower image index, and the position is the maximum's first occurrence in
+    row-major order. `layer_responses` computes the same, on the backend.
+
     Args:
-        peak: `[n, filters]` each filter's largest activation per image (`layer_responses`).
-        argmax: `[n, filters]` its flat position in the layer's grid.
-        grid: The layer's spatial shape (for example `(h, w)`).
+        activations: `[n, *grid, filters]` a layer's activations over the reference images.
         k: Images per filter (at most `n`).
 
     Returns:
         `(index, position, activation)`: int32 `[filters, k]` image indices, int32
         `[filters, k, len(grid)]` positions in the grid, float32 `[filters, k]` activations.
-        Equal activations go to the lower image index.
 
     Example:
-        >>> peak = np.array([[1.0], [3.0], [3.0]]); argmax = np.array([[0], [5], [2]])
-        >>> index, position, activation = top_examples(peak, argmax, (2, 3), k=2)
+        >>> acts = np.zeros((3, 2, 3, 1)); acts[1, 1, 2, 0] = acts[2, 0, 2, 0] = 3.0
+        >>> index, position, activation = top_examples(acts, k=2)
         >>> index.tolist(), position.tolist(), activation.tolist()
         ([[1, 2]], [[[1, 2], [0, 2]]], [[3.0, 3.0]])
     """
-    peak = np.asarray(peak, np.float32)
+    acts = np.asarray(activations, np.float32)
+    per_position = acts.reshape(len(acts), -1, acts.shape[-1])
+    return _examples(
+        per_position.max(axis=1), lambda images: per_position[images], acts.shape[1:-1], k
+    )
+
+
+def _examples(peak: np.ndarray, gather, grid, k: int):
+    """`top_examples` from peaks `[n, filters]` and `gather(images)` (`[m, positions, filters]`)."""
     k = min(int(k), peak.shape[0])
     order = np.argsort(-peak, axis=0, kind="stable")[:k]  # [k, filters]
-    flat = np.take_along_axis(np.asarray(argmax), order, axis=0).T
-    position = np.stack(np.unravel_index(flat, tuple(grid)), axis=-1) if grid else flat[..., :0]
+    images = np.unique(order)
+    values = gather(images)[np.searchsorted(images, order), :, np.arange(peak.shape[1])]
+    flat = values.argmax(axis=-1).T  # [filters, k]
+    position = (
+        np.stack(np.unravel_index(flat, tuple(grid)), axis=-1) if grid else flat[..., None][..., :0]
+    )
     return (
         order.T.astype(np.int32),
         np.asarray(position, np.int32).reshape(*flat.shape, len(grid)),

@@ -747,22 +747,17 @@ def responses(
         import keras
 
         ops = keras.ops
-    reduced = similarity.layer_responses(activations, ops=ops)
-    if not all(np.isfinite(reduced[k]).all() for k in ("gram", "pooled", "peak")):
+    reduced = similarity.layer_responses(activations, top_k=top_k, ops=ops)
+    if not all(np.isfinite(reduced[k]).all() for k in ("gram", "pooled", "example_activation")):
         raise ValueError(f"activations of {name!r} contain NaN or Inf values.")
     triangle = similarity.pack_triangle(reduced["gram"])
     z, mean, std = similarity.standardize(reduced["pooled"])
-    index_of, position, activation = similarity.top_examples(
-        reduced["peak"], reduced["argmax"], reduced["grid"], top_k
-    )
     arrays = {
         "gram": triangle,
         "responses": z,
         "response_mean": mean,
         "response_std": std,
-        "example_index": index_of,
-        "example_position": position,
-        "example_activation": activation,
+        **{k: reduced[k] for k in ("example_index", "example_position", "example_activation")},
     }
     specs, blobs = {}, []
     for blob, (key, array) in enumerate(arrays.items(), start=1):
@@ -776,7 +771,7 @@ def responses(
         "count": shape[0],
         "filters": shape[-1],
         "grid": list(reduced["grid"]),
-        "top_k": int(index_of.shape[1]),
+        "top_k": int(reduced["example_index"].shape[1]),
         "gram_norm": norm if math.isfinite(norm) else None,
         "arrays": specs,
     }

@@ -9,9 +9,11 @@ Sections (all by default; pick with --only):
 
 * speed: the compiled batched renderer (default regularization: Fourier parameterization,
   decorrelated colours, transforms) against the compute floor, i.e. the same number of plain
-  forward+backward passes of a batch of 64 through the truncated model, compiled the same way;
-  against the one-filter-at-a-time eager GradientTape loop of the tutorials (timed on a subset of
-  filters and extrapolated per filter); and with XLA (`jit_compile=True`) against without.
+  forward+backward passes of a batch of 64 through the truncated model, compiled the same way
+  (`tb_cnnviz.backend.compile`: a `tf.function` on TensorFlow, a `jax.jit` on JAX);
+  against the one-filter-at-a-time eager gradient loop of the tutorials (timed on a subset of
+  filters and extrapolated per filter); on TensorFlow also with XLA (`jit_compile=True`) against
+  without. The one-time compile of the renderer is reported apart.
 * quality: activation reached and high-frequency energy against a plain pixel-space Adam batch
   without regularization. HF energy of an image: normalize each channel to zero mean and unit
   variance, take the 2-D power spectrum, and report the fraction of power at radial frequency
@@ -29,6 +31,9 @@ Sections (all by default; pick with --only):
 
 Timings take the best of `--repeats` runs, interleaved, because other processes share the CPU.
 
+The backend is Keras': `KERAS_BACKEND=jax python benchmarks/actmax.py` measures JAX (the
+renderer and its compute floor both under `jax.jit`).
+
 Run: `python benchmarks/actmax.py` (about 20 minutes on 2 busy cores, most of it the overhead
 section's four 50,000-image epochs; `--only speed quality warm` takes about 5).
 """
@@ -45,9 +50,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from keras import ops  # noqa: E402
 
-from tb_cnnviz import actmax  # noqa: E402
+from tb_cnnviz import actmax, backend  # noqa: E402
 from tb_cnnviz.demo.data import make_shapes  # noqa: E402
 from tb_cnnviz.demo.model import build_demo_cnn  # noqa: E402
 
@@ -76,24 +81,44 @@ def best_of(fn, repeats: int) -> float:
 # -- the baselines -----------------------------------------------------------------------------
 def compute_floor(model, steps: int, jit_compile: bool = False):
     """`steps` plain forward+backward passes of a batch of 64 through the truncated model, as one
-    compiled loop: the gradient of the layer's mean output with respect to the input batch."""
+    compiled loop (`backend.compile_loop`, as the renderer's): the gradient of the layer's mean
+    output with respect to the input batch.
+
+    `jit_compile=True` (TensorFlow only) compiles the same loop with XLA."""
     extractor = keras.Model(model.inputs[0], model.get_layer(LAYER).output)
-    batch = tf.Variable(tf.random.uniform((FILTERS, IMAGE, IMAGE, 3), seed=0))
+    start = np.random.default_rng(0).random((FILTERS, IMAGE, IMAGE, 3), np.float32)
+    gradient = backend.value_and_grad(
+        lambda batch: (ops.mean(extractor(batch, training=False)), None)
+    )
 
-    @tf.function(jit_compile=jit_compile)
-    def run(n):
-        for _ in tf.range(n):
-            with tf.GradientTape() as tape:
-                score = tf.reduce_mean(extractor(batch, training=False))
-            batch.assign_add(1e-3 * tape.gradient(score, batch))
-        return 0
+    def step(batch):
+        _, grad = gradient(batch)
+        return batch + 1e-3 * grad
 
-    run(tf.constant(2))  # trace
-    return lambda: run(tf.constant(steps))
+    if jit_compile:
+        import tensorflow as tf
+
+        loop = tf.function(
+            lambda batch, n: ops.fori_loop(0, n, lambda i, b: step(b), batch), jit_compile=True
+        )
+
+        def run(n, batch):
+            return loop(batch, ops.convert_to_tensor(np.int32(n)))
+
+    else:
+        run = backend.compile_loop(step, extractor.variables)
+    batch = ops.convert_to_tensor(start)
+
+    def timed():
+        backend.to_numpy(run(steps, batch))
+
+    backend.to_numpy(run(2, batch))  # trace and compile
+    return timed
 
 
 def eager_loop(model, filters, steps: int, optimizer: str):
-    """One filter at a time, an eager GradientTape loop, as the tutorials write it.
+    """One filter at a time, an eager gradient loop (a GradientTape on TensorFlow), as the
+    tutorials write it.
 
     `optimizer="adam"`: a Keras Adam step per iteration (as tf-keras-vis does); `"normalized"`:
     the Keras tutorial's normalized-gradient step, without its tf.function.
@@ -101,48 +126,62 @@ def eager_loop(model, filters, steps: int, optimizer: str):
     extractor = keras.Model(model.inputs[0], model.get_layer(LAYER).output)
     rng = np.random.default_rng(0)
     for f in filters:
-        image = tf.Variable(rng.uniform(0.4, 0.6, (1, IMAGE, IMAGE, 3)).astype(np.float32))
+        image = keras.Variable(rng.uniform(0.4, 0.6, (1, IMAGE, IMAGE, 3)).astype(np.float32))
         adam = keras.optimizers.Adam(0.05)
+        gradient = backend.value_and_grad(
+            lambda x, f=f: (ops.mean(extractor(x, training=False)[..., f]), None)
+        )
         for _ in range(steps):
-            with tf.GradientTape() as tape:
-                score = tf.reduce_mean(extractor(image, training=False)[..., f])
-            grad = tape.gradient(score, image)
+            _, grad = gradient(image.value)
             if optimizer == "adam":
                 adam.apply_gradients([(-grad, image)])
             else:
-                image.assign_add(0.05 * tf.math.l2_normalize(grad))
-            image.assign(tf.clip_by_value(image, 0.0, 1.0))
+                image.assign(image.value + 0.05 * grad / (ops.norm(grad) + 1e-12))
+            image.assign(ops.clip(image.value, 0.0, 1.0))
 
 
 def pixel_baseline(model, filters, steps: int, seed: int = 0, lr: float = 0.05):
     """A plain pixel-space Adam batch without regularization: the images are the variables, in
-    [0, 1], clipped after every step; the objective is each filter's mean activation."""
+    [0, 1], clipped after every step; the objective is each filter's mean activation.
+
+    Returns the final images (NumPy) and what each reached."""
     extractor = keras.Model(model.inputs[0], model.get_layer(LAYER).output)
     rng = np.random.default_rng(seed)
-    images = tf.Variable(rng.uniform(0.4, 0.6, (len(filters), IMAGE, IMAGE, 3)).astype(np.float32))
-    optimizer = keras.optimizers.Adam(lr)
-    ids = tf.constant(filters, tf.int32)
+    start = rng.uniform(0.4, 0.6, (len(filters), IMAGE, IMAGE, 3)).astype(np.float32)
+    ids = np.asarray(filters, np.int32)[:, None]
+    beta1, beta2, epsilon = 0.9, 0.999, 1e-7  # keras.optimizers.Adam's defaults
 
-    def reached():
-        maps = extractor(images, training=False)
-        return tf.gather(tf.reduce_mean(maps, [1, 2]), ids, axis=-1, batch_dims=1)
+    def reached(images):
+        means = ops.mean(extractor(images, training=False), axis=(1, 2))
+        return ops.take_along_axis(means, ids, axis=-1)[:, 0]
 
-    @tf.function
-    def run(n):
-        for _ in tf.range(n):
-            with tf.GradientTape() as tape:
-                score = tf.reduce_sum(reached())
-            optimizer.apply_gradients([(-tape.gradient(score, images), images)])
-            images.assign(tf.clip_by_value(images, 0.0, 1.0))
-        return reached()
+    gradient = backend.value_and_grad(lambda images: (ops.sum(reached(images)), None))
 
-    return images, run, lambda: run(tf.constant(steps)).numpy()
+    def run(images, n):
+        def body(i, state):
+            images, m, v = state
+            _, grad = gradient(images)
+            t = ops.cast(i + 1, "float32")
+            m = beta1 * m + (1 - beta1) * grad
+            v = beta2 * v + (1 - beta2) * grad * grad
+            step = lr * ops.sqrt(1 - beta2**t) / (1 - beta1**t)
+            images = ops.clip(images + step * m / (ops.sqrt(v) + epsilon), 0.0, 1.0)
+            return images, m, v
+
+        zeros = ops.zeros_like(images)
+        images, _, _ = ops.fori_loop(0, n, body, (images, zeros, zeros))
+        return images, reached(images)
+
+    images, act = backend.compile(run, extractor.variables)(
+        ops.convert_to_tensor(start), ops.convert_to_tensor(np.int32(steps))
+    )
+    return backend.to_numpy(images), backend.to_numpy(act)
 
 
 def reached(model, images, filters) -> np.ndarray:
     """Each image's own filter's mean activation (post-ReLU)."""
     extractor = keras.Model(model.inputs[0], model.get_layer(LAYER).output)
-    maps = extractor(np.asarray(images), training=False).numpy().mean(axis=(1, 2))
+    maps = backend.to_numpy(extractor(np.asarray(images), training=False)).mean(axis=(1, 2))
     return maps[np.arange(len(filters)), filters]
 
 
@@ -164,7 +203,9 @@ def hf_energy(images: np.ndarray) -> float:
 def speed(model, args, out):
     filters = list(range(FILTERS))
     renderer = actmax.Renderer(model, LAYER)
-    renderer(filters, steps=2)  # trace
+    start = time.perf_counter()
+    renderer(filters, steps=2)  # trace and compile
+    out("speed", "renderer: trace and compile, one-time", f"{time.perf_counter() - start:.2f} s")
     floor = compute_floor(model, args.steps)
     ours_t, floor_t = [], []
     for _ in range(args.repeats):  # interleaved: other processes share the CPU
@@ -183,22 +224,23 @@ def speed(model, args, out):
         out("speed", f"eager one-filter loop ({label}), {scaled}", f"{per_filter * FILTERS:.1f} s")
         ratio = per_filter * FILTERS / ours
         out("speed", f"eager ({label}) / renderer (target >= 20)", f"{ratio:.1f}x")
-    xla = compute_floor(model, args.xla_steps, jit_compile=True)
-    plain = compute_floor(model, args.xla_steps)
-    ratio = best_of(xla, args.repeats) / best_of(plain, args.repeats)
-    out("speed", f"compute floor with XLA / without ({args.xla_steps} steps)", f"{ratio:.2f}x")
+    if backend.name() == "tensorflow":  # JAX always compiles with XLA
+        xla = compute_floor(model, args.xla_steps, jit_compile=True)
+        plain = compute_floor(model, args.xla_steps)
+        ratio = best_of(xla, args.repeats) / best_of(plain, args.repeats)
+        what = f"compute floor with XLA / without ({args.xla_steps} steps)"
+        out("speed", what, f"{ratio:.2f}x")
 
 
 def quality(model, data, args, out):
     filters = list(range(FILTERS))
-    base_images, _, baseline = pixel_baseline(model, filters, args.steps)
-    base_act = baseline()
+    base_images, base_act = pixel_baseline(model, filters, args.steps)
     results = {"default": actmax.render(model, LAYER, filters, steps=args.steps)}
     colours = actmax.color_correlation(data[0][:256])
     results["data colours"] = actmax.render(
         model, LAYER, filters, steps=args.steps, decorrelate=colours
     )
-    base_hf = hf_energy(base_images.numpy())
+    base_hf = hf_energy(base_images)
     summary = f"{base_act.mean():.3f}, {base_hf:.3f}"
     out("quality", "pixel baseline: mean activation, HF energy", summary)
     for name, images in results.items():
@@ -381,6 +423,8 @@ def main(argv=None) -> int:
 
     def out(section, what, value):
         print(f"[{section}] {what}: {value}", flush=True)
+
+    out("setup", "Keras backend (KERAS_BACKEND)", backend.name())
 
     needs_model = {"speed", "quality", "warm"} & set(args.only)
     if needs_model:

@@ -10,6 +10,9 @@ Everything else in tb-cnnviz is written once, in `keras.ops` and NumPy. Three th
   `torch.autograd.grad`.
 * **Which backend runs**, and a clear message where one cannot do something.
 * **Which process writes** when training is spread over several (`is_chief`).
+* **Where a compiled loop runs fastest** (`compile_loop`): inside the graph on TensorFlow, one
+  compiled step called from Python on JAX.
+* **Native kernels worth using** (`native_resampler`): TensorFlow's projective image transform.
 
 `compile` counts each compiled function's own traces (`tracing_count`), so tests can pin that a
 callback reuses its traces across epochs and `fit()` calls on every backend.
@@ -29,8 +32,10 @@ __all__ = [
     "batch_size",
     "check_supported",
     "compile",
+    "compile_loop",
     "is_chief",
     "name",
+    "native_resampler",
     "stateless_normal",
     "tensor_spec",
     "to_numpy",
@@ -147,6 +152,92 @@ def compile(
 
     run.traces = traces  # type: ignore[attr-defined]
     return run
+
+
+def compile_loop(
+    step: Callable,
+    variables: Sequence[keras.Variable] = (),
+) -> Callable:
+    """Compiles `n` repetitions of `step`: `run(n, state, *constants)` returns the final state.
+
+    `step(state, *constants) -> state` maps a (nested) state of tensors to one of the same
+    structure and shapes. On TensorFlow, one `tf.function` runs all `n` steps in a
+    `tf.while_loop` (`n` is a tensor, so every `n` reuses the trace). On JAX, `step` is one
+    `jax.jit` called `n` times from Python: XLA on CPU runs convolutions inside a compiled loop
+    (`fori_loop`, `scan`) several times slower than at the top level of a compiled call (5x for
+    the demo CNN's forward and backward pass, jax 0.10), and JAX dispatches asynchronously, so
+    the host never waits between steps. On PyTorch, `n` eager steps.
+
+    Args:
+        step: The loop body, written in `keras.ops`.
+        variables: The Keras variables `step` reads (a model's `variables`), as for `compile`.
+
+    Returns:
+        `run(n, state, *constants)`; `tracing_count(run)` tells how often it traced.
+
+    Example:
+        >>> double = compile_loop(lambda x: x * 2.0)
+        >>> float(to_numpy(double(3, keras.ops.convert_to_tensor(1.0))))
+        8.0
+        >>> _ = double(5, keras.ops.convert_to_tensor(1.0)); tracing_count(double)
+        1
+    """
+    backend = check_supported()
+    if backend == "jax":
+        compiled_step = compile(step, variables)
+
+        def run(n, state, *constants):
+            for _ in range(int(n)):
+                state = compiled_step(state, *constants)
+            return state
+
+        run.traces = compiled_step.traces  # type: ignore[attr-defined]
+        return run
+
+    def loop(n, state, *constants):
+        return keras.ops.fori_loop(0, n, lambda i, s: step(s, *constants), state)
+
+    compiled_loop = compile(loop, variables)
+
+    def run(n, state, *constants):
+        # On TensorFlow a tensor, so that every n reuses the trace.
+        n = keras.ops.convert_to_tensor(np.int32(n)) if backend == "tensorflow" else int(n)
+        return compiled_loop(n, state, *constants)
+
+    run.traces = compiled_loop.traces  # type: ignore[attr-defined]
+    return run
+
+
+def native_resampler() -> Callable | None:
+    """The backend's own bilinear resampling of images at projective transforms, if it is fast.
+
+    On TensorFlow, `fn(images, transforms, size, fill)` runs `ImageProjectiveTransformV3` (a
+    native kernel with a registered gradient; `transforms` `[n, 8]` map output to input pixel
+    coordinates, `size` is the output's `(h, w)`, `fill` a value outside the image or None to
+    reflect it). Elsewhere None: Keras' `affine_transform` on JAX interpolates in three
+    dimensions through `map_coordinates` (12x slower forward and backward than four gathers in
+    `keras.ops`, which `tb_cnnviz.actmax.transforms` uses there, and 4x longer to compile).
+
+    Example:
+        >>> fn = native_resampler()
+        >>> fn is None or callable(fn)
+        True
+    """
+    if name() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    def resample(images, transforms, size, fill):
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=images,
+            transforms=tf.cast(transforms, tf.float32),
+            output_shape=tf.constant(list(size), tf.int32),
+            fill_value=tf.constant(0.0 if fill is None else fill, tf.float32),
+            interpolation="BILINEAR",
+            fill_mode="REFLECT" if fill is None else "CONSTANT",
+        )
+
+    return resample
 
 
 def tracing_count(compiled_fn: Callable) -> int:

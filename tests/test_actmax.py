@@ -1,4 +1,8 @@
-"""Activation maximization: objective algebra, the engine's promises, summary and callbacks."""
+"""Activation maximization: objective algebra, the engine's promises, summary and callbacks.
+
+Backend-neutral: nothing here imports TensorFlow, and every test runs under any
+`KERAS_BACKEND` (`bash scripts/test_backend.sh jax`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,9 @@ import warnings
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
-from tb_cnnviz import actmax, summary
+from tb_cnnviz import actmax, backend, summary
 from tb_cnnviz.actmax import (
     Activations,
     channel,
@@ -22,7 +26,10 @@ from tb_cnnviz.callbacks import ActivationMaximization, CNNViz
 
 
 def small_cnn(input_shape=(16, 16, 3), seed=0):
-    """Two conv layers (`c1`: 4 filters, `c2`: 6), then a softmax head of 3 classes."""
+    """Two conv layers (`c1`: 4 filters, `c2`: 6), then a softmax head of 3 classes.
+
+    Its weights are drawn with NumPy (Glorot-uniform kernels, zero biases), so every backend
+    gets the same model and the same pictures."""
     keras.utils.set_random_seed(seed)
     model = keras.Sequential(
         [
@@ -33,6 +40,16 @@ def small_cnn(input_shape=(16, 16, 3), seed=0):
             keras.layers.Dense(3, activation="softmax", name="out"),
         ]
     )
+    rng = np.random.default_rng(seed)
+    weights = []
+    for w in model.get_weights():
+        if w.ndim == 1:
+            weights.append(np.zeros_like(w))
+        else:
+            fan_in, fan_out = np.prod(w.shape[:-1]), np.prod(w.shape[:-2]) * w.shape[-1]
+            limit = np.sqrt(6 / (fan_in + fan_out))
+            weights.append(rng.uniform(-limit, limit, w.shape).astype(w.dtype))
+    model.set_weights(weights)
     model.compile("adam", "sparse_categorical_crossentropy")
     return model
 
@@ -57,14 +74,19 @@ def model():
 
 
 def acts_of(outputs, n=2, targets=None, images=None):
-    images = tf.zeros((n, 4, 4, 3)) if images is None else images
+    images = np.zeros((n, 4, 4, 3), np.float32) if images is None else images
     return Activations(outputs, images, targets)
+
+
+def numpy(x):
+    """A backend tensor as NumPy."""
+    return backend.to_numpy(x)
 
 
 # -- objectives without a model ----------------------------------------------------------------
 def test_objective_algebra_adds_subtracts_scales_and_describes_itself():
     """Sums, differences, negation and scaling compute per image and print as code."""
-    maps = tf.reshape(tf.range(16.0), (2, 2, 2, 2))  # channel 0: evens, channel 1: odds
+    maps = np.arange(16.0, dtype=np.float32).reshape(2, 2, 2, 2)  # channel 0: evens, 1: odds
     acts = acts_of({"c": maps})
     a, b = channel("c", 0), channel("c", 1)
     cases = {
@@ -76,31 +98,31 @@ def test_objective_algebra_adds_subtracts_scales_and_describes_itself():
     }
     for text, (objective, expected) in cases.items():
         assert str(objective) == text
-        np.testing.assert_allclose(objective(acts).numpy(), expected)
+        np.testing.assert_allclose(numpy(objective(acts)), expected)
     assert sum([a, b]).needs == {"c": "feature_maps"}
 
 
 def test_objectives_without_an_index_read_each_images_own_target():
     """`channel(layer)` gives image i the mean of filter targets[i]; `neuron` the centre value."""
-    maps = tf.reshape(tf.range(2 * 3 * 3 * 3, dtype=tf.float32), (2, 3, 3, 3))
+    maps = np.arange(2 * 3 * 3 * 3, dtype=np.float32).reshape(2, 3, 3, 3)
     acts = acts_of({"c": maps}, targets=[2, 0])
-    np.testing.assert_allclose(channel("c")(acts).numpy(), [14.0, 39.0])
-    np.testing.assert_allclose(neuron("c")(acts).numpy(), [14.0, 39.0])
-    np.testing.assert_allclose(neuron("c", 1, x=0, y=0)(acts).numpy(), [1.0, 28.0])
-    logits = tf.constant([[1.0, 5.0], [7.0, 3.0]])
+    np.testing.assert_allclose(numpy(channel("c")(acts)), [14.0, 39.0])
+    np.testing.assert_allclose(numpy(neuron("c")(acts)), [14.0, 39.0])
+    np.testing.assert_allclose(numpy(neuron("c", 1, x=0, y=0)(acts)), [1.0, 28.0])
+    logits = np.array([[1.0, 5.0], [7.0, 3.0]], np.float32)
     np.testing.assert_allclose(
-        class_logit()(acts_of({actmax.LOGITS: logits}, targets=[1, 1])).numpy(), [5.0, 3.0]
+        numpy(class_logit()(acts_of({actmax.LOGITS: logits}, targets=[1, 1]))), [5.0, 3.0]
     )
 
 
 def test_regularizers_are_objectives_of_the_images():
     """total_variation and l2 read only the images, per image, in [0, 1] units."""
-    flat = tf.fill((1, 4, 4, 3), 0.5)
-    checker = tf.reshape(tf.constant([0.0, 1.0, 1.0, 0.0] * 4), (1, 4, 4, 1))
-    images = tf.concat([flat, tf.tile(checker, [1, 1, 1, 3])], 0)
+    flat = np.full((1, 4, 4, 3), 0.5, np.float32)
+    checker = np.array([0.0, 1.0, 1.0, 0.0] * 4, np.float32).reshape(1, 4, 4, 1)
+    images = np.concatenate([flat, np.tile(checker, [1, 1, 1, 3])], 0)
     acts = acts_of({}, images=images)
-    np.testing.assert_allclose(total_variation()(acts).numpy(), [0.0, 1 / 3], rtol=1e-6)
-    np.testing.assert_allclose(l2()(acts).numpy(), [0.0, 0.25])
+    np.testing.assert_allclose(numpy(total_variation()(acts)), [0.0, 1 / 3], rtol=1e-6)
+    np.testing.assert_allclose(numpy(l2()(acts)), [0.0, 0.25])
     assert (channel("c") - 0.1 * total_variation()).needs == {"c": "feature_maps"}
 
 
@@ -113,7 +135,7 @@ def test_objective_algebra_rejects_what_it_cannot_mean():
     with pytest.raises(ValueError, match=r"Received: index=-1"):
         channel("c", -1)
     with pytest.raises(ValueError, match="per-image targets"):
-        channel("c")(acts_of({"c": tf.ones((2, 2, 2, 2))}))
+        channel("c")(acts_of({"c": np.ones((2, 2, 2, 2), np.float32)}))
 
 
 # -- the lower-level pieces ------------------------------------------------------------------
@@ -122,21 +144,21 @@ def test_fourier_parameterization_is_the_inverse_real_dft():
     h, w = 6, 9
     param = actmax.fourier(2, (h, w), decorrelate=False, std=1.0)
     values = param.variable.numpy()
-    scale = param._scale.numpy()[:h]
+    scale = np.asarray(param._scale)[:h]
     expected = np.fft.irfft2((values[:, :, :h] + 1j * values[:, :, h:]) * scale, s=(h, w))
     np.testing.assert_allclose(
-        param._decode(param.variable).numpy(), expected.transpose(0, 2, 3, 1), atol=1e-5
+        numpy(param._decode(param.variable.value)), expected.transpose(0, 2, 3, 1), atol=1e-5
     )
-    images = param().numpy()
+    images = numpy(param())
     assert images.shape == (2, h, w, 3) and images.min() > 0 and images.max() < 1
 
 
 def test_composed_whole_pixel_transforms_are_exact_crops():
     """pad then jitter, fused into one resampling, equals padding and slicing by hand."""
-    images = tf.random.uniform((2, 5, 7, 3), seed=1)
-    draws = tf.constant([[0.0, 0.99], [0.5, 0.3]])  # offsets (col, row): (0, 4) and (2, 1)
-    out = actmax.compose([actmax.pad(2), actmax.jitter(4)])(images, draws).numpy()
-    padded = np.pad(images.numpy(), [(0, 0), (2, 2), (2, 2), (0, 0)], constant_values=0.5)
+    images = np.random.default_rng(1).random((2, 5, 7, 3), dtype=np.float32)
+    draws = np.array([[0.0, 0.99], [0.5, 0.3]], np.float32)  # offsets (col, row): (0, 4), (2, 1)
+    out = numpy(actmax.compose([actmax.pad(2), actmax.jitter(4)])(images, draws))
+    padded = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)], constant_values=0.5)
     np.testing.assert_allclose(out[0], padded[0, 4:9, 0:7], atol=1e-6)
     np.testing.assert_allclose(out[1], padded[1, 1:6, 2:9], atol=1e-6)
 
@@ -146,12 +168,17 @@ def test_regularizers_ascend_with_the_low_level_pieces():
     for objective in (-total_variation(), -l2()):
         param = actmax.pixel(2, 8, std=1.0, seeds=[1, 2])
         optimizer = keras.optimizers.Adam(0.1)
+        gradient = backend.value_and_grad(
+            lambda values, objective=objective, param=param: (
+                ops.sum(objective(Activations({}, param.images(values)))),
+                None,
+            )
+        )
         scores = []
         for _ in range(6):
-            with tf.GradientTape() as tape:
-                score = tf.reduce_sum(objective(Activations({}, param())))
-            optimizer.apply_gradients([(-tape.gradient(score, param.variable), param.variable)])
-            scores.append(float(score))
+            (score, _), grad = gradient(param.variable.value)
+            optimizer.apply_gradients([(-grad, param.variable)])
+            scores.append(float(numpy(score)))
         assert scores[-1] > scores[0], (objective, scores)
 
 
@@ -194,7 +221,7 @@ def test_the_default_objective_measures_the_post_activation_of_each_filter(model
     """Reported activations equal the layer's mean output on the returned images."""
     images = actmax.render(model, "c2", filters=[1, 4], steps=6)
     extractor = keras.Model(model.inputs[0], model.get_layer("c2").output)
-    maps = extractor(np.asarray(images)).numpy()
+    maps = numpy(extractor(np.asarray(images)))
     np.testing.assert_allclose(
         images.activations, maps.mean(axis=(1, 2))[[0, 1], [1, 4]], rtol=1e-4, atol=1e-6
     )
@@ -206,9 +233,9 @@ def test_class_logit_reads_past_a_final_softmax(model):
     x = np.asarray(images)
     features = keras.Model(model.inputs[0], model.layers[-2].output)(x)
     out = model.get_layer("out")
-    logits = features.numpy() @ out.kernel.numpy() + out.bias.numpy()
+    logits = numpy(features) @ out.kernel.numpy() + out.bias.numpy()
     np.testing.assert_allclose(images.activations, logits[:, 2], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(model(x).numpy().sum(), 1.0, rtol=1e-5)  # softmax is back
+    np.testing.assert_allclose(numpy(model(x)).sum(), 1.0, rtol=1e-5)  # softmax is back
 
 
 def test_results_are_deterministic_per_seed_and_per_filter(model):
@@ -319,7 +346,7 @@ def test_bad_input_names_the_argument_and_the_value(model):
 # -- the summary and the callbacks -------------------------------------------------------------
 def test_summary_actmax_writes_one_index_with_the_activation_statistic(tmp_path, read_logdir):
     """RGB images get slice axis rgb, gray ones image; activations are the per-filter stat."""
-    writer = tf.summary.create_file_writer(str(tmp_path / "train"))
+    writer = summary.create_file_writer(str(tmp_path / "train"))
     with writer.as_default():
         assert summary.actmax("rgb", np.random.rand(3, 8, 8, 3), step=0, activations=[1, 2, 3])
         assert summary.actmax(

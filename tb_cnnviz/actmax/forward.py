@@ -10,6 +10,7 @@ Two ways, chosen per model:
   sub-model's layers live in the sub-model's own graph, so the outer model cannot be cut there.
 
 Conv outputs are handed to objectives channels last, whatever the layer's `data_format`.
+Backend-neutral: the hooks work while TensorFlow or JAX trace, and in PyTorch's eager calls.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import contextlib
 import math
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from tb_cnnviz import heads
 from tb_cnnviz import layers as layer_lib
@@ -111,9 +112,9 @@ class ModelReader:
         >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3, name="c")])
         >>> reader = ModelReader(m, {"c": "feature_maps"})
         >>> with reader.active():
-        ...     outputs, pre = reader(tf.zeros((1, 8, 8, 3)))
-        >>> outputs["c"].shape
-        TensorShape([1, 6, 6, 2])
+        ...     outputs, pre = reader(ops.zeros((1, 8, 8, 3)))
+        >>> tuple(outputs["c"].shape)
+        (1, 6, 6, 2)
     """
 
     def __init__(self, model: keras.Model, needs, argument: str = "layer"):
@@ -137,7 +138,7 @@ class ModelReader:
         """Whether a truncated feature extractor runs instead of the whole model."""
         return self._extractor is not None
 
-    def __call__(self, images: tf.Tensor) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+    def __call__(self, images) -> tuple[dict[str, object], dict[str, object]]:
         """Returns `(outputs, pre_activations)`, each `{layer name: tensor}`, conv maps channels
         last."""
         names = list(self._layers)
@@ -155,7 +156,7 @@ class ModelReader:
             for name in table:
                 layer = self._layers[name][1] if name in self._layers else None
                 if getattr(layer, "data_format", "channels_last") == "channels_first":
-                    table[name] = tf.experimental.numpy.moveaxis(table[name], 1, -1)
+                    table[name] = ops.moveaxis(table[name], 1, -1)
         return outputs, pre
 
     @contextlib.contextmanager

@@ -11,14 +11,19 @@ an index (`channel("conv4", 7)`) every image works on filter 7.
 
 Images handed to objectives are in `[0, 1]` (before the model's value range is applied), so a
 regularizer's weight means the same whatever range the model expects.
+
+Objectives are written in `keras.ops`, so they run on every Keras backend; an objective of your
+own may use `keras.ops` too (any backend) or the backend's own ops (`tf.*` on TensorFlow): the
+tensors it receives are the backend's.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Mapping
 
-import tensorflow as tf
+from keras import ops
 
 from tb_cnnviz import checks
 
@@ -57,20 +62,18 @@ class Activations:
         pre_activations: Layer name -> output before the layer's activation function.
 
     Example:
-        >>> acts = Activations({"c": tf.ones((2, 4, 4, 3))}, tf.zeros((2, 8, 8, 3)), [0, 2])
-        >>> acts("c").shape, acts.targets.numpy().tolist()
-        (TensorShape([2, 4, 4, 3]), [0, 2])
+        >>> acts = Activations({"c": ops.ones((2, 4, 4, 3))}, ops.zeros((2, 8, 8, 3)), [0, 2])
+        >>> tuple(acts("c").shape), ops.convert_to_numpy(acts.targets).tolist()
+        ((2, 4, 4, 3), [0, 2])
     """
 
-    def __init__(
-        self, outputs: Mapping[str, tf.Tensor], images, targets=None, pre_activations=None
-    ):
+    def __init__(self, outputs: Mapping[str, object], images, targets=None, pre_activations=None):
         self._outputs = dict(outputs)
         self._pre = dict(pre_activations or {})
-        self.images = tf.convert_to_tensor(images)
-        self.targets = None if targets is None else tf.convert_to_tensor(targets, tf.int32)
+        self.images = ops.convert_to_tensor(images)
+        self.targets = None if targets is None else ops.convert_to_tensor(targets, "int32")
 
-    def __call__(self, layer: str, *, pre_activation: bool = False) -> tf.Tensor:
+    def __call__(self, layer: str, *, pre_activation: bool = False):
         """Returns the output of `layer` (or its value before the activation function) as
         float32; mixed-precision layers compute in float16."""
         table = self._pre if pre_activation else self._outputs
@@ -80,15 +83,16 @@ class Activations:
                 f"This forward pass did not record the {what} of layer {layer!r}; it recorded "
                 f"{sorted(table)}. Received: layer={layer!r}"
             )
-        return tf.cast(table[layer], tf.float32)
+        return ops.cast(table[layer], "float32")
 
-    def pick(self, values: tf.Tensor, index: int | None) -> tf.Tensor:
+    def pick(self, values, index: int | None):
         """Selects unit `index` (or each image's target) from the last axis of `values`
         `[n, ..., k]`.
 
         Example:
-            >>> Activations({}, tf.zeros((2, 1, 1, 1)), [1, 0]).pick(
-            ...     tf.constant([[1.0, 2.0], [3.0, 4.0]]), None).numpy().tolist()
+            >>> picked = Activations({}, ops.zeros((2, 1, 1, 1)), [1, 0]).pick(
+            ...     ops.array([[1.0, 2.0], [3.0, 4.0]]), None)
+            >>> ops.convert_to_numpy(picked).tolist()
             [2.0, 3.0]
         """
         if index is not None:
@@ -98,7 +102,10 @@ class Activations:
                 "An objective without an index needs per-image targets (the filter each image "
                 "is for). Give an index, or render through `Renderer`/`render`."
             )
-        return tf.gather(values, self.targets, axis=-1, batch_dims=1)
+        # Each image's own unit along the last axis: [n, ..., k] -> [n, ...].
+        rank = len(values.shape)
+        index = ops.reshape(self.targets, (-1,) + (1,) * (rank - 1))
+        return ops.squeeze(ops.take_along_axis(values, index, axis=-1), axis=-1)
 
 
 class Objective:
@@ -108,22 +115,22 @@ class Objective:
     by numbers. `str(objective)` says what it is.
 
     Args:
-        fn: `(Activations) -> [n]` float32 tensor.
+        fn: `(Activations) -> [n]` float32 tensor (`keras.ops` run on every backend).
         description: What the objective is, in code form.
         needs: Layer name -> `"feature_maps"` (a conv layer's maps are required) or `"output"`.
         targets: Names of the layers whose units the per-image targets index.
 
     Example:
-        >>> maps = tf.reshape(tf.range(8.0), (1, 2, 2, 2))
-        >>> acts = Activations({"c": maps}, tf.zeros((1, 2, 2, 1)))
+        >>> maps = ops.reshape(ops.arange(8.0), (1, 2, 2, 2))
+        >>> acts = Activations({"c": maps}, ops.zeros((1, 2, 2, 1)))
         >>> objective = 2 * channel("c", 1) - channel("c", 0)
-        >>> str(objective), objective(acts).numpy().tolist()
+        >>> str(objective), ops.convert_to_numpy(objective(acts)).tolist()
         ("2 * channel('c', 1) - channel('c', 0)", [5.0])
     """
 
     def __init__(
         self,
-        fn: Callable[[Activations], tf.Tensor],
+        fn: Callable[[Activations], object],
         description: str = "objective",
         *,
         needs: Mapping[str, str] | None = None,
@@ -135,8 +142,8 @@ class Objective:
         self.targets = tuple(targets)
         self._sum = False  # whether str() needs parentheses under * and unary -
 
-    def __call__(self, acts: Activations) -> tf.Tensor:
-        return tf.cast(self.fn(acts), tf.float32)
+    def __call__(self, acts: Activations):
+        return ops.cast(self.fn(acts), "float32")
 
     def __repr__(self) -> str:
         return self.description
@@ -190,8 +197,8 @@ def as_objective(fn, description: str | None = None) -> Objective:
     """Wraps a plain function `(Activations) -> [n]` (or passes an `Objective` through).
 
     Example:
-        >>> brightness = as_objective(lambda acts: tf.reduce_mean(acts.images, [1, 2, 3]))
-        >>> brightness(Activations({}, tf.ones((2, 2, 2, 1)))).numpy().tolist()
+        >>> brightness = as_objective(lambda acts: ops.mean(acts.images, axis=(1, 2, 3)))
+        >>> ops.convert_to_numpy(brightness(Activations({}, ops.ones((2, 2, 2, 1))))).tolist()
         [1.0, 1.0]
     """
     if isinstance(fn, Objective):
@@ -215,9 +222,9 @@ def channel(layer: str, index: int | None = None, *, pre_activation: bool = Fals
             active filter gets a picture too.
 
     Example:
-        >>> maps = tf.ones((1, 4, 4, 3)) * [1.0, 2.0, 3.0]
-        >>> acts = Activations({"c": maps}, tf.zeros((1, 4, 4, 3)))
-        >>> channel("c", 2)(acts).numpy().tolist()
+        >>> maps = ops.ones((1, 4, 4, 3)) * ops.array([1.0, 2.0, 3.0])
+        >>> acts = Activations({"c": maps}, ops.zeros((1, 4, 4, 3)))
+        >>> ops.convert_to_numpy(channel("c", 2)(acts)).tolist()
         [3.0]
     """
     _check_index(index, "index")
@@ -226,7 +233,7 @@ def channel(layer: str, index: int | None = None, *, pre_activation: bool = Fals
         # Picking each image's own filter first makes the mean (and its gradient) run over one
         # contiguous map per image instead of strided over all filters: several times cheaper.
         maps = acts.pick(_feature_maps(acts(layer, pre_activation=pre_activation), layer), index)
-        return tf.reduce_mean(maps, axis=list(range(1, maps.shape.rank)))
+        return ops.mean(maps, axis=tuple(range(1, len(maps.shape))))
 
     return Objective(
         fn,
@@ -254,8 +261,9 @@ def neuron(
         pre_activation: Read the layer before its activation function (see `channel`).
 
     Example:
-        >>> maps = tf.reshape(tf.range(9.0), (1, 3, 3, 1))
-        >>> neuron("c", 0)(Activations({"c": maps}, tf.zeros((1, 3, 3, 1)))).numpy().tolist()
+        >>> maps = ops.reshape(ops.arange(9.0), (1, 3, 3, 1))
+        >>> acts = Activations({"c": maps}, ops.zeros((1, 3, 3, 1)))
+        >>> ops.convert_to_numpy(neuron("c", 0)(acts)).tolist()
         [4.0]
     """
     _check_index(index, "index")
@@ -264,10 +272,10 @@ def neuron(
 
     def fn(acts):
         maps = _feature_maps(acts(layer, pre_activation=pre_activation), layer)
-        if maps.shape.rank != 4:
+        if len(maps.shape) != 4:
             raise ValueError(
                 f"neuron needs 2-D feature maps [n, h, w, filters]. Received: {layer!r} with "
-                f"shape {maps.shape}"
+                f"shape {tuple(maps.shape)}"
             )
         h, w = maps.shape[1], maps.shape[2]
         row, col = h // 2 if y is None else y, w // 2 if x is None else x
@@ -301,9 +309,9 @@ def wake_up(layer: str, index: int | None = None) -> Objective:
         index: The filter; `None` means each image's own target filter.
 
     Example:
-        >>> pre = tf.constant([[[[-3.0]], [[-1.0]]], [[[2.0]], [[-1.0]]]])  # [2, 2, 1, 1]
-        >>> acts = Activations({"c": tf.nn.relu(pre)}, tf.zeros((2, 2, 1, 1)), None, {"c": pre})
-        >>> wake_up("c", 0)(acts).numpy().tolist()
+        >>> pre = ops.array([[[[-3.0]], [[-1.0]]], [[[2.0]], [[-1.0]]]])  # [2, 2, 1, 1]
+        >>> acts = Activations({"c": ops.relu(pre)}, ops.zeros((2, 2, 1, 1)), None, {"c": pre})
+        >>> ops.convert_to_numpy(wake_up("c", 0)(acts)).tolist()
         [-1.0, 0.0]
     """
     _check_index(index, "index")
@@ -313,9 +321,9 @@ def wake_up(layer: str, index: int | None = None) -> Objective:
         pre = _feature_maps(acts(layer, pre_activation=True), layer)
         # As in `channel`: each image's own filter first, then the maxima over its map alone.
         post, pre = acts.pick(post, index), acts.pick(pre, index)
-        axes = list(range(1, post.shape.rank))
-        silent = tf.reduce_max(post, axis=axes) <= 0
-        return tf.where(silent, tf.reduce_max(pre, axis=axes), 0.0)
+        axes = tuple(range(1, len(post.shape)))
+        silent = ops.max(post, axis=axes) <= 0
+        return ops.where(silent, ops.max(pre, axis=axes), 0.0)
 
     return Objective(
         fn,
@@ -335,8 +343,8 @@ def class_logit(index: int | None = None) -> Objective:
         index: The class; `None` means each image's own target class.
 
     Example:
-        >>> acts = Activations({LOGITS: tf.constant([[0.5, 2.0]])}, tf.zeros((1, 2, 2, 3)))
-        >>> class_logit(1)(acts).numpy().tolist()
+        >>> acts = Activations({LOGITS: ops.array([[0.5, 2.0]])}, ops.zeros((1, 2, 2, 3)))
+        >>> ops.convert_to_numpy(class_logit(1)(acts)).tolist()
         [2.0]
     """
     _check_index(index, "index")
@@ -352,18 +360,18 @@ def total_variation() -> Objective:
     """Mean absolute difference between neighbouring pixels, per image: subtract it to smooth.
 
     Example:
-        >>> stripes = tf.reshape(tf.constant([0.0, 1.0] * 8), (1, 4, 4, 1))
-        >>> total_variation()(Activations({}, stripes)).numpy().tolist()
+        >>> stripes = ops.reshape(ops.array([0.0, 1.0] * 8), (1, 4, 4, 1))
+        >>> ops.convert_to_numpy(total_variation()(Activations({}, stripes))).tolist()
         [0.5]
     """
 
     def fn(acts):
-        return _total_variation(tf.cast(acts.images, tf.float32))
+        return _total_variation(ops.cast(acts.images, "float32"))
 
     return Objective(fn, "total_variation()")
 
 
-@tf.custom_gradient
+@ops.custom_gradient
 def _total_variation(img):
     """`total_variation` of `[n, h, w, c]` images, with a hand-written gradient.
 
@@ -373,22 +381,20 @@ def _total_variation(img):
     """
     down = img[:, 1:] - img[:, :-1]
     right = img[:, :, 1:] - img[:, :, :-1]
-    value = (
-        tf.reduce_mean(tf.abs(down), axis=[1, 2, 3]) + tf.reduce_mean(tf.abs(right), axis=[1, 2, 3])
-    ) / 2
+    axes = (1, 2, 3)
+    value = (ops.mean(ops.abs(down), axis=axes) + ops.mean(ops.abs(right), axis=axes)) / 2
 
-    def grad(upstream):
-        upstream = upstream[:, None, None, None] / 2
-        g_down = tf.sign(down) * (upstream / tf.cast(tf.reduce_prod(tf.shape(down)[1:]), img.dtype))
-        g_right = tf.sign(right) * (
-            upstream / tf.cast(tf.reduce_prod(tf.shape(right)[1:]), img.dtype)
-        )
-        no = [0, 0]
+    def grad(*args, upstream=None):
+        upstream = args[0] if upstream is None else upstream
+        upstream = ops.reshape(upstream, (-1, 1, 1, 1)) / 2
+        g_down = ops.sign(down) * (upstream / math.prod(down.shape[1:]))
+        g_right = ops.sign(right) * (upstream / math.prod(right.shape[1:]))
+        no = (0, 0)
         return (
-            tf.pad(g_down, [no, [1, 0], no, no])
-            - tf.pad(g_down, [no, [0, 1], no, no])
-            + tf.pad(g_right, [no, no, [1, 0], no])
-            - tf.pad(g_right, [no, no, [0, 1], no])
+            ops.pad(g_down, (no, (1, 0), no, no))
+            - ops.pad(g_down, (no, (0, 1), no, no))
+            + ops.pad(g_right, (no, no, (1, 0), no))
+            - ops.pad(g_right, (no, no, (0, 1), no))
         )
 
     return value, grad
@@ -399,23 +405,24 @@ def l2(center: float = 0.5) -> Objective:
     keep colours from saturating.
 
     Example:
-        >>> l2()(Activations({}, tf.ones((1, 2, 2, 3)))).numpy().tolist()
+        >>> ops.convert_to_numpy(l2()(Activations({}, ops.ones((1, 2, 2, 3))))).tolist()
         [0.25]
     """
     center = float(center)
 
     def fn(acts):
-        return tf.reduce_mean(tf.square(tf.cast(acts.images, tf.float32) - center), axis=[1, 2, 3])
+        images = ops.cast(acts.images, "float32")
+        return ops.mean(ops.square(images - center), axis=tuple(range(1, len(images.shape))))
 
     return Objective(fn, "l2()" if center == 0.5 else f"l2({center})")
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def _feature_maps(values: tf.Tensor, layer: str) -> tf.Tensor:
-    if values.shape.rank is None or values.shape.rank < 3:
+def _feature_maps(values, layer: str):
+    if len(values.shape) < 3:
         raise ValueError(
             f"A channel objective needs a conv layer's feature maps [n, *spatial, filters]. "
-            f"Received: layer={layer!r} with output shape {values.shape}"
+            f"Received: layer={layer!r} with output shape {tuple(values.shape)}"
         )
     return values
 
@@ -427,7 +434,9 @@ def _lift(value):
         constant = float(value)
 
         def fn(acts):
-            return tf.fill(tf.shape(acts.images)[:1], constant)
+            # One number per image; the images' values do not enter (no gradient).
+            first = ops.reshape(acts.images, (ops.shape(acts.images)[0], -1))[:, 0]
+            return ops.full_like(ops.cast(first, "float32"), constant)
 
         return Objective(fn, _number(value))
     return NotImplemented

@@ -17,14 +17,17 @@ every pixel in `[0, 1]`.
 
 Every image draws its starting noise from its own seed, so image `k` starts the same whichever
 other images share its batch.
+
+Written in `keras.ops`: the same images on every Keras backend.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from tb_cnnviz import checks
 
@@ -109,6 +112,7 @@ class ImageParam:
         seeds: One seed per image (default `range(batch)`).
 
     Attributes:
+        variable: The `keras.Variable` holding the batch, `[batch, *value_shape]`.
         variables: The trainable variables (one).
         kind: The name of the parameterization.
     """
@@ -122,9 +126,9 @@ class ImageParam:
         mix = mixing_matrix(decorrelate) if self.channels == 3 else None
         self.decorrelate = mix is not None
         self.std = float(std)
-        self._mix = None if mix is None else tf.constant(mix.T)
+        self._mix = None if mix is None else np.ascontiguousarray(mix.T)
         seeds = range(self.batch) if seeds is None else seeds
-        self.variable = tf.Variable(self.noise(seeds), name=f"{self.kind}_images")
+        self.variable = keras.Variable(self.noise(seeds), name=f"{self.kind}_images")
         self.variables = [self.variable]
 
     @property
@@ -152,18 +156,27 @@ class ImageParam:
             values[i] = rng.normal(0.0, self.std, self.value_shape)
         return values
 
-    def __call__(self) -> tf.Tensor:
+    def __call__(self):
         """Returns the images `[n, h, w, c]` in `[0, 1]`."""
         return self.images(self.variable)
 
-    def images(self, values: tf.Tensor) -> tf.Tensor:
-        """Maps variable values `[n, *value_shape]` (any `n`) to images in `[0, 1]`."""
-        logits = self._decode(values)  # [n, h, w, c], unbounded
-        if self._mix is not None:
-            logits = tf.einsum("nhwc,cd->nhwd", logits, self._mix)
-        return tf.sigmoid(logits)
+    def images(self, values):
+        """Maps variable values `[n, *value_shape]` (any `n`) to images in `[0, 1]`.
 
-    def _decode(self, values: tf.Tensor) -> tf.Tensor:
+        A pure function of `values`: differentiate it, or call it inside a compiled function,
+        on any backend.
+
+        Example:
+            >>> param = pixel(2, 4, channels=1)
+            >>> tuple(param.images(ops.zeros((3, 4, 4, 1))).shape)
+            (3, 4, 4, 1)
+        """
+        logits = self._decode(ops.convert_to_tensor(values, "float32"))  # [n, h, w, c]
+        if self._mix is not None:
+            logits = ops.einsum("nhwc,cd->nhwd", logits, self._mix)
+        return ops.sigmoid(logits)
+
+    def _decode(self, values):
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -213,10 +226,10 @@ class FourierParam(ImageParam):
         # Normalized so unit white noise in the spectrum becomes unit-variance pixels: the step
         # size of the optimizer then means the same at every image size.
         scale *= h * w / (2.0 * np.sqrt(np.sum(scale**2)))
-        self._scale = tf.constant(np.concatenate([scale, scale]), tf.float32)  # real, imaginary
+        self._scale = np.concatenate([scale, scale]).astype(np.float32)  # real, imaginary
         rows, cols = _inverse_dft(h, w)
-        self._rows = tf.constant(rows, tf.float32)
-        self._cols = tf.constant(cols.reshape(2, w // 2 + 1, w), tf.float32)  # re/im, k, w
+        self._rows = rows.astype(np.float32)
+        self._cols = cols.reshape(2, w // 2 + 1, w).astype(np.float32)  # re/im, k, w
         super().__init__(batch, (h, w), channels, **kwargs)
 
     @classmethod
@@ -226,14 +239,14 @@ class FourierParam(ImageParam):
 
     def _decode(self, values):
         # The inverse real 2-D DFT as two small matrix products: for the image sizes of
-        # activation maximization this is several times faster on CPU than tf.signal.irfft2d,
-        # forward and backward, and it is exact.
-        # The real and imaginary halves are split by a reshape, not by slicing: slices' gradients
-        # (StridedSliceGrad) are slow on CPU.
+        # activation maximization this is several times faster on CPU than an FFT
+        # (tf.signal.irfft2d, keras.ops.irfft), forward and backward, on every backend, and it
+        # is exact. The real and imaginary halves are split by a reshape, not by slicing:
+        # slices' gradients (TensorFlow's StridedSliceGrad) are slow on CPU.
         h, w = self.size
-        y = tf.einsum("ij,ncjk->ncik", self._rows, values * self._scale)  # rows transformed
-        y = tf.reshape(y, [-1, self.channels, 2, h, w // 2 + 1])  # [n, c, re/im, h, w // 2 + 1]
-        return tf.einsum("ncrik,rkw->niwc", y, self._cols)
+        y = ops.einsum("ij,ncjk->ncik", self._rows, values * self._scale)  # rows transformed
+        y = ops.reshape(y, (-1, self.channels, 2, h, w // 2 + 1))  # [n, c, re/im, h, w//2+1]
+        return ops.einsum("ncrik,rkw->niwc", y, self._cols)
 
 
 def _inverse_dft(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -280,9 +293,9 @@ def fourier(batch, size, channels=3, *, decorrelate=True, decay_power=None, std=
 
     Example:
         >>> param = fourier(2, (8, 12))
-        >>> images = param()
-        >>> images.shape, bool(tf.reduce_all((images > 0) & (images < 1)))
-        (TensorShape([2, 8, 12, 3]), True)
+        >>> images = ops.convert_to_numpy(param())
+        >>> images.shape, bool(((images > 0) & (images < 1)).all())
+        ((2, 8, 12, 3), True)
     """
     return FourierParam(
         batch,
@@ -311,8 +324,8 @@ def pixel(batch, size, channels=3, *, decorrelate=True, std=0.01, seeds=None):
         A `PixelParam`.
 
     Example:
-        >>> pixel(1, 4, channels=1)().shape
-        TensorShape([1, 4, 4, 1])
+        >>> tuple(pixel(1, 4, channels=1)().shape)
+        (1, 4, 4, 1)
     """
     return PixelParam(batch, size, channels, decorrelate=decorrelate, std=std, seeds=seeds)
 

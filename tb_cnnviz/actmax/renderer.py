@@ -2,8 +2,13 @@
 
 `Renderer` holds the compiled optimization for one model and objective and can be called again
 and again (a training callback calls it every epoch without retracing); `render` is the one-call
-form. One call of the compiled function runs all `steps` of gradient ascent inside TensorFlow
-(a `tf.while_loop`), so the host is involved once per chunk, not once per step.
+form. The step is written once, in `keras.ops`; `tb_cnnviz.backend.compile_loop` compiles all
+`steps` of gradient ascent the way each backend runs them fastest: on TensorFlow one
+`tf.function` whose `tf.while_loop` runs every step, so the host is involved once per chunk, not
+once per step; on JAX one `jax.jit` step dispatched asynchronously `steps` times (XLA on CPU
+runs convolutions inside a compiled loop several times slower); on PyTorch eagerly.
+Differentiating also goes through `tb_cnnviz.backend`, the one place that knows the backends
+apart.
 
 Per call:
 
@@ -27,7 +32,8 @@ colour axis still moves at its own pace (`benchmarks/actmax.py` measures both).
 
 Every image depends only on its own filter, the seed and the steps taken, so filter `k`'s image
 is the same whichever filters share its batch (up to floating-point reordering inside batched
-convolutions).
+convolutions). The random numbers of the transforms are hashed from `(seed, filter, step)` in
+32-bit integer arithmetic, the same on every backend.
 """
 
 from __future__ import annotations
@@ -39,9 +45,9 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from tb_cnnviz import checks, compiled
+from tb_cnnviz import backend, checks
 from tb_cnnviz.actmax import objectives as obj_lib
 from tb_cnnviz.actmax import param as param_lib
 from tb_cnnviz.actmax import transforms as tf_lib
@@ -236,7 +242,7 @@ class Renderer:
         them.
         """
         return sum(
-            f.experimental_get_tracing_count()
+            backend.tracing_count(f)
             for slot in self._slots.values()
             for f in (slot.run, slot.evaluate)
         )
@@ -277,18 +283,17 @@ class Renderer:
         for start in range(0, len(ids), batch):
             chunk = ids[start : start + batch]
             padded = chunk + [chunk[-1]] * (batch - len(chunk))
-            slot.load(padded, seed, warm)
+            state = slot.load(padded, seed, warm)
+            targets = ops.convert_to_tensor(np.asarray(padded, np.int32))
             with self._reader.active():
-                slot.run(
-                    tf.constant(int(steps)),
-                    tf.constant(int(seed) & 0xFFFFFFFF, tf.int64),
-                    tf.constant(padded, tf.int32),
+                state = slot.run(
+                    steps, state, ops.convert_to_tensor(np.uint32(seed & 0xFFFFFFFF)), targets
                 )
-                score, pictures = slot.evaluate(tf.constant(padded, tf.int32))
+                score, pictures = slot.evaluate(state[0], targets)
             keep = len(chunk)
-            images.append(pictures.numpy()[:keep])
-            scores.append(score.numpy()[:keep])
-            rows.append(slot.save(keep))
+            images.append(backend.to_numpy(pictures)[:keep])
+            scores.append(backend.to_numpy(score)[:keep])
+            rows.append(tuple(backend.to_numpy(part)[:keep] for part in state))
 
         lo, hi = self.value_range
         result = (lo + (hi - lo) * np.concatenate(images)).astype(np.float32).view(ActmaxImages)
@@ -312,7 +317,7 @@ class Renderer:
             return None
         h, w = self.model_size or self.size
         with self._reader.active():
-            outs, _ = self._reader(tf.zeros((1, h, w, self.channels)))
+            outs, _ = self._reader(ops.zeros((1, h, w, self.channels)))
         return min(int(outs[name].shape[-1]) for name in self.objective.targets)
 
     def _filters(self, filters) -> list[int]:
@@ -374,18 +379,30 @@ class Renderer:
             self._slots[batch] = _Slot(self, batch)
         return self._slots[batch]
 
-    def _prepare(self, images01: tf.Tensor) -> tf.Tensor:
+    def _prepare(self, images01):
         """Crops transformed images to the render size, fits them to the model, maps the range."""
-        h, w = self.size
-        x = tf.image.resize_with_crop_or_pad(images01 - 0.5, h, w) + 0.5  # pads mid-grey
+        x = images01
+        if tuple(x.shape[1:3]) != self.size:  # the transforms end at the size; a custom one may not
+            x = tf_lib.center_crop(self.size)(x, ops.zeros((x.shape[0], 0)))  # pads mid-grey
         if self.model_size is not None and self.model_size != self.size:
-            x = tf.image.resize(x, self.model_size, method="bilinear", antialias=True)
+            x = ops.image.resize(
+                x,
+                self.model_size,
+                interpolation="bilinear",
+                antialias=True,
+                data_format="channels_last",
+            )
         lo, hi = self.value_range
         return lo + (hi - lo) * x
 
 
 class _Slot:
-    """Variables and compiled functions for one chunk size."""
+    """Compiled functions for one chunk size, and the optimization state's shapes.
+
+    The state `(values, m, v, t)` (variable values, Adam's moments, steps taken per image) is
+    passed in and returned, never held in backend variables: the same functions compile on
+    TensorFlow (`tf.function`) and JAX (`jax.jit`, which needs pure functions).
+    """
 
     def __init__(self, renderer: Renderer, batch: int):
         self.renderer = renderer
@@ -397,23 +414,22 @@ class _Slot:
             renderer.channels,
             decorrelate=False if renderer.decorrelate is None else renderer.decorrelate,
         )
-        var = self.param.variable
         # Every axis of one image's variable but its colour channel's: the second moment is
         # shared along these.
         channel = self.param.channel_axis
-        self.spread = [a + 1 for a in range(len(self.param.value_shape)) if a != channel]
+        self.spread = tuple(a + 1 for a in range(len(self.param.value_shape)) if a != channel)
         self.moment_shape = tuple(
             1 if a + 1 in self.spread else d for a, d in enumerate(self.param.value_shape)
         )
-        self.m = tf.Variable(tf.zeros_like(var), name="adam_m")
-        self.v = tf.Variable(tf.zeros([batch, *self.moment_shape]), name="adam_v")
-        self.t = tf.Variable(tf.zeros([batch]), name="adam_steps")
-        # No AutoGraph: the loop is an explicit tf.while_loop, and converting the model, the
-        # transforms and the objectives would only add tracing time to every first call.
-        self.run = compiled.function(self._run, autograph=False)
-        self.evaluate = compiled.function(self._evaluate, autograph=False)
+        # The functions read the model's weights at call time (backend.compile), so a model
+        # that trains between calls needs no retrace.
+        weights = renderer.model.variables
+        self.run = backend.compile_loop(self._step, weights)  # run(steps, state, seed, targets)
+        self.evaluate = backend.compile(self._evaluate, weights)
+        self._gradient = backend.value_and_grad(self._score)
 
-    def load(self, filters: Sequence[int], seed: int, warm: WarmStart | None) -> None:
+    def load(self, filters: Sequence[int], seed: int, warm: WarmStart | None) -> tuple:
+        """The starting state `(values, m, v, t)` of `filters`: warm rows, or noise."""
         rows = warm.rows() if warm is not None else {}
         cold = [f for f in filters if f not in rows]
         noise = dict(zip(cold, self.param.noise([(seed, f) for f in cold]), strict=True))
@@ -431,56 +447,41 @@ class _Slot:
                 m.append(np.zeros(shape, np.float32))
                 v.append(np.zeros(self.moment_shape, np.float32))
                 t.append(0.0)
-        self.param.variable.assign(np.stack(values))
-        self.m.assign(np.stack(m))
-        self.v.assign(np.stack(v))
-        self.t.assign(np.asarray(t, np.float32))
+        parts = (np.stack(values), np.stack(m), np.stack(v), np.asarray(t))
+        return tuple(ops.convert_to_tensor(p.astype(np.float32)) for p in parts)
 
-    def save(self, keep: int):
-        return (
-            self.param.variable.numpy()[:keep],
-            self.m.numpy()[:keep],
-            self.v.numpy()[:keep],
-            self.t.numpy()[:keep],
-        )
-
-    def _run(self, steps, seed, targets):
+    def _score(self, values, steps_taken, seed, targets):
+        """The objective summed over the chunk, at the images' own transforms of this step."""
         r = self.renderer
-        transforms = r.transforms
-        draws = transforms.draws if transforms is not None else 0
-        var = self.param.variable
-        lr = r.learning_rate
-        keys = tf.cast(targets, tf.uint32)
-        expand = [-1] + [1] * (var.shape.rank - 1)
+        images = self.param.images(values)
+        x = images
+        if r.transforms is not None:
+            keys = ops.cast(targets, "uint32")
+            draws = _uniform(seed, keys, ops.cast(steps_taken, "uint32"), r.transforms.draws)
+            x = r.transforms(x, draws)
+        outputs, pre = r._reader(r._prepare(x))
+        acts = obj_lib.Activations(outputs, images, targets, pre)
+        return ops.sum(r.objective(acts)), None
 
-        def step(i):
-            with tf.GradientTape() as tape:
-                images = self.param()
-                x = images
-                if transforms is not None:
-                    x = transforms(x, _uniform(seed, keys, tf.cast(self.t, tf.uint32), draws))
-                outputs, pre = r._reader(r._prepare(x))
-                acts = obj_lib.Activations(outputs, images, targets, pre)
-                score = tf.reduce_sum(r.objective(acts))
-            grad = tape.gradient(score, var)
-            # Adam, ascending, with a step count per image (warm and cold images can share a
-            # chunk) and a second moment per image and colour channel (see the module docstring).
-            self.t.assign_add(tf.ones_like(self.t))
-            t = tf.reshape(self.t, expand)
-            square = tf.reduce_mean(tf.square(grad), axis=self.spread, keepdims=True)
-            self.m.assign(_BETA1 * self.m + (1 - _BETA1) * grad)
-            self.v.assign(_BETA2 * self.v + (1 - _BETA2) * square)
-            m_hat = self.m / (1 - tf.pow(_BETA1, t))
-            v_hat = self.v / (1 - tf.pow(_BETA2, t))
-            var.assign_add(lr * m_hat / (tf.sqrt(v_hat) + _EPSILON))
-            return (i + 1,)
+    def _step(self, state, seed, targets):
+        """One step of gradient ascent of the chunk: Adam, with a step count per image (warm and
+        cold images can share a chunk) and a second moment per image and colour channel (see
+        the module docstring)."""
+        values, m, v, t = state
+        _, grad = self._gradient(values, t, seed, targets)
+        t = t + 1.0
+        tt = ops.reshape(t, (-1,) + (1,) * len(self.param.value_shape))
+        square = ops.mean(ops.square(grad), axis=self.spread, keepdims=True)
+        m = _BETA1 * m + (1 - _BETA1) * grad
+        v = _BETA2 * v + (1 - _BETA2) * square
+        m_hat = m / (1 - ops.power(_BETA1, tt))
+        v_hat = v / (1 - ops.power(_BETA2, tt))
+        values = values + self.renderer.learning_rate * m_hat / (ops.sqrt(v_hat) + _EPSILON)
+        return values, m, v, t
 
-        tf.while_loop(lambda i: i < steps, step, (tf.constant(0),))
-        return tf.constant(0)
-
-    def _evaluate(self, targets):
+    def _evaluate(self, values, targets):
         r = self.renderer
-        images = self.param()
+        images = self.param.images(values)
         outputs, pre = r._reader(r._prepare(images))
         acts = obj_lib.Activations(outputs, images, targets, pre)
         return r.measure(acts), images
@@ -535,23 +536,31 @@ def render(
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def _u32(value: int):
+    return ops.convert_to_tensor(np.uint32(value))
+
+
 def _mix(x):
     """A 32-bit multiply-xorshift hash: every input bit affects every output bit."""
-    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
-    x = x * tf.constant(0x21F0AAAD, tf.uint32)
-    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 15))
-    x = x * tf.constant(0x735A2D97, tf.uint32)
-    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 15))
+    x = ops.bitwise_xor(x, ops.right_shift(x, _u32(16)))
+    x = x * _u32(0x21F0AAAD)
+    x = ops.bitwise_xor(x, ops.right_shift(x, _u32(15)))
+    x = x * _u32(0x735A2D97)
+    return ops.bitwise_xor(x, ops.right_shift(x, _u32(15)))
 
 
 def _uniform(seed, keys, steps, count: int):
-    """`[n, count]` numbers in `[0, 1)` that depend only on `(seed, keys[i], steps[i], j)`."""
-    j = tf.cast(tf.range(count), tf.uint32)[None, :]
-    h = _mix(tf.cast(seed, tf.uint32) + tf.constant(0x9E3779B9, tf.uint32))
-    h = _mix(tf.bitwise.bitwise_xor(h, keys))
-    h = _mix(tf.bitwise.bitwise_xor(h, steps))[:, None]
-    h = _mix(tf.bitwise.bitwise_xor(h, j))
-    return tf.cast(tf.bitwise.right_shift(h, 8), tf.float32) * (1.0 / (1 << 24))
+    """`[n, count]` numbers in `[0, 1)` that depend only on `(seed, keys[i], steps[i], j)`.
+
+    Stateless and keyed per image, so an image's transforms do not depend on its batch; uint32
+    arithmetic wraps the same way on every backend.
+    """
+    j = ops.convert_to_tensor(np.arange(count, dtype=np.uint32)[None, :])
+    h = _mix(ops.cast(seed, "uint32") + _u32(0x9E3779B9))
+    h = _mix(ops.bitwise_xor(h, keys))
+    h = _mix(ops.bitwise_xor(h, steps))[:, None]
+    h = _mix(ops.bitwise_xor(h, j))
+    return ops.cast(ops.right_shift(h, _u32(8)), "float32") * (1.0 / (1 << 24))
 
 
 def _transforms(transforms, size):

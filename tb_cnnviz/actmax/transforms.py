@@ -1,4 +1,4 @@
-"""Transforms: random perturbations an image must survive, written as TF ops for the compiled step.
+"""Transforms: random perturbations an image must survive, as `keras.ops` for the compiled step.
 
 Optimizing an image that still excites its filter after being padded, shifted, scaled and
 rotated a little ("transformation robustness") removes the high-frequency patterns a network
@@ -10,10 +10,12 @@ renderer derives draws from `(seed, filter, step)`, so filter `k`'s image does n
 other images in its batch. Called with images only, a transform draws its own random numbers.
 
 `pad`, `jitter`, `random_scale` and `random_rotate` are geometric (`Affine`): `compose` multiplies
-the matrices of consecutive ones and resamples the image once, with one bilinear
-`ImageProjectiveTransformV3` op (a native kernel with a registered gradient). Resampling once is
-both cheaper and sharper than a chain of interpolations; pixels that come from outside the image
-take the pad's fill value.
+the matrices of consecutive ones and resamples the image once, bilinearly: on TensorFlow with its
+native `ImageProjectiveTransformV3` kernel (`tb_cnnviz.backend.native_resampler`), elsewhere with
+four gathers in `keras.ops` that compute the same values. Resampling once is both cheaper and
+sharper than a chain of interpolations; pixels that come from outside the image take the pad's
+fill value, or reflect the image. Image sizes must be known when a transform is built into a
+compiled step (they are in the renderer).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from tb_cnnviz import checks
+from tb_cnnviz import backend, checks
 
 __all__ = [
     "Affine",
@@ -48,9 +51,9 @@ class Transform:
         description: What it is, in code form.
 
     Example:
-        >>> flip = Transform(lambda images, draws: images[:, :, ::-1], description="flip")
-        >>> flip(tf.reshape(tf.range(4.0), (1, 1, 4, 1)))[0, 0, :, 0].numpy().tolist()
-        [3.0, 2.0, 1.0, 0.0]
+        >>> flip = Transform(lambda images, draws: ops.flip(images, axis=2), description="flip")
+        >>> ops.convert_to_numpy(flip(ops.reshape(ops.arange(4.0), (1, 1, 4, 1))))[0, 0, :, 0]
+        array([3., 2., 1., 0.], dtype=float32)
     """
 
     def __init__(self, fn: Callable, draws: int = 0, description: str = "transform"):
@@ -59,10 +62,10 @@ class Transform:
         self.description = description
 
     def __call__(self, images, draws=None):
-        images = tf.convert_to_tensor(images)
+        images = ops.convert_to_tensor(images)
         if draws is None:
-            draws = tf.random.uniform([tf.shape(images)[0], self.draws])
-        return self.fn(images, draws)
+            draws = keras.random.uniform((images.shape[0], self.draws))
+        return self.fn(images, ops.convert_to_tensor(draws, "float32"))
 
     def __repr__(self) -> str:
         return self.description
@@ -80,10 +83,10 @@ class Affine(Transform):
             reflects the image at its border.
 
     Example:
-        >>> shift = Affine(lambda d, h, w: (tf.constant([[[1.0, 0, 1], [0, 1, 0], [0, 0, 1]]]),
+        >>> shift = Affine(lambda d, h, w: (np.array([[[1.0, 0, 1], [0, 1, 0], [0, 0, 1]]]),
         ...                                 h, w - 1), description="shift")
-        >>> shift(tf.reshape(tf.range(4.0), (1, 1, 4, 1)))[0, 0, :, 0].numpy().tolist()
-        [1.0, 2.0, 3.0]
+        >>> ops.convert_to_numpy(shift(ops.reshape(ops.arange(4.0), (1, 1, 4, 1))))[0, 0, :, 0]
+        array([1., 2., 3.], dtype=float32)
     """
 
     def __init__(self, geometry: Callable, draws: int = 0, description="affine", fill=None):
@@ -94,15 +97,13 @@ class Affine(Transform):
     def _apply(self, images, draws):
         h, w = _spatial(images)
         matrices, out_h, out_w = self.geometry(draws, h, w)
-        flat = tf.reshape(matrices / matrices[:, 2:, 2:], [-1, 9])[:, :8]
-        return tf.raw_ops.ImageProjectiveTransformV3(
-            images=images,
-            transforms=tf.cast(flat, tf.float32),
-            output_shape=tf.stack([out_h, out_w]),
-            fill_value=tf.constant(0.0 if self.fill is None else self.fill, tf.float32),
-            interpolation="BILINEAR",
-            fill_mode="REFLECT" if self.fill is None else "CONSTANT",
-        )
+        matrices = ops.cast(matrices, "float32")
+        flat = ops.reshape(matrices / matrices[:, 2:, 2:], (-1, 9))[:, :8]
+        size = (int(out_h), int(out_w))
+        native = backend.native_resampler()
+        if native is not None:
+            return native(images, flat, size, self.fill)
+        return _bilinear(images, flat, size, self.fill)
 
 
 def compose(transforms: Sequence[Transform | Callable]) -> Transform:
@@ -112,8 +113,8 @@ def compose(transforms: Sequence[Transform | Callable]) -> Transform:
 
     Example:
         >>> t = compose([pad(1), jitter(2)])
-        >>> t.draws, t(tf.zeros((2, 8, 8, 3))).shape
-        (2, TensorShape([2, 8, 8, 3]))
+        >>> t.draws, tuple(t(ops.zeros((2, 8, 8, 3))).shape)
+        (2, (2, 8, 8, 3))
     """
     steps = [_as_transform(t) for t in transforms]
     fused: list[Transform] = []
@@ -144,8 +145,8 @@ def pad(width: int, *, value: float | None = 0.5) -> Affine:
         value: The fill, in `[0, 1]` image units (0.5 is mid-grey); `None` reflects the image.
 
     Example:
-        >>> pad(2)(tf.zeros((1, 4, 4, 1))).shape
-        TensorShape([1, 8, 8, 1])
+        >>> tuple(pad(2)(ops.zeros((1, 4, 4, 1))).shape)
+        (1, 8, 8, 1)
     """
     width = checks.integer("width", width, minimum=0)
 
@@ -162,13 +163,13 @@ def jitter(pixels: int) -> Affine:
     Its two draws pick the column offset and the row offset, each in `0..pixels`.
 
     Example:
-        >>> jitter(3)(tf.zeros((2, 10, 12, 3))).shape
-        TensorShape([2, 7, 9, 3])
+        >>> tuple(jitter(3)(ops.zeros((2, 10, 12, 3))).shape)
+        (2, 7, 9, 3)
     """
     pixels = checks.integer("pixels", pixels, minimum=0)
 
     def geometry(draws, h, w):
-        offsets = tf.minimum(tf.floor(draws * (pixels + 1)), float(pixels))  # [n, 2]
+        offsets = ops.minimum(ops.floor(draws * (pixels + 1)), float(pixels))  # [n, 2]
         return _translation(draws, offsets[:, 0], offsets[:, 1]), h - pixels, w - pixels
 
     return Affine(geometry, 2, f"jitter({pixels})")
@@ -178,8 +179,8 @@ def random_scale(scales: Sequence[float]) -> Affine:
     """Zooms each image about its centre by a factor drawn from `scales`, keeping its size.
 
     Example:
-        >>> random_scale([0.9, 1.0, 1.1])(tf.zeros((2, 8, 8, 3))).shape
-        TensorShape([2, 8, 8, 3])
+        >>> tuple(random_scale([0.9, 1.0, 1.1])(ops.zeros((2, 8, 8, 3))).shape)
+        (2, 8, 8, 3)
     """
     choices = _choices(scales, "scales")
     if min(choices) <= 0:
@@ -187,7 +188,7 @@ def random_scale(scales: Sequence[float]) -> Affine:
 
     def geometry(draws, h, w):
         inverse = 1.0 / _pick(choices, draws[:, 0])
-        zero = tf.zeros_like(inverse)
+        zero = ops.zeros_like(inverse)
         return _about_centre(inverse, zero, zero, inverse, h, w), h, w
 
     return Affine(geometry, 1, f"random_scale({_short(choices)})")
@@ -197,14 +198,14 @@ def random_rotate(degrees: Sequence[float]) -> Affine:
     """Rotates each image about its centre by an angle (in degrees) drawn from `degrees`.
 
     Example:
-        >>> random_rotate(range(-10, 11))(tf.zeros((2, 8, 8, 3))).shape
-        TensorShape([2, 8, 8, 3])
+        >>> tuple(random_rotate(range(-10, 11))(ops.zeros((2, 8, 8, 3))).shape)
+        (2, 8, 8, 3)
     """
     choices = _choices(degrees, "degrees")
 
     def geometry(draws, h, w):
         angle = _pick(choices, draws[:, 0]) * (math.pi / 180.0)
-        cos, sin = tf.cos(angle), tf.sin(angle)
+        cos, sin = ops.cos(angle), ops.sin(angle)
         return _about_centre(cos, -sin, sin, cos, h, w), h, w
 
     return Affine(geometry, 1, f"random_rotate({_short(choices)})")
@@ -214,15 +215,15 @@ def center_crop(size) -> Affine:
     """Crops (or pads with mid-grey) each image about its centre to `size` (an int or `(h, w)`).
 
     Example:
-        >>> center_crop((4, 6))(tf.zeros((1, 9, 9, 3))).shape
-        TensorShape([1, 4, 6, 3])
+        >>> tuple(center_crop((4, 6))(ops.zeros((1, 9, 9, 3))).shape)
+        (1, 4, 6, 3)
     """
     out_h, out_w = (size, size) if isinstance(size, int | np.integer) else (int(s) for s in size)
 
     def geometry(draws, h, w):
         # Whole-pixel offsets keep the crop exact (no interpolation blur).
-        dy = (tf.cast(h, tf.float32) - out_h) // 2
-        dx = (tf.cast(w, tf.float32) - out_w) // 2
+        dy = (h - out_h) // 2
+        dx = (w - out_w) // 2
         return _translation(draws, dx, dy), out_h, out_w
 
     return Affine(geometry, 0, f"center_crop(({out_h}, {out_w}))", 0.5)
@@ -253,13 +254,64 @@ def standard(size) -> Transform:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def _bilinear(images, transforms, size, fill):
+    """Bilinear resampling `[n, h, w, c] -> [n, *size, c]` as TensorFlow's projective transform
+    computes it: `transforms` `[n, 8]` map each output pixel `(x, y)` to the input position it
+    samples; a neighbour outside the image counts as `fill` (None: positions reflect into the
+    image first, as `(d c b a | a b c d | d c b a)`).
+
+    Four gathers of whole pixels, their gradient four scatters: cheaper, forward and backward,
+    than interpolating in three dimensions (`map_coordinates`).
+    """
+    n, h, w, c = images.shape
+    out_h, out_w = size
+    ys, xs = np.meshgrid(np.arange(out_h), np.arange(out_w), indexing="ij")
+    xs = xs.reshape(1, -1).astype(np.float32)
+    ys = ys.reshape(1, -1).astype(np.float32)
+    a = [transforms[:, i : i + 1] for i in range(8)]  # [n, 1] each
+    projection = a[6] * xs + a[7] * ys + 1.0
+    x = (a[0] * xs + a[1] * ys + a[2]) / projection  # [n, out_h * out_w]
+    y = (a[3] * xs + a[4] * ys + a[5]) / projection
+    if fill is None:
+        x, y = _reflect(x, w), _reflect(y, h)
+    x0, y0 = ops.floor(x), ops.floor(y)
+    fx, fy = x - x0, y - y0
+    table = ops.reshape(images, (n, h * w, c))
+    out, outside = 0.0, 0.0
+    corners = ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx))
+    corners += ((1, 0, fy * (1 - fx)), (1, 1, fy * fx))
+    for dy, dx, weight in corners:
+        yy, xx = y0 + dy, x0 + dx
+        inside = (yy >= 0) & (yy <= h - 1) & (xx >= 0) & (xx <= w - 1)
+        index = ops.cast(ops.clip(yy, 0, h - 1) * w + ops.clip(xx, 0, w - 1), "int32")
+        pixels = ops.take_along_axis(table, index[..., None], axis=1)  # [n, out_h * out_w, c]
+        out = out + ops.where(inside, weight, 0.0)[..., None] * pixels
+        outside = outside + ops.where(inside, 0.0, weight)
+    if fill is not None and fill != 0:
+        out = out + fill * outside[..., None]
+    return ops.reshape(out, (n, out_h, out_w, c))
+
+
+def _reflect(coord, length: int):
+    """Positions outside `[0, length - 1]` mirrored back into it, as TensorFlow's REFLECT mode."""
+    if length <= 1:
+        return ops.zeros_like(coord)
+    period = 2.0 * length
+    below = ops.where(coord < -period, period * ops.floor(-coord / period) + coord, coord)
+    below = ops.where(below < -length, below + period, -below - 1)
+    above = coord - period * ops.floor(coord / period)
+    above = ops.where(above >= length, period - above - 1, above)
+    mirrored = ops.where(coord < 0, below, ops.where(coord > length - 1, above, coord))
+    return ops.clip(mirrored, 0, length - 1)
+
+
 def _fuse(first: Affine, second: Affine) -> Affine:
     """One resampling doing `first` then `second`: input = M_first @ M_second @ output."""
 
     def geometry(draws, h, w):
         m1, h1, w1 = first.geometry(draws[:, : first.draws], h, w)
         m2, h2, w2 = second.geometry(draws[:, first.draws :], h1, w1)
-        return tf.matmul(m1, m2), h2, w2
+        return ops.matmul(m1, m2), h2, w2
 
     fill = first.fill if first.fill is not None else second.fill
     return Affine(geometry, first.draws + second.draws, f"{first}, {second}", fill)
@@ -267,32 +319,37 @@ def _fuse(first: Affine, second: Affine) -> Affine:
 
 def _translation(draws, dx, dy):
     """Matrices sampling the input at `output + (dx, dy)`."""
-    n = tf.shape(draws)[0]
-    dx = tf.broadcast_to(tf.cast(dx, tf.float32), [n])
-    dy = tf.broadcast_to(tf.cast(dy, tf.float32), [n])
-    one, zero = tf.ones([n]), tf.zeros([n])
-    return tf.reshape(tf.stack([one, zero, dx, zero, one, dy, zero, zero, one], 1), [-1, 3, 3])
+    n = draws.shape[0]
+    dx = ops.broadcast_to(ops.cast(dx, "float32"), (n,))
+    dy = ops.broadcast_to(ops.cast(dy, "float32"), (n,))
+    one, zero = ops.ones((n,)), ops.zeros((n,))
+    return ops.reshape(ops.stack([one, zero, dx, zero, one, dy, zero, zero, one], 1), (-1, 3, 3))
 
 
 def _about_centre(a, b, c, d, h, w):
     """Matrices sampling the input at `centre + [[a, b], [c, d]] @ (output - centre)`."""
-    cx = (tf.cast(w, tf.float32) - 1) / 2
-    cy = (tf.cast(h, tf.float32) - 1) / 2
+    cx = (w - 1) / 2
+    cy = (h - 1) / 2
     tx = cx - a * cx - b * cy
     ty = cy - c * cx - d * cy
-    one, zero = tf.ones_like(a), tf.zeros_like(a)
-    return tf.reshape(tf.stack([a, b, tx, c, d, ty, zero, zero, one], 1), [-1, 3, 3])
+    one, zero = ops.ones_like(a), ops.zeros_like(a)
+    return ops.reshape(ops.stack([a, b, tx, c, d, ty, zero, zero, one], 1), (-1, 3, 3))
 
 
-def _spatial(images):
-    dynamic = tf.shape(images)
-    return tuple(images.shape[i] if images.shape[i] is not None else dynamic[i] for i in (1, 2))
+def _spatial(images) -> tuple[int, int]:
+    shape = tuple(images.shape)
+    if len(shape) != 4 or shape[1] is None or shape[2] is None:
+        raise ValueError(
+            "Transforms need image batches [n, h, w, c] of a known height and width. "
+            f"Received: images of shape {shape}"
+        )
+    return int(shape[1]), int(shape[2])
 
 
 def _pick(choices: tuple[float, ...], u):
-    table = tf.constant(choices, tf.float32)
-    index = tf.minimum(tf.cast(u * len(choices), tf.int32), len(choices) - 1)
-    return tf.gather(table, index)
+    table = np.asarray(choices, np.float32)
+    index = ops.minimum(ops.cast(u * len(choices), "int32"), len(choices) - 1)
+    return ops.take(table, index)
 
 
 def _choices(values, name: str) -> tuple[float, ...]:

@@ -6,6 +6,11 @@ Backend-neutral: nothing here imports TensorFlow, and every test runs under any
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import keras
@@ -438,3 +443,138 @@ def test_cnnviz_asks_every_kind_again_on_each_fit(tmp_path, read_logdir):
     assert any(isinstance(c, ActivationMaximization) for c in viz.callbacks)
     tags = read_logdir(tmp_path).cnnviz_tags()
     assert tags == {("train", "c1/actmax"), ("train", "c2/actmax"), ("train", "cnnviz/plan")}
+
+
+# -- other backends, each in its own process ----------------------------------------------------
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Loads the weights the test saved (so every backend has the same model), renders, and saves
+# the images, what they reached, and the renderer's trace count.
+RENDER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import keras
+    from tb_cnnviz import actmax
+
+    weights, out = sys.argv[1], sys.argv[2]
+    model = keras.Sequential([
+        keras.Input((16, 16, 3)),
+        keras.layers.Conv2D(4, 3, activation="relu", name="c1"),
+        keras.layers.Conv2D(6, 3, activation="relu", name="c2"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3, activation="softmax", name="out"),
+    ])
+    saved = np.load(weights)
+    model.set_weights([saved[f"w{i}"] for i in range(len(saved.files))])
+    plain = actmax.Renderer(model, "c2", transforms=None)
+    images = plain(steps=8, seed=1)
+    robust = actmax.Renderer(model, "c2")
+    first = robust(steps=16, seed=1)
+    warm = robust(steps=4, seed=1, init=first)
+    np.savez(out, plain=images, plain_reached=images.activations, robust=first,
+             robust_reached=first.activations, traces=robust.tracing_count,
+             warm_steps=warm.state.steps)
+    print("BACKEND", keras.backend.backend(), "TF" if "tensorflow" in sys.modules else "no-TF")
+    """
+)
+
+# A small fit() with ActivationMaximization, two epochs, TensorFlow hidden.
+FIT = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import keras
+    from tb_cnnviz.callbacks import ActivationMaximization
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((16, 16, 3)),
+        keras.layers.Conv2D(4, 3, activation="relu", name="c1"),
+        keras.layers.Conv2D(6, 3, activation="relu", name="c2"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3, activation="softmax", name="out"),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).random((16, 16, 16, 3), dtype=np.float32)
+    callback = ActivationMaximization(sys.argv[1], steps=6, budget=None)
+    model.fit(x, np.zeros(16), epochs=2, batch_size=8, verbose=0, callbacks=[callback])
+    traces = {path: r.tracing_count for path, r in callback.renderers.items()}
+    print("BACKEND", keras.backend.backend(), "TF" if "tensorflow" in sys.modules else "no-TF")
+    print("TRACES", sorted(traces.items()))
+    """
+)
+
+
+def run_backend(code: str, *args: str, backend: str, timeout: float = 300) -> str:
+    """Runs `code` under `KERAS_BACKEND=backend`; off TensorFlow, TensorFlow is hidden (as where
+    it is not installed, `tests/conftest.py`). Returns stdout; fails the test on an error."""
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": ROOT}
+    if backend != "tensorflow":
+        code = "import conftest  # noqa\n" + code
+        env["TB_CNNVIZ_HIDE_TENSORFLOW"] = "1"
+        env["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "tests")])
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_tensorflow_and_jax_render_the_same_images_for_the_same_weights(tmp_path):
+    """Same weights, seed and steps: without transforms the same images on TF and JAX; with
+    them (TF's resampling gradient is an approximation) close images reaching as much."""
+    pytest.importorskip("jax")
+    try:
+        found = importlib.util.find_spec("tensorflow") is not None
+    except ModuleNotFoundError:  # hidden (tests/conftest.py)
+        found = False
+    if not found:
+        pytest.skip("needs TensorFlow beside JAX")
+    model = small_cnn()
+    weights = tmp_path / "weights.npz"
+    np.savez(weights, **{f"w{i}": w for i, w in enumerate(model.get_weights())})
+    got = {}
+    for name in ("tensorflow", "jax"):
+        out = tmp_path / f"{name}.npz"
+        stdout = run_backend(RENDER, str(weights), str(out), backend=name)
+        assert f"BACKEND {name}" in stdout
+        got[name] = np.load(out)
+    assert "no-TF" in stdout  # JAX rendered with TensorFlow hidden
+    tf_run, jax_run = got["tensorflow"], got["jax"]
+    # Within 1/255 but for a few border pixels, where rounding differences grow.
+    plain = np.abs(jax_run["plain"] - tf_run["plain"])
+    assert np.mean(plain < 1 / 255) > 0.99 and plain.max() < 0.05
+    np.testing.assert_allclose(jax_run["plain_reached"], tf_run["plain_reached"], rtol=1e-4)
+    assert np.abs(jax_run["robust"] - tf_run["robust"]).mean() < 0.01
+    np.testing.assert_allclose(
+        jax_run["robust_reached"], tf_run["robust_reached"], rtol=0.02, atol=1e-3
+    )
+    for run in (tf_run, jax_run):
+        assert int(run["traces"]) == 2  # one step (or loop) and one evaluation, reused warm
+        assert (run["warm_steps"] == 20).all()
+
+
+def test_a_jax_fit_logs_activation_maximization_read_back_through_tensorboard(tmp_path):
+    """fit() on JAX, TensorFlow hidden: each conv layer's images at both epochs, read back."""
+    pytest.importorskip("jax")
+    from tb_cnnviz import reader
+
+    stdout = run_backend(FIT, str(tmp_path), backend="jax")
+    assert "BACKEND jax no-TF" in stdout
+    assert "TRACES [('c1', 2), ('c2', 2)]" in stdout  # the second epoch reused the traces
+    logs = reader.Logdir(str(tmp_path))
+    assert logs.layers("train") == {"c1": ["actmax"], "c2": ["actmax"]}
+    for layer, filters in (("c1", 4), ("c2", 6)):
+        assert logs.steps("train", layer, "actmax") == [0, 1]
+        pictures = logs.read("train", layer, "actmax", step=1)
+        assert pictures.tiles.shape == (filters, 1, 16, 16, 3)
+        assert pictures.filters == list(range(filters))
+        assert np.isfinite(pictures.index["stats"]["activation"]).all()
+        per_image = pictures.tiles.reshape(filters, -1)
+        assert (per_image.std(axis=1) > 0.01).all()  # pictures, not flat tiles

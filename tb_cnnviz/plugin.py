@@ -32,19 +32,23 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 from tensorboard import errors, plugin_util
 from tensorboard.backend import http_util, json_util
 from tensorboard.data import provider
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-from tb_cnnviz import metadata
+from tb_cnnviz import metadata, similarity
+from tb_cnnviz.reader import natural_key
 
 __all__ = [
     "BLOB_MAX_AGE_SECONDS",
     "DEFAULT_SAMPLES_PER_TAG",
+    "SIMILARITY_MODES",
     "CNNVizLoader",
     "CNNVizPlugin",
+    "ReferenceMismatchError",
     "read_downsample",
 ]
 
@@ -98,6 +102,22 @@ _STATIC_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _STATIC_PREFIXES = (f"/data/plugin/{metadata.PLUGIN_NAME}/static/", "/static/")
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+#: What `/similarity` compares: a layer of a run over its steps, runs at a step (every layer),
+#: or the layers of a run at a step.
+SIMILARITY_MODES = ("time", "runs", "layers")
+# The arrays of responses data (Gram triangles, z-scores, examples) decoded once per blob: a
+# Gram triangle over 256 reference images is 263 KB as float64, so this holds about a thousand.
+_ARRAY_CACHE_BYTES = 256 * 2**20
+_ARRAY_CACHE_ENTRIES = 16384
+# CKA heatmaps already answered, keyed by the blobs they were computed from.
+_MATRIX_CACHE_ENTRIES = 64
+_MAX_COMPARED_RUNS = 64  # runs in one /similarity?mode=runs
+# How to get the data that comparing runs needs, for runs logged without it.
+_REFERENCES_HOWTO = (
+    "log reference images to compare runs: CNNViz(..., reference_images=x_val[:256]) (or the "
+    "References callback), the same images for every run"
+)
 
 
 def read_downsample(sampling_hints: Mapping[str, Any] | None) -> int:
@@ -286,6 +306,12 @@ def _route(handler: Callable[..., wrappers.Response]):
     return app
 
 
+class ReferenceMismatchError(errors.PublicError):
+    """Two data to compare were computed from different reference images: a 409 Conflict."""
+
+    http_code = 409
+
+
 class CNNVizPlugin(base_plugin.TBPlugin):
     """Serves cnnviz pictures, statistics and the dashboard's files to the "CNN Viz" tab.
 
@@ -302,7 +328,7 @@ class CNNVizPlugin(base_plugin.TBPlugin):
         >>> plugin.frontend_metadata().tab_name
         'CNN Viz'
         >>> sorted(plugin.get_plugin_apps())[:3]
-        ['/blob', '/index.js', '/layer']
+        ['/alignment', '/blob', '/examples']
     """
 
     plugin_name = metadata.PLUGIN_NAME
@@ -316,6 +342,8 @@ class CNNVizPlugin(base_plugin.TBPlugin):
         self._reported_plans: set[tuple[str, str]] = set()
         self._read_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._read_pool_lock = threading.Lock()
+        self._array_cache = _LRUCache(_ARRAY_CACHE_BYTES, _ARRAY_CACHE_ENTRIES)
+        self._matrix_cache = _LRUCache(_MATRIX_CACHE_ENTRIES, _MATRIX_CACHE_ENTRIES)
 
     # TensorBoard's plugin interface.
 
@@ -335,6 +363,9 @@ class CNNVizPlugin(base_plugin.TBPlugin):
             "/blob": self._serve_blob,
             "/stats": self._serve_stats,
             "/plan": self._serve_plan,
+            "/similarity": self._serve_similarity,
+            "/alignment": self._serve_alignment,
+            "/examples": self._serve_examples,
         }
 
     def is_active(self) -> bool:
@@ -412,6 +443,37 @@ class CNNVizPlugin(base_plugin.TBPlugin):
         run = _required(params, "run")
         ctx, eid = _request_context(request)
         return _json_response(request, self.plan_impl(ctx, eid, run))
+
+    @_route
+    def _serve_similarity(self, request):
+        params = _query(request)
+        mode = _required(params, "mode")
+        step = _parse_step(params["step"]) if "step" in params else None
+        runs = _parse_runs(params["runs"]) if "runs" in params else None
+        ctx, eid = _request_context(request)
+        body = self.similarity_impl(
+            ctx, eid, mode, layer=params.get("layer"), run=params.get("run"), runs=runs, step=step
+        )
+        return _json_response(request, body)
+
+    @_route
+    def _serve_alignment(self, request):
+        params = _query(request)
+        layer, run_a, run_b = (_required(params, name) for name in ("layer", "a", "b"))
+        step_a, step_b = (
+            _parse_step(params[name]) if name in params else None for name in ("a_step", "b_step")
+        )
+        ctx, eid = _request_context(request)
+        body = self.alignment_impl(ctx, eid, layer, (run_a, step_a), (run_b, step_b))
+        return _json_response(request, body)
+
+    @_route
+    def _serve_examples(self, request):
+        params = _query(request)
+        run, layer = _required(params, "run"), _required(params, "layer")
+        step = _parse_step(params["step"]) if "step" in params else None
+        ctx, eid = _request_context(request)
+        return _json_response(request, self.examples_impl(ctx, eid, run, layer, step))
 
     # The plain-data core of each route.
 
@@ -671,6 +733,244 @@ class CNNVizPlugin(base_plugin.TBPlugin):
         )
         return {"run": run, **merged}
 
+    def similarity_impl(
+        self,
+        ctx,
+        experiment_id: str,
+        mode: str,
+        *,
+        layer: str | None = None,
+        run: str | None = None,
+        runs: list[str] | None = None,
+        step: int | None = None,
+    ) -> dict[str, Any]:
+        """Returns a linear CKA heatmap of layer responses: over time, across runs, or layers.
+
+        * `mode="time"`: one `layer` of one `run` at each logged step against every other step,
+          `matrix` `[steps, steps]` (when did the layer settle?);
+        * `mode="runs"`: every pair of `runs` at `step`, for each layer they all have (or only
+          `layer`), `matrices` `[layers, runs, runs]` (did they learn the same representation?);
+        * `mode="layers"`: the layers of `run` against each other at `step`, `matrix`
+          `[layers, layers]` (the classic CKA heatmap).
+
+        Cells are computed with `tb_cnnviz.similarity.cka_matrix` from the stored centered Gram
+        matrices (decoded once per blob and cached). A cell between data computed from different
+        reference images is `null`, never a number, and `warning` says which and why; so is a
+        cell of a layer constant over the images, or of a step whose data cannot be read.
+
+        Args:
+            ctx: The `RequestContext` of the request.
+            experiment_id: The experiment ID of the request.
+            mode: One of `SIMILARITY_MODES`.
+            layer: The layer (`time`: required; `runs`: only this layer).
+            run: The run (`time`, `layers`).
+            runs: The runs to compare (`runs`), in the order wanted.
+            step: The step (`runs`, `layers`); by default the latest step they share.
+
+        Returns:
+            `time`: `{"mode", "run", "layer", "steps", "matrix"}`; `runs`: `{"mode", "step",
+            "runs", "layers", "matrices"}`; `layers`: `{"mode", "run", "step", "layers",
+            "matrix"}`; plus `"warning"` when some cells are null for a reason worth saying.
+
+        Raises:
+            tensorboard.errors.InvalidArgumentError: If the mode is unknown or a parameter it
+                needs is missing.
+            tensorboard.errors.NotFoundError: If a run, layer or step is not there (the message
+                lists what is), or a run holds no responses (the message says how to log them).
+        """
+        if mode not in SIMILARITY_MODES:
+            raise errors.InvalidArgumentError(
+                f"mode must be one of {', '.join(SIMILARITY_MODES)}. Received: mode={mode[:40]!r}"
+            )
+        if mode == "time":
+            run, layer = _needed(run, "run", mode), _needed(layer, "layer", mode)
+            data = self._responses_series(ctx, experiment_id, run, layer).data
+            matrix, warning = self._cka(ctx, data, [f"step {d.step}" for d in data])
+            body = {"mode": mode, "run": run, "layer": layer, "steps": [d.step for d in data]}
+            return _with_warning({**body, "matrix": matrix}, warning)
+        if mode == "layers":
+            run = _needed(run, "run", mode)
+            layers = self._responses_layers(ctx, experiment_id, [run])[run]
+            series = self._many_series(ctx, experiment_id, [(run, t) for t in layers.values()])
+            by_layer = {name: series[(run, tag)] for name, tag in layers.items()}
+            steps = sorted({s for one in by_layer.values() for s in one.by_step})
+            if step is None:
+                step = steps[-1]
+            elif step not in steps:
+                raise errors.NotFoundError(
+                    f"no step {step} of layer responses in run {run!r}; logged steps: "
+                    + metadata.names_text(steps)
+                )
+            names = [name for name, one in by_layer.items() if step in one.by_step]
+            data = [by_layer[name].by_step[step] for name in names]
+            matrix, warning = self._cka(ctx, data, [repr(name) for name in names])
+            body = {"mode": mode, "run": run, "step": step, "layers": names, "matrix": matrix}
+            return _with_warning(body, warning)
+        runs = runs if runs is not None else ([run] if run is not None else None)
+        runs = _needed(runs, "runs", mode)
+        if len(runs) > _MAX_COMPARED_RUNS or len(set(runs)) != len(runs):
+            raise errors.InvalidArgumentError(
+                f"runs must name at most {_MAX_COMPARED_RUNS} different runs. Received: "
+                f"{len(runs)} names, {len(set(runs))} different"
+            )
+        listing = self._responses_layers(ctx, experiment_id, runs)
+        if layer is not None:
+            for name in runs:
+                if layer not in listing[name]:
+                    raise self._no_responses_layer(name, layer, listing[name])
+            names = [layer]
+        else:
+            names = [n for n in listing[runs[0]] if all(n in listing[r] for r in runs[1:])]
+            if not names:
+                detail = "; ".join(f"{r}: {metadata.names_text(listing[r])}" for r in runs)
+                raise errors.NotFoundError(f"the runs share no layer with responses ({detail})")
+        pairs = [(r, metadata.tag_for(n, metadata.RESPONSES_KIND)) for n in names for r in runs]
+        series = self._many_series(ctx, experiment_id, pairs, step)
+        common = sorted(set.intersection(*(set(series[p].by_step) for p in pairs)))
+        if step is None and not common:
+            detail = "; ".join(
+                f"{r}: {metadata.names_text(sorted(series[(r, t)].by_step))}"
+                for r, t in pairs[: len(runs)]
+            )
+            raise errors.NotFoundError(
+                f"the runs share no step of responses of every layer compared ({detail})"
+            )
+        if step is None:
+            step = common[-1]
+        elif step not in common:
+            raise errors.NotFoundError(
+                f"no step {step} of responses in every run and layer compared; steps they "
+                "share: " + metadata.names_text(common)
+            )
+        matrices, warnings = [], []
+        for name in names:
+            tag = metadata.tag_for(name, metadata.RESPONSES_KIND)
+            data = [series[(r, tag)].by_step[step] for r in runs]
+            matrix, warning = self._cka(ctx, data, [repr(r) for r in runs])
+            matrices.append(matrix)
+            warnings += [warning] if warning else []
+        body = {"mode": mode, "step": step, "runs": runs, "layers": names, "matrices": matrices}
+        return _with_warning(body, " ".join(dict.fromkeys(warnings)) or None)
+
+    def alignment_impl(
+        self,
+        ctx,
+        experiment_id: str,
+        layer: str,
+        a: tuple[str, int | None],
+        b: tuple[str, int | None],
+    ) -> dict[str, Any]:
+        """Returns run B's filters matched one-to-one to run A's, with each match's correlation.
+
+        The filters' pooled responses to the reference images are correlated
+        (`tb_cnnviz.similarity.correlations`) and matched with SciPy's `linear_sum_assignment`
+        (`similarity.match`), as `tb_cnnviz.compare.alignment` does on a logdir.
+
+        Args:
+            ctx: The `RequestContext` of the request.
+            experiment_id: The experiment ID of the request.
+            layer: The layer.
+            a: `(run, step)` whose filter order is kept; `step=None` is the latest.
+            b: `(run, step)` whose filters are matched to A's.
+
+        Returns:
+            `{"layer", "a": {"run", "step", "filters"}, "b": {...}, "matches", "correlations"}`:
+            `matches[i]` is the filter of B matched to filter `i` of A (-1 when B has fewer
+            filters), `correlations[i]` its correlation (null when unmatched).
+
+        Raises:
+            tensorboard.errors.NotFoundError: If a run, the layer or a step is not there.
+            ReferenceMismatchError: If A and B were computed from different reference images
+                (409).
+        """
+        sides = []
+        for run, step in (a, b):
+            datum = self._responses_datum(ctx, experiment_id, run, layer, step)
+            sides.append((run, datum, self._responses_index_or_404(ctx, run, layer, datum)))
+        (run_a, datum_a, index_a), (run_b, datum_b, index_b) = sides
+        if _references_key(index_a) != _references_key(index_b):
+            raise ReferenceMismatchError(
+                f"{layer!r} at step {datum_a.step} of run {run_a!r} and at step {datum_b.step} "
+                f"of run {run_b!r} were computed from different reference images (hashes "
+                f"{index_a.get('references')} and {index_b.get('references')}): alignment "
+                "compares responses to the same images. Log both runs with the same "
+                "reference_images."
+            )
+        z_a = self._array_or_404(ctx, run_a, layer, datum_a, index_a, "responses")
+        z_b = self._array_or_404(ctx, run_b, layer, datum_b, index_b, "responses")
+        matches, scores = similarity.match(similarity.correlations(z_a, z_b))
+        return {
+            "layer": layer,
+            "a": {"run": run_a, "step": datum_a.step, "filters": int(z_a.shape[1])},
+            "b": {"run": run_b, "step": datum_b.step, "filters": int(z_b.shape[1])},
+            "matches": matches,
+            "correlations": [_finite_or_none(s) for s in scores],
+        }
+
+    def examples_impl(
+        self, ctx, experiment_id: str, run: str, layer: str, step: int | None = None
+    ) -> dict[str, Any]:
+        """Returns each filter's dataset examples, and where the tab crops them from.
+
+        `examples[f]` lists filter `f`'s top-k reference images, best first, each
+        `[index, y, x, activation]` (1-D layers `[index, x, activation]`, 3-D `[index, z, y, x,
+        activation]`), as `tb_cnnviz.compare.examples` gives them. `images` describes the run's
+        stored reference images: atlas URLs and layout (image `i` is tile `i`), the tile size,
+        `scale` (stored pixels per model pixel) and `stride` (model pixels per cell of the
+        layer's `grid`), so the receptive field of `(y, x)` is centred on stored pixel
+        `((y + 0.5) * stride[0] * scale, (x + 0.5) * stride[1] * scale)`. `images` is null,
+        with a `warning`, when the run holds no reference images with the data's hash.
+
+        Args:
+            ctx: The `RequestContext` of the request.
+            experiment_id: The experiment ID of the request.
+            run: The run.
+            layer: The layer.
+            step: The step; the latest by default.
+
+        Returns:
+            `{"run", "layer", "step", "filters", "top_k", "grid", "references", "examples",
+            "images"}`, plus `"warning"` when `images` is null.
+
+        Raises:
+            tensorboard.errors.NotFoundError: If the run, layer or step is not there.
+        """
+        datum = self._responses_datum(ctx, experiment_id, run, layer, step)
+        index = self._responses_index_or_404(ctx, run, layer, datum)
+        arrays = [
+            self._array_or_404(ctx, run, layer, datum, index, name)
+            for name in ("example_index", "example_position", "example_activation")
+        ]
+        examples = [
+            [[int(i), *(int(p) for p in pos), float(act)] for i, pos, act in zip(*per, strict=True)]
+            for per in zip(*arrays, strict=True)
+        ]
+        grid = [int(g) for g in index.get("grid") or []]
+        body = {
+            "run": run,
+            "layer": layer,
+            "step": datum.step,
+            "filters": len(examples),
+            "top_k": int(arrays[0].shape[1]) if arrays[0].ndim == 2 else 0,
+            "grid": grid,
+            "references": index.get("references"),
+            "examples": examples,
+        }
+        images = self._reference_images(ctx, experiment_id, run, index.get("references"))
+        if images is None:
+            return {
+                **body,
+                "images": None,
+                "warning": f"run {run!r} holds no reference images with hash "
+                f"{index.get('references')!r} (its responses were written with the hash only); "
+                "write them with tb_cnnviz.summary.reference_images to see the examples",
+            }
+        shape = images["shape"]
+        stride = None
+        if len(shape) == len(grid) + 1 and all(grid):
+            stride = [shape[k] / grid[k] for k in range(len(grid))]
+        return {**body, "images": {**images, "stride": stride}}
+
     def blob_impl(self, ctx, experiment_id: str, key: str) -> tuple[bytes, str]:
         """Returns `(bytes, content_type)` of one blob: a PNG atlas or an index (JSON).
 
@@ -827,11 +1127,280 @@ class CNNVizPlugin(base_plugin.TBPlugin):
         self._index_cache.put(_plan_cache_key(datum), (record,), len(raw))
         return record
 
+    # Comparing runs: reading responses data.
+
+    def _responses_layers(self, ctx, experiment_id, runs) -> dict[str, dict[str, str]]:
+        """`{run: {layer: tag}}` of the responses series of `runs`, layers naturally sorted.
+
+        Raises:
+            tensorboard.errors.NotFoundError: If a run is unknown or holds no responses.
+        """
+        listing = self._list(ctx, experiment_id, provider.RunTagFilter(runs=runs))
+        out = {}
+        for run in runs:
+            layers = {}
+            for tag, series in (listing.get(run) or {}).items():
+                parsed = self._parse_tag(experiment_id, run, tag, series)
+                if parsed is not None and parsed.kind == metadata.RESPONSES_KIND:
+                    layers[parsed.layer] = tag
+            if not layers:
+                raise self._no_responses_run(ctx, experiment_id, run, bool(listing.get(run)))
+            out[run] = dict(sorted(layers.items(), key=lambda lt: natural_key(lt[0])))
+        return out
+
+    def _responses_series(self, ctx, experiment_id, run, layer, step=None) -> _Series:
+        """The responses of one layer of one run, with a message saying what exists if none."""
+        tag = metadata.tag_for(layer, metadata.RESPONSES_KIND)
+        cached = self._series_cache.get((experiment_id, run, tag))
+        if cached is not None and cached.serves(step):
+            return cached
+        found = self._read(ctx, experiment_id, provider.RunTagFilter(runs=[run], tags=[tag]))
+        series = self._remember(experiment_id, run, tag, found.get(run, {}).get(tag))
+        if series.data:
+            return series
+        layers = self._responses_layers(ctx, experiment_id, [run])[run]
+        raise self._no_responses_layer(run, layer, layers)
+
+    def _responses_datum(self, ctx, experiment_id, run, layer, step):
+        series = self._responses_series(ctx, experiment_id, run, layer, step)
+        if step is None:
+            return series.data[-1]
+        datum = series.by_step.get(step)
+        if datum is None:
+            raise errors.NotFoundError(
+                f"no step {step} of {layer!r} responses in run {run!r}; logged steps: "
+                + metadata.names_text(series.by_step)
+            )
+        return datum
+
+    def _many_series(self, ctx, experiment_id, pairs, step=None) -> dict[tuple, _Series]:
+        """`_Series` of many (run, tag) pairs; those not cached are read in one call."""
+        out, missing = {}, []
+        for run, tag in pairs:
+            cached = self._series_cache.get((experiment_id, run, tag))
+            if cached is not None and cached.serves(step):
+                out[(run, tag)] = cached
+            else:
+                missing.append((run, tag))
+        if missing:
+            runs, tags = sorted({r for r, _ in missing}), sorted({t for _, t in missing})
+            found = self._read(ctx, experiment_id, provider.RunTagFilter(runs=runs, tags=tags))
+            for run, tag in missing:
+                data = found.get(run, {}).get(tag)
+                out[(run, tag)] = self._remember(experiment_id, run, tag, data)
+        return out
+
+    def _responses_index(self, ctx, datum) -> tuple[dict[str, Any] | None, str | None]:
+        """`(index, None)` or `(None, why)` of one responses datum, through the LRU cache."""
+        if not datum.values:
+            return None, f"step {datum.step} holds no blobs (a truncated or partial write)"
+        key = (metadata.RESPONSES_KIND, *_index_cache_key(datum))
+        cached = self._index_cache.get(key)
+        if cached is not None:
+            return cached
+        raw = bytes(self._data_provider.read_blob(ctx, blob_key=datum.values[0].blob_key))
+        try:
+            index, why = metadata.decode_index(raw), None
+            if index is None:
+                why = f"step {datum.step} was written by a newer tb-cnnviz; upgrade to compare it"
+            elif not (
+                isinstance(index.get("arrays"), dict)
+                and isinstance(index.get("references"), str)
+                and isinstance(index.get("count"), int)
+            ):
+                raise ValueError("a responses index needs 'arrays', 'references' and 'count'")
+        except (TypeError, ValueError) as e:
+            index, why = None, f"step {datum.step} has a malformed responses index: {e}"
+        self._index_cache.put(key, (index, why), len(raw))
+        return index, why
+
+    def _array(self, ctx, datum, index, name) -> np.ndarray:
+        """One array of a responses datum, decoded once (raises ValueError when malformed)."""
+        try:
+            spec = index["arrays"][name]
+            blob = spec["blob"]
+            if not (isinstance(blob, int) and 0 < blob < len(datum.values)):
+                raise ValueError(f"array {name!r} names blob {blob!r}")
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"no array {name!r} in the index ({e!r})") from None
+        key = ("array", datum.values[blob].blob_key, datum.wall_time)
+        cached = self._array_cache.get(key)
+        if cached is not None:
+            return cached
+        raw = bytes(self._data_provider.read_blob(ctx, blob_key=datum.values[blob].blob_key))
+        array = similarity.decode_array(raw, spec)
+        array.flags.writeable = False  # shared by every request
+        self._array_cache.put(key, array, array.nbytes)
+        return array
+
+    def _responses_index_or_404(self, ctx, run, layer, datum) -> dict[str, Any]:
+        index, why = self._responses_index(ctx, datum)
+        if index is None:
+            raise errors.NotFoundError(f"{layer!r} responses in run {run!r}: {why}")
+        return index
+
+    def _array_or_404(self, ctx, run, layer, datum, index, name) -> np.ndarray:
+        try:
+            return self._array(ctx, datum, index, name)
+        except ValueError as e:
+            raise errors.NotFoundError(
+                f"step {datum.step} of {layer!r} responses in run {run!r} is malformed: {e}"
+            ) from None
+
+    def _gram(self, ctx, datum):
+        """`(triangle, references key)` of a datum, or `(None, why)`."""
+        index, why = self._responses_index(ctx, datum)
+        if index is None:
+            return None, why
+        try:
+            return self._array(ctx, datum, index, "gram"), _references_key(index)
+        except ValueError as e:
+            return None, f"step {datum.step} has malformed responses: {e}"
+
+    def _cka(self, ctx, data, labels) -> tuple[list, str | None]:
+        """The CKA matrix (nested lists, null where there is no number) of `data`, and why."""
+        if not data:
+            return [], None
+        cache_key = tuple((d.values[0].blob_key, d.wall_time) if d.values else None for d in data)
+        cached = self._matrix_cache.get(cache_key)
+        if cached is not None:
+            return cached
+        if (
+            any(
+                self._index_cache.get((metadata.RESPONSES_KIND, *_index_cache_key(d))) is None
+                for d in data
+                if d.values
+            )
+            and len(data) > 1
+        ):
+            grams = list(self._pool().map(lambda d: self._gram(ctx, d), data))
+        else:
+            grams = [self._gram(ctx, d) for d in data]
+        ok = [i for i, (t, _) in enumerate(grams) if t is not None]
+        matrix = np.full((len(data), len(data)), np.nan)
+        if ok:
+            keys = [grams[i][1] for i in ok]
+            block = similarity.cka_matrix([grams[i][0] for i in ok], references=keys)
+            matrix[np.ix_(ok, ok)] = block
+        notes = []
+        unreadable = [grams[i][1] for i in range(len(data)) if grams[i][0] is None]
+        if unreadable:
+            notes.append(f"some data cannot be read, so their cells are empty: {unreadable[0]}")
+        groups: dict[Any, list[str]] = {}
+        for i in ok:
+            groups.setdefault(grams[i][1], []).append(labels[i])
+        if len(groups) > 1:
+            parts = "; ".join(
+                f"{_label_list(names)} (hash {key[0]})" for key, names in groups.items()
+            )
+            notes.append(
+                f"the responses come from different reference images ({parts}): CKA "
+                "compares responses to the same images, so cells between them are empty. Log "
+                "the runs with the same reference_images."
+            )
+        answer = (
+            [[_finite_or_none(v) for v in row] for row in matrix.tolist()],
+            (" ".join(notes) or None),
+        )
+        self._matrix_cache.put(cache_key, answer, 1)
+        return answer
+
+    def _reference_images(self, ctx, experiment_id, run, digest) -> dict[str, Any] | None:
+        """Where the reference images with hash `digest` of a run are, or None."""
+        tag = metadata.REFERENCES_TAG
+        cached = self._series_cache.get((experiment_id, run, tag))
+        if cached is None or not cached.serves(None):
+            found = self._read(ctx, experiment_id, provider.RunTagFilter(runs=[run], tags=[tag]))
+            cached = self._remember(experiment_id, run, tag, found.get(run, {}).get(tag))
+        for datum in reversed(cached.data):
+            index, _ = self._index(ctx, datum)
+            if index is not None and index.get("references") == digest:
+                return {
+                    "step": datum.step,
+                    "count": index.get("count"),
+                    "shape": index.get("shape"),
+                    "scale": index.get("scale", 1),
+                    "tile": index["tile"],
+                    "atlases": [
+                        "blob?key=" + urllib.parse.quote(datum.values[a["blob"]].blob_key, safe="")
+                        for a in index["atlases"]
+                    ],
+                    "layout": [
+                        {k: a.get(k) for k in ("cols", "rows", "count")} for a in index["atlases"]
+                    ],
+                    "ranges": index["ranges"],
+                }
+        return None
+
+    def _no_responses_run(self, ctx, experiment_id, run, exists) -> errors.NotFoundError:
+        if not exists:
+            listing = self._list(ctx, experiment_id)
+            with_data = sorted(
+                r
+                for r, tags in listing.items()
+                if any(t.endswith("/" + metadata.RESPONSES_KIND) for t in tags)
+            )
+            return errors.NotFoundError(
+                f"no cnnviz run named {run!r}; runs with layer responses: "
+                + metadata.names_text(with_data)
+            )
+        return errors.NotFoundError(
+            f"run {run!r} holds no layer responses to compare (it was logged without "
+            f"reference images); {_REFERENCES_HOWTO}"
+        )
+
+    def _no_responses_layer(self, run, layer, layers) -> errors.NotFoundError:
+        return errors.NotFoundError(
+            f"no layer {layer!r} with responses in run {run!r}; layers: "
+            + metadata.names_text(layers)
+        )
+
     def _no_run(self, ctx, experiment_id, run) -> errors.NotFoundError:
         return errors.NotFoundError(
             f"no cnnviz run named {run!r}; runs with cnnviz data: "
             + metadata.names_text(sorted(self._list(ctx, experiment_id)))
         )
+
+
+def _needed(value, name: str, mode: str):
+    if value is None:
+        raise errors.InvalidArgumentError(f"missing required parameter {name!r} for mode={mode}")
+    return value
+
+
+def _parse_runs(text: str) -> list[str]:
+    """`runs=`: run names separated by commas, or a JSON array (for names holding commas)."""
+    if text.startswith("["):
+        try:
+            runs = json.loads(text)
+        except ValueError:
+            runs = None
+        if not (isinstance(runs, list) and all(isinstance(r, str) for r in runs)):
+            raise errors.InvalidArgumentError(
+                f"runs must be names separated by commas, or a JSON array of names. Received: "
+                f"runs={text[:80]!r}"
+            )
+    else:
+        runs = text.split(",")
+    if not runs or not all(runs):
+        raise errors.InvalidArgumentError(f"runs must name runs. Received: runs={text[:80]!r}")
+    return runs
+
+
+def _references_key(index: dict[str, Any]) -> tuple:
+    return index.get("references"), index.get("count")
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _with_warning(body: dict[str, Any], warning: str | None) -> dict[str, Any]:
+    return {**body, "warning": warning} if warning else body
+
+
+def _label_list(labels: list[str]) -> str:
+    return ", ".join(labels[:5]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
 
 
 def _plan_cache_key(datum) -> tuple[str, str, float]:

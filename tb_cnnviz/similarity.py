@@ -244,24 +244,51 @@ def cka(triangle_a, triangle_b, norm_a: float | None = None, norm_b: float | Non
     return float(np.sum(_weights(len(a)) * a * b) / (norm_a * norm_b))
 
 
-def cka_matrix(triangles) -> np.ndarray:
+def cka_matrix(triangles, references=None) -> np.ndarray:
     """CKA of every pair among `m` layers (or steps, or runs) at once: an `[m, m]` matrix.
 
     One matrix product, so a heatmap of many steps costs about as much as reading them.
 
     Args:
-        triangles: `[m, n(n+1)/2]` packed centered Gram matrices over the same images.
+        triangles: `[m, n(n+1)/2]` packed centered Gram matrices over the same images, or,
+            with `references`, a list of packed triangles over any images.
+        references: One key per triangle naming its reference images (a responses datum's
+            `"references"` hash, or `(hash, count)`), or None when all share the same images.
+            A pair with different keys is NaN, never a number: CKA compares responses to the
+            same images. Triangles of one key are compared in one product.
 
     Returns:
-        A float64 `[m, m]` matrix with ones on the diagonal (NaN rows for constant layers).
+        A float64 `[m, m]` matrix with ones on the diagonal (NaN rows for constant layers, NaN
+        cells between different reference images).
 
     Example:
         >>> x = np.random.default_rng(0).normal(size=(16, 8))
         >>> gram = lambda a: pack_triangle((a - a.mean(0)) @ (a - a.mean(0)).T)
         >>> cka_matrix([gram(x), gram(x ** 2)]).round(6)[0, 0]
         np.float64(1.0)
+        >>> cka_matrix([gram(x), gram(2 * x), gram(x)], references=["a", "a", "b"]).round(6)
+        array([[ 1.,  1., nan],
+               [ 1.,  1., nan],
+               [nan, nan,  1.]])
     """
-    t = np.asarray(triangles, np.float64)
+    if references is None:
+        return _cka_products(np.asarray(triangles, np.float64))
+    if len(references) != len(triangles):
+        raise ValueError(
+            f"references must name one key per triangle. Received: {len(references)} keys "
+            f"for {len(triangles)} triangles"
+        )
+    out = np.full((len(triangles), len(triangles)), np.nan)
+    groups: dict[Any, list[int]] = {}
+    for i, key in enumerate(references):
+        groups.setdefault(key, []).append(i)
+    for members in groups.values():
+        block = _cka_products(np.asarray([triangles[i] for i in members], np.float64))
+        out[np.ix_(members, members)] = block
+    return out
+
+
+def _cka_products(t: np.ndarray) -> np.ndarray:
     scaled = t * np.sqrt(_weights(t.shape[1]))
     inner = scaled @ scaled.T
     norms = np.sqrt(np.diag(inner))

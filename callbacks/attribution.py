@@ -44,7 +44,7 @@ class Attribution(VizCallback):
             heatmaps under the tag `<method>/<input name>/attribution`. Keep `n` small (4-16).
         labels: The probe images' true classes, as class ids `[n]` or one-hot `[n, classes]`
             (0 or 1 for a binary sigmoid output; multi-hot `[n, labels]` or one label id per
-            probe for a multi-label output).
+            probe for a multi-label output); one int gives every probe that class.
         target: What the first heatmap explains: `None` for each probe's predicted class of
             the model's first output, an output name for another output of a multi-output
             model, a class index or one per probe (of the first output), or an `(output name,
@@ -243,8 +243,8 @@ def _description(method: str, target: str | None, n: int, with_true: bool) -> st
 def _labels(labels, count: int) -> np.ndarray:
     """Labels as an array: class ids `[n]` (int64), or rows `[n, k]` (one-hot, multi-hot)."""
     values = np.asarray(labels)
-    if values.ndim == 0:
-        values = values.reshape(1)
+    if values.ndim == 0:  # one class for every probe
+        values = np.full(count, values)
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
     if (

@@ -273,3 +273,19 @@ def test_class_score_reads_softmax_multilabel_and_regression_units_directly():
         assert got.tolist() == [-2.0]
     predicted = heads.class_score(heads.Head("softmax", 0, "out", 3), z, -1)
     assert keras.ops.convert_to_numpy(predicted).tolist() == [3.0]
+
+
+def test_one_label_for_every_probe_of_a_binary_model(tmp_path, read_logdir):
+    """labels=1 on a binary model gives every probe the positive class."""
+    model = conv_model(1, "sigmoid", "binary_crossentropy")
+    x = images(3)
+    model.fit(
+        x,
+        np.ones(3),
+        epochs=1,
+        verbose=0,
+        callbacks=[Attribution(tmp_path, x, labels=1, budget=None)],
+    )
+    index, _ = read_logdir(tmp_path).datum("train", "gradcam/attribution", 0)
+    assert index["stats"]["true"] == [1, 1, 1]
+    assert index["slices"]["labels"] == ["image", "predicted", "true"]

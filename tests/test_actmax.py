@@ -243,6 +243,26 @@ def test_class_logit_reads_past_a_final_softmax(model):
     np.testing.assert_allclose(numpy(model(x)).sum(), 1.0, rtol=1e-5)  # softmax is back
 
 
+def test_class_logit_reads_a_binary_head_as_attribution_does():
+    """A sigmoid unit has two classes: class 1 scores its logit, class 0 minus its logit."""
+    keras.utils.set_random_seed(0)
+    binary = keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="c"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(1, activation="sigmoid", name="p"),
+        ]
+    )
+    renderer = actmax.Renderer(binary, objective=class_logit())
+    assert renderer.units == 2
+    images = renderer(steps=3)
+    features = keras.Model(binary.inputs[0], binary.layers[-2].output)(np.asarray(images))
+    dense = binary.get_layer("p")
+    logit = (numpy(features) @ dense.kernel.numpy() + dense.bias.numpy())[:, 0]
+    np.testing.assert_allclose(images.activations, [-logit[0], logit[1]], rtol=1e-4, atol=1e-5)
+
+
 def test_results_are_deterministic_per_seed_and_per_filter(model):
     """Same seed: same images; a filter's image does not depend on its batch or chunking."""
     renderer = actmax.Renderer(model, "c2")

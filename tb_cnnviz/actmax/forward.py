@@ -127,6 +127,9 @@ class ModelReader:
         }
         self._pre_names = [name for name, need in needs.items() if need == "pre_activation"]
         self._logits = LOGITS in needs
+        # How class scores are read (tb_cnnviz.heads, as attribution reads them): the model's
+        # first output.
+        self.head = heads.read(model) if self._logits else None
         # Filled while tracing inside `active()`: layer id -> tensor.
         self._captured: dict[int, object] = {}  # outputs, from capture_outputs
         self._hooked: dict[int, object] = {}  # outputs, from the pre-activation hooks
@@ -150,7 +153,8 @@ class ModelReader:
             logits = self.model(images, training=False)
             outputs = {name: self._recorded(name) for name in names}
             if self._logits:
-                outputs[LOGITS] = logits
+                first = keras.tree.flatten(logits)[self.head.output]
+                outputs[LOGITS] = ops.reshape(first, (-1, self.head.units))
         pre = {name: self._recorded(name, pre=True) for name in self._pre_names}
         for table in (outputs, pre):
             for name in table:

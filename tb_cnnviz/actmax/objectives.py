@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 
 from keras import ops
 
-from tb_cnnviz import checks
+from tb_cnnviz import checks, heads
 
 __all__ = [
     "LOGITS",
@@ -60,6 +60,8 @@ class Activations:
         images: The images `[n, h, w, c]` in `[0, 1]`, as optimized (before any transform).
         targets: Optional int `[n]`: the unit (filter or class) each image is for.
         pre_activations: Layer name -> output before the layer's activation function.
+        head: How to read the model's first output (`tb_cnnviz.heads.read`), when its
+            scores are under `LOGITS`; `class_logit` scores classes with it.
 
     Example:
         >>> acts = Activations({"c": ops.ones((2, 4, 4, 3))}, ops.zeros((2, 8, 8, 3)), [0, 2])
@@ -67,9 +69,12 @@ class Activations:
         ((2, 4, 4, 3), [0, 2])
     """
 
-    def __init__(self, outputs: Mapping[str, object], images, targets=None, pre_activations=None):
+    def __init__(
+        self, outputs: Mapping[str, object], images, targets=None, pre_activations=None, head=None
+    ):
         self._outputs = dict(outputs)
         self._pre = dict(pre_activations or {})
+        self.head = head
         self.images = ops.convert_to_tensor(images)
         self.targets = None if targets is None else ops.convert_to_tensor(targets, "int32")
 
@@ -97,15 +102,18 @@ class Activations:
         """
         if index is not None:
             return values[..., index]
+        self._check_targets()
+        # Each image's own unit along the last axis: [n, ..., k] -> [n, ...].
+        rank = len(values.shape)
+        index = ops.reshape(self.targets, (-1,) + (1,) * (rank - 1))
+        return ops.squeeze(ops.take_along_axis(values, index, axis=-1), axis=-1)
+
+    def _check_targets(self) -> None:
         if self.targets is None:
             raise ValueError(
                 "An objective without an index needs per-image targets (the filter each image "
                 "is for). Give an index, or render through `Renderer`/`render`."
             )
-        # Each image's own unit along the last axis: [n, ..., k] -> [n, ...].
-        rank = len(values.shape)
-        index = ops.reshape(self.targets, (-1,) + (1,) * (rank - 1))
-        return ops.squeeze(ops.take_along_axis(values, index, axis=-1), axis=-1)
 
 
 class Objective:
@@ -334,10 +342,13 @@ def wake_up(layer: str, index: int | None = None) -> Objective:
 
 
 def class_logit(index: int | None = None) -> Objective:
-    """The model's pre-softmax score for one class.
+    """The model's score for one class, before a final softmax or sigmoid.
 
-    A final softmax (a layer's `activation="softmax"`, or a `Softmax` layer) is bypassed while
-    rendering, so the score is the logit, not a probability another class can steal.
+    A final softmax or sigmoid (a layer's `activation=`, or a `Softmax` layer) is bypassed while
+    rendering, so the score is the logit, not a probability another class can steal. Classes
+    are read as attribution reads them (`tb_cnnviz.heads.class_score`, for the model's first
+    output): a binary head's class 1 is its logit and class 0 minus its logit; a multi-label
+    head's and a regression's classes are their units.
 
     Args:
         index: The class; `None` means each image's own target class.
@@ -348,8 +359,17 @@ def class_logit(index: int | None = None) -> Objective:
         [2.0]
     """
     _check_index(index, "index")
+
+    def fn(acts):
+        logits = acts(LOGITS)
+        if acts.head is None:  # a bare Activations: the unit itself
+            return acts.pick(logits, index)
+        if index is None:
+            acts._check_targets()
+        return heads.class_score(acts.head, logits, acts.targets if index is None else index)
+
     return Objective(
-        lambda acts: acts.pick(acts(LOGITS), index),
+        fn,
         "class_logit()" if index is None else f"class_logit({index})",
         needs={LOGITS: _OUTPUT},
         targets=(LOGITS,) if index is None else (),

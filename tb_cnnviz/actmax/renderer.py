@@ -318,7 +318,10 @@ class Renderer:
         h, w = self.model_size or self.size
         with self._reader.active():
             outs, _ = self._reader(ops.zeros((1, h, w, self.channels)))
-        return min(int(outs[name].shape[-1]) for name in self.objective.targets)
+        units = {name: int(outs[name].shape[-1]) for name in self.objective.targets}
+        if obj_lib.LOGITS in units:  # a binary head's one unit holds two classes
+            units[obj_lib.LOGITS] = self._reader.head.targets
+        return min(units.values())
 
     def _filters(self, filters) -> list[int]:
         if filters is None:
@@ -460,7 +463,7 @@ class _Slot:
             draws = _uniform(seed, keys, ops.cast(steps_taken, "uint32"), r.transforms.draws)
             x = r.transforms(x, draws)
         outputs, pre = r._reader(r._prepare(x))
-        acts = obj_lib.Activations(outputs, images, targets, pre)
+        acts = obj_lib.Activations(outputs, images, targets, pre, r._reader.head)
         return ops.sum(r.objective(acts)), None
 
     def _step(self, state, seed, targets):
@@ -483,7 +486,7 @@ class _Slot:
         r = self.renderer
         images = self.param.images(values)
         outputs, pre = r._reader(r._prepare(images))
-        acts = obj_lib.Activations(outputs, images, targets, pre)
+        acts = obj_lib.Activations(outputs, images, targets, pre, r._reader.head)
         return r.measure(acts), images
 
 

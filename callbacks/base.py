@@ -418,7 +418,7 @@ class Planner:
     def begin(self, host: keras.callbacks.Callback) -> None:
         """Starts timing a `fit()` of `host.model` (call first thing in `on_train_begin`)."""
         self.budget.bind(host.model)
-        self.budget.start_fit((host.params or {}).get("epochs"))
+        self.budget.start_fit(fit_params(host).get("epochs"))
         self._first_epoch = None
 
     def epoch_end(self, host: keras.callbacks.Callback, callbacks, epoch: int) -> None:
@@ -445,15 +445,24 @@ class Planner:
             self._writer = None
 
 
+def fit_params(callback: keras.callbacks.Callback) -> dict:
+    """The `params` Keras gave `callback` for this fit(); empty when driven outside fit().
+
+    Keras before 3.5 sets the attribute only in `set_params`: a callback driven by hand (a custom
+    training loop, a test) has none.
+    """
+    return getattr(callback, "params", None) or {}
+
+
 def epochs_left(callback: keras.callbacks.Callback, epoch: int) -> int | None:
     """Epochs of this fit() from `epoch` on; None when unknown (hooks called by a custom loop)."""
-    epochs = (callback.params or {}).get("epochs")
+    epochs = fit_params(callback).get("epochs")
     return None if epochs is None else epochs - epoch
 
 
 def is_final_epoch(callback: keras.callbacks.Callback, epoch: int) -> bool:
     """Whether `epoch` is the last of this fit(): its planned last, or training was stopped."""
-    epochs = (callback.params or {}).get("epochs")
+    epochs = fit_params(callback).get("epochs")
     return (epochs is not None and epoch + 1 >= epochs) or bool(
         getattr(callback.model, "stop_training", False)
     )

@@ -194,6 +194,7 @@ UNSUPPORTED = textwrap.dedent(
 
 def test_an_unsupported_backend_is_named_when_the_callback_is_made(tmp_path):
     """On Keras' numpy backend the callbacks raise a ValueError naming it and the supported ones."""
+    pytest.importorskip("jax")  # Keras' numpy backend imports JAX
     result = run_python(UNSUPPORTED, backend="numpy")
     assert result.returncode == 0, result.stderr[-3000:]
     errors = [line for line in result.stdout.splitlines() if line.startswith("ERROR")]

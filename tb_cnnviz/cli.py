@@ -6,7 +6,9 @@ Subcommands:
   rates, with every callback, then serves TensorBoard with the CNN Viz tab.
 * `tb-cnnviz serve`: serves TensorBoard on a logdir, on loopback, keeping every logged step.
 * `tb-cnnviz export`: writes a layer's grid as a figure (.png, .pdf, .svg), its evolution over
-  every step as a .gif (`--animate`), or two runs side by side (`--compare`).
+  every step as a .gif (`--animate`), or two runs side by side (`--compare`); with
+  `--kind similarity`, CKA heatmaps (`--mode time|runs|layers`), and with `--kind examples`,
+  each filter's dataset examples, for runs logged with reference images.
 * `tb-cnnviz replay`: logs the pictures of a folder of saved checkpoints (one `.keras` file per
   epoch) as if the callbacks had run during training.
 
@@ -28,6 +30,8 @@ from tb_cnnviz import metadata
 __all__ = ["main"]
 
 DEMO_RUNS = (("lr_1e-3", 1e-3), ("lr_1e-4", 1e-4))
+#: `export --kind` values beyond the picture kinds: figures of the data for comparing runs.
+COMPARE_KINDS = ("similarity", "examples")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +108,30 @@ def _parser() -> argparse.ArgumentParser:
         "--run", help="the run (NAME also finds NAME/train); optional when there is one"
     )
     export.add_argument("--layer", help="the layer, or the method for --kind attribution")
-    export.add_argument("--kind", choices=metadata.KINDS, help="the kind of picture")
+    export.add_argument(
+        "--kind",
+        choices=(*metadata.KINDS, *COMPARE_KINDS),
+        help="the kind of picture; similarity (CKA heatmaps) or examples (dataset examples) "
+        "for runs logged with reference images",
+    )
+    export.add_argument(
+        "--mode",
+        choices=("time", "runs", "layers"),
+        help="--kind similarity: a layer over time (default), runs against runs, or layers",
+    )
+    export.add_argument(
+        "--runs", nargs="+", metavar="RUN", help="--kind similarity --mode runs: the runs"
+    )
+    export.add_argument(
+        "--filters",
+        nargs="+",
+        type=_step,
+        metavar="ID",
+        help="--kind examples: the filters to show (default: the first 16)",
+    )
+    export.add_argument(
+        "--top-k", type=_positive_int, help="--kind examples: examples per filter (default all)"
+    )
     export.add_argument("--step", type=_step, help="the step (default: the latest)")
     export.add_argument(
         "-o", "--output", required=True, metavar="FILE", help="FILE.png, .pdf, .svg, or .gif"
@@ -208,6 +235,17 @@ def _export_checked(args) -> int:
         raise _BadInput("give either --run or --compare RUN_A RUN_B, not both")
     if args.animate and args.step is not None:
         raise _BadInput("--animate shows every step; leave out --step")
+    if args.kind in COMPARE_KINDS:
+        if args.animate or args.compare:
+            raise _BadInput(f"--kind {args.kind} draws no --animate or --compare; leave them out")
+        if args.runs and not (args.kind == "similarity" and args.mode == "runs"):
+            raise _BadInput("--runs goes with --kind similarity --mode runs")
+        if (args.filters or args.top_k) and args.kind != "examples":
+            raise _BadInput("--filters and --top-k go with --kind examples")
+    elif args.mode or args.runs or args.filters or args.top_k:
+        raise _BadInput(
+            "--mode, --runs, --filters and --top-k go with --kind similarity or examples"
+        )
     slices = args.slices
     if slices is not None and slices != "all":
         if not slices.isdigit():
@@ -221,38 +259,94 @@ def _export_checked(args) -> int:
     from matplotlib import pyplot as plt
 
     from tb_cnnviz import plot
-    from tb_cnnviz.progress import Progress
-    from tb_cnnviz.reader import Logdir, NotFoundError, names_text
+    from tb_cnnviz.reader import Logdir, NotFoundError
 
     try:
         logs = Logdir(args.logdir)
-        runs = list(args.compare) if args.compare else [_pick_run(logs, args.run)]
-        runs = [logs.resolve_run(run) for run in runs]
-        layer = args.layer
-        layers = logs.layers(runs[0])
-        if layer is None:
-            listing = "; ".join(f"{name!r} ({', '.join(k)})" for name, k in layers.items())
-            raise _BadInput(f"--layer is needed; layers of run {runs[0]!r}: {listing}")
-        if args.kind is None:
-            kinds = layers.get(layer)
-            if kinds is None:
-                raise _BadInput(
-                    f"--layer and --kind are needed; layers of run {runs[0]!r}: "
-                    + names_text(layers)
-                )
-            raise _BadInput(f"--kind is needed; layer {layer!r} has: {', '.join(kinds)}")
-        options = {"normalization": args.normalization, "cmap": args.cmap, "slices": slices}
-        if args.width:
-            options["width"] = args.width
-        if args.animate:
-            what = runs if args.compare else runs[0]
-            target = plot.animate(logs, what, layer, args.kind, fps=args.fps, **options)
-        elif args.compare:
-            target = plot.compare(logs, runs, layer, args.kind, args.step, **options)
+        if args.kind in COMPARE_KINDS:
+            target = _compare_figure(logs, args, plot)
         else:
-            target = plot.layer_grid(logs, runs[0], layer, args.kind, args.step, **options).figure
+            target = _picture_figure(logs, args, plot, slices)
     except (NotFoundError, ValueError) as e:
         raise _BadInput(str(e)) from None
+    return _write_figure(target, output, args, plot, plt)
+
+
+def _compare_figure(logs, args, plot):
+    """The figure of `--kind similarity` or `--kind examples`."""
+    mode = args.mode or "time"
+    options = {"width": args.width} if args.width else {}
+    if args.kind == "similarity" and mode == "runs":
+        with_data = [r for r in logs.runs() if _has_responses(logs, r)]
+        runs = args.runs or with_data
+        if len(runs) < 2:
+            raise _BadInput(
+                "--mode runs compares two or more runs logged with reference images (--runs); "
+                "runs with them: " + (", ".join(with_data) or "none")
+            )
+        return plot.similarity(logs, "runs", layer=args.layer, runs=runs, step=args.step, **options)
+    from tb_cnnviz import compare
+
+    run = _pick_run(logs, args.run)
+    layers = compare.layers(logs, run)  # NotFoundError saying how to log reference images
+    if args.kind == "similarity" and mode == "layers":
+        return plot.similarity(logs, "layers", run=run, step=args.step, **options)
+    if args.layer is None:
+        raise _BadInput(
+            f"--layer is needed; layers of run {run!r} with responses: " + ", ".join(layers)
+        )
+    if args.kind == "similarity":
+        if args.step is not None:
+            raise _BadInput("--mode time shows every step; leave out --step")
+        return plot.similarity(logs, "time", run=run, layer=args.layer, **options)
+    return plot.examples(
+        logs, run, args.layer, args.step, filters=args.filters, top_k=args.top_k, **options
+    )
+
+
+def _has_responses(logs, run) -> bool:
+    from tb_cnnviz import compare
+
+    try:
+        return bool(compare.layers(logs, run))
+    except compare.NotFoundError:
+        return False
+
+
+def _picture_figure(logs, args, plot, slices):
+    """The figure (or animation) of a picture kind."""
+    from tb_cnnviz.reader import names_text
+
+    runs = list(args.compare) if args.compare else [_pick_run(logs, args.run)]
+    runs = [logs.resolve_run(run) for run in runs]
+    layer = args.layer
+    layers = logs.layers(runs[0])
+    if layer is None:
+        listing = "; ".join(f"{name!r} ({', '.join(k)})" for name, k in layers.items())
+        raise _BadInput(f"--layer is needed; layers of run {runs[0]!r}: {listing}")
+    if args.kind is None:
+        kinds = layers.get(layer)
+        if kinds is None:
+            raise _BadInput(
+                f"--layer and --kind are needed; layers of run {runs[0]!r}: " + names_text(layers)
+            )
+        raise _BadInput(f"--kind is needed; layer {layer!r} has: {', '.join(kinds)}")
+    options = {"normalization": args.normalization, "cmap": args.cmap, "slices": slices}
+    if args.width:
+        options["width"] = args.width
+    if args.animate:
+        what = runs if args.compare else runs[0]
+        target = plot.animate(logs, what, layer, args.kind, fps=args.fps, **options)
+    elif args.compare:
+        target = plot.compare(logs, runs, layer, args.kind, args.step, **options)
+    else:
+        target = plot.layer_grid(logs, runs[0], layer, args.kind, args.step, **options).figure
+    return target
+
+
+def _write_figure(target, output, args, plot, plt) -> int:
+    from tb_cnnviz.progress import Progress
+    from tb_cnnviz.reader import NotFoundError
 
     bar = None
 

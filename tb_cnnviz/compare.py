@@ -44,12 +44,19 @@ __all__ = [
     "Logdir",
     "NotFoundError",
     "ReferenceMismatchError",
+    "SIMILARITY_MODES",
+    "Similarity",
     "align",
     "alignment",
     "cka",
     "examples",
+    "heatmap",
+    "layers",
     "reference_images",
 ]
+
+#: What `heatmap` compares: a layer over time, runs against runs, or layers against layers.
+SIMILARITY_MODES = ("time", "runs", "layers")
 
 
 class ReferenceMismatchError(ValueError):
@@ -69,6 +76,135 @@ class Alignment:
 
     matches: list[int]
     correlations: list[float]
+
+
+@dataclasses.dataclass(frozen=True)
+class Similarity:
+    """A CKA heatmap: a layer over time, runs against runs (every layer), or layers.
+
+    Attributes:
+        mode: `"time"`, `"runs"` or `"layers"`.
+        matrix: CKA, float64: `[steps, steps]` (time), `[layers, runs, runs]` (runs) or
+            `[layers, layers]` (layers). NaN where there is no number: between data from
+            different reference images, or for a layer constant over them.
+        labels: What the rows and columns are: steps (time), runs (runs) or layers (layers).
+        runs: The runs compared (one for time and layers).
+        layers: The layers: one for time, one per matrix for runs, the labels for layers.
+        step: The step compared (runs, layers); None for time.
+        warning: Why some cells are NaN (different reference images), or None.
+    """
+
+    mode: str
+    matrix: np.ndarray
+    labels: list
+    runs: list[str]
+    layers: list[str]
+    step: int | None
+    warning: str | None = None
+
+
+def heatmap(
+    logdir: str | os.PathLike | Logdir,
+    mode: str = "time",
+    *,
+    layer: str | None = None,
+    run: str | None = None,
+    runs: list[str] | None = None,
+    step: int | None = None,
+) -> Similarity:
+    """A linear CKA heatmap, as the tab's Similarity view (and `tb-cnnviz export`) draws it.
+
+    * `mode="time"`: `layer` of `run` at each logged step against every other step (when did
+      the layer settle?);
+    * `mode="runs"`: every pair of `runs` at `step`, for each layer they all have (or only
+      `layer`): did they learn the same representation?
+    * `mode="layers"`: the layers of `run` against each other at `step`.
+
+    Cells between data from different reference images are NaN and `warning` says why.
+
+    Args:
+        logdir: A log directory, or a `Logdir` already loaded.
+        mode: One of `SIMILARITY_MODES`.
+        layer: The layer (time: required; runs: only this layer).
+        run: The run (time, layers).
+        runs: The runs (runs mode), at least one.
+        step: The step (runs, layers); None is the latest they share.
+
+    Returns:
+        A `Similarity`.
+
+    Raises:
+        NotFoundError: If a run, layer or step is not there; the message lists what is.
+        ValueError: If `mode` is unknown or a parameter it needs is missing.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> from tb_cnnviz import summary
+        >>> path, acts = tempfile.mkdtemp(), np.random.default_rng(0).random((16, 6, 6, 4))
+        >>> with summary.create_file_writer(path + "/run").as_default() as w:
+        ...     for step in range(3):
+        ...         _ = summary.responses("c", acts + step, step=step, reference_images="0" * 16)
+        >>> w.close()
+        >>> heat = heatmap(path, "time", run="run", layer="c")
+        >>> heat.labels, heat.matrix.round(6).tolist()[0]
+        ([0, 1, 2], [1.0, 1.0, 1.0])
+    """
+    logs = _open(logdir)
+    if mode not in SIMILARITY_MODES:
+        raise ValueError(f"mode must be one of {SIMILARITY_MODES}. Received: mode={mode!r}")
+    if mode in ("time", "layers") and run is None:
+        raise ValueError(f"mode={mode!r} compares within one run: give run=. Received: run=None")
+    kind = metadata.RESPONSES_KIND
+    if mode == "time":
+        if layer is None:
+            raise ValueError("mode='time' follows one layer: give layer=. Received: layer=None")
+        steps = logs.steps(run, layer, kind)
+        records = [logs.read_record(run, layer, kind, s) for s in steps]
+        matrix, warning = _heatmap(records, [f"step {s}" for s in steps])
+        return Similarity(mode, matrix, steps, [logs.resolve_run(run)], [layer], None, warning)
+    if mode == "layers":
+        names = layers(logs, run)
+        steps = sorted({s for name in names for s in logs.steps(run, name, kind)})
+        step = steps[-1] if step is None else int(step)
+        if step not in steps:
+            raise NotFoundError(
+                f"no step {step} of layer responses in run {logs.resolve_run(run)!r}; its "
+                "steps: " + ", ".join(map(str, steps))
+            )
+        names = [name for name in names if step in logs.steps(run, name, kind)]
+        records = [logs.read_record(run, name, kind, step) for name in names]
+        matrix, warning = _heatmap(records, [repr(name) for name in names])
+        return Similarity(mode, matrix, names, [logs.resolve_run(run)], names, step, warning)
+    if not runs:
+        raise ValueError(f"mode='runs' compares runs: give runs=[...]. Received: runs={runs!r}")
+    runs = [logs.resolve_run(r) for r in ([runs] if isinstance(runs, str) else runs)]
+    per_run = {r: layers(logs, r) for r in runs}
+    if layer is not None:
+        names = [layer]
+        for r in runs:
+            logs.steps(r, layer, kind)  # NotFoundError listing the run's layers
+    else:
+        names = [n for n in per_run[runs[0]] if all(n in per_run[r] for r in runs[1:])]
+        if not names:
+            detail = "; ".join(f"{r}: {', '.join(per_run[r])}" for r in runs)
+            raise NotFoundError(f"the runs share no layer with responses ({detail})")
+    common = sorted(set.intersection(*(set(logs.steps(r, n, kind)) for n in names for r in runs)))
+    if step is None and not common:
+        raise NotFoundError(f"the runs share no step of responses of {', '.join(names)}")
+    step = common[-1] if step is None else int(step)
+    if step not in common:
+        raise NotFoundError(
+            f"no step {step} of responses in every run and layer compared; steps they share: "
+            + (", ".join(map(str, common)) or "(none)")
+        )
+    matrices, warnings = [], []
+    for name in names:
+        records = [logs.read_record(r, name, kind, step) for r in runs]
+        matrix, warning = _heatmap(records, [repr(r) for r in runs])
+        matrices.append(matrix)
+        warnings += [warning] if warning else []
+    warning = " ".join(dict.fromkeys(warnings)) or None
+    return Similarity(mode, np.stack(matrices), runs, runs, names, step, warning)
 
 
 def cka(
@@ -296,6 +432,55 @@ def reference_images(
 # -- internals ---------------------------------------------------------------------------------
 def _open(logdir) -> Logdir:
     return logdir if isinstance(logdir, Logdir) else Logdir(logdir)
+
+
+def layers(logdir: str | os.PathLike | Logdir, run: str) -> list[str]:
+    """The layers of a run that hold responses to compare, naturally sorted.
+
+    Raises:
+        NotFoundError: If the run is not there, or holds no responses (logged without
+            reference images; the message says how to log them).
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> from tb_cnnviz import summary
+        >>> path, acts = tempfile.mkdtemp(), np.random.default_rng(0).random((16, 6, 6, 4))
+        >>> with summary.create_file_writer(path + "/run").as_default(step=0) as w:
+        ...     _ = summary.responses("conv2", acts, reference_images="0" * 16)
+        ...     _ = summary.responses("conv10", acts, reference_images="0" * 16)
+        ...     _ = summary.filter_weights("conv1", np.ones((3, 3, 3, 4)))
+        >>> w.close()
+        >>> layers(path, "run")
+        ['conv2', 'conv10']
+    """
+    logs = _open(logdir)
+    found = [
+        n for n, kinds in logs._kinds_by_layer(run).items() if metadata.RESPONSES_KIND in kinds
+    ]
+    if not found:
+        raise NotFoundError(
+            f"run {logs.resolve_run(run)!r} holds no layer responses to compare (it was logged "
+            "without reference images); log reference images to compare runs: "
+            "CNNViz(..., reference_images=x_val[:256]), the same images for every run"
+        )
+    return found
+
+
+def _heatmap(records: list[Record], labels: list[str]) -> tuple[np.ndarray, str | None]:
+    """CKA of every pair of records; NaN between different reference images, and why."""
+    keys = [(r.index.get("references"), r.index.get("count")) for r in records]
+    matrix = similarity.cka_matrix([_array(r, "gram") for r in records], references=keys)
+    groups: dict = {}
+    for key, label in zip(keys, labels, strict=True):
+        groups.setdefault(key, []).append(label)
+    if len(groups) < 2:
+        return matrix, None
+    parts = "; ".join(f"{', '.join(names)} (hash {key[0]})" for key, names in groups.items())
+    return matrix, (
+        f"the responses come from different reference images ({parts}): CKA compares "
+        "responses to the same images, so cells between them are NaN. Log the runs with the "
+        "same reference_images."
+    )
 
 
 def _responses(logs: Logdir, layer: str, point, name: str) -> Record:

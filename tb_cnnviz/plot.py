@@ -6,6 +6,9 @@ The functions behind `tb-cnnviz export`, usable on their own:
   a title and a colorbar;
 * `compare`: the same grid for several runs side by side, on one shared colour scale;
 * `animate`: a layer's evolution over every logged step, as a matplotlib animation;
+* `similarity`: linear CKA heatmaps (a layer over time, runs against runs, layers against layers)
+  of runs logged with reference images;
+* `examples`: each filter's dataset examples, crops of the reference images that excite it most;
 * `save`: writes a figure (.png, .pdf, .svg) or an animation (.gif) without blurring the pixels,
   and without leaving a half-written file behind on failure.
 
@@ -33,6 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import matplotlib
+import matplotlib.patches
 import numpy as np
 from matplotlib import animation, colors
 from matplotlib import pyplot as plt
@@ -45,9 +49,11 @@ __all__ = [
     "animate",
     "compare",
     "default_cmap",
+    "examples",
     "figure_of",
     "layer_grid",
     "save",
+    "similarity",
 ]
 
 #: How values become colours; see the module docstring.
@@ -324,6 +330,313 @@ def animate(
     return animation.FuncAnimation(
         fig, draw, frames=list(steps), interval=1000.0 / fps, repeat=True, cache_frame_data=False
     )
+
+
+def similarity(
+    logdir: str | os.PathLike | Logdir,
+    mode: str = "time",
+    *,
+    layer: str | None = None,
+    run: str | None = None,
+    runs: Sequence[str] | None = None,
+    step: int | None = None,
+    cmap="magma",
+    annotate: bool | None = None,
+    width: float | None = None,
+):
+    """Draws linear CKA heatmaps: a layer over time, runs against runs, or layers against layers.
+
+    The data are `tb_cnnviz.compare.heatmap`'s (runs logged with reference images). Colours
+    run from 0 (nothing in common) to 1 (the same representation up to a rotation and a scale),
+    on one scale for every panel; cells with no number (different reference images, a constant
+    layer) are hatched and the subtitle says why. With `mode="runs"`, one panel per layer.
+
+    Args:
+        logdir: A log directory, or a `tb_cnnviz.reader.Logdir`.
+        mode: `"time"` (one `layer` of one `run`, step against step), `"runs"` (`runs` at
+            `step`, one panel per layer, or only `layer`) or `"layers"` (the layers of `run`
+            at `step`).
+        layer: The layer (time: required; runs: only this layer).
+        run: The run (time, layers).
+        runs: The runs (runs mode).
+        step: The step (runs, layers); by default the latest they share.
+        cmap: A matplotlib colormap.
+        annotate: Write each cell's value in it; by default when a panel is at most 12 x 12.
+        width: Figure width in inches; by default 5 per panel, at most 3 panels a row.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Raises:
+        tb_cnnviz.reader.NotFoundError: If a run, layer or step is not there, or a run holds no
+            responses (the message says how to log them).
+        ValueError: If `mode` is unknown or a parameter it needs is missing.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> from tb_cnnviz import summary
+        >>> path, acts = tempfile.mkdtemp(), np.random.default_rng(0).random((16, 6, 6, 4))
+        >>> with summary.create_file_writer(path + "/run").as_default() as w:
+        ...     for step in range(3):
+        ...         pow = acts ** (step + 1)
+        ...         _ = summary.responses("c", pow, step=step, reference_images="a" * 16)
+        >>> w.close()
+        >>> fig = similarity(path, "time", run="run", layer="c")
+        >>> fig.texts[0].get_text()
+        "linear CKA of 'c' over time"
+        >>> save(fig, path + "/cka.png")
+    """
+    from tb_cnnviz import compare as compare_lib
+
+    heat = compare_lib.heatmap(
+        logdir, mode, layer=layer, run=run, runs=None if runs is None else list(runs), step=step
+    )
+    colormap = _colormap(cmap, "feature_maps").with_extremes(bad=(0.85, 0.85, 0.85))
+    matrices = heat.matrix if mode == "runs" else heat.matrix[None]
+    names = [str(label) for label in heat.labels]
+    if mode == "runs":
+        titles = heat.layers
+        title = f"linear CKA between runs · step {heat.step}"
+        axis = "run"
+    elif mode == "time":
+        titles = [None]
+        title = f"linear CKA of {heat.layers[0]!r} over time"
+        axis = "step"
+    else:
+        titles = [None]
+        title = f"linear CKA between layers · step {heat.step}"
+        axis = "layer"
+    subtitle = (
+        f"run {heat.runs[0]}" if mode != "runs" else f"{len(heat.runs)} runs"
+    ) + " · 1: the same representation (up to rotation and scale), 0: nothing in common"
+    count = len(matrices)
+    cols = min(count, 3)
+    rows = math.ceil(count / cols)
+    width = width or min(5.0 * cols, 15.0)
+    panel = (width - 1.0) / cols
+    fig = plt.figure(figsize=(width, panel * rows + _TITLE_HEIGHT + 0.4 + 0.3 * bool(heat.warning)))
+    grid = fig.add_gridspec(
+        rows,
+        cols + 1,
+        width_ratios=[*([1] * cols), 0.05],
+        left=0.16 / cols + 0.06,
+        right=0.92,
+        top=1 - (_TITLE_HEIGHT + 0.1) / fig.get_figheight(),
+        bottom=0.12,
+        wspace=0.45,
+        hspace=0.45,
+    )
+    m = len(names)
+    annotate = m <= 12 if annotate is None else bool(annotate)
+    ticks = list(range(m)) if m <= 20 else list(range(0, m, math.ceil(m / 10)))
+    image = None
+    for k, matrix in enumerate(matrices):
+        ax = fig.add_subplot(grid[k // cols, k % cols])
+        image = ax.imshow(
+            np.ma.masked_invalid(matrix), cmap=colormap, vmin=0.0, vmax=1.0, interpolation="nearest"
+        )
+        missing = np.argwhere(~np.isfinite(matrix))
+        for i, j in missing.tolist():
+            ax.add_patch(
+                matplotlib.patches.Rectangle(
+                    (j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", lw=0, color="0.55"
+                )
+            )
+        ax.set_xticks(ticks, [names[t] for t in ticks], rotation=90 if axis != "step" else 0)
+        ax.set_yticks(ticks, [names[t] for t in ticks])
+        ax.tick_params(labelsize=7 if m > 8 else 8)
+        if mode == "time":
+            ax.set_xlabel("step", fontsize=8)
+            ax.set_ylabel("step", fontsize=8)
+        if titles[k] is not None:
+            ax.set_title(titles[k], fontsize=9)
+        if annotate:
+            for (i, j), value in np.ndenumerate(matrix):
+                if math.isfinite(value):
+                    ax.text(
+                        j,
+                        i,
+                        f"{value:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="black" if value > 0.6 else "white",
+                    )
+    cbar = fig.colorbar(image, cax=fig.add_subplot(grid[:, cols]))
+    cbar.set_label("linear CKA", fontsize=8)
+    cbar.ax.tick_params(labelsize=7)
+    fig.text(0.5, 1 - 0.22 / fig.get_figheight(), title, ha="center", va="center", fontsize=11)
+    fig.text(
+        0.5,
+        1 - 0.48 / fig.get_figheight(),
+        subtitle,
+        ha="center",
+        va="center",
+        fontsize=8,
+        color="0.35",
+    )
+    if heat.warning:
+        fig.text(
+            0.5,
+            0.02,
+            "hatched: different reference images; no number is drawn there",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color="tab:red",
+        )
+    return fig
+
+
+def examples(
+    logdir: str | os.PathLike | Logdir,
+    run: str,
+    layer: str,
+    step: int | None = None,
+    *,
+    filters: Sequence[int] | None = None,
+    top_k: int | None = None,
+    crop: int | str | None = None,
+    width: float = 7.0,
+):
+    """Draws each filter's dataset examples: crops of the reference images that excite it most.
+
+    One row per filter, best example first, each crop centred where the filter's activation
+    peaks (the cell `(y, x)` of the layer's grid, mapped to the image), captioned with its
+    reference image and activation. The data are `tb_cnnviz.compare.examples`', the pictures
+    `tb_cnnviz.compare.reference_images`' (as stored: 8-bit, pooled beyond 128 pixels a side).
+
+    Args:
+        logdir: A log directory, or a `tb_cnnviz.reader.Logdir`.
+        run: The run.
+        layer: The layer.
+        step: The step; `None` means the latest.
+        filters: The filters to show, in order; by default the first 16.
+        top_k: Examples per filter; by default every stored one (8 unless logged otherwise).
+        crop: The side of a crop in model pixels; by default four cells of the layer's grid
+            (at least 8 pixels, at most the image): an estimate of the receptive field, which
+            the logs do not hold. `"full"` shows whole images with the peak's cell boxed.
+        width: Figure width in inches.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Raises:
+        tb_cnnviz.reader.NotFoundError: If the run, layer or step is not there, or the run
+            holds no reference images.
+        ValueError: If `filters`, `top_k` or `crop` is not valid.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> from tb_cnnviz import summary
+        >>> path, refs = tempfile.mkdtemp(), np.random.default_rng(0).random((16, 12, 12, 3))
+        >>> with summary.create_file_writer(path + "/run").as_default(step=0) as w:
+        ...     _ = summary.reference_images(refs)
+        ...     _ = summary.responses("c", refs[:, 1:-1, 1:-1, :2], reference_images=refs)
+        >>> w.close()
+        >>> fig = examples(path, "run", "c", top_k=4)
+        >>> fig.texts[0].get_text()
+        "dataset examples of 'c' · step 0"
+        >>> save(fig, path + "/examples.png")
+    """
+    from tb_cnnviz import compare as compare_lib
+
+    logs = _open(logdir)
+    record = logs.read_record(run, layer, "responses", step)
+    found = compare_lib.examples(logs, run, layer, record.step)
+    chosen = list(range(min(16, len(found)))) if filters is None else [int(f) for f in filters]
+    bad = [f for f in chosen if not 0 <= f < len(found)]
+    if bad or not chosen:
+        raise ValueError(
+            f"filters must be ids from 0 to {len(found) - 1} of {layer!r}. Received: "
+            f"filters={filters!r}"
+        )
+    stored_k = len(found[0]) if found else 0
+    k = stored_k if top_k is None else int(top_k)
+    if not 1 <= k <= stored_k:
+        raise ValueError(
+            f"top_k must be from 1 to {stored_k} (as logged). Received: top_k={top_k!r}"
+        )
+    if not (crop is None or crop == "full" or (isinstance(crop, int) and crop > 0)):
+        raise ValueError(f"crop must be a side in pixels or 'full'. Received: crop={crop!r}")
+    pictures = compare_lib.reference_images(logs, run, record.index.get("references"))
+    refs_record = logs.read_record(run, "reference_images", "references")
+    scale = float(refs_record.index.get("scale", 1) or 1)
+    grid = [int(g) for g in record.index.get("grid") or []]
+    shape = [int(d) for d in refs_record.index.get("shape") or []]
+    lo, hi = float(pictures.min()), float(pictures.max())
+    rgb = (pictures - lo) / (hi - lo) if hi > lo else np.zeros_like(pictures)
+    if rgb.shape[-1] == 1:
+        rgb = np.repeat(rgb, 3, axis=-1)
+    two_d = len(grid) == 2 and len(shape) == 3
+    full = crop == "full" or not two_d
+    cell = 1.2 * width / (k + 1.2) / 1.2
+    fig = plt.figure(figsize=(width, cell * len(chosen) * 1.25 + _TITLE_HEIGHT + 0.2))
+    axes = fig.subplots(
+        len(chosen),
+        k,
+        squeeze=False,
+        gridspec_kw={
+            "left": 0.12,
+            "right": 0.99,
+            "bottom": 0.02,
+            "wspace": 0.08,
+            "hspace": 0.35,
+            "top": 1 - (_TITLE_HEIGHT + 0.05) / fig.get_figheight(),
+        },
+    )
+    height, wide = rgb.shape[1:3]
+    for row, f in enumerate(chosen):
+        for col in range(k):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            index, *pos, activation = found[f][col]
+            picture = rgb[index]
+            if two_d:
+                stride = [shape[0] / grid[0] * scale, shape[1] / grid[1] * scale]
+                cy, cx = (pos[0] + 0.5) * stride[0], (pos[1] + 0.5) * stride[1]
+            if full:
+                ax.imshow(picture, interpolation="nearest")
+                if two_d:
+                    ax.add_patch(
+                        matplotlib.patches.Rectangle(
+                            (cx - stride[1] / 2 - 0.5, cy - stride[0] / 2 - 0.5),
+                            stride[1],
+                            stride[0],
+                            fill=False,
+                            color="tab:red",
+                            lw=1,
+                        )
+                    )
+            else:
+                side = crop * scale if isinstance(crop, int) else max(8 * scale, 4 * max(stride))
+                side = int(round(min(side, height, wide)))
+                top = int(np.clip(round(cy - side / 2), 0, height - side))
+                left = int(np.clip(round(cx - side / 2), 0, wide - side))
+                ax.imshow(picture[top : top + side, left : left + side], interpolation="nearest")
+            ax.set_title(f"#{index} · {activation:.2g}", fontsize=6, pad=2)
+        axes[row, 0].set_ylabel(f"filter {f}", fontsize=8, rotation=0, ha="right", va="center")
+    what = "whole images, peak boxed" if full else "crops around each peak"
+    fig.text(
+        0.5,
+        1 - 0.22 / fig.get_figheight(),
+        f"dataset examples of {layer!r} · step {record.step}",
+        ha="center",
+        va="center",
+        fontsize=11,
+    )
+    fig.text(
+        0.5,
+        1 - 0.46 / fig.get_figheight(),
+        f"run {record.run} · top {k} of {record.index.get('count')} reference images per "
+        f"filter, best first ({what}) · #image · activation",
+        ha="center",
+        va="center",
+        fontsize=8,
+        color="0.35",
+    )
+    return fig
 
 
 def save(

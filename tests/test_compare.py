@@ -331,3 +331,155 @@ def test_the_same_responses_on_tensorflow_and_jax(tmp_path):
             compare.examples(logs, "jax", layer),
         )
         assert [[e[:3] for e in f] for f in got_tf] == [[e[:3] for e in f] for f in got_jax]
+
+
+# -- the tab's routes, through the real plugin WSGI app -------------------------------------
+ROUTES = "/data/plugin/cnnviz/"
+
+
+@pytest.fixture(scope="module")
+def routes(fitted):
+    """A client of the real plugin app over the fitted logdir, read by TensorBoard's provider."""
+    from conftest import LogdirReader
+
+    return LogdirReader(fitted["logs"].path).client()
+
+
+def get(client, route, status=200):
+    response = client.get(ROUTES + route)
+    assert response.status_code == status, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def test_plugin_cka_equals_numpy_from_the_activations(fitted, routes):
+    """/similarity's CKA equals a float64 NumPy CKA of the activations, to 1e-5."""
+    refs, last = fitted["refs"], EPOCHS - 1
+    a, b = fitted["models"]["a"], fitted["models"]["b"]
+    c1, c2 = activations(a, "c1", refs), activations(a, "c2", refs)
+    layers = get(routes, f"similarity?mode=layers&run=a/train&step={last}")
+    assert abs(layers["matrix"][0][1] - direct_cka(c1, c2)) < 1e-5
+    runs = get(routes, f"similarity?mode=runs&runs=a/train,b/train&layer=c2&step={last}")
+    assert abs(runs["matrices"][0][0][1] - direct_cka(c2, activations(b, "c2", refs))) < 1e-5
+    time = get(routes, "similarity?mode=time&run=a/train&layer=c1")
+    want = compare.cka(fitted["logs"], "c1", ("a", 0), ("a", last))
+    assert abs(time["matrix"][0][last] - want) < 1e-9
+
+
+def test_plugin_cka_of_a_layer_with_itself_is_one(routes):
+    """Every diagonal cell of every mode is 1 within 1e-6, and every matrix is symmetric."""
+    answers = [
+        get(routes, "similarity?mode=time&run=a/train&layer=c2")["matrix"],
+        get(routes, "similarity?mode=layers&run=b/train")["matrix"],
+        *get(routes, "similarity?mode=runs&runs=a/train,b/train")["matrices"],
+    ]
+    for matrix in answers:
+        m = np.array(matrix, dtype=float)
+        assert np.allclose(np.diag(m), 1, atol=1e-6)
+        assert np.allclose(m, m.T, atol=1e-12)
+
+
+def test_similarity_modes_have_their_shapes_and_labels(routes):
+    """time: steps x steps; runs: layers x runs x runs at the latest shared step; layers: L x L."""
+    time = get(routes, "similarity?mode=time&run=a/train&layer=c1")
+    assert (time["mode"], time["run"], time["layer"]) == ("time", "a/train", "c1")
+    assert time["steps"] == list(range(EPOCHS))
+    assert np.array(time["matrix"]).shape == (EPOCHS, EPOCHS)
+    runs = get(routes, "similarity?mode=runs&runs=b/train,a/train")
+    assert (runs["runs"], runs["layers"], runs["step"]) == (["b/train", "a/train"], ["c1", "c2"], 1)
+    assert np.array(runs["matrices"]).shape == (2, 2, 2)
+    one = get(routes, 'similarity?mode=runs&runs=["a/train","b/train"]&layer=c2&step=0')
+    assert (one["layers"], one["step"], np.array(one["matrices"]).shape) == (["c2"], 0, (1, 2, 2))
+    layers = get(routes, "similarity?mode=layers&run=a/train&step=0")
+    assert (layers["layers"], layers["step"], np.array(layers["matrix"]).shape) == (
+        ["c1", "c2"],
+        0,
+        (2, 2),
+    )
+    assert "warning" not in time and "warning" not in runs and "warning" not in layers
+
+
+def test_alignment_route_recovers_a_known_permutation_exactly(fitted, routes):
+    """/alignment gives the permutation b's filters were made with, at correlation ~1."""
+    for layer, p in (("c1", fitted["p1"]), ("c2", fitted["p2"])):
+        got = get(routes, f"alignment?layer={layer}&a=a/train&b=b/train&a_step=1&b_step=1")
+        assert got["matches"] == np.argsort(p).tolist()
+        assert min(got["correlations"]) > 0.999
+        assert got["a"] == {"run": "a/train", "step": 1, "filters": len(p)}
+        assert got["matches"] == compare.align(fitted["logs"], layer, ("a", 1), ("b", 1))
+
+
+def test_examples_route_equals_compare_examples_with_what_crops_need(fitted, routes):
+    """/examples lists compare.examples, and the stored reference images' atlases and scale."""
+    got = get(routes, "examples?run=a/train&layer=c2&step=1")
+    want = compare.examples(fitted["logs"], "a", "c2", 1)
+    assert got["examples"] == [[list(e) for e in per] for per in want]
+    assert (got["filters"], got["top_k"], got["grid"]) == (12, 8, [12, 12])
+    images = got["images"]
+    assert (images["count"], images["shape"], images["scale"]) == (N_REFS, [16, 16, 3], 1)
+    assert images["tile"] == [16, 16, 3] and images["stride"] == [16 / 12, 16 / 12]
+    assert sum(part["count"] for part in images["layout"]) == N_REFS
+    atlas = routes.get(ROUTES + images["atlases"][0])
+    assert atlas.status_code == 200 and atlas.mimetype == "image/png"
+    assert "max-age" in atlas.headers["Cache-Control"]
+
+
+def test_different_reference_images_get_the_message_and_no_number(routes):
+    """Runs on other reference images: null cells and a warning; /alignment a 409, no matches."""
+    runs = get(routes, "similarity?mode=runs&runs=a/train,c/train&layer=c1")
+    assert runs["matrices"][0][0][1] is None and runs["matrices"][0][1][0] is None
+    assert "different reference images" in runs["warning"]
+    got = get(routes, "alignment?layer=c1&a=a/train&b=c/train", status=409)
+    assert set(got) == {"error"} and "different reference images" in got["error"]
+    assert "same reference_images" in got["error"]
+
+
+def test_a_run_without_reference_images_is_told_how_to_log_them(tmp_path, read_logdir):
+    """Every comparison route on a run logged without references says how to turn them on."""
+    from tb_cnnviz.callbacks import FilterWeights
+
+    x, y = make_shapes(16, size=16, seed=1)
+    build().fit(x, y % 4, epochs=1, verbose=0, callbacks=[FilterWeights(tmp_path, budget=None)])
+    client = read_logdir(tmp_path).client()
+    for route in (
+        "similarity?mode=time&run=train&layer=c1",
+        "similarity?mode=layers&run=train",
+        "similarity?mode=runs&runs=train",
+        "alignment?layer=c1&a=train&b=train",
+        "examples?run=train&layer=c1",
+    ):
+        error = get(client, route, status=404)["error"]
+        assert "reference_images=x_val[:256]" in error, (route, error)
+
+
+@pytest.mark.parametrize(
+    ("route", "says"),
+    [
+        ("similarity?mode=time&run=nope&layer=c1", "runs with layer responses: 'a/train'"),
+        ("similarity?mode=time&run=a/train&layer=c9", "layers: 'c1', 'c2'"),
+        ("similarity?mode=layers&run=a/train&step=7", "logged steps: 0, 1"),
+        ("similarity?mode=runs&runs=a/train,b/train&step=7", "steps they share: 0, 1"),
+        ("similarity?mode=runs&runs=a/train,nope", "runs with layer responses"),
+        ("alignment?layer=c1&a=a/train&b=b/train&b_step=9", "logged steps: 0, 1"),
+        ("examples?run=a/train&layer=c3", "layers: 'c1', 'c2'"),
+    ],
+)
+def test_unknown_runs_layers_and_steps_are_404_listing_what_exists(routes, route, says):
+    """A run, layer or step that is not there: a JSON 404 naming what is."""
+    assert says in get(routes, route, status=404)["error"]
+
+
+@pytest.mark.parametrize(
+    ("route", "says"),
+    [
+        ("similarity?run=a/train", "missing required parameter 'mode'"),
+        ("similarity?mode=cka", "mode must be one of time, runs, layers"),
+        ("similarity?mode=time&run=a/train", "'layer' for mode=time"),
+        ("similarity?mode=runs&runs=a/train,", "runs must name runs"),
+        ("similarity?mode=runs&runs=[1]", "JSON array of names"),
+        ("similarity?mode=layers&run=a/train&step=-1", "step must be an integer"),
+        ("alignment?layer=c1&a=a/train", "missing required parameter 'b'"),
+    ],
+)
+def test_malformed_comparison_requests_are_400(routes, route, says):
+    """Missing or malformed parameters: a JSON 400 saying which."""
+    assert says in get(routes, route, status=400)["error"]

@@ -403,3 +403,108 @@ def test_a_malformed_index_gets_the_same_clear_error_in_export_plot_and_the_tab(
     with pytest.raises(NotFoundError, match=re.escape(words)):
         plot.layer_grid(str(tmp_path / "logs"), "train", "c", "weights")
     assert json.loads(blobs[0])["version"] == metadata.FORMAT_VERSION
+
+
+# -- figures of the data for comparing runs (runs logged with reference images) ----------------
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    """Runs `a` and `b` logged with the same reference images (3 epochs), `c` with others."""
+    from tb_cnnviz.callbacks import References
+
+    path = tmp_path_factory.mktemp("compared")
+    refs = np.random.default_rng(9).random((20, 10, 10, 3), dtype=np.float32)
+    for name, seed, images in (("a", 0, refs), ("b", 1, refs), ("c", 2, refs[::-1])):
+        keras.utils.set_random_seed(seed)
+        model = keras.Sequential(
+            [
+                keras.Input((10, 10, 3)),
+                keras.layers.Conv2D(6, 3, activation="relu", name="conv1"),
+                keras.layers.Conv2D(5, 3, activation="relu", name="conv2"),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(3, name="out"),
+            ]
+        )
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        x, y = images[:12], np.arange(12) % 3
+        cb = References(str(path / name), images, budget=None)
+        model.fit(x, y, epochs=3, batch_size=6, verbose=0, callbacks=[cb])
+    return path
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--kind", "similarity", "--run", "a", "--layer", "conv2"],
+        ["--kind", "similarity", "--mode", "runs", "--runs", "a", "b", "c"],
+        ["--kind", "similarity", "--mode", "layers", "--run", "b", "--step", "1"],
+        ["--kind", "examples", "--run", "a", "--layer", "conv1", "--top-k", "4"],
+    ],
+    ids=["time", "runs", "layers", "examples"],
+)
+@pytest.mark.parametrize("ext", [".png", ".pdf"])
+def test_export_writes_similarity_and_examples_figures(compared, tmp_path, capsys, args, ext):
+    """Each comparison figure is written as a valid, non-trivial PNG and PDF."""
+    out = tmp_path / f"figure{ext}"
+    assert export("--logdir", compared, *args, "-o", out) == 0, capsys.readouterr().err
+    data = out.read_bytes()
+    assert data.startswith(MAGIC[ext]) and len(data) > 10_000
+    if ext == ".png":
+        with Image.open(out) as image:
+            assert min(image.size) > 500
+            assert len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)) > 20
+
+
+def test_similarity_figure_draws_no_number_between_other_reference_images(compared):
+    """plot.similarity: one panel per layer; cells across reference images are NaN, not drawn."""
+    fig = plot.similarity(compared, "runs", runs=["a", "b", "c"])
+    panels = [ax for ax in fig.axes if ax.get_images()]
+    assert [ax.get_title() for ax in panels] == ["conv1", "conv2"]
+    matrix = panels[0].get_images()[0].get_array()
+    assert matrix.mask[0, 2] and matrix.mask[2, 0] and not matrix.mask[0, 1]
+    texts = [t.get_text() for t in panels[0].texts]
+    assert texts.count("1.00") == 3 and len(texts) == 5  # 3 diagonal cells + a-b twice
+    assert "different reference images" in " ".join(t.get_text() for t in fig.texts)
+    matplotlib.pyplot.close(fig)
+
+
+def test_examples_figure_shows_each_filters_top_k_crops(compared):
+    """plot.examples: a row per filter chosen, top_k crops each, captioned image and activation."""
+    from tb_cnnviz import compare
+
+    fig = plot.examples(compared, "a", "conv2", filters=[4, 0], top_k=3)
+    pictures = [ax for ax in fig.axes if ax.get_images()]
+    assert len(pictures) == 6
+    best = compare.examples(compared, "a", "conv2")[4][0]
+    assert pictures[0].get_title() == f"#{best[0]} · {best[-1]:.2g}"
+    assert pictures[0].get_ylabel() == "filter 4"
+    full = plot.examples(compared, "a", "conv2", top_k=1, crop="full")
+    assert full.axes[0].get_images()[0].get_array().shape[:2] == (10, 10)
+    matplotlib.pyplot.close("all")
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--kind", "similarity", "--run", "a"], ["--layer is needed", "conv1, conv2"]),
+        (["--kind", "similarity", "--mode", "runs", "--runs", "a"], ["two or more", "a/train"]),
+        (["--kind", "similarity", "--run", "a", "--layer", "x"], ["layers: 'conv1', 'conv2'"]),
+        (["--kind", "examples", "--run", "a", "--layer", "conv1", "--filters", "9"], ["0 to 5"]),
+        (["--kind", "examples", "--run", "a", "--layer", "conv1", "--top-k", "99"], ["1 to 8"]),
+        (["--kind", "similarity", "--run", "a", "--layer", "conv1", "--step", "1"], ["--step"]),
+        (["--kind", "similarity", "--mode", "runs", "--runs", "a", "c", "--step", "9"], ["share"]),
+        (["--kind", "weights", "--mode", "runs", "--run", "a"], ["go with --kind similarity"]),
+        (["--kind", "examples", "--animate", "--run", "a"], ["no --animate"]),
+    ],
+)
+def test_bad_comparison_exports_fail_in_one_line(compared, tmp_path, capsys, args, needles):
+    """Bad arguments to the comparison figures: one line saying what is wrong, exit status 2."""
+    out = tmp_path / ("x.gif" if "--animate" in args else "x.png")
+    assert_one_line_error(capsys, export("--logdir", compared, *args, "-o", out), *needles)
+
+
+def test_a_run_without_reference_images_is_told_how_to_log_them(logdir, tmp_path, capsys):
+    """Exporting similarity of a run logged without references says how to turn them on."""
+    code = export(
+        "--logdir", logdir, "--kind", "similarity", "--run", "a", "-o", tmp_path / "x.png"
+    )
+    assert_one_line_error(capsys, code, "reference_images=x_val[:256]")

@@ -1032,7 +1032,10 @@ _QUERY_ALPHABET = st.sampled_from(
 )
 @hypothesis.given(
     route=st.sampled_from(
-        ["runs", "tags", "layer", "blob", "stats", "plan", "index.js", "static/"]
+        [
+            *("runs", "tags", "layer", "blob", "stats", "plan", "index.js", "static/"),
+            *("similarity", "alignment", "examples"),
+        ]
     ),
     query=st.lists(_QUERY_ALPHABET, max_size=12).map("".join),
     path=st.lists(_QUERY_ALPHABET, max_size=6).map("".join),

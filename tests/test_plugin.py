@@ -974,6 +974,11 @@ def test_steps_logged_while_serving_appear_at_once(tmp_path, monkeypatch):
     assert get_json(client, "layer", run="live", tag="conv2d/weights")["step"] == 2
     get_json(client, "layer", expect=404, run="live", tag="conv2d/weights", step="4")
 
+    # A live run's later event file is made seconds later, so its name (which starts with the
+    # time in seconds) sorts after the first; TensorBoard's loader reads files in name order
+    # and skips one that sorts earlier (within one second, a writer counter of 10 sorts
+    # before 9).
+    time.sleep(1.1)
     writer = tf.summary.create_file_writer(str(tmp_path / "live"), filename_suffix=".more")
     with writer.as_default():
         for step in (3, 4):

@@ -136,7 +136,8 @@ def eager_loop(model, filters, steps: int, optimizer: str):
             if optimizer == "adam":
                 adam.apply_gradients([(-grad, image)])
             else:
-                image.assign(image.value + 0.05 * grad / (ops.norm(grad) + 1e-12))
+                norm = ops.sqrt(ops.maximum(ops.sum(ops.square(grad)), 1e-12))  # l2_normalize
+                image.assign(image.value + 0.05 * grad / norm)
             image.assign(ops.clip(image.value, 0.0, 1.0))
 
 

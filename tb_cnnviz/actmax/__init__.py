@@ -8,7 +8,9 @@ One call renders a whole layer::
 The pieces compose, Lucid style: objectives (`channel`, `neuron`, `class_logit`, regularizers
 `total_variation` and `l2`, closed under `+ - *`), parameterizations (`fourier`, the default, and
 `pixel`), transforms (`pad`, `jitter`, `random_scale`, `random_rotate`, `compose`) and a reusable
-compiled `Renderer`. Everything here needs TensorFlow and Keras, nothing from TensorBoard.
+compiled `Renderer`. Written in `keras.ops`, it runs on every Keras backend (TensorFlow, JAX,
+PyTorch; what differs between them lives in `tb_cnnviz.backend`), and needs nothing from
+TensorBoard.
 """
 
 from tb_cnnviz.actmax.forward import ModelReader

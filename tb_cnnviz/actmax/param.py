@@ -244,7 +244,7 @@ class FourierParam(ImageParam):
         # is exact. The real and imaginary halves are split by a reshape, not by slicing:
         # slices' gradients (TensorFlow's StridedSliceGrad) are slow on CPU.
         h, w = self.size
-        y = ops.einsum("ij,ncjk->ncik", self._rows, values * self._scale)  # rows transformed
+        y = ops.einsum("ij,ncjk->ncik", self._rows, ops.multiply(values, self._scale))
         y = ops.reshape(y, (-1, self.channels, 2, h, w // 2 + 1))  # [n, c, re/im, h, w//2+1]
         return ops.einsum("ncrik,rkw->niwc", y, self._cols)
 

@@ -50,7 +50,7 @@ from keras import ops
 from tb_cnnviz import backend, checks
 from tb_cnnviz.actmax import objectives as obj_lib
 from tb_cnnviz.actmax import param as param_lib
-from tb_cnnviz.actmax import transforms as tf_lib
+from tb_cnnviz.actmax import transforms as transform_lib
 from tb_cnnviz.actmax.forward import ModelReader, image_input_shape
 
 __all__ = [
@@ -386,7 +386,7 @@ class Renderer:
         """Crops transformed images to the render size, fits them to the model, maps the range."""
         x = images01
         if tuple(x.shape[1:3]) != self.size:  # the transforms end at the size; a custom one may not
-            x = tf_lib.center_crop(self.size)(x, ops.zeros((x.shape[0], 0)))  # pads mid-grey
+            x = transform_lib.center_crop(self.size)(x, ops.zeros((x.shape[0], 0)))  # pads mid-grey
         if self.model_size is not None and self.model_size != self.size:
             x = ops.image.resize(
                 x,
@@ -543,23 +543,29 @@ def _u32(value: int):
     return ops.convert_to_tensor(np.uint32(value))
 
 
+def _wrap(x):
+    """`x` modulo 2**32: a no-op on uint32 (TensorFlow, JAX); Keras holds uint32 as int64 on
+    PyTorch, where products and sums must be cut back to 32 bits."""
+    return ops.bitwise_and(x, _u32(0xFFFFFFFF))
+
+
 def _mix(x):
     """A 32-bit multiply-xorshift hash: every input bit affects every output bit."""
     x = ops.bitwise_xor(x, ops.right_shift(x, _u32(16)))
-    x = x * _u32(0x21F0AAAD)
+    x = _wrap(x * _u32(0x21F0AAAD))
     x = ops.bitwise_xor(x, ops.right_shift(x, _u32(15)))
-    x = x * _u32(0x735A2D97)
+    x = _wrap(x * _u32(0x735A2D97))
     return ops.bitwise_xor(x, ops.right_shift(x, _u32(15)))
 
 
 def _uniform(seed, keys, steps, count: int):
     """`[n, count]` numbers in `[0, 1)` that depend only on `(seed, keys[i], steps[i], j)`.
 
-    Stateless and keyed per image, so an image's transforms do not depend on its batch; uint32
-    arithmetic wraps the same way on every backend.
+    Stateless and keyed per image, so an image's transforms do not depend on its batch; the
+    same numbers on every backend.
     """
     j = ops.convert_to_tensor(np.arange(count, dtype=np.uint32)[None, :])
-    h = _mix(ops.cast(seed, "uint32") + _u32(0x9E3779B9))
+    h = _mix(_wrap(ops.cast(seed, "uint32") + _u32(0x9E3779B9)))
     h = _mix(ops.bitwise_xor(h, keys))
     h = _mix(ops.bitwise_xor(h, steps))[:, None]
     h = _mix(ops.bitwise_xor(h, j))
@@ -575,11 +581,11 @@ def _transforms(transforms, size):
                 "transforms must be 'standard', None, a Transform or a list of them. "
                 f"Received: transforms={transforms!r}"
             )
-        transforms = tf_lib.standard(size)
+        transforms = transform_lib.standard(size)
     elif isinstance(transforms, list | tuple):
-        transforms = tf_lib.compose(transforms)
+        transforms = transform_lib.compose(transforms)
     # Cropping back to the render size inside the same composition fuses it into one resampling.
-    return tf_lib.compose([transforms, tf_lib.center_crop(size)])
+    return transform_lib.compose([transforms, transform_lib.center_crop(size)])
 
 
 def _is_int(value) -> bool:

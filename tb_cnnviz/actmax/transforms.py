@@ -266,8 +266,8 @@ def _bilinear(images, transforms, size, fill):
     n, h, w, c = images.shape
     out_h, out_w = size
     ys, xs = np.meshgrid(np.arange(out_h), np.arange(out_w), indexing="ij")
-    xs = xs.reshape(1, -1).astype(np.float32)
-    ys = ys.reshape(1, -1).astype(np.float32)
+    xs = ops.convert_to_tensor(xs.reshape(1, -1).astype(np.float32))
+    ys = ops.convert_to_tensor(ys.reshape(1, -1).astype(np.float32))
     a = [transforms[:, i : i + 1] for i in range(8)]  # [n, 1] each
     projection = a[6] * xs + a[7] * ys + 1.0
     x = (a[0] * xs + a[1] * ys + a[2]) / projection  # [n, out_h * out_w]

@@ -120,8 +120,13 @@ class Attribution(VizCallback):
             self._target_layers = attribution_lib.gradcam_layers(
                 model, self.probe_images, self.layer
             )
-        self._checked = attribution_lib.check_target(model, self.probe_images, self.target)
-        head = self._checked.head
+        if self.target is None:  # the first output, which may have no class to explain
+            head, _ = attribution_lib.predictions(model, self.probe_images)
+            if head.classes is not None:
+                self._checked = attribution_lib.check_target(model, self.probe_images)
+        else:
+            self._checked = attribution_lib.check_target(model, self.probe_images, self.target)
+            head = self._checked.head
         self._not_drawn = None
         if head is None or head.classes is None:
             what = "a callable target" if head is None else f"the output {head.describe()}"

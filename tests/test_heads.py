@@ -191,14 +191,15 @@ def test_multilabel_model_logs_the_top_label_and_whether_it_is_a_true_one(tmp_pa
     assert index["stats"]["true"] == [*top[:2].tolist(), *((top[2:] + 1) % 4).tolist()]
 
 
-def test_regression_model_trains_with_one_warning_and_no_attribution(tmp_path, read_logdir):
+@pytest.mark.parametrize("units", [1, 3])
+def test_regression_model_trains_with_one_warning_and_no_attribution(tmp_path, read_logdir, units):
     """A regression output has nothing to caption maps with: one warning, training goes on."""
-    model = conv_model(1, loss="mse")
+    model = conv_model(units, loss="mse")
     x, counter = images(), EpochCounter()
-    with pytest.warns(RuntimeWarning, match="the output 'head' \\(regression with 1 value\\)"):
+    with pytest.warns(RuntimeWarning, match="the output 'head' \\(regression with"):
         model.fit(
             x,
-            np.zeros(4),
+            np.zeros((4, units)),
             epochs=2,
             verbose=0,
             callbacks=[Attribution(tmp_path, x, budget=None), counter],
@@ -230,8 +231,9 @@ def test_regression_model_trains_with_one_warning_and_no_attribution(tmp_path, r
         ),
         (
             lambda: conv_model(3, loss="mse"),
-            {},
-            "target: the output 'head' (regression with 3 values) has several values",
+            {"target": 3},
+            "target 3 is not a value of the output 'head' (regression with 3 values): it takes "
+            "value indices in 0..2. Received: target=3",
         ),
         (
             lambda: conv_model(4, "sigmoid", "binary_crossentropy"),

@@ -32,8 +32,10 @@ class Attribution(VizCallback):
     probability; a binary sigmoid unit's class 1 (probability above 0.5) or 0, with the
     probability of that class; a multi-label output's most probable label and that label's own
     probability (with multi-hot `labels`, a probe is correct when that label is one of its
-    true labels). A regression output and a callable `target` have no class to caption a
-    picture with, which the logged format cannot hold yet: the callback then warns once when
+    true labels). A regression output is explained through its value (one unit, or the unit
+    `target` names): each picture is captioned with that value and, with `labels` (the true
+    values), the true one. A callable `target`, or a regression with several values and no
+    `target`, has nothing to caption a picture with: the callback then warns once when
     training begins and draws nothing (`tb_cnnviz.attribution` draws their maps).
 
     Args:
@@ -44,7 +46,8 @@ class Attribution(VizCallback):
             heatmaps under the tag `<method>/<input name>/attribution`. Keep `n` small (4-16).
         labels: The probe images' true classes, as class ids `[n]` or one-hot `[n, classes]`
             (0 or 1 for a binary sigmoid output; multi-hot `[n, labels]` or one label id per
-            probe for a multi-label output); one int gives every probe that class.
+            probe for a multi-label output; the true values `[n]` or `[n, units]` for a
+            regression); one number gives every probe that class (or value).
         target: What the first heatmap explains: `None` for each probe's predicted class of
             the model's first output, an output name for another output of a multi-output
             model, a class index or one per probe (of the first output), or an `(output name,
@@ -107,6 +110,8 @@ class Attribution(VizCallback):
         self._predicted = self._confidence = np.zeros(0)
         self._checked = None  # the checked target, set in _validate
         self._true: np.ndarray | None = None  # one true class per probe, for the head
+        self._values: np.ndarray | None = None  # a regression's explained value per probe
+        self._true_values: np.ndarray | None = None  # and its true value, from labels
         self._not_drawn: str | None = None  # why nothing is drawn (a head without classes)
 
     @property
@@ -120,22 +125,30 @@ class Attribution(VizCallback):
             self._target_layers = attribution_lib.gradcam_layers(
                 model, self.probe_images, self.layer
             )
-        if self.target is None:  # the first output, which may have no class to explain
+        self._checked = None
+        if self.target is None:  # the first output, which may have nothing to explain
             head, _ = attribution_lib.predictions(model, self.probe_images)
-            if head.classes is not None:
+            if head.classes is not None or head.units == 1:
                 self._checked = attribution_lib.check_target(model, self.probe_images)
         else:
             self._checked = attribution_lib.check_target(model, self.probe_images, self.target)
             head = self._checked.head
         self._not_drawn = None
-        if head is None or head.classes is None:
-            what = "a callable target" if head is None else f"the output {head.describe()}"
+        self._true = self._true_values = None
+        if self._checked is None or head is None:
+            what = (
+                "a callable target"
+                if head is None
+                else f"the output {head.describe()} without a target naming one of its values"
+            )
             self._not_drawn = (
-                f"{type(self).__name__} draws class attribution of softmax, binary and "
-                f"multi-label sigmoid outputs; {what} has no class to caption its maps with, "
-                "so nothing is drawn (tb_cnnviz.attribution draws its maps)"
+                f"{type(self).__name__} draws attribution of classes and of one regression "
+                f"value; {what} has nothing to caption its maps with, so nothing is drawn "
+                "(tb_cnnviz.attribution draws its maps)"
             )
             warnings.warn(f"tb-cnnviz: {self._not_drawn}.", RuntimeWarning, stacklevel=2)
+        elif head.classes is None and self.labels is not None:
+            self._true_values = _true_values(head, self.labels, self._checked.ids)
         elif self.labels is not None:
             self._true = _true_classes(head, self.labels)
         names = [getattr(t, "name", None) for t in (getattr(model, "inputs", None) or [])]
@@ -187,6 +200,11 @@ class Attribution(VizCallback):
     def _prepare(self, step):
         head = self._checked.head
         _, read = attribution_lib.predictions(self.model, self.probe_images, head.output)
+        if head.classes is None:  # a regression: the explained value of each probe
+            units = np.maximum(self._checked.ids, 0)
+            self._values = read["values"][np.arange(len(units)), units]
+            self._rows = (np.arange(len(units)), units)
+            return
         self._predicted, self._confidence = read["predicted"], read["confidence"]
         if head.kind == "multilabel" and self._true is not None and self.labels.ndim == 2:
             # The predicted label is right when it is one of the probe's true labels.
@@ -214,7 +232,23 @@ class Attribution(VizCallback):
             self.model, batch if multi else batch[0], target=target, **options
         )
         maps = maps if multi else [maps]
-        n = len(self._predicted)
+        n = self._count()
+        if self._checked.head.classes is None:
+            for i, heat in enumerate(maps):
+                if heat is not None:
+                    target_layer = self._target_layers[i] if method != "smoothgrad" else None
+                    summary.attribution(
+                        name + self._tag_names[i],
+                        self._arrays[i],
+                        heat,
+                        step=step,
+                        values=self._values,
+                        true_values=self._true_values,
+                        method=method,
+                        target_layer=target_layer,
+                        description=_description(method, target_layer, n, False, value=True),
+                    )
+            return
         true_rows = None
         if self._true is not None:
             true_rows = np.arange(n)
@@ -239,34 +273,47 @@ class Attribution(VizCallback):
             )
 
 
-def _description(method: str, target: str | None, n: int, with_true: bool) -> str:
+def _description(
+    method: str, target: str | None, n: int, with_true: bool, *, value: bool = False
+) -> str:
     read = f" of `{target}`" if target else ""
     classes = "the predicted and the true class" if with_true else "the predicted class"
+    classes = "the explained value" if value else classes
     return f"`{method}`{read} for {n} probe images: heatmaps of {classes}."
 
 
 def _labels(labels, count: int) -> np.ndarray:
-    """Labels as an array: class ids `[n]` (int64), or rows `[n, k]` (one-hot, multi-hot)."""
+    """Labels as an array: class ids `[n]`, rows `[n, k]` (one-hot, multi-hot), or the true
+    values of a regression; which they must be is checked against the head (`_validate`)."""
     values = np.asarray(labels)
     if values.ndim == 0:  # one class for every probe
         values = np.full(count, values)
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
-    if (
-        values.ndim not in (1, 2)
-        or not np.issubdtype(values.dtype, np.number)
-        or np.any(np.mod(values, 1))
-    ):
+    if values.ndim not in (1, 2) or not np.issubdtype(values.dtype, np.number):
         raise ValueError(
-            "labels must be integer class ids [n], or one-hot or multi-hot rows [n, classes]. "
-            f"Received: labels={labels!r}"
+            "labels must be integer class ids [n], one-hot or multi-hot rows [n, classes], or "
+            f"a regression's true values. Received: labels={labels!r}"
         )
     if len(values) != count:
         raise ValueError(
             f"labels must hold one class per probe image ({count} probe images). "
             f"Received: labels with length {len(values)}"
         )
-    return values.astype(np.int64)
+    return values
+
+
+def _true_values(head, labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The true value of each probe's explained unit, from `labels` `[n]` or `[n, units]`."""
+    values = labels.astype(np.float64)
+    if values.ndim == 1 and head.units == 1:
+        values = values[:, None]
+    if values.ndim != 2 or values.shape[1] != head.units or not np.isfinite(values).all():
+        raise ValueError(
+            f"labels of the output {head.describe()} must be its true values, [n] or "
+            f"[n, {head.units}], finite. Received: labels with shape {labels.shape}"
+        )
+    return values[np.arange(len(values)), np.maximum(ids, 0)]
 
 
 def _true_classes(head, labels: np.ndarray) -> np.ndarray:
@@ -278,6 +325,12 @@ def _true_classes(head, labels: np.ndarray) -> np.ndarray:
     """
     classes = head.classes
     shown = labels.tolist()
+    if np.any(np.mod(labels, 1)):
+        raise ValueError(
+            f"labels of the output {head.describe()} must be integer class ids [n], or one-hot "
+            f"or multi-hot rows [n, classes]. Received: labels={shown!r}"
+        )
+    labels = labels.astype(np.int64)
     if labels.ndim == 2 and labels.shape[1] != classes:
         raise ValueError(
             f"labels rows must have one entry per class of the output {head.describe()}. "

@@ -1,5 +1,5 @@
-// Colormaps: t in [0, 1] -> RGB as 256-entry lookup tables. Pure (node-testable). Anchors are
-// matplotlib's `viridis` and `RdBu_r` at 17 points; interpolating them stays within 2/255.
+// Colormaps: t in [0, 1] -> RGB, 256-entry tables. Pure (node-testable). Anchors: matplotlib's
+// `viridis` and `RdBu_r` at 17 points; interpolated within 2/255.
 
 export const COLORMAPS = ["gray", "diverging", "viridis"]
 export const COLORMAP_LABELS = Object.fromEntries(COLORMAPS.map(c => [c, c[0].toUpperCase() + c.slice(1)]))

@@ -1,5 +1,5 @@
-// The view state, what the logdir holds, and the moves between states. Other modules read its live
-// bindings; only it assigns them. It builds no DOM: it calls the views index.js puts in `hooks`.
+// View state, the logdir's contents and the moves between them. Others read its live bindings;
+// only it assigns them. No DOM: it calls the views index.js puts in `hooks`.
 
 import {defaultColormap} from "./colormaps.js"
 import * as G from "./grid.js"

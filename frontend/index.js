@@ -1,5 +1,5 @@
-// The CNN Viz tab: TensorBoard's iframe imports this module and calls `render()` once. It wires
-// events and keys to controller.js, the controller to its views (panels.js, inspector.js).
+// The CNN Viz tab: TensorBoard's iframe calls `render()` once. It wires events and keys to
+// controller.js, and the controller to its views (panels.js, inspector.js).
 
 import * as C from "./static/controller.js"
 import {connectGuest} from "./static/guest.js"

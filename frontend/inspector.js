@@ -1,4 +1,4 @@
-// The inspector: one filter of one run across the layer's kinds, its statistics and evolution.
+// The inspector: one filter of one run in every kind of its layer, its statistics and steps.
 
 import * as C from "./controller.js"
 import * as G from "./grid.js"

@@ -285,13 +285,15 @@ function paintPanel(panel, job, data, stats) {
 	return {facts, layerStats, hasDead: Boolean(dead), deadFact: deadCount ? `${deadCount} dead` : ""}
 }
 
-/** Attribution tiles say what the model predicted: "3 · 92% ✓" (class names if /tags has them). */
+/** Attribution captions: "3 · 92% ✓" (class names from /tags); a regression "2.1 / 2" (true). */
 function predictionCaptions(index, run) {
-	const {predicted: p = [], confidence: c = [], correct: ok = []} = index.stats || {}
+	const {predicted: p = [], confidence: c = [], correct: ok = [], value: v, true_value: t} = index.stats || {}
 	const names = C.tags[run]?.[C.currentTag()]?.class_names || []
 	if (index.kind !== "attribution" || !p.length) return null
 	const mark = i => (ok[i] === true ? " ✓" : ok[i] === false ? " ✗" : "")
-	const caption = i => `${names[p[i]] ?? p[i]}${c[i] >= 0 ? ` · ${Math.round(c[i] * 100)}%` : ""}${mark(i)}`
+	const f = G.formatStat
+	const guess = i => (v ? f(v[i]) + (t?.[i] == null ? "" : ` / ${f(t[i])}`) : (names[p[i]] ?? p[i]))
+	const caption = i => `${guess(i)}${c[i] >= 0 && !v ? ` · ${Math.round(c[i] * 100)}%` : ""}${mark(i)}`
 	return new Map(index.filters.map((id, i) => [id, caption(i)]))
 }
 

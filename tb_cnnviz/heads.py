@@ -454,9 +454,10 @@ def predictions(head: Head, outputs) -> dict[str, np.ndarray | None]:
     """What the model predicts for each image, from its outputs as it returns them (NumPy).
 
     Returns:
-        `{"predicted", "confidence", "value"}`: the predicted class (int64 `[n]`) and its
-        probability (float32 `[n]`) for classifiers, None for a regression; `value` holds a
-        regression's first value (float32 `[n]`), None for classifiers. A softmax head's
+        `{"predicted", "confidence", "value", "values"}`: the predicted class (int64 `[n]`)
+        and its probability (float32 `[n]`) for classifiers, None for a regression; `value`
+        holds a regression's first value (float32 `[n]`) and `values` all of them (float32
+        `[n, units]`), both None for classifiers. A softmax head's
         confidence is the class's share of the softmax, a binary head's the probability of the
         class it predicts, a multi-label head's the predicted label's own probability.
 
@@ -470,7 +471,8 @@ def predictions(head: Head, outputs) -> dict[str, np.ndarray | None]:
     z = np.asarray(keras.ops.convert_to_numpy(raw), np.float64)
     z = z.reshape(len(z), -1)
     if head.kind == "regression":
-        return {"predicted": None, "confidence": None, "value": z[:, 0].astype(np.float32)}
+        values = z.astype(np.float32)
+        return {"predicted": None, "confidence": None, "value": values[:, 0], "values": values}
     if head.kind in ("binary", "multilabel"):
         p = z if head.squashing else 1.0 / (1.0 + np.exp(-z))
         if head.kind == "binary":
@@ -479,7 +481,8 @@ def predictions(head: Head, outputs) -> dict[str, np.ndarray | None]:
         else:
             predicted = p.argmax(-1)
             confidence = p[np.arange(len(p)), predicted]
-        return {"predicted": predicted, "confidence": confidence.astype(np.float32), "value": None}
+        confidence = confidence.astype(np.float32)
+        return {"predicted": predicted, "confidence": confidence, "value": None, "values": None}
     # Softmax: probabilities as they are; logits (or an unknown squashing) through a softmax.
     is_distribution = z.min() >= 0 and z.max() <= 1 and np.allclose(z.sum(-1), 1, atol=1e-3)
     if not is_distribution:
@@ -487,7 +490,8 @@ def predictions(head: Head, outputs) -> dict[str, np.ndarray | None]:
         z = shifted / shifted.sum(-1, keepdims=True)
     predicted = z.argmax(-1)
     confidence = z[np.arange(len(z)), predicted].astype(np.float32)
-    return {"predicted": predicted.astype(np.int64), "confidence": confidence, "value": None}
+    predicted = predicted.astype(np.int64)
+    return {"predicted": predicted, "confidence": confidence, "value": None, "values": None}
 
 
 @contextlib.contextmanager

@@ -55,7 +55,11 @@ class). A heatmap's values lie in [0, 1], 1 marking the most important pixels; i
 opacity slider. `stats` holds per probe `predicted` (class id), `confidence` (its probability),
 `true` (class id or `null`) and `correct` (bool or `null`); `layer_stats` holds `accuracy` over
 the probes (`null` without labels) and `mean_confidence`. The plugin metadata may carry the
-static facts `method`, `target_layer` and `class_names`.
+static facts `method`, `target_layer` and `class_names`. A head without classes (a regression)
+has `predicted`, `confidence`, `true` and `correct` all `null` and instead `value` (the
+explained output's value per probe) and `true_value` (or `null`); its `layer_stats` hold
+`mean_absolute_error` when true values are known, and its metadata the static fact
+`"head": "values"`.
 
 Per-layer health numbers are also written as ordinary scalars (`"<layer>/update_ratio"`,
 `"<layer>/dead_fraction"`) so they show in TensorBoard's Scalars tab.
@@ -387,10 +391,12 @@ def attribution(
     heatmaps,
     step: int | None = None,
     *,
-    predicted,
-    confidence,
+    predicted=None,
+    confidence=None,
     true_classes=None,
     true_heatmaps=None,
+    values=None,
+    true_values=None,
     class_names: Sequence[str] | None = None,
     method: str | None = None,
     target_layer: str | None = None,
@@ -410,11 +416,14 @@ def attribution(
         heatmaps: Heatmaps for the predicted class `[n, h, w]` (`[n, length]`, `[n, d, h, w]`),
             1 marking the most important pixels (as `tb_cnnviz.attribution` returns them).
         step: The step; defaults to the default writer's step.
-        predicted: Each probe's predicted class `[n]`.
+        predicted: Each probe's predicted class `[n]` (a classifier's head).
         confidence: The probability of each probe's predicted class `[n]`.
         true_classes: Each probe's true class `[n]`, when known.
         true_heatmaps: Heatmaps for the true class, shaped like `heatmaps`; needs
             `true_classes`.
+        values: Instead of `predicted` and `confidence`, for a head without classes (a
+            regression): the explained output value of each probe `[n]`.
+        true_values: The true value of each probe `[n]`, when known (with `values`).
         class_names: Optional names of the classes, stored once for the dashboard.
         method: Optional method id stored as a static fact (for example `"gradcam"`).
         target_layer: Optional conv layer the maps were read from, stored as a static fact.
@@ -425,7 +434,8 @@ def attribution(
         True when a summary was written, False when no default writer records.
 
     Raises:
-        ValueError: If shapes or lengths disagree, or no step is known.
+        ValueError: If shapes or lengths disagree, neither `predicted` and `confidence` nor
+            `values` are given, or no step is known.
 
     Example:
         >>> import tempfile
@@ -433,6 +443,9 @@ def attribution(
         >>> with writer.as_default():
         ...     attribution("gradcam", np.random.rand(2, 8, 8, 3), np.random.rand(2, 8, 8),
         ...                 step=0, predicted=[1, 0], confidence=[0.9, 0.6])
+        ...     attribution("regression", np.random.rand(2, 8, 8, 3), np.random.rand(2, 8, 8),
+        ...                 step=0, values=[0.3, 2.5], true_values=[0.5, 2.0])
+        True
         True
     """
     heat, images = _to_numpy(heatmaps), _to_numpy(images)
@@ -451,12 +464,43 @@ def attribution(
         images = images[..., None]
     n = len(heat)
     maps = {"predicted": _heatmaps("heatmaps", heat, heat.shape)}
+    classified = predicted is not None or confidence is not None
+    if classified == (values is not None) or (
+        classified and (predicted is None or confidence is None)
+    ):
+        raise ValueError(
+            "attribution needs predicted and confidence (a classifier) or values (a head "
+            f"without classes), not both. Received: predicted={predicted!r}, "
+            f"confidence={confidence!r}, values={values!r}"
+        )
     stats = {
-        "predicted": _classes("predicted", predicted, n),
-        "confidence": tiles.round_floats(_per_image("confidence", confidence, n)),
+        "predicted": _classes("predicted", predicted, n) if classified else [None] * n,
+        "confidence": (
+            tiles.round_floats(_per_image("confidence", confidence, n))
+            if classified
+            else [None] * n
+        ),
         "true": [None] * n,
         "correct": [None] * n,
     }
+    head_facts = {}
+    if not classified:
+        if true_classes is not None or true_heatmaps is not None:
+            raise ValueError(
+                "true_classes and true_heatmaps go with predicted classes; with values, give "
+                f"true_values. Received: true_classes={true_classes!r}"
+            )
+        stats["value"] = tiles.round_floats(_finite("values", _per_image("values", values, n)))
+        stats["true_value"] = [None] * n
+        if true_values is not None:
+            truth = _finite("true_values", _per_image("true_values", true_values, n))
+            stats["true_value"] = tiles.round_floats(truth)
+        head_facts["head"] = "values"
+    elif true_values is not None:
+        raise ValueError(
+            "true_values go with values (a head without classes); a classifier takes "
+            f"true_classes. Received: true_values={true_values!r}"
+        )
     if true_heatmaps is not None and true_classes is None:
         raise ValueError(
             "true_heatmaps need true_classes to say which class they show. "
@@ -494,8 +538,13 @@ def attribution(
         known = [c for c in stats["correct"] if c is not None]
         layer_stats = {
             "accuracy": float(np.mean(known)) if known else None,
-            "mean_confidence": tiles.round_floats([np.mean(stats["confidence"])])[0],
+            "mean_confidence": (
+                tiles.round_floats([np.mean(stats["confidence"])])[0] if classified else None
+            ),
         }
+        if not classified and true_values is not None:
+            errors = np.subtract(stats["value"], stats["true_value"])
+            layer_stats["mean_absolute_error"] = tiles.round_floats([np.abs(errors).mean()])[0]
         return shrunk, slices, stats, layer_stats, notes
 
     return write_layer(
@@ -509,6 +558,7 @@ def attribution(
         method=method,
         target_layer=target_layer,
         class_names=None if class_names is None else [str(c) for c in class_names],
+        **head_facts,
     )
 
 
@@ -924,6 +974,13 @@ def _per_image(argument: str, values, n: int) -> np.ndarray:
             f"{argument} must hold one number per image ({n} images). "
             f"Received: {argument}={np.asarray(values).tolist()!r}"
         )
+    return values
+
+
+def _finite(argument: str, values: np.ndarray) -> np.ndarray:
+    values = values.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{argument} contains NaN or Inf values. Received: {values.tolist()!r}")
     return values
 
 

@@ -4,6 +4,7 @@ right by attribution and by the Attribution callback, on whichever backend runs 
 from __future__ import annotations
 
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -191,15 +192,45 @@ def test_multilabel_model_logs_the_top_label_and_whether_it_is_a_true_one(tmp_pa
     assert index["stats"]["true"] == [*top[:2].tolist(), *((top[2:] + 1) % 4).tolist()]
 
 
-@pytest.mark.parametrize("units", [1, 3])
-def test_regression_model_trains_with_one_warning_and_no_attribution(tmp_path, read_logdir, units):
-    """A regression output has nothing to caption maps with: one warning, training goes on."""
-    model = conv_model(units, loss="mse")
-    x, counter = images(), EpochCounter()
-    with pytest.warns(RuntimeWarning, match="the output 'head' \\(regression with"):
+def test_a_regression_is_explained_through_its_value_captioned_with_true_values(
+    tmp_path, read_logdir
+):
+    """A one-value regression logs Grad-CAM with each probe's value and true value, no classes."""
+    model = conv_model(1, loss="mse")
+    x, truth = images(), np.array([0.5, 1.0, -2.0, 3.25])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # nothing fails, nothing is skipped
         model.fit(
             x,
-            np.zeros((4, units)),
+            truth,
+            epochs=2,
+            verbose=0,
+            callbacks=[Attribution(tmp_path, x, labels=truth, budget=None)],
+        )
+    logs = read_logdir(tmp_path)
+    assert logs.steps("train", "gradcam/attribution") == [0, 1]
+    index, _ = logs.datum("train", "gradcam/attribution", 1)
+    value = keras.ops.convert_to_numpy(model(x))[:, 0]
+    np.testing.assert_allclose(index["stats"]["value"], value, rtol=1e-4, atol=1e-5)
+    assert index["stats"]["true_value"] == truth.tolist()
+    assert index["stats"]["predicted"] == [None] * 4 and index["stats"]["correct"] == [None] * 4
+    mae = np.abs(np.asarray(index["stats"]["value"]) - truth).mean()
+    assert index["layer_stats"]["mean_absolute_error"] == pytest.approx(mae, rel=1e-3)
+    assert index["layer_stats"]["mean_confidence"] is None
+
+
+def test_a_regression_of_several_values_without_a_target_warns_once_and_trains(
+    tmp_path, read_logdir
+):
+    """Several regression values and no target: one warning naming the output, training goes on."""
+    model = conv_model(3, loss="mse")
+    x, counter = images(), EpochCounter()
+    with pytest.warns(
+        RuntimeWarning, match="the output 'head' \\(regression with 3 values\\) without a target"
+    ):
+        model.fit(
+            x,
+            np.zeros((4, 3)),
             epochs=2,
             verbose=0,
             callbacks=[Attribution(tmp_path, x, budget=None), counter],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.abc
 import os
 import sys
 
@@ -15,17 +14,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HIDE_TENSORFLOW = "TB_CNNVIZ_HIDE_TENSORFLOW"
 
 
-class _HiddenTensorFlow(importlib.abc.MetaPathFinder):
-    """Makes `import tensorflow` fail as it does where TensorFlow is not installed."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "tensorflow" or name.startswith("tensorflow."):
-            raise ModuleNotFoundError(f"No module named {name!r} ({HIDE_TENSORFLOW} is set)")
-        return None
-
-
 if os.environ.get(HIDE_TENSORFLOW):
-    sys.meta_path.insert(0, _HiddenTensorFlow())
+    # `import tensorflow` raises ModuleNotFoundError and `importlib.util.find_spec` answers
+    # None, as where it is not installed (PyTorch and Keras probe for it that way).
+    sys.modules["tensorflow"] = None
 
 
 def pytest_collection_modifyitems(config, items):

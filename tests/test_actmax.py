@@ -495,7 +495,8 @@ RENDER = textwrap.dedent(
     np.savez(out, plain=images, plain_reached=images.activations, robust=first,
              robust_reached=first.activations, traces=robust.tracing_count,
              warm_steps=warm.state.steps)
-    print("BACKEND", keras.backend.backend(), "TF" if "tensorflow" in sys.modules else "no-TF")
+    has_tf = sys.modules.get("tensorflow") is not None  # None: hidden
+    print("BACKEND", keras.backend.backend(), "TF" if has_tf else "no-TF")
     """
 )
 
@@ -520,7 +521,8 @@ FIT = textwrap.dedent(
     callback = ActivationMaximization(sys.argv[1], steps=6, budget=None)
     model.fit(x, np.zeros(16), epochs=2, batch_size=8, verbose=0, callbacks=[callback])
     traces = {path: r.tracing_count for path, r in callback.renderers.items()}
-    print("BACKEND", keras.backend.backend(), "TF" if "tensorflow" in sys.modules else "no-TF")
+    has_tf = sys.modules.get("tensorflow") is not None  # None: hidden
+    print("BACKEND", keras.backend.backend(), "TF" if has_tf else "no-TF")
     print("TRACES", sorted(traces.items()))
     """
 )

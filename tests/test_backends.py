@@ -43,7 +43,8 @@ SAME_WEIGHTS = textwrap.dedent(
     probes = np.load(weights.replace(".npz", "_probes.npy"))
     viz = CNNViz(logdir, probe_images=probes, budget=None, attribution_freq=0, actmax_freq=0)
     model.fit(probes, np.zeros(len(probes)), epochs=1, batch_size=4, verbose=0, callbacks=[viz])
-    print("BACKEND", keras.backend.backend(), "TF" if "tensorflow" in sys.modules else "no-TF")
+    has_tf = sys.modules.get("tensorflow") is not None  # None: hidden
+    print("BACKEND", keras.backend.backend(), "TF" if has_tf else "no-TF")
     """
 )
 

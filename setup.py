@@ -6,6 +6,23 @@ from setuptools import setup
 
 HERE = pathlib.Path(__file__).parent
 
+# Every floor below is a version CI tests: scripts/oldest.txt pins them, scripts/test.sh runs the
+# suite on them (.venv-oldest), and tests/test_packaging.py checks the two agree. TensorFlow 2.16
+# is the first with Keras 3; TensorBoard 2.16.0 and 2.16.1 depend on tf-keras(-nightly), which
+# pulls in a second TensorFlow; Keras 3.6 is the first with `keras.ops.bitwise_xor` and
+# `right_shift` (activation maximization's per-filter seeds, on every backend).
+TENSORFLOW = ">=2.16.1,<3"
+KERAS = "keras>=3.6"
+# TensorFlow's CPU-only build has wheels for x86-64 Linux and Windows (none for Apple silicon or
+# Linux on ARM, none for macOS after 2.16): elsewhere the `tensorflow-cpu` extra installs
+# `tensorflow`, so one install command works on every platform.
+CPU_WHEELS = (
+    'platform_system != "Darwin" and (platform_machine == "x86_64" or platform_machine == "AMD64")'
+)
+NO_CPU_WHEELS = (
+    'platform_system == "Darwin" or (platform_machine != "x86_64" and platform_machine != "AMD64")'
+)
+
 setup(
     name="tb-cnnviz",
     version="0.1.0",
@@ -35,20 +52,26 @@ setup(
     },
     # The TensorBoard side needs no TensorFlow; the training side picks its build via an extra.
     install_requires=[
-        "tensorboard>=2.21,<3",
+        "tensorboard>=2.16.2,<3",
         "numpy>=1.26",
-        "scipy>=1.11",  # tb_cnnviz.compare: linear_sum_assignment; 1.11 is the first for numpy 1.26
+        # tb_cnnviz.compare: linear_sum_assignment; 1.11 is the first for numpy 1.26 (1.11.0 was
+        # yanked).
+        "scipy>=1.11.1",
         "matplotlib>=3.8",
-        "protobuf>=6.31.1,<8",
+        "protobuf>=4.25.8,<8",  # the first 4.x with CVE-2025-4565 fixed: the reader parses logdirs
         "pillow>=10",
-        "werkzeug>=1.0.1",
+        "werkzeug>=2.0",  # 1.x has no Response.get_json, which the plugin's tests use
     ],
     extras_require={
-        "tensorflow-cpu": ["tensorflow-cpu>=2.21,<3"],
-        "tensorflow": ["tensorflow>=2.21,<3"],
+        "tensorflow-cpu": [
+            f"tensorflow-cpu{TENSORFLOW}; {CPU_WHEELS}",
+            f"tensorflow{TENSORFLOW}; {NO_CPU_WHEELS}",
+            KERAS,
+        ],
+        "tensorflow": [f"tensorflow{TENSORFLOW}", KERAS],
         # Keras 3 on JAX or PyTorch: writing needs no TensorFlow (TensorBoard's own writer).
-        "jax": ["jax>=0.4.30", "keras>=3.0"],
-        "torch": ["torch>=2.1", "keras>=3.0"],
+        "jax": ["jax>=0.4.30", KERAS],
+        "torch": ["torch>=2.1", KERAS],
         "test": [
             "pytest>=8",
             "hypothesis>=6",

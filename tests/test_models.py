@@ -25,6 +25,10 @@ def test_model_logs_every_kind_and_the_plugin_serves_it(
 ):
     """One epoch with CNNViz defaults: no warning, each kind logged, each layer drawable."""
     model, x, y, probes = zoo.MODELS[name]()
+    if name in zoo.APPLICATIONS:
+        # Training steps run eagerly here: tracing a keras.applications model's train step takes
+        # 10-40 s on two cores, and it has no part in what the callback draws or the plugin serves.
+        model.run_eagerly = True
     viz = CNNViz(str(tmp_path), probe_images=probes, budget=None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

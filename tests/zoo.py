@@ -169,11 +169,11 @@ def mixed_precision():
     return _compile(model), x, _labels(), x[:4]
 
 
+#: The keras.applications models, at 32x32 and without weights.
+APPLICATIONS = ("MobileNetV2", "ResNet50", "EfficientNetB0", "DenseNet121")
+
 MODELS = {
-    "MobileNetV2": application("MobileNetV2"),
-    "ResNet50": application("ResNet50"),
-    "EfficientNetB0": application("EfficientNetB0"),
-    "DenseNet121": application("DenseNet121"),
+    **{name: application(name) for name in APPLICATIONS},
     "Sequential (built)": sequential(built=True),
     "Sequential (not built)": sequential(built=False),
     "nested model": nested,

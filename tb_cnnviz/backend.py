@@ -113,8 +113,8 @@ def compile(
         >>> square = compile(lambda x: x * x)
         >>> float(to_numpy(square(keras.ops.convert_to_tensor(3.0))))
         9.0
-        >>> tracing_count(square)
-        1
+        >>> tracing_count(square) == (0 if name() == "torch" else 1)
+        True
     """
     traces = [0]
 
@@ -145,10 +145,10 @@ def compile(
         def run(*args):
             return jitted([v.value for v in variables], *args)
 
-    else:
+    else:  # PyTorch: eager calls, nothing traces (the count stays 0)
 
         def run(*args):
-            return traced(*args)
+            return fn(*args)
 
     run.traces = traces  # type: ignore[attr-defined]
     return run
@@ -241,13 +241,13 @@ def native_resampler() -> Callable | None:
 
 
 def tracing_count(compiled_fn: Callable) -> int:
-    """How many times a function made by `compile` traced (on PyTorch: how often it ran).
+    """How many times a function made by `compile` traced (0 on PyTorch, which runs eagerly).
 
     Example:
         >>> f = compile(lambda x: x + 1)
         >>> _ = f(keras.ops.ones((2,))); _ = f(keras.ops.zeros((2,)))
-        >>> tracing_count(f)
-        1
+        >>> tracing_count(f) == (0 if name() == "torch" else 1)
+        True
     """
     return compiled_fn.traces[0]  # type: ignore[attr-defined]
 

@@ -460,7 +460,12 @@ def test_bad_budget_raises_a_value_error_naming_it(tmp_path, value):
 
 # -- No retracing ------------------------------------------------------------------------------
 
+traced_backends = pytest.mark.skipif(
+    keras.backend.backend() == "torch", reason="PyTorch runs eagerly: nothing traces"
+)
 
+
+@traced_backends
 def test_a_second_fit_and_new_epochs_never_retrace(tmp_path):
     """Compiled actmax and attribution functions trace once; more epochs and fits reuse them."""
     from tb_cnnviz import attribution
@@ -479,6 +484,7 @@ def test_a_second_fit_and_new_epochs_never_retrace(tmp_path):
     assert attribution.tracing_count(model) == cams
 
 
+@traced_backends
 def test_a_second_model_traces_its_own_functions_without_a_retracing_warning(tmp_path):
     """New models (the demo's second run) trace once per function, and TF does not warn."""
     import logging

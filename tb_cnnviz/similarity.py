@@ -264,8 +264,8 @@ def cka_matrix(triangles, references=None) -> np.ndarray:
     Example:
         >>> x = np.random.default_rng(0).normal(size=(16, 8))
         >>> gram = lambda a: pack_triangle((a - a.mean(0)) @ (a - a.mean(0)).T)
-        >>> cka_matrix([gram(x), gram(x ** 2)]).round(6)[0, 0]
-        np.float64(1.0)
+        >>> float(cka_matrix([gram(x), gram(x ** 2)]).round(6)[0, 0])
+        1.0
         >>> cka_matrix([gram(x), gram(2 * x), gram(x)], references=["a", "a", "b"]).round(6)
         array([[ 1.,  1., nan],
                [ 1.,  1., nan],

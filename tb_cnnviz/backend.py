@@ -179,8 +179,8 @@ def compile_loop(
         >>> double = compile_loop(lambda x: x * 2.0)
         >>> float(to_numpy(double(3, keras.ops.convert_to_tensor(1.0))))
         8.0
-        >>> tracing_count(double)  # later calls, any n, reuse it (PyTorch counts its calls)
-        1
+        >>> tracing_count(double) == (0 if name() == "torch" else 1)  # later n reuse it
+        True
     """
     backend = check_supported()
     if backend == "jax":

@@ -40,8 +40,10 @@ def serve(argv: list[str]):
     )
 
 
-def wait_for_steps(port: int, run: str, tag: str, expected: list[int], timeout: float = 90.0):
-    """Polls the tags route until the steps are complete (the loader reads in the background)."""
+def wait_for_steps(port: int, run: str, tag: str, expected, timeout: float = 90.0):
+    """Polls the tags route until the steps are complete (the loader reads in the background):
+    until they equal `expected`, a list, or `expected(steps)` holds, a function."""
+    done = expected if callable(expected) else lambda steps: steps == expected
     deadline = time.monotonic() + timeout
     base = f"http://127.0.0.1:{port}"
     while True:
@@ -49,7 +51,7 @@ def wait_for_steps(port: int, run: str, tag: str, expected: list[int], timeout: 
         listing = get_json(f"{base}/data/plugins_listing", timeout=left)
         tags = get_json(f"{base}/data/plugin/cnnviz/tags", timeout=left)
         steps = tags.get(run, {}).get(tag, {}).get("steps")
-        if steps == expected or time.monotonic() > deadline:
+        if done(steps) or time.monotonic() > deadline:
             return listing, steps
         time.sleep(1.0)
 

@@ -41,9 +41,13 @@ def test_plain_tensorboard_serves_every_logged_step(logdir, load_fast):
 def test_explicit_samples_per_plugin_is_respected(logdir):
     """An explicit `--samples_per_plugin=cnnviz=5` keeps 5 steps: the user's value wins."""
     flags = ("--samples_per_plugin=cnnviz=5", "--load_fast=false")
+
+    def five_ending_with_the_last(steps):
+        return steps is not None and len(steps) == 5 and steps[-1] == STEPS - 1
+
     with tensorboard(logdir, *flags) as (port, _):
-        _, steps = wait_for_steps(port, "run_a/train", "conv1/weights", None, timeout=20)
-    assert steps is not None and len(steps) == 5 and steps[-1] == STEPS - 1
+        _, steps = wait_for_steps(port, "run_a/train", "conv1/weights", five_ending_with_the_last)
+    assert five_ending_with_the_last(steps), steps
 
 
 def test_tb_cnnviz_serve_binds_loopback_and_prints_the_url(logdir):

@@ -149,12 +149,12 @@ def main(argv=None):
         timed(http, url)
         decoded, warm, stale = [], [], []
         for _ in range(args.repeats):
-            plugin._matrix_cache = plugin_lib._LRUCache(64, 64)  # heatmaps answered: forgotten
+            plugin.forget_similarity()  # heatmaps answered: forgotten
             decoded.append(timed(http, url))
             timed(http, url)
             warm.append(timed(http, url))
         for _ in range(3):  # the step lists are re-read after 2 s
-            time.sleep(plugin_lib._SERIES_FRESH_SECONDS + 0.1)
+            time.sleep(plugin_lib.SERIES_FRESH_SECONDS + 0.1)
             stale.append(timed(http, url))
         rows.append((name, *(statistics.median(v) * 1e3 for v in (cold, decoded, warm, stale))))
     print(f"load average (1, 5, 15 min): {os.getloadavg()} on {os.cpu_count()} CPUs")

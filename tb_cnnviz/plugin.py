@@ -72,10 +72,10 @@ _INDEX_CACHE_BYTES = 64 * 2**20
 _INDEX_CACHE_ENTRIES = 8192
 
 # The list of steps of a (run, tag) grows while training runs, so it is cached only briefly: it is
-# reused for `_SERIES_FRESH_SECONDS`, and for up to `_SERIES_MAX_AGE_SECONDS` when it already
+# reused for `SERIES_FRESH_SECONDS`, and for up to `_SERIES_MAX_AGE_SECONDS` when it already
 # holds the step asked for (a logged step never changes). Every read call to the Rust data server
 # costs about 40 ms, whatever its size, so without this a warm `/layer` could not be fast.
-_SERIES_FRESH_SECONDS = 2.0
+SERIES_FRESH_SECONDS = 2.0
 _SERIES_MAX_AGE_SECONDS = 60.0
 _SERIES_CACHE_ENTRIES = 4096
 _SERIES_CACHE_POINTS = 10**6
@@ -280,7 +280,7 @@ class _Series:
 
     def serves(self, step: int | None) -> bool:
         age = time.monotonic() - self.read_at
-        if age < _SERIES_FRESH_SECONDS:
+        if age < SERIES_FRESH_SECONDS:
             return True
         return step is not None and step in self.by_step and age < _SERIES_MAX_AGE_SECONDS
 
@@ -343,6 +343,18 @@ class CNNVizPlugin(base_plugin.TBPlugin):
         self._read_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._read_pool_lock = threading.Lock()
         self._array_cache = _LRUCache(_ARRAY_CACHE_BYTES, _ARRAY_CACHE_ENTRIES)
+        self._matrix_cache = _LRUCache(_MATRIX_CACHE_ENTRIES, _MATRIX_CACHE_ENTRIES)
+
+    def forget_similarity(self) -> None:
+        """Forgets the answered similarity heatmaps; decoded arrays stay cached.
+
+        The next `/similarity` request computes its heatmap again from cached Gram matrices,
+        as after a new step: `benchmarks/similarity_route.py` measures that case.
+
+        Example:
+            >>> from tensorboard.plugins import base_plugin
+            >>> CNNVizPlugin(base_plugin.TBContext(logdir="logs")).forget_similarity()
+        """
         self._matrix_cache = _LRUCache(_MATRIX_CACHE_ENTRIES, _MATRIX_CACHE_ENTRIES)
 
     # TensorBoard's plugin interface.

@@ -989,7 +989,7 @@ def test_steps_logged_while_serving_appear_at_once(tmp_path, monkeypatch):
 
     assert get_json(client, "tags")["live"]["conv2d/weights"]["steps"] == [0, 1, 2, 3, 4]
     assert get_json(client, "layer", run="live", tag="conv2d/weights", step="4")["step"] == 4
-    monkeypatch.setattr(plugin, "_SERIES_FRESH_SECONDS", 0.0)  # as if two seconds went by
+    monkeypatch.setattr(plugin, "SERIES_FRESH_SECONDS", 0.0)  # as if two seconds went by
     assert get_json(client, "layer", run="live", tag="conv2d/weights")["step"] == 4
     assert get_json(client, "stats", run="live", tag="conv2d/weights")["steps"] == [0, 1, 2, 3, 4]
 

@@ -6,15 +6,104 @@
 # dev dependency, installed with `npm ci`) for the dashboard's JavaScript and CSS, ruff (lint and
 # format) for the Python, and pytest for everything else (unit, training, plugin, doctests and
 # headless-browser end-to-end tests).
+#
+# With CI=true (or OLDEST=1) the suite also runs on the oldest versions tb-cnnviz supports
+# (scripts/oldest.txt: TensorFlow 2.16, Keras 3.6, TensorBoard 2.16, NumPy 1.26, ...) in
+# .venv-oldest, without the browser tests. That run goes on in the background while the main one
+# runs; its output is in artifacts/test-logs/oldest.log, and its failure fails this command.
+# Extra arguments go to the main pytest run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python=${PYTHON:-python3}
+logs=artifacts/test-logs
+mkdir -p "$logs"
+# Prints a line with the time since the start, so that the log shows where the time goes.
+say() { printf '[%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
+
+# ---------------------------------------------------------------------------------------------
+# Other environments, each tested in the background beside the main run:
+#
+#   test_env NAME [VAR=value ...] -- PIP ARGS ... -- PYTEST ARGS ...
+#
+# starts a background job that makes .venv-NAME, installs PIP ARGS into it and runs pytest there
+# with PYTEST ARGS and the VAR=value settings, all its output in $logs/NAME.log. `collect_envs`
+# waits for every job and fails if any failed; leaving early stops them. The jobs run at a lower
+# priority (nice): the main run's browser and TensorBoard tests wait on timeouts, the background
+# suites only take the CPU time the main run leaves.
+env_names=()
+env_pids=()
+# pip builds this package in the source tree (tb_cnnviz.egg-info): one install at a time.
+lock=$logs/.pip-lock
+rmdir "$lock" 2>/dev/null || true # left by a run that was stopped while installing
+
+test_env() {
+  local name=$1 settings=() pip_args=() pytest_args=()
+  shift
+  while [ "$1" != -- ]; do settings+=("$1") && shift; done
+  shift
+  while [ "$1" != -- ]; do pip_args+=("$1") && shift; done
+  shift
+  pytest_args=("$@")
+  (
+    venv=.venv-$name
+    [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    until mkdir "$lock" 2>/dev/null; do sleep 1; done
+    "$venv/bin/python" -m pip install --quiet "${pip_args[@]}" || {
+      rmdir "$lock"
+      exit 1
+    }
+    rmdir "$lock"
+    say "$name: installed; pytest ${pytest_args[*]}"
+    env ${settings[@]+"${settings[@]}"} nice -n 10 "$venv/bin/python" -m pytest \
+      -p no:cacheprovider "${pytest_args[@]}"
+  ) >"$logs/$name.log" 2>&1 &
+  env_names+=("$name")
+  env_pids+=($!)
+  say "$name: installing and testing in .venv-$name in the background ($logs/$name.log)"
+}
+
+collect_envs() {
+  local failed=() i
+  for i in "${!env_pids[@]}"; do
+    if wait "${env_pids[$i]}"; then
+      say "${env_names[$i]}: $(tail -n 1 "$logs/${env_names[$i]}.log")"
+    else
+      say "${env_names[$i]}: FAILED; the end of $logs/${env_names[$i]}.log:"
+      tail -n 80 "$logs/${env_names[$i]}.log"
+      failed+=("${env_names[$i]}")
+    fi
+  done
+  env_pids=()
+  if [ ${#failed[@]} -gt 0 ]; then
+    say "failed in other environments: ${failed[*]}"
+    return 1
+  fi
+}
+
+stop_envs() {
+  local pid
+  for pid in ${env_pids[@]+"${env_pids[@]}"}; do
+    # pytest tears down (stopping the TensorBoard servers it started) on an interrupt.
+    pkill -INT -P "$pid" 2>/dev/null || true
+    kill "$pid" 2>/dev/null || true
+  done
+}
+trap stop_envs EXIT
+
+# ---------------------------------------------------------------------------------------------
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
+say "installing into .venv"
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[tensorflow-cpu,test]"
+
+if [ "${CI:-}" = true ] || [ "${OLDEST:-}" = 1 ]; then
+  test_env oldest -- -e ".[tensorflow-cpu,test]" -c scripts/oldest.txt -- \
+    --doctest-modules tb_cnnviz callbacks demo tests -m "not browser"
+fi
 
 # Debian packages the tests need: chromium for the browser tests, nodejs for the dashboard's
 # logic tests, npm for its formatter and linter. Installed when run as root and missing.
@@ -31,6 +120,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+say "dashboard logic, formatting and lint"
 node --test tests/js/
 if [ ! -x node_modules/.bin/biome ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --silent
@@ -38,4 +128,10 @@ fi
 npx --no-install biome ci frontend tests/js
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/python -m pytest --doctest-modules tb_cnnviz callbacks demo tests "$@"
+
+say "pytest"
+status=0
+.venv/bin/python -m pytest --doctest-modules tb_cnnviz callbacks demo tests "$@" || status=$?
+collect_envs || status=1
+say "done, exit status $status"
+exit "$status"

@@ -446,12 +446,9 @@ class Planner:
 
 
 def fit_params(callback: keras.callbacks.Callback) -> dict:
-    """The `params` Keras gave `callback` for this fit(); empty when driven outside fit().
-
-    Keras before 3.5 sets the attribute only in `set_params`: a callback driven by hand (a custom
-    training loop, a test) has none.
-    """
-    return getattr(callback, "params", None) or {}
+    """The `params` Keras gave `callback` for this fit(); empty when driven outside fit() (a
+    custom training loop calling the hooks)."""
+    return callback.params or {}
 
 
 def epochs_left(callback: keras.callbacks.Callback, epoch: int) -> int | None:

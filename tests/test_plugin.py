@@ -863,7 +863,8 @@ def test_bare_route_apps_answer_json_errors(provider):
 
 
 def test_plugin_serves_without_tensorflow(logdir):
-    """In a process where TensorFlow cannot be imported, the plugin imports and serves."""
+    """In a process where TensorFlow cannot be imported, the plugin imports and serves, and
+    tb_cnnviz.reader reads the same logdir."""
     script = textwrap.dedent(
         f"""
         import sys
@@ -874,7 +875,7 @@ def test_plugin_serves_without_tensorflow(logdir):
         from tensorboard.backend.event_processing import data_provider
         from tensorboard.backend.event_processing import plugin_event_multiplexer
         from tensorboard.plugins import base_plugin
-        from tb_cnnviz import plugin
+        from tb_cnnviz import plugin, reader
 
         mux = plugin_event_multiplexer.EventMultiplexer()
         mux.AddRunsFromDirectory({str(logdir)!r})
@@ -887,6 +888,8 @@ def test_plugin_serves_without_tensorflow(logdir):
         layer = client.get("{PREFIX}layer?run=alpha&tag=conv2d/weights&step=3").get_json()
         blob = client.get("{PREFIX}" + layer["atlases"][0])
         assert client.get("{PREFIX}plan?run=alpha").get_json()["left_out"] == {{}}
+        read = reader.Logdir({str(logdir)!r}).read("alpha", "conv2d", "weights", 3)
+        assert read.filters and read.tiles.size
         assert sys.modules["tensorflow"] is None
         print(len(tags["alpha"]["conv2d/weights"]["steps"]), blob.mimetype)
         """

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The whole tb-cnnviz test suite, installing what it needs first:
-#   a virtual environment in .venv with the package and its test extras (TensorFlow CPU build),
-#   Debian's chromium, nodejs and npm (when run as root and missing),
+#   a virtual environment in .venv with the package and its test extras (TensorFlow CPU build
+#   and JAX), Debian's chromium, nodejs and npm (when run as root and missing),
 # then node's built-in test runner for the dashboard logic, Biome (format and lint, a pinned npm
 # dev dependency, installed with `npm ci`) for the dashboard's JavaScript and CSS, ruff (lint and
 # format) for the Python, and pytest for everything else (unit, training, plugin, doctests and
 # headless-browser end-to-end tests).
 #
+# The core suite (scripts/core_tests.txt) also runs on Keras' JAX backend in .venv-jax, which
+# has no TensorFlow, in the background beside the main run (artifacts/test-logs/jax.log).
 # With CI=true (or OLDEST=1) the suite also runs on the oldest versions tb-cnnviz supports
 # (scripts/oldest.txt: TensorFlow 2.16, Keras 3.6, TensorBoard 2.16, NumPy 1.26, ...) in
 # .venv-oldest, without the browser tests. That run goes on in the background while the main one
@@ -98,7 +100,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 say "installing into .venv"
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[tensorflow-cpu,test]"
+# JAX beside TensorFlow: the tests that compare the two backends' pictures need both.
+.venv/bin/python -m pip install --quiet -e ".[tensorflow-cpu,jax,test]"
+
+# The core suite on JAX, in an environment without TensorFlow (scripts/core_tests.txt; PyTorch
+# has its own command, scripts/test_backend.sh torch: its wheel is gigabytes).
+mapfile -t core < scripts/core_tests.txt
+test_env jax KERAS_BACKEND=jax -- -e ".[jax,test]" -- --doctest-modules "${core[@]}"
 
 if [ "${CI:-}" = true ] || [ "${OLDEST:-}" = 1 ]; then
   test_env oldest -- -e ".[tensorflow-cpu,test]" -c scripts/oldest.txt -- \

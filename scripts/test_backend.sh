@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The core suite of tb-cnnviz on another Keras backend: bash scripts/test_backend.sh jax|torch
 #
-# The core suite is what draws and writes: the callbacks in real fit() calls (one read back
-# through the real plugin), the summary functions, activation maximization and attribution.
+# The core suite (scripts/core_tests.txt) is what draws and writes: the callbacks in real fit()
+# calls (one read back through the real plugin), the summary functions, heads, activation
+# maximization and attribution, with their doctests.
 # Tests that need TensorFlow itself (tf.function, tf.summary writers, Keras' TensorBoard
 # callback) are marked `tensorflow` and skip. TensorFlow stays hidden from the run
 # (TB_CNNVIZ_HIDE_TENSORFLOW, tests/conftest.py), so anything that still needs it fails.
@@ -42,7 +43,6 @@ case "$backend" in
     ;;
 esac
 
+mapfile -t core < scripts/core_tests.txt # the core suite, also run on JAX by scripts/test.sh
 KERAS_BACKEND=$backend TB_CNNVIZ_HIDE_TENSORFLOW=1 "$venv/bin/python" -m pytest \
-  --doctest-modules -p no:cacheprovider \
-  tb_cnnviz/backend.py tb_cnnviz/events.py tb_cnnviz/summary.py \
-  tests/test_callbacks.py tests/test_actmax.py tests/test_attribution.py "$@"
+  --doctest-modules -p no:cacheprovider "${core[@]}" "$@"

@@ -548,6 +548,7 @@ def run_backend(code: str, *args: str, backend: str, timeout: float = 300) -> st
     return done.stdout
 
 
+@pytest.mark.tensorflow  # runs TensorFlow beside JAX
 def test_tensorflow_and_jax_render_the_same_images_for_the_same_weights(tmp_path):
     """Same weights, seed and steps: without transforms the same images on TF and JAX; with
     them (TF's resampling gradient is an approximation) close images reaching as much."""

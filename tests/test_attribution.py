@@ -589,6 +589,7 @@ np.savez(
 """
 
 
+@pytest.mark.tensorflow  # runs TensorFlow beside JAX
 @pytest.mark.slow
 def test_gradcam_maps_agree_on_tensorflow_and_jax_within_1e_3(tmp_path):
     """The same weights give the same Grad-CAM and Grad-CAM++ maps on TF and JAX (<= 1e-3)."""

@@ -310,6 +310,7 @@ print("BACKEND", keras.backend.backend(), "TF" if has_tf else "no-TF")
 """
 
 
+@pytest.mark.tensorflow  # runs TensorFlow beside JAX
 def test_the_same_responses_on_tensorflow_and_jax(tmp_path):
     """JAX (TF hidden) stores what TF stores: runs compare as one (CKA 1, identity alignment)."""
     pytest.importorskip("jax")

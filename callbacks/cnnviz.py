@@ -86,9 +86,9 @@ class CNNViz(keras.callbacks.Callback):
         >>> import numpy as np, keras, tempfile
         >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
         ...                           keras.layers.Flatten(), keras.layers.Dense(2)])
-        >>> model.compile("adam", "mse")
+        >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         >>> viz = CNNViz(tempfile.mkdtemp(), probe_images=np.random.rand(2, 8, 8, 3))
-        >>> _ = model.fit(np.zeros((4, 8, 8, 3)), np.zeros((4, 2)), epochs=1, verbose=0,
+        >>> _ = model.fit(np.zeros((4, 8, 8, 3)), np.zeros(4), epochs=1, verbose=0,
         ...               callbacks=[viz])
         >>> [type(c).__name__ for c in viz.callbacks]
         ['FilterWeights', 'FeatureMaps', 'Attribution', 'ActivationMaximization']

@@ -131,7 +131,7 @@ class ModelTiming:
         """Times `forward(1)` and `forward(n)` (each after one untimed call) and splits the cost.
 
         Example:
-            >>> timing = ModelTiming.measure(lambda k: time.sleep(0.001 * k), 4)
+            >>> timing = ModelTiming.measure(lambda k: time.sleep(0.02 * k), 4)
             >>> timing.per_image > 0
             True
         """

@@ -113,6 +113,8 @@ _ARRAY_CACHE_ENTRIES = 16384
 # CKA heatmaps already answered, keyed by the blobs they were computed from.
 _MATRIX_CACHE_ENTRIES = 64
 _MAX_COMPARED_RUNS = 64  # runs in one /similarity?mode=runs
+# The kinds /tags lists: the pictures, and the responses the tab's comparison views read.
+_LISTED_KINDS = (*metadata.KINDS, metadata.RESPONSES_KIND)
 # How to get the data that comparing runs needs, for runs logged without it.
 _REFERENCES_HOWTO = (
     "log reference images to compare runs: CNNViz(..., reference_images=x_val[:256]) (or the "
@@ -562,8 +564,11 @@ class CNNVizPlugin(base_plugin.TBPlugin):
     def tags_impl(self, ctx, experiment_id: str, run: str | None = None) -> dict[str, Any]:
         """Returns `{run: {tag: {"kind", "layer", "steps", "description", …static facts}}}`.
 
-        `steps` lists every stored step in ascending order. Only picture tags are listed: plan
-        records (`plan_impl`) and the data kinds (`metadata.DATA_KINDS`) are not. Tags written
+        `steps` lists every stored step in ascending order. Picture tags are listed, and each
+        layer's responses to the reference images (kind `"responses"`: no pictures of their own,
+        the tab draws dataset examples and similarity from them through `/examples`,
+        `/similarity` and `/alignment`). Plan records (`plan_impl`) and the run's reference
+        images are not. Tags written
         by a newer format version (one warning) or with malformed metadata (logged once) are
         left out, and so are runs left with no tags.
 
@@ -598,8 +603,8 @@ class CNNVizPlugin(base_plugin.TBPlugin):
             tags = {}
             for tag, series in series_by_tag.items():
                 parsed = self._parse_tag(experiment_id, run_name, tag, series)
-                if parsed is None or parsed.kind not in metadata.KINDS:
-                    continue  # unreadable, a plan (see /plan), or numbers (metadata.DATA_KINDS)
+                if parsed is None or parsed.kind not in _LISTED_KINDS:
+                    continue  # unreadable, a plan (see /plan), or the reference images
                 # Remembered, so the /layer requests that follow a /tags are answered at once.
                 data = sequences.get(run_name, {}).get(tag)
                 steps = list(self._remember(experiment_id, run_name, tag, data).by_step)
@@ -651,7 +656,14 @@ class CNNVizPlugin(base_plugin.TBPlugin):
                     f"no step {step} in run {run!r}, tag {tag!r}; logged steps: "
                     + metadata.names_text(series.by_step)
                 )
-        index, warning = self._index(ctx, datum)
+        if tag.rpartition("/")[2] == metadata.RESPONSES_KIND:
+            index = None
+            warning = (
+                f"{tag!r} holds the layer's responses to the reference images, not pictures; "
+                "/examples serves its dataset examples and /similarity its similarity"
+            )
+        else:
+            index, warning = self._index(ctx, datum)
         atlases = []
         if index is not None:
             atlases = [

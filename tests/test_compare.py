@@ -168,14 +168,25 @@ def test_unknown_runs_layers_and_steps_raise_not_found_listing_what_exists(fitte
         compare.cka(logs, "c1", ("a", 0, 1), ("b", 0))
 
 
-def test_the_tab_lists_no_data_kinds_as_pictures(fitted, read_logdir):
-    """The plugin's /tags leaves out responses and reference images; the kinds stay the four."""
+def test_the_tab_lists_responses_with_their_steps_but_no_reference_images(fitted, read_logdir):
+    """/tags lists each layer's responses (kind "responses", every step), not the references."""
     assert metadata.KINDS == ("weights", "feature_maps", "actmax", "attribution")
     client = read_logdir(fitted["logs"].path).client()
     response = client.get("/data/plugin/cnnviz/tags")
     assert response.status_code == 200
-    assert response.get_json() == {}
+    steps = list(range(EPOCHS))
+    want = {
+        f"{layer}/responses": {"kind": "responses", "layer": layer, "steps": steps}
+        for layer in ("c1", "c2")
+    }
+    got = response.get_json()
+    assert sorted(got) == ["a/train", "b/train", "c/train"]
+    for tags in got.values():
+        assert {t: {k: v[k] for k in ("kind", "layer", "steps")} for t, v in tags.items()} == want
     assert client.get("/data/plugin/cnnviz/runs").get_json() == ["a/train", "b/train", "c/train"]
+    layer = client.get("/data/plugin/cnnviz/layer?run=a/train&tag=c1/responses").get_json()
+    assert layer["index"] is None and layer["atlases"] == []
+    assert "/examples serves its dataset examples" in layer["warning"]
 
 
 def test_cnnviz_logs_responses_with_reference_images(tmp_path, read_logdir):

@@ -1,5 +1,4 @@
-// Colormaps: t in [0, 1] -> RGB, 256-entry tables. Pure (node-testable). Anchors: matplotlib's
-// `viridis` and `RdBu_r` at 17 points; interpolated within 2/255.
+// Colormaps: t in [0, 1] -> RGB, 256-entry tables; anchors: matplotlib's viridis and RdBu_r at 17 points.
 
 export const COLORMAPS = ["gray", "diverging", "viridis"]
 export const COLORMAP_LABELS = Object.fromEntries(COLORMAPS.map(c => [c, c[0].toUpperCase() + c.slice(1)]))
@@ -13,7 +12,7 @@ const ANCHORS = {
 
 const cache = new Map()
 
-/** A colormap's 256-entry RGB table (r0 g0 b0 r1 …); unknown names: gray. @returns {Uint8Array} */
+/** r0 g0 b0 r1 …; unknown names: gray. */
 export function colormapLut(name) {
 	const key = name in ANCHORS ? name : "gray"
 	let lut = cache.get(key)
@@ -35,21 +34,18 @@ export function colormapLut(name) {
 	return lut
 }
 
-/** The colour at `t` (clamped). @returns {[number, number, number]} */
 export function colorAt(name, t) {
 	const lut = colormapLut(name)
 	const i = Math.max(0, Math.min(255, Math.round((Number.isFinite(t) ? t : 0.5) * 255)))
 	return [lut[3 * i], lut[3 * i + 1], lut[3 * i + 2]]
 }
 
-/** A kind's default: signed weights diverge around zero, non-negative maps use viridis. */
 export function defaultColormap(kind) {
 	if (kind === "weights") return "diverging"
 	if (kind === "feature_maps" || kind === "attribution") return "viridis"
 	return "gray"
 }
 
-/** A CSS gradient of a colormap, for legends. */
 export function colormapGradient(name) {
 	const stops = Array.from({length: 9}, (_, i) => `rgb(${colorAt(name, i / 8).join(",")}) ${(i / 8) * 100}%`)
 	return `linear-gradient(to right, ${stops.join(", ")})`

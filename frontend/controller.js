@@ -1,5 +1,4 @@
-// View state, the logdir's contents and the moves between them. Others read its live bindings;
-// only it assigns them. No DOM: it calls the views index.js puts in `hooks`.
+// View state and the logdir's contents; only this module assigns them. No DOM: views come in `hooks`.
 
 import {defaultColormap} from "./colormaps.js"
 import * as G from "./grid.js"
@@ -9,18 +8,12 @@ import * as S from "./state.js"
 const PLAY_MS = 600
 
 export const model = new Model()
-/** @type {S.ViewState} */
 export let state = S.defaultState()
-/** @type {S.Catalog} */
 export let catalog = S.buildCatalog({})
-/** @type {S.Tags} */
 export let tags = {}
-/** run -> /plan (null: none) */
-let plans = {}
+let plans = {} // run -> /plan (null: failed)
 export let playing = false
-/** Reloads that brought new data. */
-export let reloads = 0
-/** The views: `render` resolves when the grid is painted; `steps` redraws the step controls. */
+export let reloads = 0 // that brought new data
 export const hooks = {render: async () => {}, steps: () => {}}
 
 let runList = []
@@ -36,10 +29,9 @@ export async function loadCatalog() {
 	catalog = S.buildCatalog(tags, runList, leftOut())
 }
 
-/** @returns {S.Left} */
 export const leftOut = () => Object.fromEntries(Object.entries(plans).map(([r, p]) => [r, S.leftOut(p, tags[r])]))
 
-/** Loads the plans of the runs `next` shows (failed: null; `fresh`: forgets the rest), then the catalog. */
+/** `fresh` forgets the plans of runs `next` does not show. */
 export async function loadPlans(next, fresh = false) {
 	const runs = S.reconcile(next, catalog, tags, leftOut()).runs
 	const got = await Promise.all(runs.map(async r => [r, await model.plan(r).catch(() => null)]))
@@ -47,7 +39,7 @@ export async function loadPlans(next, fresh = false) {
 	catalog = S.buildCatalog(tags, runList, leftOut())
 }
 
-/** The iframe's hash (an iframe reload), else TensorBoard's URL (a page reload or a shared link). */
+/** The iframe's hash, else TensorBoard's URL (page reload, link). */
 export async function initialState(guest) {
 	if (S.hashHasState(location.hash)) return S.stateFromHash(location.hash)
 	try {
@@ -59,7 +51,7 @@ export async function initialState(guest) {
 	return S.paramsToState(Object.entries(data && typeof data === "object" ? data : {}).map(([k, v]) => [k, String(v)]))
 }
 
-/** Makes `next` the state (validated), writes the URL, redraws; resolves when the grid is painted. */
+/** Resolves when the grid is painted. */
 export function commit(next) {
 	requested = next
 	state = S.reconcile(next, catalog, tags, leftOut())
@@ -75,7 +67,7 @@ export function commit(next) {
 
 export const update = patch => commit({...state, ...patch})
 
-/** Sets a window's hash in place, by an absolute URL: a bare "#…" would resolve against <base href>. */
+// By an absolute URL: a bare "#…" would resolve against <base href>.
 function replaceHash(win, hash) {
 	const url = new URL(win.location.href)
 	url.hash = hash
@@ -91,15 +83,13 @@ function writeHash() {
 		const merged = S.mergeParentHash(current, state)
 		if (parent === window || merged === current) return
 		replaceHash(parent, merged)
-		// TensorBoard caches its hash dictionary and refreshes it on "hashchange"; without this
-		// event its next own write of the hash would drop our keys.
+		// TensorBoard caches its hash until "hashchange"; else its next write drops our keys.
 		parent.dispatchEvent(new HashChangeEvent("hashchange"))
 	} catch {
-		/* cross-origin parent: the iframe's hash still holds the state */
+		/* cross-origin parent */
 	}
 }
 
-/** TensorBoard broadcasts "experimental.DataReloaded" after its reload: new steps may exist. */
 export async function refresh() {
 	if (refreshing) return
 	refreshing = true
@@ -113,10 +103,10 @@ export async function refresh() {
 		await loadPlans(state, true)
 		if (known() !== old) {
 			reloads++
-			await commit({...state, step: atLatest ? null : state.step}) // follow the latest step
+			await commit({...state, step: atLatest ? null : state.step})
 		}
 	} catch {
-		/* keep what we show; the next reload tries again */
+		/* keep what we show */
 	}
 	refreshing = false
 }
@@ -146,7 +136,7 @@ export function togglePlay() {
 	const tick = async () => {
 		const all = currentSteps()
 		const i = all.indexOf(state.step)
-		await update({step: all[i >= all.length - 1 ? 0 : i + 1]}) // from the end, start over
+		await update({step: all[i >= all.length - 1 ? 0 : i + 1]})
 		if (playing) playTimer = setTimeout(tick, PLAY_MS)
 	}
 	playTimer = setTimeout(tick, state.step === steps[steps.length - 1] ? 0 : PLAY_MS)

@@ -1,17 +1,6 @@
-// The grid's pure logic (node-testable): atlas geometry, mosaics, normalization, colour mapping,
-// statistics, sorting, filtering, steps. Index format: the `tb_cnnviz.summary` docstring.
+// The grid's pure logic. Index format: the `tb_cnnviz.summary` docstring. Pixels: {width, height, data: RGBA}.
 
 import {colormapLut} from "./colormaps.js"
-
-/**
- * @typedef {{kind: string, layer: string, tile: number[], filters: number[], total_filters?: number,
- *   slices: {axis: string, count: number, total?: number},
- *   atlases: {blob: number, cols: number, rows: number, count: number}[], ranges: number[][],
- *   stats?: Object<string, any[]>, layer_stats?: Object<string, any>, notes?: string[]}} LayerIndex
- * @typedef {{width: number, height: number, data: Uint8ClampedArray}} Pixels RGBA, 4 bytes a pixel
- * @typedef {{atlas: Int32Array, x: Int32Array, y: Int32Array, count: number}} Locations
- * @typedef {Map<string, Map<number, any>>} Stats by "<kind>.<stat>", then filter id
- */
 
 export const NORM_MODES = ["filter", "layer", "tile"]
 export const NORM_LABELS = {filter: "filter", layer: "layer", tile: "slice"}
@@ -19,12 +8,10 @@ export const SHOW_MODES = ["all", "dead", "alive"]
 export const SHOW_LABELS = {all: "All filters", dead: "Dead only", alive: "Alive only"}
 export const MAX_ZOOM = 32
 
-/** `v` clamped to [lo, hi]. */
 export const clamp = (v, lo, hi) => Math.max(lo, Math.min(hi, v))
 const byte = t => Math.round(clamp(t, 0, 1) * 255)
 const tileRange = r => [Number(r?.[0]) || 0, Number(r?.[1]) || 0]
 
-/** Where each tile lies in the atlases. @param {LayerIndex} index @returns {Locations} */
 export function tileLocations(index) {
 	const [h, w] = index.tile
 	const n = index.filters.length * index.slices.count
@@ -42,7 +29,7 @@ export function tileLocations(index) {
 	return {atlas, x, y, count: t}
 }
 
-/** `count` h×w slices: up to 4 in a row, else a near-square mosaic; 1-pixel gaps. @returns {{cols: number, rows: number, width: number, height: number, gap: number}} */
+/** `count` h×w slices: up to 4 in a row, else a near-square mosaic; 1-pixel gaps. */
 export function mosaicLayout(h, w, count) {
 	const n = Math.max(1, count)
 	const cols = n <= 4 && h > 1 ? n : clamp(Math.ceil(Math.sqrt((n * h) / w)), 1, n)
@@ -51,20 +38,20 @@ export function mosaicLayout(h, w, count) {
 	return {cols, rows, width: cols * w + (cols - 1) * gap, height: rows * h + (rows - 1) * gap, gap}
 }
 
-/** A tile's default slice: a kernel's "all", attribution's first heatmap over the image ("o1"), else 0. @param {{axis: string, labels?: string[]}} slices @returns {"all" | number | string} */
+/** A kernel's "all", attribution's first heatmap over the image ("o1"), else 0. */
 export function defaultSlice(slices) {
 	const [pair] = overlayPairs(slices)
 	return pair ? `o${pair[1]}` : slices.axis === "input_channel" || slices.axis === "rgb" ? "all" : 0
 }
 
-/** [image slice, heatmap slice] pairs that can be blended (attribution). @param {{labels?: string[]}} slices @returns {number[][]} */
+/** [image slice, heatmap slice] pairs (attribution). */
 export function overlayPairs(slices) {
 	const labels = slices.labels || []
 	const image = labels.indexOf("image")
 	return image < 0 ? [] : labels.flatMap((_, s) => (s === image ? [] : [[image, s]]))
 }
 
-/** The slices a grid tile shows ("oK": the overlay's heatmap K). @param {LayerIndex} index @param {"all" | number | string | null} slice @returns {number[]} */
+/** "oK": the overlay's heatmap K. */
 export function shownSlices(index, slice) {
 	const count = index.slices.count,
 		pick = slice ?? defaultSlice(index.slices)
@@ -72,10 +59,10 @@ export function shownSlices(index, slice) {
 	return [clamp(Number(typeof pick === "string" ? pick.slice(1) : pick) || 0, 0, count - 1)]
 }
 
-/** Slices stored gray in RGB tiles, to colour-map: attribution heatmaps. @param {LayerIndex} index @returns {Set<number>} */
+/** Attribution heatmaps, stored gray in RGB tiles. */
 export const monoSlices = index => new Set(index.tile[2] === 3 ? overlayPairs(index.slices).map(p => p[1]) : [])
 
-/** Per-tile bounds by `mode`: its range ("tile"), or the union over its filter or layer. @param {LayerIndex} index @returns {{lo: Float64Array, hi: Float64Array}} */
+/** A tile's range ("tile"), or the union over its filter or layer. */
 export function normBounds(index, mode) {
 	const count = index.slices.count,
 		n = index.filters.length * count
@@ -97,10 +84,7 @@ export function normBounds(index, mode) {
 	return {lo, hi}
 }
 
-/**
- * [a, b] of t = a·p + b for stored pixels p of a tile ranging [lo, hi]: linear maps [L, H] to [0, 1]
- * (no spread: 0); diverging maps 0 to 0.5, ±max(|L|, |H|) to the ends. @returns {number[]}
- */
+/** t = a·p + b: linear maps [L, H] to [0, 1]; diverging maps 0 to 0.5, ±max(|L|, |H|) to the ends. */
 export function pixelTransform(lo, hi, L, H, diverging) {
 	const span = hi - lo
 	if (diverging) {
@@ -111,15 +95,9 @@ export function pixelTransform(lo, hi, L, H, diverging) {
 	return range > 0 ? [span / 255 / range, (lo - L) / range] : [0, 0]
 }
 
-/** A stored pixel's value, in its tile's range [lo, hi]. */
 export const pixelValue = (p, lo, hi) => lo + (p / 255) * (hi - lo)
 
-/**
- * A filter's slices as a mosaic, normalized and colour-mapped (RGB kept unless in `mono`).
- * @param {{index: LayerIndex, atlases: Pixels[], locations: Locations, bounds: {lo: Float64Array, hi: Float64Array},
- *   position: number, slices: number[], colormap: string, out?: Uint8ClampedArray, mono?: Set<number>}} a
- * @returns {Pixels}
- */
+/** RGB kept unless in `mono`. */
 export function renderFilter({index, atlases, locations, bounds, position, slices, colormap, out, mono}) {
 	const [h, w, c] = index.tile
 	const layout = mosaicLayout(h, w, slices.length)
@@ -149,11 +127,7 @@ export function renderFilter({index, atlases, locations, bounds, position, slice
 	return {width: layout.width, height: layout.height, data}
 }
 
-/**
- * An image with a heatmap t in [0, 1] colour-mapped over it at weight alpha·t (cold pixels show
- * the image). @param {{index: LayerIndex, atlases: Pixels[], locations: Locations, position: number,
- * image: number, heat: number, colormap: string, alpha: number}} a @returns {Pixels}
- */
+/** A heatmap t in [0, 1] over its image at weight alpha·t. */
 export function renderOverlay({index, atlases, locations, position, image, heat, colormap, alpha}) {
 	const [h, w] = index.tile
 	const data = new Uint8ClampedArray(w * h * 4)
@@ -180,12 +154,11 @@ export function renderOverlay({index, atlases, locations, position, image, heat,
 	return {width: w, height: h, data}
 }
 
-/** An integer zoom making a width×height tile about `target` CSS pixels. */
 export function autoZoom(width, height, target = 56) {
 	return clamp(Math.round(target / Math.max(1, width, height)), 1, MAX_ZOOM)
 }
 
-/** CSS size of `pixels` at `zoom`: whole device pixels per data pixel. */
+/** Whole device pixels per data pixel. */
 export function cssSize(pixels, zoom, dpr = 1) {
 	const ratio = dpr > 0 ? dpr : 1
 	return (pixels * Math.max(1, Math.round(zoom * ratio))) / ratio
@@ -208,7 +181,6 @@ const LABELS = {
 	"attribution.correct": "Correct",
 }
 
-/** A statistic's label in the user's words. */
 export function statLabel(key) {
 	if (LABELS[key]) return LABELS[key]
 	const dot = key.indexOf(".")
@@ -216,7 +188,6 @@ export function statLabel(key) {
 	return words.charAt(0).toUpperCase() + words.slice(1) + (dot > 0 ? ` (${key.slice(0, dot).replace(/_/g, " ")})` : "")
 }
 
-/** A statistic's value in 3 significant digits; "—" when missing. */
 export function formatStat(value) {
 	if (value === null || value === undefined) return "—"
 	if (typeof value === "boolean") return value ? "yes" : "no"
@@ -226,7 +197,7 @@ export function formatStat(value) {
 	return Math.abs(v) >= 1e5 || Math.abs(v) < 1e-3 ? v.toExponential(2) : String(Number(v.toPrecision(3)))
 }
 
-/** Per-filter statistics of kinds. @param {Array<{kind: string, filters: number[], stats?: Object<string, any[]>} | null>} entries @returns {Stats} */
+/** Map "<kind>.<stat>" -> filter id -> value. */
 export function collectStats(entries) {
 	const out = new Map()
 	for (const e of entries) {
@@ -242,27 +213,23 @@ export function collectStats(entries) {
 	return out
 }
 
-/** A rank by position in `list`, unknowns last. @returns {(x: any) => number} */
 export const rankIn = list => x => (list.includes(x) ? list.indexOf(x) : list.length)
 const rank = rankIn(Object.keys(LABELS))
 
-/** Stable order of statistic keys: known ones first. @param {string[]} keys */
 export const orderStats = keys => [...keys].sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0))
 
-/** Statistics with a number or boolean for some filter. @param {Stats} stats @returns {string[]} */
 export function sortableStats(stats) {
 	return orderStats(
 		[...stats.keys()].filter(k => [...stats.get(k).values()].some(v => typeof v === "number" || typeof v === "boolean"))
 	)
 }
 
-/** Which filters are dead, when the data says. @param {Stats} stats @returns {Map<number, boolean> | null} */
 export function deadFilters(stats) {
 	for (const [key, byId] of stats) if (key.endsWith(".dead")) return byId
 	return null
 }
 
-/** Display order (positions) of `filters` (ids) by id or a statistic's `values`; missing last, ties by id. @param {Map<number, any> | null} values @returns {number[]} */
+/** Positions of `filters` (ids) by id or `values`; missing last, ties by id. */
 export function sortOrder(filters, values, descending) {
 	const num = v => (typeof v === "boolean" ? Number(v) : typeof v === "number" && Number.isFinite(v) ? v : null)
 	return filters
@@ -277,24 +244,21 @@ export function sortOrder(filters, values, descending) {
 		})
 }
 
-/** Positions of `order` whose filters pass `show` (all without `dead` data). @param {Map<number, boolean> | null} dead @returns {number[]} */
 export function filterOrder(order, filters, show, dead) {
 	if (show === "all" || !dead) return order
 	return order.filter(i => Boolean(dead.get(filters[i])) === (show === "dead"))
 }
 
-/** Steps of `tag` across `runs` in /tags, ascending. @returns {number[]} */
 export function unionSteps(tags, runs, tag) {
 	const all = new Set()
 	if (tag) for (const run of runs) for (const s of tags?.[run]?.[tag]?.steps || []) all.add(s)
 	return [...all].sort((a, b) => a - b)
 }
 
-/** The step of ascending `steps` closest to `step`, the earlier on a tie. @returns {number | null} */
+/** The earlier on a tie. */
 export const closestStep = (steps, step) =>
 	steps?.length ? steps.reduce((b, v) => (Math.abs(v - step) < Math.abs(b - step) ? v : b)) : null
 
-/** Up to `max` of `steps`, spread evenly, keeping the ends. @returns {number[]} */
 export function sampleSteps(steps, max) {
 	if (steps.length <= max) return steps.slice()
 	const out = new Set()

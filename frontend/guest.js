@@ -1,11 +1,6 @@
-// A guest for TensorBoard's plugin messages: a MessageChannel port sent with
-// `parent.postMessage("experimental.bootstrap", "*", [port])`, then JSON `{type, id, payload, error, isReply}`.
+// TensorBoard's plugin messages: a MessageChannel port sent to the parent, then JSON messages.
 
-/**
- * Connects to the host page (outside TensorBoard, requests reject). @param {Window} [win]
- * @returns {{on: (type: string, fn: (payload: any) => void) => void,
- *   request: (type: string, payload?: any, timeoutMs?: number) => Promise<any>}}
- */
+/** Outside TensorBoard, requests reject. */
 export function connectGuest(win = window) {
 	const handlers = new Map(),
 		pending = new Map()

@@ -1,5 +1,4 @@
-// The CNN Viz tab: TensorBoard's iframe calls `render()` once. It wires events and keys to
-// controller.js, and the controller to its views (panels.js, inspector.js).
+// The CNN Viz tab: TensorBoard's iframe calls `render()` once.
 
 import * as C from "./static/controller.js"
 import {connectGuest} from "./static/guest.js"
@@ -7,7 +6,6 @@ import {closeInspector, inspectNeighbour, mountInspector, renderInspector} from 
 import * as P from "./static/panels.js"
 import * as V from "./static/views.js"
 
-/** Keys and their actions (the sidebar lists them). */
 const KEYS = {
 	",": "prev",
 	".": "next",
@@ -28,7 +26,6 @@ const KEYS = {
 let ui
 let guest
 
-/** Draws the tab into the iframe's body; TensorBoard's plugin entry page calls it once. */
 export async function render() {
 	const catalogLoad = C.loadCatalog() // in parallel with the stylesheet
 	catalogLoad.catch(() => {})
@@ -62,16 +59,13 @@ async function start(catalogLoad) {
 		await (catalogLoad || C.loadCatalog())
 		await C.loadPlans(initial)
 	} catch (err) {
-		const why = P.errorText(err)
-		return V.swapContent(
-			ui.panels,
-			V.messageCard("Could not reach the CNN Viz plugin", why, {tone: "error", action: "retry"})
-		)
+		const card = V.messageCard("Could not reach the CNN Viz plugin", P.errorText(err), {tone: "error", action: "retry"})
+		return V.swapContent(ui.panels, card)
 	}
 	await C.commit(initial)
 }
 
-/** TensorBoard's dark mode is a class on its body; outside TensorBoard, the OS setting. */
+// TensorBoard's body.dark-mode, else the OS setting.
 function watchTheme() {
 	const apply = dark => document.documentElement.classList.toggle("cv-dark", dark)
 	try {
@@ -89,8 +83,7 @@ function watchTheme() {
 	mq.addEventListener("change", e => apply(e.matches))
 }
 
-// Events: one listener per type on the root, dispatching on data-action.
-
+// One listener per type on the root, dispatching on data-action.
 function wireEvents() {
 	ui.app.addEventListener("click", e => {
 		const t = e.target.closest("[data-action]")
@@ -125,7 +118,6 @@ function wireEvents() {
 	})
 }
 
-/** Runs a `data-action` (or a key's action); `t`: the element clicked. */
 function act(action, t = null) {
 	const d = t?.dataset || {}
 	const actions = {

@@ -1,4 +1,4 @@
-// The inspector: one filter of one run in every kind of its layer, its statistics and steps.
+// The inspector: one filter of one run, in every kind of its layer.
 
 import * as C from "./controller.js"
 import * as G from "./grid.js"
@@ -9,12 +9,10 @@ import * as V from "./views.js"
 let ui
 let inspKey = ""
 
-/** @param {Object<string, HTMLElement>} shell */
 export const mountInspector = shell => {
 	ui = shell
 }
 
-/** Shows the state's filter, if any. */
 export async function renderInspector() {
 	const open = C.state.filter !== null && Boolean(C.currentLayer()) && C.state.runs.length > 0
 	const wasOpen = !ui.inspector.hidden
@@ -62,7 +60,6 @@ export async function renderInspector() {
 	await Promise.all([...kinds.map(pictures), inspectorStats(run, runTags, filter, view, ticket)])
 }
 
-/** Every slice of one filter in one layer step (and, for attribution, the overlays). */
 function filterPictures(label, data, filter, step) {
 	const index = data.index
 	if (!index) return V.pictureSection(label, `step ${step}`, data.warning || "")
@@ -82,7 +79,6 @@ function filterPictures(label, data, filter, step) {
 	return V.pictureSection(label, sub, "", items, zoom, dpr())
 }
 
-/** The filter's statistics, now and over steps. */
 async function inspectorStats(run, runTags, filter, view, ticket) {
 	const rows = []
 	const all = await Promise.all(runTags.map(t => C.model.stats(run, t.tag).catch(() => null)))
@@ -105,7 +101,6 @@ async function inspectorStats(run, runTags, filter, view, ticket) {
 	view.stats.replaceChildren(...V.statsRows(rows, C.state.step))
 }
 
-/** The evolution strip: the filter as the grid shows it at up to 32 steps, loaded two at a time. */
 async function loadEvolution(run, tag, filter, view, ticket) {
 	const steps = G.sampleSteps(C.stepsOf(run, tag), 32)
 	const frames = steps.map(s => V.evolutionFrame(s, s === C.state.step)) // cached steps paint at once
@@ -124,14 +119,12 @@ async function loadEvolution(run, tag, filter, view, ticket) {
 	await Promise.all([worker(), worker()])
 }
 
-/** Closes the inspector; focus returns to the filter's tile. */
 export function closeInspector() {
 	const tile = tileOf(C.inspectedRun(), C.state.filter)
 	C.update({filter: null, frun: null})
 	tile?.focus()
 }
 
-/** Inspects the filter `delta` tiles away. */
 export function inspectNeighbour(delta) {
 	const order = shown.get(C.inspectedRun())?.order || []
 	const next = order[order.indexOf(C.state.filter) + delta]

@@ -1,18 +1,9 @@
-// Every request and cache: runs, tags, plans, statistics, layer steps (LRU in bytes). Relative URLs
-// only (<base href> is the plugin). Tickets drop answers the user has left; fetch is injectable.
+// Every request and cache; relative URLs only (<base href> is the plugin).
 
 import {tileLocations} from "./grid.js"
 
-/**
- * @typedef {import("./grid.js").Pixels} Pixels
- * @typedef {{run: string, tag: string, step: number, wall_time: number, index: import("./grid.js").LayerIndex | null,
- *   atlases: Pixels[], locations: import("./grid.js").Locations | null, warning?: string}} LayerData
- */
-
-/** What a stale ticket's guarded promise resolves to. */
 export const STALE = Symbol("stale")
 
-/** An HTTP error carrying the plugin's `{"error": ...}` message. */
 export class ApiError extends Error {
 	constructor(message, status) {
 		super(message)
@@ -20,7 +11,7 @@ export class ApiError extends Error {
 	}
 }
 
-/** A PNG's RGBA exactly as stored (data: no colour management). @param {Blob} blob @returns {Promise<Pixels>} */
+/** A PNG's RGBA exactly as stored: data, no colour management. */
 export async function decodeAtlas(blob) {
 	const bitmap = await createImageBitmap(blob, {colorSpaceConversion: "none", premultiplyAlpha: "none"})
 	const {width, height} = bitmap
@@ -30,7 +21,6 @@ export async function decodeAtlas(blob) {
 	return {width, height, data: ctx.getImageData(0, 0, width, height).data}
 }
 
-/** A relative URL `./path?params`. @param {Object<string, string | number>} [params] */
 export function url(path, params) {
 	const q = new URLSearchParams(params || {}).toString()
 	return q ? `./${path}?${q}` : `./${path}`
@@ -39,7 +29,6 @@ export function url(path, params) {
 const key = (...parts) => parts.join("\u0000")
 
 export class Model {
-	/** @param {{fetch?: typeof fetch, decode?: (b: Blob) => Promise<Pixels>, maxBytes?: number, prefetchConcurrency?: number}} [o] */
 	constructor(o = {}) {
 		this._fetch = o.fetch || ((...a) => fetch(...a))
 		this._decode = o.decode || decodeAtlas
@@ -54,7 +43,6 @@ export class Model {
 		this._running = 0
 	}
 
-	/** Fetches JSON; a non-2xx answer rejects with the plugin's message. */
 	async json(path) {
 		const res = await this._fetch(path)
 		const text = await res.text()
@@ -82,32 +70,29 @@ export class Model {
 		return this._meta.get(k)
 	}
 
-	/** Run names. @returns {Promise<string[]>} */
 	runs() {
 		return this._cached("runs", () => this.json(url("runs")))
 	}
 
-	/** `{run: {tag: {kind, layer, steps, description}}}`. @returns {Promise<Object<string, any>>} */
+	/** {run: {tag: {kind, layer, steps, description}}} */
 	tags() {
 		return this._cached("tags", () => this.json(url("tags")))
 	}
 
-	/** Every step's statistics of one (run, tag). */
 	stats(run, tag) {
 		return this._cached(key("stats", run, tag), () => this.json(url("stats", {run, tag})))
 	}
 
-	/** What the callbacks drew at each step of a run, and what they left out and why. */
 	plan(run) {
 		return this._cached(key("plan", run), () => this.json(url("plan", {run})))
 	}
 
-	/** Forgets runs, tags, statistics and plans (new data changes them); pictures never change. */
+	/** New data changes these; pictures never change. */
 	invalidate() {
 		this._meta.clear()
 	}
 
-	/** A layer step (run, tag, step), cached; prefetches queue behind the user's requests. @param {{prefetch?: boolean}} [o] @returns {Promise<LayerData>} */
+	/** LRU in bytes; prefetches queue behind the user's requests. */
 	layer(run, tag, step, o = {}) {
 		const k = key(run, tag, step)
 		const hit = this._layers.get(k)
@@ -141,17 +126,14 @@ export class Model {
 		return entry.promise
 	}
 
-	/** Whether a layer step is decoded already. */
 	hasLayer(run, tag, step) {
 		return Boolean(this._layers.get(key(run, tag, step))?.bytes)
 	}
 
-	/** Warms the cache for steps likely next; errors ignored. @param {number[]} steps */
 	prefetch(run, tag, steps) {
 		for (const step of steps) this.layer(run, tag, step, {prefetch: true}).catch(() => {})
 	}
 
-	/** Drops prefetches not yet started (the user moved on). */
 	cancelPrefetch() {
 		this._queue.length = 0
 	}
@@ -194,10 +176,7 @@ export class Model {
 		})
 	}
 
-	/**
-	 * A ticket of a channel ("grid"): a newer one makes it stale; its guarded promises then give STALE.
-	 * @returns {{readonly live: boolean, guard: <T>(p: Promise<T>) => Promise<T | typeof STALE>}}
-	 */
+	/** A newer ticket of the channel makes this one stale; its guarded promises then give STALE. */
 	ticket(channel) {
 		const id = ++this._seq
 		const tickets = this._tickets

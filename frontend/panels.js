@@ -1,5 +1,4 @@
-// The sidebar, the toolbar, and a panel per shown run at one step: its head, its grid of filters or
-// a message saying why there is none. Also how a filter is drawn (the inspector's too).
+// The sidebar, the toolbar and a panel per run; how a filter is drawn (the inspector's too).
 
 import {COLORMAP_LABELS, COLORMAPS} from "./colormaps.js"
 import * as C from "./controller.js"
@@ -16,11 +15,10 @@ const AXIS = {
 	image: ["image", "images", "image"],
 	rgb: ["RGB", "RGB", "RGB"],
 }
-/** Words for a slice axis: [one, many, short]. @returns {string[]} */
+/** [one, many, short] */
 export const axisWords = axis => AXIS[axis] || ["slice", "slices", "slice"]
 export const sliceName = (index, s) => index.slices.labels?.[s] ?? `${axisWords(index.slices.axis)[2]} ${s}`
 export const noun = kind => (kind === "attribution" ? "Probe image" : "Filter")
-/** @returns {V.Option[]} */
 export const overlayChoices = index =>
 	G.overlayPairs(index.slices).map(([, h]) => ({value: `o${h}`, label: `${sliceName(index, h)} over image`}))
 export const dpr = () => window.devicePixelRatio || 1
@@ -32,25 +30,21 @@ let autoZoom = 4
 let focusFilter = null
 let firstGridMarked = false
 let scratch = new Uint8ClampedArray(0)
-const panels = new Map() // run -> panel element
-/** run -> {order: filter ids as shown, dead} */
-export const shown = new Map()
+const panels = new Map() // by run
+export const shown = new Map() // run -> {order: filter ids as shown, dead}
 const boundsMemo = new WeakMap()
 
-/** @param {Object<string, HTMLElement>} shell */
 export const mountPanels = shell => {
 	ui = shell
 }
 
-/** Sets the tile that keyboard focus returns to. */
+/** The tile keyboard focus returns to. */
 export const focusTile = filter => {
 	focusFilter = filter
 }
 
-/** @returns {HTMLElement | undefined} */
 export const tileOf = (run, filter) => panels.get(run)?.querySelector(".cv-grid")?._tiles?.get(filter)
 
-/** The sidebar, the kind tabs and the steps. */
 export function renderChrome() {
 	const {state, tags, catalog} = C
 	const tag = C.currentTag()
@@ -83,7 +77,6 @@ function renderDisplay(rgb = false, range = null) {
 	V.swapContent(ui.display, ...V.displayControls({...a, rgb, range}))
 }
 
-/** The step slider and the play button. */
 export function renderSteps() {
 	const steps = C.currentSteps()
 	V.updateStepControls(ui.steps, {steps, index: Math.max(0, steps.indexOf(C.state.step)), playing: C.playing})
@@ -109,7 +102,6 @@ function renderTools(index, stats, hasDead) {
 	V.swapContent(ui.tools, ...V.gridTools({slices, slice, sorts, sort, desc, shows, show, hasDead, alpha}))
 }
 
-/** Zooms one notch in (`delta` > 0) or out. */
 export function zoomBy(delta) {
 	const z = C.state.zoom || autoZoom
 	const next = delta > 0 ? (z < 4 ? z + 1 : Math.round(z * 1.5)) : z <= 4 ? z - 1 : Math.round(z / 1.5)
@@ -119,7 +111,7 @@ export function zoomBy(delta) {
 const EMPTY =
 	'from tb_cnnviz.callbacks import CNNViz\n\nmodel.fit(x, y, epochs=10, callbacks=[\n    CNNViz(log_dir="logs", probe_images=x[:8])])'
 
-/** A panel per shown run at the state's step; resolves when painted. */
+/** Resolves when painted. */
 export async function renderGrid() {
 	const {state, catalog} = C
 	const ticket = model.ticket("grid")
@@ -162,9 +154,7 @@ export async function renderGrid() {
 	clearTimeout(busy)
 	if (settled === STALE) return
 	ui.main.classList.remove("is-busy")
-	// Statistics of the layer's other kinds (dead flags, sorting weights by activation). They are
-	// cached per (run, tag), so after the first step they are ready at once; a slow first load is
-	// awaited only when the order depends on it, else applied when it arrives.
+	// Other kinds' statistics (dead flags, sort keys): a slow load is awaited only if the order needs it.
 	const siblings = Promise.all(jobs.map(j => (j.step === null ? [] : siblingStats(j.run, tag, j.step))))
 	const {sort, kind, show} = C.state
 	const needed = (sort !== "id" && !sort.startsWith(`${kind}.`)) || (show !== "all" && kind !== "feature_maps")
@@ -174,7 +164,6 @@ export async function renderGrid() {
 	paintAll(jobs, settled[0], extra)
 	if (!extra) siblings.then(more => ticket.live && more.some(m => m.length) && paintAll(jobs, settled[0], more))
 	for (const j of jobs) {
-		// prefetch the neighbouring steps
 		const steps = C.stepsOf(j.run, tag)
 		const i = steps.indexOf(j.step)
 		const near = [steps[i + 1], steps[i - 1], steps[i + 2], steps[i - 2]].filter(s => s !== undefined)
@@ -187,7 +176,6 @@ export async function renderGrid() {
 	document.dispatchEvent(new CustomEvent("cnnviz:painted")) // for tests and benchmarks
 }
 
-/** Why a run's panel shows no grid: a message card, or null. */
 function panelProblem(job, result, runLeft, tag, head) {
 	const {state} = C
 	const what = `${state.layer} · ${S.kindLabel(state.kind)}`
@@ -264,7 +252,7 @@ function paintPanel(panel, job, data, stats) {
 	if (scratch.length !== width * height * 4) scratch = new Uint8ClampedArray(width * height * 4)
 	const look = `${state.norm}|${C.effectiveCmap(index.kind)}|${slice}|${state.alpha}`
 	for (const [pos, canvas] of canvases) {
-		if (canvas._data === data && canvas._look === look) continue // a canvas keeps its pixels while order or marks change
+		if (canvas._data === data && canvas._look === look) continue // pixels unchanged
 		Object.assign(canvas, {_data: data, _look: look})
 		V.putPixels(canvas, draw(data, pos, slice, scratch))
 	}
@@ -285,7 +273,7 @@ function paintPanel(panel, job, data, stats) {
 	return {facts, layerStats, hasDead: Boolean(dead), deadFact: deadCount ? `${deadCount} dead` : ""}
 }
 
-/** Attribution captions: "3 · 92% ✓" (class names from /tags); a regression "2.1 / 2" (true). */
+/** "3 · 92% ✓" (class names from /tags); a regression "2.1 / 2" (true). */
 function predictionCaptions(index, run) {
 	const {predicted: p = [], confidence: c = [], correct: ok = [], value: v, true_value: t} = index.stats || {}
 	const names = C.tags[run]?.[C.currentTag()]?.class_names || []
@@ -297,7 +285,6 @@ function predictionCaptions(index, run) {
 	return new Map(index.filters.map((id, i) => [id, caption(i)]))
 }
 
-/** One filter of a layer step as `slice` shows it: a mosaic of slices, or a heatmap over its image. */
 export function draw(data, pos, slice, out) {
 	const {index, atlases, locations} = data
 	const common = {index, atlases, locations, position: pos, colormap: C.effectiveCmap(index.kind)}
@@ -307,18 +294,16 @@ export function draw(data, pos, slice, out) {
 	return G.renderFilter({...common, bounds, slices: G.shownSlices(index, slice), mono: G.monoSlices(index), out})
 }
 
-/** Normalization bounds, once per (layer step, mode). */
 function boundsFor(data, norm) {
 	const memo = boundsMemo.get(data) || boundsMemo.set(data, new Map()).get(data)
 	if (!memo.has(norm)) memo.set(norm, G.normBounds(data.index, norm))
 	return memo.get(norm)
 }
 
-/** Statistics of the layer's other tags at `step` or just before it, for one run. */
 async function siblingStats(run, tag, step) {
-	const others = (C.currentLayer()?.tags || []).filter(t => {
-		return t.tag !== tag && t.kind !== "attribution" && C.tags[run]?.[t.tag]
-	})
+	const others = (C.currentLayer()?.tags || []).filter(
+		t => t.tag !== tag && t.kind !== "attribution" && C.tags[run]?.[t.tag]
+	)
 	const all = await Promise.all(others.map(t => model.stats(run, t.tag).catch(() => null)))
 	return others.flatMap((t, k) => {
 		const e = (all[k]?.series || []).filter(x => x.step <= step).pop()
@@ -326,7 +311,7 @@ async function siblingStats(run, tag, step) {
 	})
 }
 
-/** Arrow keys inside a grid move between tiles (the WAI-ARIA grid pattern). */
+/** Arrow keys move between tiles (the WAI-ARIA grid pattern). */
 export function onGridKey(e) {
 	const tile = e.target.closest?.(".cv-tile")
 	if (!tile || e.altKey || e.ctrlKey || e.metaKey) return

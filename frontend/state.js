@@ -1,34 +1,19 @@
-// The view state, its URL forms, and the logdir's catalog. Pure (node-testable). The state's
-// non-default values live in the iframe's hash and, as `p.cnnviz.<key>`, in TensorBoard's URL (what
-// `experimental.GetURLPluginData` answers), so a reload or a shared link restores it.
+// The view state, its URL forms (the iframe's hash; p.cnnviz.<key> in TensorBoard's URL) and the catalog.
 
 import {COLORMAPS} from "./colormaps.js"
 import {closestStep, MAX_ZOOM, NORM_MODES, rankIn, SHOW_MODES} from "./grid.js"
 
-/** Kinds in `tb_cnnviz.metadata.KINDS` order, with their labels. */
+/** In `tb_cnnviz.metadata.KINDS` order. */
 export const KIND_LABELS = {
 	weights: "Weights",
 	feature_maps: "Feature maps",
 	actmax: "Activation max",
 	attribution: "Attribution",
 }
-/** A kind's label (unknown kinds: the kind). */
 export const kindLabel = kind => KIND_LABELS[kind] || kind
 export const DEFAULT_ALPHA = 60
 export const PARENT_PREFIX = "p.cnnviz."
 
-/**
- * @typedef {{runs: string[], layer: string | null, kind: string | null, step: number | null,
- *   slice: "all" | number | string | null, sort: string, desc: boolean, show: string, norm: string, cmap: string | null, zoom: number | null, alpha: number,
- *   filter: number | null, frun: string | null}} ViewState
- * @typedef {{tag: string, kind: string, layer: string}} TagInfo
- * @typedef {{name: string, tags: TagInfo[]}} LayerInfo
- * @typedef {{runs: string[], layers: LayerInfo[], byTag: Map<string, TagInfo>}} Catalog
- * @typedef {Object<string, Object<string, string>>} Left by run, the tags its plan left out, and why
- * @typedef {Object<string, Object<string, {kind: string, layer: string, steps: number[]}>>} Tags the /tags answer
- */
-
-/** @returns {ViewState} */
 export function defaultState() {
 	return {
 		runs: [],
@@ -48,10 +33,8 @@ export function defaultState() {
 	}
 }
 
-/** Joins names with ",", escaping "\" and ",". @param {string[]} items */
 export const encodeList = items => items.map(s => String(s).replace(/[\\,]/g, "\\$&")).join(",")
 
-/** The inverse of `encodeList`. @returns {string[]} */
 export function decodeList(text) {
 	if (!text) return []
 	const out = []
@@ -69,7 +52,7 @@ export function decodeList(text) {
 const int = (v, lo, hi) => (/^\d{1,15}$/.test(v) && +v >= lo && +v <= hi ? +v : null)
 const oneOf = (v, list, fallback) => (list.includes(v) ? v : fallback)
 
-/** The state's non-default values as key/value pairs, in `defaultState` order. @param {ViewState} s @returns {[string, string][]} */
+/** Non-default values, in `defaultState` order. */
 export function stateToParams(s) {
 	const d = defaultState()
 	const pairs = Object.keys(d).map(k =>
@@ -80,7 +63,7 @@ export function stateToParams(s) {
 	return pairs.filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => [k, String(v)])
 }
 
-/** A state from key/value pairs; unknown keys and invalid values are ignored. @param {Iterable<[string, string]>} params @returns {ViewState} */
+/** Unknown keys and invalid values are ignored. */
 export function paramsToState(params) {
 	const s = defaultState()
 	for (const [k, raw] of params) {
@@ -101,19 +84,13 @@ export function paramsToState(params) {
 	return s
 }
 
-/** The iframe's hash of a state, without "#". @param {ViewState} state */
 export const stateToHash = state => new URLSearchParams(stateToParams(state)).toString()
 
-/** A state from the iframe's hash. @returns {ViewState} */
 export const stateFromHash = hash => paramsToState(new URLSearchParams(String(hash || "").replace(/^#/, "")))
 
-/** Whether a hash holds any state. */
 export const hashHasState = hash => stateToParams(stateFromHash(hash)).length > 0
 
-/**
- * TensorBoard's hash as its `tf_storage` reads it: a bare token is the tab, the rest encoded
- * key=value pairs (malformed ones skipped). @returns {{tab: string | null, entries: [string, string][]}}
- */
+/** As TensorBoard's tf_storage reads it: a bare token is the tab, the rest key=value. */
 export function parseParentHash(hash) {
 	let tab = null
 	const entries = []
@@ -131,13 +108,11 @@ export function parseParentHash(hash) {
 	return {tab, entries}
 }
 
-/** This plugin's pairs in TensorBoard's hash, prefix removed. @returns {[string, string][]} */
 export const pluginDataFromParentHash = hash =>
 	parseParentHash(hash)
 		.entries.filter(([k]) => k.startsWith(PARENT_PREFIX))
 		.map(([k, v]) => [k.slice(PARENT_PREFIX.length), v])
 
-/** TensorBoard's `hash` with this plugin's keys set from `state`, the rest kept. @param {ViewState} state */
 export function mergeParentHash(hash, state) {
 	const {tab, entries} = parseParentHash(hash)
 	const pairs = [
@@ -159,7 +134,7 @@ const byKind = (a, b) => kindRank(a.kind) - kindRank(b.kind)
 // Layers of filters come before attribution, which is about the model's output.
 const layerRank = layer => (layer.tags.every(t => t.kind === "attribution") ? 1 : 0)
 
-/** Runs, and layers (natural order) with tags (kind order), also tags only plans name. @param {Tags} tags @param {string[]} [runs] @param {Left} [left] @returns {Catalog} */
+/** Also tags only plans name (`left`). */
 export function buildCatalog(tags, runs = [], left = {}) {
 	const names = [...new Set([...runs.filter(r => r in tags), ...Object.keys(tags)])]
 	const byTag = new Map()
@@ -178,11 +153,7 @@ export function buildCatalog(tags, runs = [], left = {}) {
 	return {runs: names, layers: list, byTag}
 }
 
-/**
- * A valid state: known runs (else the first), a held layer and kind (left out only if asked), a
- * logged step (null: the latest; missing: the closest; none: kept).
- * @param {ViewState} state @param {Catalog} catalog @param {Tags} tags @param {Left} [left] @returns {ViewState}
- */
+/** Known runs, a held layer and kind, a logged step (null: the latest, else the closest). */
 export function reconcile(state, catalog, tags, left = {}) {
 	const s = {...state, runs: state.runs.filter(r => catalog.runs.includes(r))}
 	if (!s.runs.length && catalog.runs.length) s.runs = [catalog.runs[0]]
@@ -202,27 +173,25 @@ export function reconcile(state, catalog, tags, left = {}) {
 	return s
 }
 
-/** The tag a state shows (one per layer and kind: "<layer>/<kind>"). @param {ViewState} state @param {Catalog} catalog */
+/** One per layer and kind: "<layer>/<kind>". */
 export const currentTag = (state, catalog) =>
 	catalog.layers.find(l => l.name === state.layer)?.tags.find(t => t.kind === state.kind)?.tag ?? null
 
-// Plans (/plan answers): what was drawn at each step, what was left out, and why.
+// Plans (/plan answers).
 
-/** "<layer>/<kind>" as a TagInfo (for tags only plans name). @returns {TagInfo | null} */
+/** For tags only plans name. */
 export function tagInfo(tag) {
 	const i = tag.lastIndexOf("/"),
 		kind = tag.slice(i + 1)
 	return i > 0 && KINDS.includes(kind) ? {tag, kind, layer: tag.slice(0, i)} : null
 }
 
-/** A plan's `left_out`, less tags with `pictures`. @returns {Object<string, string>} */
 export const leftOut = (plan, pictures = {}) =>
 	Object.fromEntries(Object.entries(plan?.left_out || {}).filter(([t]) => !(t in pictures)))
 
-/** Why a plan skipped `tag` at `step`, if it says. @returns {string | undefined} */
 export const skipReason = (plan, tag, step) => plan?.steps?.find?.(s => s.step === step)?.skipped?.[tag]
 
-/** Left-out tags by kind and reason (mostly shared). @param {Object<string, string>} left @param {Map<string, TagInfo>} byTag @returns {{kind: string, label: string, reason: string, layers: string[]}[]} */
+/** Left-out tags by kind and reason (mostly shared). */
 export function groupLeftOut(left, byTag) {
 	const groups = {}
 	for (const [tag, reason] of Object.entries(left)) {

@@ -1,12 +1,9 @@
-// Pure DOM builders from plain data; they never fetch. Names from the logs reach the page as text or
-// attributes, never as HTML. Controls carry `data-action`; index.js dispatches on the root.
+// DOM builders. Names from the logs reach the page as text or attributes, never as HTML.
 
 import {colormapGradient} from "./colormaps.js"
 import {cssSize, formatStat} from "./grid.js"
 
-/** @typedef {{value: string, label: string}} Option @typedef {import("./grid.js").Pixels} Pixels */
-
-/** An element; props (or its class): class, text, title, data, attrs (false/null skipped), style. @returns {HTMLElement} */
+/** props (or its class): class, text, title, data, attrs (false/null skipped), style. */
 export function el(tag, props = {}, ...children) {
 	if (typeof props === "string") props = {class: props}
 	const node = document.createElement(tag)
@@ -27,14 +24,15 @@ const button = (cls, text, action, props = {}, ...children) =>
 		{...props, class: cls, text, data: {action, key: action, ...props.data}, attrs: {type: "button", ...props.attrs}},
 		...children
 	)
+const swatch = color => el("span", {class: "cv-swatch", style: {background: color}})
 const icon = (action, text, label, enabled = true) =>
 	button("cv-icon-btn", text, action, {title: label, attrs: {"aria-label": label, disabled: !enabled}})
 
-/** The i-th run's colour (Paul Tol's vibrant set). */
+/** Paul Tol's vibrant set. */
 export const runColor = i =>
 	["#0077bb", "#ee7733", "#009988", "#cc3311", "#33bbee", "#ee3377", "#888888", "#aa8800"][Math.abs(i) % 8]
 
-/** Replaces a box's content, keeping focus on the same `data-key`. @param {HTMLElement} box */
+/** Keeps focus on the same `data-key`. */
 export function swapContent(box, ...nodes) {
 	const active = document.activeElement
 	const k = active && box.contains(active) ? active.dataset.key : undefined
@@ -46,10 +44,9 @@ export function swapContent(box, ...nodes) {
 const KEYS =
 	"Keys: , . or ← → step (arrows move in the grid) · P play · + − 0 zoom · Enter inspect · [ ] other filter · Esc close"
 
-/** The page: sidebar, toolbar, panels, inspector. @returns {Object<string, HTMLElement>} */
 export function buildShell() {
 	const section = (title, body, extra = null) =>
-		el("section", "cv-side-section", el("h2", "cv-side-title", el("span", {text: title}), extra), body)
+		el("section", "cv-side-section", el("h2", "cv-side-title", el("span", "", title), extra), body)
 	const r = {
 		runsCount: el("span", "cv-count"),
 		runs: el("div", "cv-runs"),
@@ -92,7 +89,7 @@ export function buildShell() {
 			section("Runs", r.runs, r.runsCount),
 			section("Layers", r.layers),
 			section("Display", r.display),
-			el("p", {class: "cv-keys", text: KEYS})
+			el("p", "cv-keys", KEYS)
 		),
 		r.main,
 		r.inspector
@@ -100,7 +97,6 @@ export function buildShell() {
 	return r
 }
 
-/** A checkbox per run. @param {{name: string, color: string, checked: boolean, hasTag: boolean}[]} runs */
 export function runsList(runs) {
 	return runs.map(r =>
 		el(
@@ -113,15 +109,14 @@ export function runsList(runs) {
 					data: {action: "toggle-run", run: r.name, key: `run:${r.name}`},
 					attrs: {type: "checkbox", checked: r.checked},
 				}),
-				el("span", {class: "cv-swatch", style: {background: r.color}}),
-				el("span", {class: "cv-run-name", text: r.name})
+				swatch(r.color),
+				el("span", "cv-run-name", r.name)
 			),
 			button("cv-only", "only", "only-run", {title: `Show only ${r.name}`, data: {run: r.name, key: `only:${r.name}`}})
 		)
 	)
 }
 
-/** A button per layer with the kinds it holds. @param {{name: string, kinds: string[], active: boolean, held: boolean}[]} layers */
 export function layersList(layers) {
 	return layers.map(l =>
 		button(
@@ -133,13 +128,12 @@ export function layersList(layers) {
 				title: l.name,
 				attrs: {role: "listitem", "aria-current": l.active && "true", disabled: !l.held},
 			},
-			el("span", {class: "cv-layer-name", text: l.name}),
-			el("span", {class: "cv-layer-kinds", text: l.kinds.join(" · ")})
+			el("span", "cv-layer-name", l.name),
+			el("span", "cv-layer-kinds", l.kinds.join(" · "))
 		)
 	)
 }
 
-/** Toggle buttons, the one of `value` pressed; `label` names the group. @param {Option[]} options */
 export function segmented(action, options, value, label) {
 	return el(
 		"div",
@@ -153,25 +147,20 @@ export function segmented(action, options, value, label) {
 	)
 }
 
-/**
- * Normalization, colormap and legend (numbers when per layer), zoom.
- * @param {{norms: Option[], norm: string, cmaps: Option[], cmap: string, cmapAuto: boolean, zoom: number,
- *   zoomAuto: boolean, rgb: boolean, range: number[] | null}} a
- */
 export function displayControls(a) {
 	const r = a.range,
 		m = r ? Math.max(Math.abs(r[0]), Math.abs(r[1])) : 0
 	const ends =
 		a.cmap === "diverging" ? (r ? [-m, "0", m] : ["−max", "0", "+max"]) : r ? [r[0], "", r[1]] : ["min", "", "max"]
-	const field = (label, ...body) => el("div", "cv-field", el("span", {class: "cv-label", text: label}), ...body)
+	const field = (label, ...body) => el("div", "cv-field", el("span", "cv-label", label), ...body)
 	return [
 		field("Normalize per", segmented("set-norm", a.norms, a.norm, "Normalization")),
 		field(
 			`Colormap${a.cmapAuto ? " (auto)" : ""}`,
 			segmented("set-cmap", a.cmaps, a.cmap, "Colormap"),
 			el("div", {class: "cv-legend", style: {background: colormapGradient(a.cmap)}}),
-			el("div", "cv-legend-ends", ...ends.map(t => el("span", {text: typeof t === "number" ? formatStat(t) : t}))),
-			a.rgb && el("p", {class: "cv-hint", text: "RGB pictures keep their colours; diverging centres them on grey."})
+			el("div", "cv-legend-ends", ...ends.map(t => el("span", "", typeof t === "number" ? formatStat(t) : t))),
+			a.rgb && el("p", "cv-hint", "RGB pictures keep their colours; diverging centres them on grey.")
 		),
 		field(
 			"Zoom",
@@ -179,7 +168,7 @@ export function displayControls(a) {
 				"div",
 				"cv-zoom",
 				icon("zoom-out", "−", "Zoom out (-)"),
-				el("output", {class: "cv-zoom-val", text: `${a.zoom}×`}),
+				el("output", "cv-zoom-val", `${a.zoom}×`),
 				icon("zoom-in", "+", "Zoom in (+)"),
 				button("cv-btn cv-btn--small", "Fit", "zoom-fit", {
 					title: "Automatic zoom (0)",
@@ -190,7 +179,7 @@ export function displayControls(a) {
 	]
 }
 
-/** Tabs for the tags of the layer (`left`: why none was drawn). @param {{tag: string, label: string, held: boolean, left?: string}[]} options */
+/** `left`: why none was drawn. */
 export function kindTabs(options, active) {
 	return options.map(o =>
 		button(`cv-kind${o.tag === active ? " is-active" : ""}${o.left ? " is-left" : ""}`, o.label, "select-kind", {
@@ -201,7 +190,7 @@ export function kindTabs(options, active) {
 	)
 }
 
-/** Updates the step controls in place (keeps a drag). @param {HTMLElement} box @param {{steps: number[], index: number, playing: boolean}} a */
+/** In place, keeping a drag. */
 export function updateStepControls(box, {steps, index, playing}) {
 	const n = steps.length
 	const slider = box.querySelector(".cv-slider")
@@ -218,21 +207,17 @@ export function updateStepControls(box, {steps, index, playing}) {
 	box.querySelector(".cv-step-of").textContent = n ? `${index + 1} of ${n}` : ""
 }
 
-/**
- * Slice, sort and direction, dead filter, heatmap opacity (`alpha` %, null: none).
- * @param {{slices: Option[], slice: string, sorts: Option[], sort: string, desc: boolean, shows: Option[],
- *   show: string, hasDead: boolean, alpha: number | null}} a
- */
+/** `alpha`: heatmap opacity %, null: none. */
 export function gridTools(a) {
 	const select = (action, label, options, value, disabled = false, title = "") =>
 		el(
 			"label",
 			{class: "cv-tool", title},
-			el("span", {class: "cv-label", text: label}),
+			el("span", "cv-label", label),
 			el(
 				"select",
 				{class: "cv-select", data: {action, key: action}, attrs: {disabled}},
-				...options.map(o => el("option", {text: o.label, attrs: {value: o.value, selected: o.value === value}}))
+				...options.map(o => el("option", {attrs: {value: o.value, selected: o.value === value}}, o.label))
 			)
 		)
 	const dir = a.desc ? "Descending" : "Ascending"
@@ -245,7 +230,7 @@ export function gridTools(a) {
 			el(
 				"label",
 				"cv-tool",
-				el("span", {class: "cv-label", text: "Opacity"}),
+				el("span", "cv-label", "Opacity"),
 				el("input", {
 					class: "cv-opacity",
 					data: {action: "set-alpha", key: "set-alpha"},
@@ -255,7 +240,6 @@ export function gridTools(a) {
 	].filter(Boolean)
 }
 
-/** A run's panel: header, notes, grid. */
 export function buildPanel(run) {
 	return el(
 		"section",
@@ -266,35 +250,30 @@ export function buildPanel(run) {
 	)
 }
 
-/**
- * Fills a panel's header and notes (the layer's; what the run left out). @param {HTMLElement} panel
- * @param {{run: string, color: string, step: number | null, wallTime: number, facts: string[], layerStats: string[][],
- *   notes: string[], deadFact?: string, left?: {label: string, reason: string, layers: string[]}[]}} a
- */
 export function updatePanelHead(panel, a) {
 	const when = a.wallTime ? new Date(a.wallTime * 1000).toLocaleString() : ""
 	panel.firstChild.replaceChildren(
-		el("span", {class: "cv-swatch", style: {background: a.color}}),
-		el("h3", {class: "cv-panel-title", text: a.run, title: a.run}),
+		swatch(a.color),
+		el("h3", {class: "cv-panel-title", title: a.run}, a.run),
 		el("span", {class: "cv-chip", text: a.step === null ? "" : `step ${a.step}`, title: when}),
-		...a.facts.map(f => el("span", {class: `cv-fact${f === a.deadFact ? " cv-fact--dead" : ""}`, text: f})),
-		...a.layerStats.map(([k, v]) => el("span", "cv-fact", `${k} `, el("b", {text: v})))
+		...a.facts.map(f => el("span", `cv-fact${f === a.deadFact ? " cv-fact--dead" : ""}`, f)),
+		...a.layerStats.map(([k, v]) => el("span", "cv-fact", `${k} `, el("b", "", v)))
 	)
 	const names = ls => (ls.length > 4 ? `${ls.slice(0, 3).join(", ")} and ${ls.length - 3} more` : ls.join(", "))
 	panel.children[1].replaceChildren(
-		...a.notes.map(n => el("p", {class: "cv-note", text: n})),
+		...a.notes.map(n => el("p", "cv-note", n)),
 		...(a.left || []).map(g =>
 			el(
 				"p",
 				{class: "cv-note cv-note--left", title: `${g.layers.join(", ")} · ${g.label}`},
-				el("b", {text: "Not drawn in this run: "}),
+				el("b", "", "Not drawn in this run: "),
 				`${names(g.layers)} · ${g.label} — ${g.reason}`
 			)
 		)
 	)
 }
 
-/** Shows a message instead of a panel's grid; null shows the grid. @param {Node | null} message */
+/** null shows the grid. */
 export function panelMessage(panel, message) {
 	const body = panel.lastChild
 	while (body.childNodes.length > 1) body.lastChild.remove()
@@ -302,29 +281,20 @@ export function panelMessage(panel, message) {
 	if (message) body.append(message)
 }
 
-/** An empty-state or error card. @param {{action?: string, label?: string, data?: Object, tone?: string, code?: string}} [o] */
 export function messageCard(title, detail = "", o = {}) {
 	return el(
 		"div",
 		{class: `cv-message${o.tone ? ` cv-message--${o.tone}` : ""}`, attrs: {role: o.tone === "error" && "alert"}},
-		el("p", {class: "cv-message-title", text: title}),
-		detail && el("p", {class: "cv-message-detail", text: detail}),
-		o.code && el("pre", {class: "cv-code", text: o.code}),
+		el("p", "cv-message-title", title),
+		detail && el("p", "cv-message-detail", detail),
+		o.code && el("pre", "cv-code", o.code),
 		o.action && button("cv-btn", o.label || "Retry", o.action, {data: o.data})
 	)
 }
 
-/** A loading placeholder saying `text`. */
-export const loadingCard = text => el("div", {class: "cv-loading", text, attrs: {"aria-busy": "true"}})
+export const loadingCard = text => el("div", {class: "cv-loading", attrs: {"aria-busy": "true"}}, text)
 
-/**
- * Puts the tiles of `order` (positions) in a grid, reused by id; returns canvases by position.
- * @param {HTMLElement} grid
- * @param {{filters: number[], order: number[], dead: Map<number, boolean> | null, captions: Map<number, string> | null,
- *   valueLabel: string, noun: string, focus: number | null, selected: number | null, width: number, height: number,
- *   zoom: number, dpr: number}} a
- * @returns {Map<number, HTMLCanvasElement>}
- */
+/** Tiles reused by id; returns canvases by position. */
 export function syncGrid(grid, a) {
 	grid._tiles ??= new Map()
 	const tiles = grid._tiles
@@ -345,7 +315,7 @@ export function syncGrid(grid, a) {
 				"button",
 				{class: "cv-tile", data: {action: "open-filter", filter: id}, attrs: {type: "button", tabindex: "-1"}},
 				el("canvas", "cv-canvas"),
-				el("span", {class: "cv-tile-id", text: id}),
+				el("span", "cv-tile-id", id),
 				el("span", "cv-tile-val")
 			)
 			tiles.set(id, tile)
@@ -374,24 +344,21 @@ export function syncGrid(grid, a) {
 	return out
 }
 
-/** Sizes a canvas for a pixel-exact zoom; unchanged sizes keep its pixels. */
+/** Pixel-exact zoom; unchanged sizes keep its pixels. */
 function sizeCanvas(canvas, width, height, zoom, dpr) {
 	if (canvas.width !== width) canvas.width = width
 	if (canvas.height !== height) canvas.height = height
 	Object.assign(canvas.style, {width: `${cssSize(width, zoom, dpr)}px`, height: `${cssSize(height, zoom, dpr)}px`})
 }
 
-/** Puts pixels on a canvas of their size. @param {Pixels} px */
 export const putPixels = (canvas, px) =>
 	canvas.getContext("2d")?.putImageData(new ImageData(px.data, px.width, px.height), 0, 0)
 
-/** Puts pixels on a canvas, sized for a pixel-exact zoom. @param {Pixels} px */
 export function paintCanvas(canvas, px, zoom, dpr) {
 	sizeCanvas(canvas, px.width, px.height, zoom, dpr)
 	putPixels(canvas, px)
 }
 
-/** A statistic across steps, the current one marked. @param {{step: number, value: number | null}[]} points @returns {SVGSVGElement} */
 export function sparkline(points, current) {
 	const w = 220,
 		h = 36,
@@ -424,16 +391,11 @@ export function sparkline(points, current) {
 }
 
 const inspSection = (title, note, ...body) =>
-	el("section", "cv-insp-section", el("h3", {text: title}, el("span", {class: "cv-muted", text: note})), ...body)
+	el("section", "cv-insp-section", el("h3", "", title, el("span", "cv-muted", note)), ...body)
 
-/**
- * The inspector's frame, to fill. @param {{title: string, run: string, layer: string, step: number | null, color: string,
- *   dead: boolean, canPrev: boolean, canNext: boolean}} a
- * @returns {{root: HTMLElement, sections: HTMLElement, stats: HTMLElement, evolution: HTMLElement}}
- */
 export function inspectorView(a) {
 	const sections = el("div")
-	const stats = el("div", "cv-insp-stats", el("p", {class: "cv-muted", text: "Loading statistics…"}))
+	const stats = el("div", "cv-insp-stats", el("p", "cv-muted", "Loading statistics…"))
 	const evolution = el("div", {class: "cv-evo", attrs: {role: "list"}})
 	const root = el(
 		"div",
@@ -444,14 +406,14 @@ export function inspectorView(a) {
 			el(
 				"div",
 				"cv-insp-titles",
-				el("h2", "cv-insp-title", el("span", {text: a.title}), a.dead && el("span", {class: "cv-badge", text: "dead"})),
+				el("h2", "cv-insp-title", el("span", "", a.title), a.dead && el("span", "cv-badge", "dead")),
 				el(
 					"p",
 					"cv-insp-sub",
-					el("span", {class: "cv-swatch", style: {background: a.color}}),
-					el("span", {text: a.run}),
-					el("span", {text: ` · ${a.layer}`}),
-					el("span", {class: "cv-muted", text: a.step === null ? "" : ` · step ${a.step}`})
+					swatch(a.color),
+					el("span", "", a.run),
+					el("span", "", ` · ${a.layer}`),
+					el("span", "cv-muted", a.step === null ? "" : ` · step ${a.step}`)
 				)
 			),
 			icon("prev-filter", "‹", "Previous filter ([)", a.canPrev),
@@ -465,35 +427,32 @@ export function inspectorView(a) {
 	return {root, sections, stats, evolution}
 }
 
-/** Inspector pictures, at an integer `zoom`. @param {{label: string, pixels: Pixels}[]} [items] */
 export function pictureSection(title, subtitle, note = "", items = [], zoom = 1, dpr = 1) {
 	const figures = items.map(item => {
 		const canvas = el("canvas", "cv-canvas")
 		paintCanvas(canvas, item.pixels, zoom, dpr)
-		return el("figure", "cv-pic", canvas, el("figcaption", {text: item.label}))
+		return el("figure", "cv-pic", canvas, el("figcaption", "", item.label))
 	})
 	return inspSection(
 		title,
 		subtitle && ` · ${subtitle}`,
-		note && el("p", {class: "cv-muted cv-small", text: note}),
+		note && el("p", "cv-muted cv-small", note),
 		figures.length > 0 && el("div", "cv-pics", ...figures)
 	)
 }
 
-/** A value and chart per statistic. @param {{label: string, value: string, points: any[]}[]} rows */
 export function statsRows(rows, current) {
-	if (!rows.length) return [el("p", {class: "cv-muted", text: "No statistics logged for this filter."})]
+	if (!rows.length) return [el("p", "cv-muted", "No statistics logged for this filter.")]
 	return rows.map(r =>
 		el(
 			"div",
 			"cv-stat",
-			el("div", "cv-stat-head", el("span", {text: r.label, title: r.label}), el("b", {text: r.value})),
+			el("div", "cv-stat-head", el("span", {title: r.label}, r.label), el("b", "", r.value)),
 			sparkline(r.points, current)
 		)
 	)
 }
 
-/** One frame of the evolution strip: a step, maybe the current one. */
 export function evolutionFrame(step, current) {
 	return button(
 		`cv-frame${current ? " is-current" : ""}`,
@@ -504,6 +463,6 @@ export function evolutionFrame(step, current) {
 			attrs: {role: "listitem", "aria-label": `Go to step ${step}`, "aria-current": current && "step"},
 		},
 		el("canvas", "cv-canvas"),
-		el("span", {text: step})
+		el("span", "", step)
 	)
 }

@@ -179,6 +179,7 @@ const LABELS = {
 	"attribution.true": "True class",
 	"attribution.confidence": "Confidence",
 	"attribution.correct": "Correct",
+	"responses.activation": "Top activation",
 }
 
 export function statLabel(key) {

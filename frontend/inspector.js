@@ -1,8 +1,22 @@
 // The inspector: one filter of one run, in every kind of its layer.
 
+import {exampleCrops} from "./compare.js"
 import * as C from "./controller.js"
 import * as G from "./grid.js"
-import {axisWords, dpr, draw, errorText, focusTile, noun, overlayChoices, shown, sliceName, tileOf} from "./panels.js"
+import {
+	alignments,
+	axisWords,
+	dpr,
+	draw,
+	errorText,
+	focusTile,
+	noun,
+	overlayChoices,
+	shown,
+	sliceName,
+	tileOf,
+} from "./panels.js"
+import {HOWTO} from "./similarity.js"
 import * as S from "./state.js"
 import * as V from "./views.js"
 
@@ -38,36 +52,69 @@ export async function renderInspector() {
 	ui.inspector.replaceChildren(view.root)
 	ui.inspector.scrollTop = scroll
 	if (!wasOpen) ui.inspector.focus({preventScroll: true})
-	const runTags = layer.tags.filter(t => C.stepsOf(run, t.tag).length)
-	loadEvolution(run, tag, filter, view, ticket)
-	const pictures = async t => {
-		const label = S.kindLabel(t.kind)
+	const runTags = layer.tags.filter(t => t.kind !== "responses" && C.stepsOf(run, t.tag).length)
+	loadEvolution(run, tag, filter, view.evolution, ticket)
+	/** "loading…", then `load` at the last step up to the state's; `none` if no steps. */
+	const fill = async (label, steps, load, none = "") => {
 		const holder = view.sections.appendChild(V.pictureSection(label, "loading…"))
-		const steps = C.tags[run][t.tag].steps
-		const last = steps.filter(s => s <= (C.state.step ?? Infinity)).pop()
-		let section
-		if (last === undefined) section = V.pictureSection(label, `first logged at step ${steps[0]}`)
-		else {
-			try {
-				section = filterPictures(label, await C.model.layer(run, t.tag, last), filter, last)
-			} catch (err) {
-				section = V.pictureSection(label, "could not load", errorText(err))
-			}
+		const last = steps.filter(s => s <= (step ?? Infinity)).pop()
+		let section = V.pictureSection(label, ...(steps.length ? [`first logged at step ${steps[0]}`] : ["", none]))
+		try {
+			if (last !== undefined) section = await load(last, last !== step ? ` · from step ${last}` : "")
+		} catch (err) {
+			section = V.pictureSection(label, "could not load", errorText(err))
 		}
 		if (ticket.live) holder.replaceWith(section)
 	}
+	const pictures = t =>
+		fill(S.kindLabel(t.kind), C.stepsOf(run, t.tag), async (last, from) =>
+			filterPictures(S.kindLabel(t.kind), await C.model.layer(run, t.tag, last), filter, from)
+		)
+	// The top reference images, cropped around where the filter responds most.
+	const examples = label =>
+		fill(
+			label,
+			C.stepsOf(run, `${layer.name}/responses`),
+			async (last, from) => {
+				const {body, pics} = await C.model.examples(run, layer.name, last)
+				const items = body.images ? exampleCrops(body, pics, filter) : []
+				const zoom = Math.max(1, Math.floor(72 / (items[0]?.pixels.width || 72)))
+				const sub = `top ${items.length} of ${body.images?.count} reference images${from}`
+				return V.pictureSection(label, sub, body.warning || "", items, zoom, dpr())
+			},
+			`Log reference images to see them: ${HOWTO}`
+		)
 	const kinds = runTags.filter(t => t.kind !== "attribution" || t.tag === tag)
-	await Promise.all([...kinds.map(pictures), inspectorStats(run, runTags, filter, view, ticket)])
+	const jobs = [...kinds.map(pictures), inspectorStats(run, runTags, filter, view, ticket)]
+	if (C.state.kind !== "attribution") jobs.push(examples("Dataset examples"))
+	const al = alignments()
+	if (al) jobs.push(al.then(m => matches(m, run, tag, filter, view, ticket)))
+	await Promise.all(jobs)
 }
 
-function filterPictures(label, data, filter, step) {
+/** The filter's match in the other runs (aligned to the first run), over steps. */
+function matches(aligned, run, tag, filter, view, ticket) {
+	const first = C.state.runs[0]
+	for (const [b, {body, error}] of aligned) {
+		if (run !== first && run !== b) continue
+		const [other, f, a] = run === first ? [b, body?.matches[filter], filter] : [first, body?.matches.indexOf(filter)]
+		const strip = V.el("div", "cv-evo")
+		const sub = f >= 0 ? `filter ${f} · correlation ${body.correlations[a ?? f]?.toFixed(2)}` : ""
+		const why = f >= 0 ? "" : `Not aligned: ${error ? errorText(error) : "no match"}`
+		view.sections.append(V.pictureSection(`Match in ${other}`, sub, why))
+		view.sections.lastChild.append(strip)
+		if (f >= 0) loadEvolution(other, tag, f, strip, ticket)
+	}
+}
+
+function filterPictures(label, data, filter, from) {
 	const index = data.index
-	if (!index) return V.pictureSection(label, `step ${step}`, data.warning || "")
+	if (!index) return V.pictureSection(label, `step ${data.step}`, data.warning || "")
 	const pos = index.filters.indexOf(filter),
 		count = index.slices.count,
 		[h, w] = index.tile
 	const [one, many] = axisWords(index.slices.axis)
-	const sub = `${h}×${w} · ${index.slices.axis === "rgb" ? "RGB" : `${count} ${count === 1 ? one : many}`}${step !== C.state.step ? ` · from step ${step}` : ""}`
+	const sub = `${h}×${w} · ${index.slices.axis === "rgb" ? "RGB" : `${count} ${count === 1 ? one : many}`}${from}`
 	if (pos < 0) return V.pictureSection(label, sub, "Not drawn at this step (the layer was sampled).")
 	const items = overlayChoices(index).map(o => ({label: o.label, pixels: draw(data, pos, o.value)}))
 	for (let s = 0; s < count; s++)
@@ -101,10 +148,10 @@ async function inspectorStats(run, runTags, filter, view, ticket) {
 	view.stats.replaceChildren(...V.statsRows(rows, C.state.step))
 }
 
-async function loadEvolution(run, tag, filter, view, ticket) {
+async function loadEvolution(run, tag, filter, box, ticket) {
 	const steps = G.sampleSteps(C.stepsOf(run, tag), 32)
 	const frames = steps.map(s => V.evolutionFrame(s, s === C.state.step)) // cached steps paint at once
-	view.evolution.replaceChildren(...frames)
+	box.replaceChildren(...frames)
 	let next = 0
 	const worker = async () => {
 		while (next < steps.length && ticket.live) {

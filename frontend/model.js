@@ -1,5 +1,6 @@
 // Every request and cache; relative URLs only (<base href> is the plugin).
 
+import {examplesLayer} from "./compare.js"
 import {tileLocations} from "./grid.js"
 
 export const STALE = Symbol("stale")
@@ -87,6 +88,18 @@ export class Model {
 		return this._cached(key("plan", run), () => this.json(url("plan", {run})))
 	}
 
+	get(path) {
+		return this._cached(path, () => this.json(path))
+	}
+
+	/** /examples with its reference images decoded: {body, pics}. */
+	examples(run, layer, step) {
+		return this._cached(key("ex", run, layer, step), async () => {
+			const body = await this.json(url("examples", {run, layer, step}))
+			return {body, pics: await Promise.all((body.images?.atlases || []).map(u => this._picture(u)))}
+		})
+	}
+
 	/** New data changes these; pictures never change. */
 	invalidate() {
 		this._meta.clear()
@@ -138,16 +151,22 @@ export class Model {
 		this._queue.length = 0
 	}
 
+	async _picture(u) {
+		const res = await this._fetch(String(u))
+		if (!res.ok) throw new ApiError(`could not load an atlas (${res.status})`, res.status)
+		return this._decode(await res.blob())
+	}
+
 	async _load(run, tag, step) {
+		if (tag.endsWith("/responses")) {
+			const {body, pics} = await this.examples(run, tag.slice(0, -10), step)
+			return body.images
+				? examplesLayer(body, pics)
+				: {run, tag, step, index: null, atlases: [], warning: `${body.warning}`}
+		}
 		const body = await this.json(url("layer", {run, tag, step}))
 		const index = body?.index || null
-		const atlases = await Promise.all(
-			(body?.atlases || []).map(async u => {
-				const res = await this._fetch(String(u))
-				if (!res.ok) throw new ApiError(`could not load an atlas (${res.status})`, res.status)
-				return this._decode(await res.blob())
-			})
-		)
+		const atlases = await Promise.all((body?.atlases || []).map(u => this._picture(u)))
 		return {
 			run,
 			tag,

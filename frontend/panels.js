@@ -1,9 +1,11 @@
 // The sidebar, the toolbar and a panel per run; how a filter is drawn (the inspector's too).
 
 import {COLORMAP_LABELS, COLORMAPS} from "./colormaps.js"
+import * as K from "./compare.js"
 import * as C from "./controller.js"
 import * as G from "./grid.js"
-import {STALE} from "./model.js"
+import {STALE, url} from "./model.js"
+import {HOWTO, hasResponses, renderSimilarity, SIM_LABELS} from "./similarity.js"
 import * as S from "./state.js"
 import * as V from "./views.js"
 
@@ -65,7 +67,11 @@ export function renderChrome() {
 	const tabs = (C.currentLayer()?.tags || []).map(t => {
 		return {tag: t.tag, label: S.kindLabel(t.kind), held: has(t), left: left.get(t.tag)}
 	})
-	V.swapContent(ui.kinds, ...V.kindTabs(tabs, tag))
+	const views = options(["filters", "similarity"], {filters: "Filters", similarity: "Similarity"})
+	V.swapContent(ui.views, V.segmented("set-view", views, state.view, "View (V)"))
+	if (state.view === "filters") V.swapContent(ui.kinds, ...V.kindTabs(tabs, tag))
+	else
+		V.swapContent(ui.kinds, V.segmented("set-sim", options(Object.keys(SIM_LABELS), SIM_LABELS), state.sim, "Compare"))
 	renderSteps()
 }
 
@@ -99,7 +105,10 @@ function renderTools(index, stats, hasDead) {
 	const {sort, desc, show} = state
 	const alpha = slice.startsWith("o") ? state.alpha : null
 	const shows = options(G.SHOW_MODES, G.SHOW_LABELS)
-	V.swapContent(ui.tools, ...V.gridTools({slices, slice, sorts, sort, desc, shows, show, hasDead, alpha}))
+	const [run, other] = state.runs
+	const why = hasResponses(run, state.layer) ? "" : `Needs reference images in ${run}: ${HOWTO}`
+	const align = other && state.kind !== "attribution" && {run, on: state.align, why}
+	V.swapContent(ui.tools, ...V.gridTools({slices, slice, sorts, sort, desc, shows, show, hasDead, alpha, align}))
 }
 
 export function zoomBy(delta) {
@@ -122,6 +131,10 @@ export async function renderGrid() {
 		const why = "Every logged step of your conv layers shows here; new steps appear on TensorBoard's reload."
 		V.swapContent(ui.panels, V.messageCard("No CNN Viz data yet", why, {code: EMPTY}))
 		return renderTools(null, new Map(), false)
+	}
+	if (state.view !== "filters") {
+		V.swapContent(ui.tools)
+		return renderSimilarity(ui.panels)
 	}
 	for (const run of panels.keys()) {
 		if (state.runs.includes(run)) continue
@@ -154,6 +167,9 @@ export async function renderGrid() {
 	clearTimeout(busy)
 	if (settled === STALE) return
 	ui.main.classList.remove("is-busy")
+	const al = await ticket.guard(Promise.resolve(alignments()))
+	if (al === STALE) return
+	aligned = al
 	// Other kinds' statistics (dead flags, sort keys): a slow load is awaited only if the order needs it.
 	const siblings = Promise.all(jobs.map(j => (j.step === null ? [] : siblingStats(j.run, tag, j.step))))
 	const {sort, kind, show} = C.state
@@ -221,7 +237,14 @@ function paintAll(jobs, settled, extra) {
 		for (const [key, v] of stats) if (!sortStats.has(key)) sortStats.set(key, v)
 		const info = paintPanel(panel, job, data, stats)
 		anyDead ||= info.hasDead
-		V.updatePanelHead(panel, {...head, wallTime: data.wall_time, ...info, notes: (index.notes || []).map(String)})
+		const a = aligned?.get(job.run)
+		const note =
+			a &&
+			(a.body
+				? `Aligned to ${state.runs[0]}: under each filter, its match there and their correlation`
+				: `Not aligned: ${errorText(a.error)}`)
+		const notes = [...(index.notes || []), note].filter(Boolean)
+		V.updatePanelHead(panel, {...head, wallTime: data.wall_time, ...info, notes: notes.map(String)})
 		first ||= data
 	}
 	renderTools(first?.index, sortStats, anyDead)
@@ -240,10 +263,17 @@ function paintPanel(panel, job, data, stats) {
 	autoZoom = G.autoZoom(width, height)
 	const dead = G.deadFilters(stats)
 	const values = state.sort === "id" ? null : stats.get(state.sort) || null
-	const order = G.filterOrder(G.sortOrder(index.filters, values, state.desc), index.filters, state.show, dead)
-	const captions = values
+	let order = G.filterOrder(G.sortOrder(index.filters, values, state.desc), index.filters, state.show, dead)
+	let captions = values
 		? new Map(index.filters.map(id => [id, G.formatStat(values.get(id))]))
-		: predictionCaptions(index, job.run)
+		: index.best
+			? new Map(index.filters.map((id, i) => [id, index.best[i] === null ? "" : `#${index.best[i]}`]))
+			: predictionCaptions(index, job.run)
+	const match = aligned?.get(job.run)?.body
+	if (match) {
+		order = K.alignedOrder(match.matches, index.filters, shown.get(state.runs[0])?.order)
+		captions = K.matchCaptions(match)
+	}
 	const valueLabel = values ? `${G.statLabel(state.sort)} ` : ""
 	const selected = job.run === C.inspectedRun() ? state.filter : null
 	const tiles = {filters: index.filters, order, dead, captions, valueLabel, noun: noun(index.kind), focus: focusFilter}
@@ -271,6 +301,25 @@ function paintPanel(panel, job, data, stats) {
 		.filter(([, v]) => typeof v === "number")
 		.map(([k, v]) => [k.replace(/_/g, " "), G.formatStat(v)])
 	return {facts, layerStats, hasDead: Boolean(dead), deadFact: deadCount ? `${deadCount} dead` : ""}
+}
+
+let aligned = null
+
+/** run -> its /alignment to the first run ({body} or {error}), when aligning; else null. */
+export function alignments() {
+	const {state} = C,
+		[a, ...others] = state.runs
+	if (!state.align || !others.length || state.kind === "attribution") return null
+	const at = run => G.closestStep(C.stepsOf(run, `${state.layer}/responses`), state.step)
+	const one = b =>
+		(at(a) === null || at(b) === null
+			? Promise.reject(`${at(a) === null ? a : b} holds no responses of ${state.layer}: ${HOWTO}`)
+			: model.get(url("alignment", {layer: state.layer, a, b, a_step: at(a), b_step: at(b)}))
+		).then(
+			body => [b, {body}],
+			error => [b, {error}]
+		)
+	return Promise.all(others.map(one)).then(x => new Map(x))
 }
 
 /** "3 · 92% ✓" (class names from /tags); a regression "2.1 / 2" (true). */
@@ -302,7 +351,7 @@ function boundsFor(data, norm) {
 
 async function siblingStats(run, tag, step) {
 	const others = (C.currentLayer()?.tags || []).filter(
-		t => t.tag !== tag && t.kind !== "attribution" && C.tags[run]?.[t.tag]
+		t => t.tag !== tag && !/attribution|responses/.test(t.kind) && C.tags[run]?.[t.tag]
 	)
 	const all = await Promise.all(others.map(t => model.stats(run, t.tag).catch(() => null)))
 	return others.flatMap((t, k) => {

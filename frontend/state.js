@@ -9,6 +9,7 @@ export const KIND_LABELS = {
 	feature_maps: "Feature maps",
 	actmax: "Activation max",
 	attribution: "Attribution",
+	responses: "Examples",
 }
 export const kindLabel = kind => KIND_LABELS[kind] || kind
 export const DEFAULT_ALPHA = 60
@@ -30,6 +31,9 @@ export function defaultState() {
 		alpha: DEFAULT_ALPHA,
 		filter: null,
 		frun: null,
+		view: "filters",
+		sim: "time",
+		align: false,
 	}
 }
 
@@ -58,7 +62,7 @@ export function stateToParams(s) {
 	const pairs = Object.keys(d).map(k =>
 		k === "runs"
 			? ["run", s.runs.length ? encodeList(s.runs) : null]
-			: [k, k === "desc" ? (s.desc ? 1 : null) : s[k] === d[k] ? null : s[k]]
+			: [k, k === "desc" || k === "align" ? (s[k] ? 1 : null) : s[k] === d[k] ? null : s[k]]
 	)
 	return pairs.filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => [k, String(v)])
 }
@@ -74,7 +78,9 @@ export function paramsToState(params) {
 		else if (k === "slice") s.slice = v === "all" || /^o\d{1,6}$/.test(v) ? v : int(v, 0, 1e6)
 		else if (k === "alpha") s.alpha = int(v, 0, 100) ?? DEFAULT_ALPHA
 		else if (k === "sort") s.sort = v && v.length < 200 ? v : "id"
-		else if (k === "desc") s.desc = v === "1" || v === "true"
+		else if (k === "desc" || k === "align") s[k] = v === "1" || v === "true"
+		else if (k === "view") s.view = oneOf(v, ["filters", "similarity"], "filters")
+		else if (k === "sim") s.sim = oneOf(v, ["time", "runs", "layers"], "time")
 		else if (k === "show") s.show = oneOf(v, SHOW_MODES, "all")
 		else if (k === "norm") s.norm = oneOf(v, NORM_MODES, "filter")
 		else if (k === "cmap") s.cmap = oneOf(v, COLORMAPS, null)
@@ -169,6 +175,7 @@ export function reconcile(state, catalog, tags, left = {}) {
 	const steps = info ? s.runs.flatMap(r => tags[r]?.[info.tag]?.steps || []).sort((a, b) => a - b) : []
 	if (!info) s.step = null
 	else if (steps.length) s.step = s.step === null ? steps[steps.length - 1] : closestStep(steps, s.step)
+	if (s.view !== "filters") s.filter = null
 	if (s.filter === null || !s.runs.includes(s.frun)) s.frun = null
 	return s
 }

@@ -1,7 +1,7 @@
 // DOM builders. Names from the logs reach the page as text or attributes, never as HTML.
 
 import {colormapGradient} from "./colormaps.js"
-import {cssSize, formatStat} from "./grid.js"
+import {clamp, cssSize, formatStat} from "./grid.js"
 
 /** props (or its class): class, text, title, data, attrs (false/null skipped), style. */
 export function el(tag, props = {}, ...children) {
@@ -42,7 +42,7 @@ export function swapContent(box, ...nodes) {
 }
 
 const KEYS =
-	"Keys: , . or ← → step (arrows move in the grid) · P play · + − 0 zoom · Enter inspect · [ ] other filter · Esc close"
+	"Keys: , . or ← → step (arrows move in the grid) · P play · + − 0 zoom · Enter inspect · [ ] other filter · Esc close · V similarity"
 
 export function buildShell() {
 	const section = (title, body, extra = null) =>
@@ -52,6 +52,7 @@ export function buildShell() {
 		runs: el("div", "cv-runs"),
 		layers: el("div", {class: "cv-layers", attrs: {role: "list"}}),
 		display: el("div", "cv-display"),
+		views: el("div", "cv-views"),
 		kinds: el("div", {class: "cv-kinds", attrs: {role: "tablist", "aria-label": "Kind of picture"}}),
 		steps: el(
 			"div",
@@ -76,7 +77,7 @@ export function buildShell() {
 	r.main = el(
 		"main",
 		"cv-main",
-		el("div", "cv-bar", el("div", "cv-bar-row", r.kinds, r.steps), r.tools),
+		el("div", "cv-bar", el("div", "cv-bar-row", r.views, r.kinds, r.steps), r.tools),
 		el("div", {class: "cv-progress", attrs: {"aria-hidden": "true"}}),
 		r.panels
 	)
@@ -226,6 +227,11 @@ export function gridTools(a) {
 		select("set-sort", "Sort by", a.sorts, a.sort),
 		icon("toggle-desc", a.desc ? "↓" : "↑", `${dir} (click to flip)`),
 		select("set-show", "Filter", a.shows, a.show, !a.hasDead, a.hasDead ? "" : "Needs feature maps of this layer"),
+		a.align &&
+			button("cv-btn cv-btn--small", `Align to ${a.align.run}`, "toggle-align", {
+				title: a.align.why || "Reorder the other runs' filters to match this run's",
+				attrs: {"aria-pressed": String(a.align.on), disabled: Boolean(a.align.why)},
+			}),
 		a.alpha != null &&
 			el(
 				"label",
@@ -462,7 +468,52 @@ export function evolutionFrame(step, current) {
 			data: {step, key: `step:${step}`},
 			attrs: {role: "listitem", "aria-label": `Go to step ${step}`, "aria-current": current && "step"},
 		},
-		el("canvas", "cv-canvas"),
+		el("canvas", {class: "cv-canvas", attrs: {width: 16, height: 16}}),
 		el("span", "", step)
 	)
+}
+
+/** A panel: title, chip, warning, body. */
+export const heatCard = a =>
+	el(
+		"section",
+		"cv-panel",
+		el(
+			"header",
+			"cv-panel-head",
+			a.color && swatch(a.color),
+			el("h3", {class: "cv-panel-title", title: a.title}, a.title),
+			el("span", {class: "cv-chip", text: a.sub})
+		),
+		a.warning && el("div", "cv-notes", el("p", "cv-note cv-note--left", a.warning)),
+		el("div", "cv-panel-body", a.body)
+	)
+
+/** A CKA heatmap: row labels when there is room, else the ends. */
+export function heatmap(px, labels) {
+	const n = labels.length,
+		cell = clamp(Math.floor(360 / n), 2, 32),
+		all = cell > 11
+	const canvas = el("canvas", {
+		class: "cv-canvas cv-heat-canvas",
+		attrs: {tabindex: 0, "aria-label": "CKA heatmap: arrows move, Enter opens"},
+	})
+	paintCanvas(canvas, px, cell, 1)
+	const cursor = el("div", "cv-heat-cursor"),
+		readout = el("output", {class: "cv-heat-out", attrs: {"aria-live": "polite"}})
+	const root = el(
+		"div",
+		"cv-heat",
+		el(
+			"div",
+			{class: "cv-heat-rows", style: {gridTemplateRows: `repeat(${n}, ${cell}px)`}},
+			...(all ? labels.map(l => el("span", {title: l}, l)) : [])
+		),
+		el("div", "cv-heat-plot", canvas, cursor),
+		!all && el("p", "cv-hint", `Rows and columns: ${labels[0]} … ${labels[n - 1]}`),
+		readout,
+		el("div", {class: "cv-legend", style: {background: colormapGradient("viridis")}}),
+		el("div", "cv-legend-ends", ...["0", "CKA", "1"].map(t => el("span", "", t)))
+	)
+	return {root, canvas, cursor, readout, cell}
 }

@@ -701,6 +701,231 @@ def test_kinds_a_run_left_out_are_named_with_their_reason(plan_tab):
     assert "<em>" not in html and "<b>budget" not in html
 
 
+# ---------------------------------------------------------------------------------------------
+# Comparing runs: reference images, dataset examples, filter alignment, CKA similarity.
+
+LR3, LR4, OTHER, NONE = "lr_1e-3", "lr_1e-4", "other_refs", "no_refs"
+CMP_STEPS = 4
+P1 = np.random.default_rng(5).permutation(16)  # lr_1e-4's conv2d filter j is lr_1e-3's P1[j]
+P2 = np.random.default_rng(6).permutation(32)
+
+
+def _reference_pictures(n: int, seed: int) -> np.ndarray:
+    """`n` 32×32 RGB pictures: discs, stripes and gradients at random places and colours."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:32, 0:32] / 31.0
+    out = np.empty((n, 32, 32, 3), np.float32)
+    for i in range(n):
+        cy, cx, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.1, 0.3)
+        disc = (x - cx) ** 2 + (y - cy) ** 2 < r**2
+        theta = rng.uniform(0, np.pi)
+        stripes = np.sin((x * np.cos(theta) + y * np.sin(theta)) * rng.uniform(8, 30)) > 0
+        base = [stripes, disc, x * y][i % 3].astype(np.float32)
+        out[i] = base[..., None] * rng.uniform(0.2, 1.0, 3) + rng.normal(0, 0.05, (32, 32, 3))
+    return out
+
+
+def write_compare_logdir(root: pathlib.Path) -> None:
+    """Four runs of two conv layers over CMP_STEPS steps, each with weights and feature maps:
+    `lr_1e-4` computes the same function as `lr_1e-3` with both layers' filters permuted (so
+    alignment must undo the permutation), `other_refs` logs other reference images, and
+    `no_refs` none."""
+    import tensorflow as tf
+
+    from tb_cnnviz import summary
+
+    refs = _reference_pictures(48, seed=11)
+    p1, p2 = P1, P2
+    rng = np.random.default_rng(0)
+    edges1, noise1 = _edge_kernels(rng, 5, 3, 16), rng.normal(0, 0.6, (5, 5, 3, 16))
+    edges2, noise2 = _edge_kernels(rng, 3, 16, 32) * 0.3, rng.normal(0, 0.15, (3, 3, 16, 32))
+    probes = _probe_images(rng)
+    for run, images, perm in [
+        (LR3, refs, False),
+        (LR4, refs, True),
+        (OTHER, _reference_pictures(48, seed=12), False),
+        (NONE, None, False),
+    ]:
+        with tf.summary.create_file_writer(str(root / run)).as_default():
+            for step in range(CMP_STEPS):
+                learned = (step + 1) / CMP_STEPS
+                k1 = (edges1 * learned + noise1 * (1 - learned) ** 2).astype(np.float32)
+                k2 = (edges2 * learned + noise2 * (1 - learned) ** 2).astype(np.float32)
+                if perm:
+                    k1, k2 = k1[..., p1], k2[:, :, p1, :][..., p2]
+
+                def layers(x, k1=k1, k2=k2):
+                    a1 = np.maximum(_conv(x, k1) - 0.1, 0)
+                    return a1, np.maximum(_conv(a1[:, ::2, ::2], k2), 0)
+
+                summary.filter_weights("conv2d", k1, step=step)
+                summary.filter_weights("conv2d_1", k2, step=step)
+                for name, maps in zip(("conv2d", "conv2d_1"), layers(probes), strict=True):
+                    summary.feature_maps(name, maps, step=step)
+                if images is None:
+                    continue
+                if step == 0:
+                    summary.reference_images(images, step=0)
+                for name, maps in zip(("conv2d", "conv2d_1"), layers(images), strict=True):
+                    summary.responses(name, maps, step=step, reference_images=images)
+
+
+@pytest.fixture(scope="session")
+def compare_tensorboard(tmp_path_factory):
+    """A live TensorBoard on the comparison logdir; yields its base URL."""
+    _require_browser()
+    root = tmp_path_factory.mktemp("cnnviz_compare")
+    write_compare_logdir(root)
+    yield from _serve(root, 4)
+
+
+@pytest.fixture
+def compare_tab(browser, compare_tensorboard):
+    yield from _tabs(browser, compare_tensorboard)
+
+
+def _hash(runs, **state) -> str:
+    pairs = [("run", ",".join(runs)), *state.items()]
+    return "".join(f"&p.cnnviz.{k}={quote(str(v), safe='')}" for k, v in pairs)
+
+
+def _texts(t, selector: str) -> list[str]:
+    return t.frame.eval_on_selector_all(selector, "es => es.map(e => e.textContent)")
+
+
+def _section(title: str) -> str:
+    """JS for the inspector section whose heading starts with `title` (or undefined)."""
+    return (
+        "[...document.querySelectorAll('.cv-insp-section')]"
+        f".find(s => s.querySelector('h3').textContent.startsWith({json.dumps(title)}))"
+    )
+
+
+def _tile_pixels(t, run: str) -> list[str]:
+    """The pixels of a run's tiles in their shown order, as data URLs."""
+    return t.frame.eval_on_selector_all(
+        f'.cv-panel[data-run="{run}"] .cv-tile canvas', "cs => cs.map(c => c.toDataURL())"
+    )
+
+
+def test_dataset_examples_in_the_grid_and_the_inspector(compare_tab, compare_tensorboard):
+    """The Examples kind shows each filter's best reference crop; the inspector its top 8."""
+    t = compare_tab(hash_=_hash([LR3], layer="conv2d", kind="responses"))
+    body = _get_json(f"{compare_tensorboard}/data/plugin/cnnviz/examples?run={LR3}&layer=conv2d")
+    assert t.tiles() == list(range(16))
+    assert _texts(t, ".cv-tile-val") == [f"#{e[0][0]}" for e in body["examples"]]
+    assert len(set(_tile_pixels(t, LR3))) > 8  # real, different crops
+    assert "reference images" in t.frame.inner_text(".cv-notes")
+    t.frame.focus('.cv-tile[data-filter="5"]')
+    t.page.keyboard.press("Enter")
+    section = _section("Dataset examples")
+    t.wait_for(f"{section}?.querySelectorAll('figure').length === 8")
+    captions = f"[...{section}.querySelectorAll('figcaption')].map(f => f.textContent)"
+    labels = t.frame.evaluate(captions)
+    assert [label.split(" · ")[0] for label in labels] == [f"#{e[0]}" for e in body["examples"][5]]
+    assert "top 8 of 48 reference images" in t.frame.evaluate(f"{section}.textContent")
+    _shot(t, "examples-light.png", 1280, 800)
+    # A run without reference images: Examples is disabled; the inspector says how to log them.
+    t2 = compare_tab(hash_=_hash([NONE], layer="conv2d", kind="weights", filter=2))
+    t2.wait_for("document.querySelector('.cv-inspector:not([hidden])')")
+    assert t2.frame.is_disabled('[data-action="select-kind"][data-tag="conv2d/responses"]')
+    t2.wait_for("document.querySelector('.cv-inspector').textContent.includes('reference_images')")
+
+
+def test_alignment_lines_up_a_permuted_run_tile_for_tile(compare_tab):
+    """Aligned to lr_1e-3, lr_1e-4 (its filters permuted) shows the very same pictures in order."""
+    t = compare_tab(hash_=_hash([LR3, LR4], layer="conv2d", kind="weights"))
+    assert t.tiles(LR4) == list(range(16))
+    t.frame.click('[data-action="toggle-align"]')
+    t.wait_hash("align", "1")
+    inverse = [int(j) for j in np.argsort(P1)]  # lr_1e-3's filter i is lr_1e-4's inverse[i]
+    first = f"document.querySelector('.cv-panel[data-run=\"{LR4}\"] .cv-tile').dataset.filter"
+    t.wait_for(f"{first} === '{inverse[0]}'")
+    assert t.tiles(LR4) == inverse
+    assert _tile_pixels(t, LR4) == _tile_pixels(t, LR3)
+    captions = _texts(t, f'.cv-panel[data-run="{LR4}"] .cv-tile-val')
+    assert captions == [f"↔ {i} · 1.00" for i in range(16)]
+    assert "Aligned to lr_1e-3" in t.frame.inner_text(f'.cv-panel[data-run="{LR4}"] .cv-notes')
+    # Sorting the first run reorders the second the same way.
+    t.frame.select_option('[data-action="set-sort"]', "weights.l2_norm")
+    t.wait_for(
+        f"document.querySelector('.cv-panel[data-run=\"{LR3}\"] .cv-tile-val').textContent !== ''"
+    )
+    t.frame.wait_for_timeout(300)
+    assert t.tiles(LR4) == [inverse[i] for i in t.tiles(LR3)]
+    # The inspector of lr_1e-3's filter 3 shows its match in lr_1e-4.
+    t.frame.click(f'.cv-panel[data-run="{LR3}"] .cv-tile[data-filter="3"]')
+    match = _section("Match in")
+    t.wait_for(f"{match}?.querySelectorAll('.cv-frame canvas').length === {CMP_STEPS}")
+    text = t.frame.evaluate(f"{match}.textContent")
+    assert f"Match in {LR4}" in text and f"filter {inverse[3]} · correlation 1.00" in text
+    _shot(t, "alignment-light.png", 1280, 800)
+    # Other reference images, or none: the panel says why instead of aligning.
+    t2 = compare_tab(hash_=_hash([LR3, OTHER, NONE], layer="conv2d", kind="weights", align=1))
+    notes = f'.cv-panel[data-run="{OTHER}"] .cv-notes'
+    t2.wait_for(f"document.querySelector('{notes}')?.textContent.includes('Not aligned')")
+    assert "different reference images" in t2.frame.inner_text(notes)
+    none = t2.frame.inner_text(f'.cv-panel[data-run="{NONE}"] .cv-notes')
+    assert "Not aligned: no_refs holds no responses of conv2d" in none
+    assert "reference_images=x_val[:256]" in none
+    assert t2.tiles(OTHER) == list(range(16))
+
+
+def test_similarity_view_by_keyboard_in_every_mode(compare_tab, compare_tensorboard):
+    """V opens the CKA heatmaps; arrows read each cell as /similarity computes it; Enter goes."""
+    api = f"{compare_tensorboard}/data/plugin/cnnviz/similarity"
+    t = compare_tab(hash_=_hash([LR3, LR4, OTHER], layer="conv2d_1", kind="weights"))
+    t.frame.focus(".cv-slider")
+    t.page.keyboard.press("v")
+    t.wait_hash("view", "similarity")
+    t.wait_for("document.querySelectorAll('.cv-heat canvas').length === 3")
+    time = _get_json(f"{api}?mode=time&run={LR3}&layer=conv2d_1")
+    canvas = ".cv-heat canvas"
+    t.frame.focus(canvas)
+    assert t.frame.inner_text(".cv-heat-out") == "step 3 × step 3 · CKA 1.000"
+    t.page.keyboard.press("Home")
+    t.page.keyboard.press("ArrowRight")
+    assert t.frame.inner_text(".cv-heat-out") == f"step 0 × step 1 · CKA {time['matrix'][0][1]:.3f}"
+    t.page.keyboard.press("Enter")
+    t.wait_hash("step", "1")
+    _shot(t, "similarity-time-light.png", 1280, 800)
+    # Runs × runs: a heatmap per layer; other reference images leave empty cells, and say so.
+    t.frame.click('[data-action="set-sim"][data-value="runs"]')
+    t.wait_for("document.querySelectorAll('.cv-heat canvas').length === 2")
+    runs = _get_json(f"{api}?mode=runs&runs={LR3},{LR4},{OTHER}&step=1")
+    assert _texts(t, ".cv-panel-title") == runs["layers"] == ["conv2d", "conv2d_1"]
+    assert "different reference images" in t.frame.inner_text(".cv-panels .cv-note")
+    t.frame.focus(canvas)
+    t.page.keyboard.press("Home")
+    t.page.keyboard.press("ArrowDown")
+    assert t.frame.inner_text(".cv-heat-out") == f"{LR4} × {LR3} · CKA 1.000"
+    t.page.keyboard.press("ArrowDown")
+    assert t.frame.inner_text(".cv-heat-out") == f"{OTHER} × {LR3} · CKA none (not comparable)"
+    assert runs["matrices"][0][2][0] is None
+    t.page.evaluate("document.body.classList.add('dark-mode')")
+    t.wait_for("document.documentElement.classList.contains('cv-dark')")
+    t.frame.wait_for_timeout(200)
+    _shot(t, "similarity-runs-dark.png", 1280, 800)
+    # Layers × layers of each run; Enter on a cell opens that layer's filters.
+    t.frame.click('[data-action="set-sim"][data-value="layers"]')
+    t.wait_for("document.querySelectorAll('.cv-heat canvas').length === 3")
+    layers = _get_json(f"{api}?mode=layers&run={LR3}&step=1")
+    t.frame.focus(canvas)
+    t.page.keyboard.press("Home")
+    t.page.keyboard.press("ArrowRight")
+    cka = layers["matrix"][0][1]
+    assert t.frame.inner_text(".cv-heat-out") == f"conv2d × conv2d_1 · CKA {cka:.3f}"
+    t.page.keyboard.press("Enter")
+    t.wait_hash("view", None)
+    t.wait_for("document.querySelectorAll('.cv-tile').length === 3 * 32")
+    # No reference images at all: the view says how to log them.
+    t2 = compare_tab(hash_=_hash([NONE], layer="conv2d", kind="weights"))
+    t2.frame.focus(".cv-slider")
+    t2.page.keyboard.press("v")
+    t2.wait_for("document.querySelector('.cv-message-title')?.textContent.includes('No reference')")
+    assert "reference_images=x_val[:256]" in t2.frame.inner_text(".cv-code")
+
+
 # Last in the file: it adds steps to a run that the tests above count.
 def test_new_steps_appear_while_training_runs(tab, logdir):
     """Steps logged after the page opened appear on TensorBoard's reload, without a page reload."""

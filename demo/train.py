@@ -41,7 +41,8 @@ def train_demo(
     """Trains the demo CNN once per `(name, learning_rate)` in `runs`, logging to `logdir/name`.
 
     Each run gets Keras' own `TensorBoard` callback (scalars, histograms) and `CNNViz` with
-    fixed probe images, so the CNN Viz tab stands beside Scalars and Histograms.
+    fixed probe images and the same reference images (a held-out batch, for comparing the
+    runs), so the CNN Viz tab stands beside Scalars and Histograms.
 
     Args:
         logdir: The parent log directory.
@@ -88,6 +89,9 @@ def train_demo(
                 probe_images=probes,
                 labels=probe_labels,
                 class_names=list(CLASS_NAMES),
+                # The same held-out images in both runs: the tab's Similarity view, Align
+                # and the Examples kind compare the runs' responses to them.
+                reference_images=x_val[:256],
                 budget=None,
             ),
         ]

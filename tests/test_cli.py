@@ -14,7 +14,7 @@ CLI = os.path.join(os.path.dirname(sys.executable), "tb-cnnviz")
 
 
 def test_demo_trains_two_runs_and_serves_them(tmp_path, read_logdir):
-    """`tb-cnnviz demo` logs two runs of the demo CNN with every kind and serves them locally."""
+    """`tb-cnnviz demo` logs two runs with every kind and their responses, and serves them."""
     port = free_port()
     logdir = tmp_path / "demo"
     proc = serve(
@@ -44,6 +44,7 @@ def test_demo_trains_two_runs_and_serves_them(tmp_path, read_logdir):
         for layer in ("conv1", "conv2", "conv3", "conv4"):
             assert (run, f"{layer}/weights") in tags
             assert (run, f"{layer}/feature_maps") in tags
+            assert (run, f"{layer}/responses") in tags  # the tab's comparison views have data
 
 
 def test_demo_no_serve_exits_and_says_how_to_browse(tmp_path):

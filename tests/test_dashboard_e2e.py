@@ -598,13 +598,18 @@ def write_plan_logdir(root: pathlib.Path, steps: int = 4) -> None:
             summary.write_plan("cnnviz", step, drawn=drawn, skipped=skipped, budget=0.05)
 
 
+def _write_and_serve(tmp_path_factory, name: str, write, runs: int):
+    """Writes a new logdir with `write(root)` and serves it (see `_serve`)."""
+    _require_browser()
+    root = tmp_path_factory.mktemp(name)
+    write(root)
+    yield from _serve(root, runs)
+
+
 @pytest.fixture(scope="session")
 def plan_tensorboard(tmp_path_factory):
     """A live TensorBoard on the plan logdir; yields its base URL."""
-    _require_browser()
-    root = tmp_path_factory.mktemp("cnnviz_plans")
-    write_plan_logdir(root)
-    yield from _serve(root, 2)
+    yield from _write_and_serve(tmp_path_factory, "cnnviz_plans", write_plan_logdir, 2)
 
 
 @pytest.fixture
@@ -773,10 +778,7 @@ def write_compare_logdir(root: pathlib.Path) -> None:
 @pytest.fixture(scope="session")
 def compare_tensorboard(tmp_path_factory):
     """A live TensorBoard on the comparison logdir; yields its base URL."""
-    _require_browser()
-    root = tmp_path_factory.mktemp("cnnviz_compare")
-    write_compare_logdir(root)
-    yield from _serve(root, 4)
+    yield from _write_and_serve(tmp_path_factory, "cnnviz_compare", write_compare_logdir, 4)
 
 
 @pytest.fixture

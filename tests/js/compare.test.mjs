@@ -29,25 +29,27 @@ function refs() {
 	return {pics, images: {count: 5, tile: [8, 8, 3], scale: 1, stride: [1, 1], layout}}
 }
 
+/** An /examples answer of layer c1 at step 2. */
+const answer = (images, examples) => ({
+	run: "r",
+	layer: "c1",
+	step: 2,
+	filters: examples.length,
+	top_k: 2,
+	images,
+	examples,
+})
 const pixel = (px, y, x) => [...px.data.subarray((y * px.width + x) * 4, (y * px.width + x) * 4 + 4)]
 
 test("a crop comes from the right image, centred on the cell and kept inside the image", () => {
 	const {pics, images} = refs()
-	const body = {
-		run: "r",
-		layer: "c1",
-		step: 2,
-		filters: 2,
-		top_k: 2,
-		images,
-		examples: [
-			[
-				[4, 1, 6, 2.5],
-				[0, 4, 4, 1],
-			],
-			[],
+	const body = answer(images, [
+		[
+			[4, 1, 6, 2.5],
+			[0, 4, 4, 1],
 		],
-	}
+		[],
+	])
 	assert.equal(K.cropSide(images), 4)
 	const [first, second] = K.exampleCrops(body, pics, 0)
 	assert.equal(first.label, "#4 · 2.50")
@@ -60,15 +62,7 @@ test("a crop comes from the right image, centred on the cell and kept inside the
 
 test("the examples layer has a tile per filter, its best crop, sortable by activation", () => {
 	const {pics, images} = refs()
-	const body = {
-		run: "r",
-		layer: "c1",
-		step: 2,
-		filters: 3,
-		top_k: 1,
-		images,
-		examples: [[[2, 0, 0, 3]], [], [[3, 7, 7, 9]]],
-	}
+	const body = answer(images, [[[2, 0, 0, 3]], [], [[3, 7, 7, 9]]])
 	const layer = K.examplesLayer(body, pics)
 	assert.equal(layer.tag, "c1/responses")
 	assert.deepEqual(layer.index.filters, [0, 1, 2])

@@ -8,6 +8,8 @@ Playwright and Debian's Chromium (`/usr/bin/chromium`):
     docs/screenshots/dark.png       TensorBoard's dark theme: conv3's activation maximization and
                                     the inspector on one of its filters
     docs/screenshots/inspector.png  the inspector on a conv1 filter, every section
+    docs/screenshots/similarity.png the Similarity view: CKA of the two runs, layer by layer
+    docs/screenshots/aligned.png    dark: conv2's dataset examples, lr_1e-4 aligned to lr_1e-3
     docs/screenshots/narrow.png     a 420-pixel-wide window
 
 Usage: .venv/bin/python scripts/screenshots.py [--epochs 4] [--samples 2000] [--logdir DIR]
@@ -82,10 +84,26 @@ SHOTS = [
     (
         "inspector.png",
         ONE + "&p.cnnviz.layer=conv1&p.cnnviz.kind=feature_maps&p.cnnviz.filter=18",
-        (1280, 1100),  # tall enough for every section, down to the evolution strip
+        (1280, 1100),  # tall enough for the pictures, dataset examples and statistics
         False,
         "document.querySelectorAll('.cv-evo canvas').length === 4"
         " && document.querySelectorAll('.cv-stat').length >= 6",
+    ),
+    (
+        "similarity.png",
+        BOTH + "&p.cnnviz.layer=conv1&p.cnnviz.view=similarity&p.cnnviz.sim=runs",
+        (1280, 800),
+        False,
+        "document.querySelectorAll('.cv-heat canvas').length === 4",
+    ),
+    (
+        "aligned.png",
+        BOTH + "&p.cnnviz.layer=conv2&p.cnnviz.kind=responses&p.cnnviz.align=1&p.cnnviz.filter=5",
+        (1280, 800),
+        True,
+        "document.querySelectorAll('.cv-panel .cv-tile canvas').length === 64"
+        " && [...document.querySelectorAll('.cv-insp h3')]"
+        ".some(h => h.textContent.startsWith('Match'))",
     ),
     (
         "narrow.png",

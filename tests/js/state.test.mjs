@@ -34,8 +34,13 @@ test("a full state survives the hash round trip", () => {
 		alpha: 35,
 		filter: 3,
 		frun: "run/a",
+		align: true,
 	}
 	assert.deepEqual(S.stateFromHash(`#${S.stateToHash(s)}`), s)
+	for (const sim of ["time", "runs", "layers"]) {
+		const similarity = {...s, view: "similarity", sim}
+		assert.deepEqual(S.stateFromHash(`#${S.stateToHash(similarity)}`), similarity)
+	}
 	s.slice = "o2"
 	assert.deepEqual(S.stateFromHash(`#${S.stateToHash(s)}`), s)
 })
@@ -49,8 +54,9 @@ test("defaults write an empty hash and read back as defaults", () => {
 
 test("invalid hash values fall back to defaults instead of throwing", () => {
 	const s = S.stateFromHash(
-		"#step=-3&zoom=999&norm=bogus&cmap=jet&show=maybe&slice=x&filter=1e3&unknown=1&desc=0&alpha=101"
+		"#step=-3&zoom=999&norm=bogus&cmap=jet&show=maybe&slice=x&filter=1e3&unknown=1&desc=0&alpha=101&view=x&sim=y&align=2"
 	)
+	assert.deepEqual([s.view, s.sim, s.align], ["filters", "time", false])
 	assert.equal(s.alpha, S.DEFAULT_ALPHA)
 	assert.equal(s.step, null)
 	assert.equal(s.zoom, null)
@@ -134,6 +140,20 @@ test("reconcile moves to a layer the selected runs hold and clears an orphan ins
 	assert.equal(s.layer, "conv2d")
 	assert.equal(s.frun, null)
 	assert.equal(s.filter, 1)
+})
+
+test("the Examples kind comes last in a layer, and the Similarity view closes the inspector", () => {
+	const tags = {r: {...TAGS["run/a"], "conv2d/responses": {kind: "responses", layer: "conv2d", steps: [0, 2]}}}
+	const catalog = S.buildCatalog(tags, ["r"])
+	assert.deepEqual(
+		catalog.layers[0].tags.map(t => S.kindLabel(t.kind)),
+		["Weights", "Feature maps", "Examples"]
+	)
+	const next = {...S.defaultState(), layer: "conv2d", kind: "responses", step: 1, filter: 4, frun: "r"}
+	const s = S.reconcile(next, catalog, tags)
+	assert.deepEqual([s.kind, s.step, s.filter], ["responses", 0, 4])
+	const similarity = S.reconcile({...next, view: "similarity"}, catalog, tags)
+	assert.deepEqual([similarity.filter, similarity.frun], [null, null])
 })
 
 test("reconcile on an empty logdir leaves nothing selected", () => {

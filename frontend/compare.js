@@ -67,9 +67,7 @@ export function examplesLayer(body, pics) {
 		ranges: filters.map(() => [0, 1]),
 		stats: {activation: best.map(e => (e ? e[e.length - 1] : null))},
 		best: best.map(e => (e ? e[0] : null)),
-		notes: [
-			`Each filter's strongest response among the ${body.images.count} reference images (top ${body.top_k} in the inspector).`,
-		],
+		notes: [`Each filter's best of ${body.images.count} reference images; its top ${body.top_k} in the inspector.`],
 	}
 	const atlas = {width: n * side, height: side, data}
 	return {

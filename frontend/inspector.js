@@ -36,8 +36,8 @@ export async function renderInspector() {
 		filter = C.state.filter,
 		tag = C.currentTag(),
 		layer = C.currentLayer()
-	const {step, norm, cmap, slice, alpha} = C.state
-	const key = [open, run, filter, tag, C.reloads, step, norm, cmap, slice, alpha].join("\u0000")
+	const {step, norm, cmap, slice, alpha, align, runs} = C.state
+	const key = [open, run, filter, tag, C.reloads, step, norm, cmap, slice, alpha, align, runs].join("\u0000")
 	if (!open) inspKey = ""
 	if (!open || key === inspKey) return open || ui.inspector.replaceChildren()
 	inspKey = key
@@ -99,9 +99,9 @@ function matches(aligned, run, tag, filter, view, ticket) {
 		if (run !== first && run !== b) continue
 		const [other, f, a] = run === first ? [b, body?.matches[filter], filter] : [first, body?.matches.indexOf(filter)]
 		const strip = V.el("div", "cv-evo")
-		const sub = f >= 0 ? `filter ${f} · correlation ${body.correlations[a ?? f]?.toFixed(2)}` : ""
+		const sub = f >= 0 ? ` · filter ${f} · correlation ${body.correlations[a ?? f]?.toFixed(2)}` : ""
 		const why = f >= 0 ? "" : `Not aligned: ${error ? errorText(error) : "no match"}`
-		view.sections.append(V.pictureSection(`Match in ${other}`, sub, why))
+		view.sections.append(V.pictureSection("Match", `in ${other}${sub}`, why))
 		view.sections.lastChild.append(strip)
 		if (f >= 0) loadEvolution(other, tag, f, strip, ticket)
 	}

@@ -5,7 +5,7 @@ import * as K from "./compare.js"
 import * as C from "./controller.js"
 import * as G from "./grid.js"
 import {STALE, url} from "./model.js"
-import {HOWTO, hasResponses, renderSimilarity, SIM_LABELS} from "./similarity.js"
+import {HOWTO, renderSimilarity, SIM_LABELS} from "./similarity.js"
 import * as S from "./state.js"
 import * as V from "./views.js"
 
@@ -106,8 +106,7 @@ function renderTools(index, stats, hasDead) {
 	const alpha = slice.startsWith("o") ? state.alpha : null
 	const shows = options(G.SHOW_MODES, G.SHOW_LABELS)
 	const [run, other] = state.runs
-	const why = hasResponses(run, state.layer) ? "" : `Needs reference images in ${run}: ${HOWTO}`
-	const align = other && state.kind !== "attribution" && {run, on: state.align, why}
+	const align = other && state.kind !== "attribution" && {run, on: state.align}
 	V.swapContent(ui.tools, ...V.gridTools({slices, slice, sorts, sort, desc, shows, show, hasDead, alpha, align}))
 }
 
@@ -197,7 +196,11 @@ function panelProblem(job, result, runLeft, tag, head) {
 	const what = `${state.layer} · ${S.kindLabel(state.kind)}`
 	const {step, near} = job
 	if (tag in runLeft) return V.messageCard(`${what} was not drawn in this run`, runLeft[tag], {tone: "warn"})
-	if (near === null) return V.messageCard(`No ${S.kindLabel(state.kind) || "pictures"} of ${state.layer} in this run`)
+	if (near === null)
+		return V.messageCard(
+			`No ${S.kindLabel(state.kind) || "pictures"} of ${state.layer} in this run`,
+			state.kind === "responses" ? `Log reference images: ${HOWTO}` : ""
+		)
 	if (step === null) {
 		head.step = state.step
 		const why = S.skipReason(job.plan, tag, state.step) || "No picture was logged at this step."
@@ -241,7 +244,7 @@ function paintAll(jobs, settled, extra) {
 		const note =
 			a &&
 			(a.body
-				? `Aligned to ${state.runs[0]}: under each filter, its match there and their correlation`
+				? `Aligned to ${state.runs[0]}: each filter's match there and their correlation`
 				: `Not aligned: ${errorText(a.error)}`)
 		const notes = [...(index.notes || []), note].filter(Boolean)
 		V.updatePanelHead(panel, {...head, wallTime: data.wall_time, ...info, notes: notes.map(String)})
@@ -271,7 +274,12 @@ function paintPanel(panel, job, data, stats) {
 			: predictionCaptions(index, job.run)
 	const match = aligned?.get(job.run)?.body
 	if (match) {
-		order = K.alignedOrder(match.matches, index.filters, shown.get(state.runs[0])?.order)
+		order = G.filterOrder(
+			K.alignedOrder(match.matches, index.filters, shown.get(state.runs[0])?.order),
+			index.filters,
+			state.show,
+			dead
+		)
 		captions = K.matchCaptions(match)
 	}
 	const valueLabel = values ? `${G.statLabel(state.sort)} ` : ""
@@ -313,7 +321,7 @@ export function alignments() {
 	const at = run => G.closestStep(C.stepsOf(run, `${state.layer}/responses`), state.step)
 	const one = b =>
 		(at(a) === null || at(b) === null
-			? Promise.reject(`${at(a) === null ? a : b} holds no responses of ${state.layer}: ${HOWTO}`)
+			? Promise.reject(`no reference images in ${at(a) === null ? a : b}: ${HOWTO}`)
 			: model.get(url("alignment", {layer: state.layer, a, b, a_step: at(a), b_step: at(b)}))
 		).then(
 			body => [b, {body}],

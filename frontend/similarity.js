@@ -18,14 +18,15 @@ export async function renderSimilarity(box) {
 		{layer, sim} = state
 	const ticket = C.model.ticket("grid")
 	const runs = state.runs.filter(r => hasResponses(r))
-	const say = (title, why, code) => V.swapContent(box, V.messageCard(title, why, {code}))
 	if (!runs.length)
-		return say(
-			"No reference images in these runs",
-			"Similarity compares layers' responses to them. Log them with:",
-			HOWTO
+		return V.swapContent(
+			box,
+			V.messageCard("No reference images in these runs", "Log them to compare layers:", {code: HOWTO})
 		)
-	if (sim === "runs" && runs.length < 2) return say("Select two or more runs with reference images")
+	const none = state.runs.filter(r => !runs.includes(r)).join(", ")
+	const left = none && V.messageCard(`No reference images in ${none}`, `Log them to compare: ${HOWTO}`, {tone: "warn"})
+	if (sim === "runs" && runs.length < 2)
+		return V.swapContent(box, V.messageCard("Select two or more runs with reference images"), left || "")
 	// At the state's step, else the latest logged.
 	const ask = q =>
 		C.model
@@ -42,7 +43,7 @@ export async function renderSimilarity(box) {
 		if (sim === "runs")
 			return b.layers.map((name, l) =>
 				heat({title: name, sub: `step ${b.step}`, warning: b.warning}, b.matrices[l], b.runs, 0, (i, j) =>
-					C.update({view: "filters", layer: name, runs: [...new Set([b.runs[i], b.runs[j]])]})
+					C.update({view: "filters", layer: name, runs: b.runs.filter((_, k) => k === i || k === j)})
 				)
 			)
 		if (sim === "time")
@@ -57,7 +58,7 @@ export async function renderSimilarity(box) {
 			C.update({layer: b.layers[j], view: "filters"})
 		)
 	})
-	V.swapContent(box, ...cards)
+	V.swapContent(box, ...cards, left || "")
 	box.classList.toggle("is-compare", cards.length > 1)
 	document.dispatchEvent(new CustomEvent("cnnviz:painted"))
 }
@@ -65,7 +66,7 @@ export async function renderSimilarity(box) {
 /** `go(i, j)` on Enter or click. */
 function heat(card, m, labels, at, go) {
 	const n = labels.length,
-		view = V.heatmap(heatmapPixels(m), labels),
+		view = V.heatmap(heatmapPixels(m), labels, card.title),
 		{canvas, cursor, readout, cell} = view
 	let i = Math.max(0, at),
 		j = i

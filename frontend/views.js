@@ -229,8 +229,8 @@ export function gridTools(a) {
 		select("set-show", "Filter", a.shows, a.show, !a.hasDead, a.hasDead ? "" : "Needs feature maps of this layer"),
 		a.align &&
 			button("cv-btn cv-btn--small", `Align to ${a.align.run}`, "toggle-align", {
-				title: a.align.why || "Reorder the other runs' filters to match this run's",
-				attrs: {"aria-pressed": String(a.align.on), disabled: Boolean(a.align.why)},
+				title: "Reorder the other runs' filters to match this run's",
+				attrs: {"aria-pressed": String(a.align.on)},
 			}),
 		a.alpha != null &&
 			el(
@@ -490,12 +490,13 @@ export const heatCard = a =>
 	)
 
 /** A CKA heatmap: row labels when there is room, else the ends. */
-export function heatmap(px, labels) {
+export function heatmap(px, labels, key) {
 	const n = labels.length,
 		cell = clamp(Math.floor(360 / n), 2, 32),
 		all = cell > 11
 	const canvas = el("canvas", {
 		class: "cv-canvas cv-heat-canvas",
+		data: {key: `heat:${key}`},
 		attrs: {tabindex: 0, "aria-label": "CKA heatmap: arrows move, Enter opens"},
 	})
 	paintCanvas(canvas, px, cell, 1)

@@ -838,9 +838,15 @@ def test_alignment_lines_up_a_permuted_run_tile_for_tile(compare_tab):
     """Aligned to lr_1e-3, lr_1e-4 (its filters permuted) shows the very same pictures in order."""
     t = compare_tab(hash_=_hash([LR3, LR4], layer="conv2d", kind="weights"))
     assert t.tiles(LR4) == list(range(16))
+    # Inspecting lr_1e-3's filter 3, then aligning: the inspector shows its match in lr_1e-4.
+    t.frame.click(f'.cv-panel[data-run="{LR3}"] .cv-tile[data-filter="3"]')
     t.frame.click('[data-action="toggle-align"]')
     t.wait_hash("align", "1")
     inverse = [int(j) for j in np.argsort(P1)]  # lr_1e-3's filter i is lr_1e-4's inverse[i]
+    match = _section("Match")
+    t.wait_for(f"{match}?.querySelectorAll('.cv-frame canvas').length === {CMP_STEPS}")
+    text = t.frame.evaluate(f"{match}.textContent")
+    assert f"in {LR4} · filter {inverse[3]} · correlation 1.00" in text
     first = f"document.querySelector('.cv-panel[data-run=\"{LR4}\"] .cv-tile').dataset.filter"
     t.wait_for(f"{first} === '{inverse[0]}'")
     assert t.tiles(LR4) == inverse
@@ -848,6 +854,7 @@ def test_alignment_lines_up_a_permuted_run_tile_for_tile(compare_tab):
     captions = _texts(t, f'.cv-panel[data-run="{LR4}"] .cv-tile-val')
     assert captions == [f"↔ {i} · 1.00" for i in range(16)]
     assert "Aligned to lr_1e-3" in t.frame.inner_text(f'.cv-panel[data-run="{LR4}"] .cv-notes')
+    _shot(t, "alignment-light.png", 1280, 800)
     # Sorting the first run reorders the second the same way.
     t.frame.select_option('[data-action="set-sort"]', "weights.l2_norm")
     t.wait_for(
@@ -855,20 +862,17 @@ def test_alignment_lines_up_a_permuted_run_tile_for_tile(compare_tab):
     )
     t.frame.wait_for_timeout(300)
     assert t.tiles(LR4) == [inverse[i] for i in t.tiles(LR3)]
-    # The inspector of lr_1e-3's filter 3 shows its match in lr_1e-4.
-    t.frame.click(f'.cv-panel[data-run="{LR3}"] .cv-tile[data-filter="3"]')
-    match = _section("Match in")
-    t.wait_for(f"{match}?.querySelectorAll('.cv-frame canvas').length === {CMP_STEPS}")
-    text = t.frame.evaluate(f"{match}.textContent")
-    assert f"Match in {LR4}" in text and f"filter {inverse[3]} · correlation 1.00" in text
-    _shot(t, "alignment-light.png", 1280, 800)
+    # Showing only dead filters holds for the aligned run too (none is dead in either).
+    t.frame.select_option('[data-action="set-show"]', "dead")
+    t.wait_for("document.querySelectorAll('.cv-panel .cv-message').length === 2")
+    assert _messages(t, LR4) == _messages(t, LR3) == "No filter is dead at step 3"
     # Other reference images, or none: the panel says why instead of aligning.
     t2 = compare_tab(hash_=_hash([LR3, OTHER, NONE], layer="conv2d", kind="weights", align=1))
     notes = f'.cv-panel[data-run="{OTHER}"] .cv-notes'
     t2.wait_for(f"document.querySelector('{notes}')?.textContent.includes('Not aligned')")
     assert "different reference images" in t2.frame.inner_text(notes)
     none = t2.frame.inner_text(f'.cv-panel[data-run="{NONE}"] .cv-notes')
-    assert "Not aligned: no_refs holds no responses of conv2d" in none
+    assert "Not aligned: no reference images in no_refs" in none
     assert "reference_images=x_val[:256]" in none
     assert t2.tiles(OTHER) == list(range(16))
 
@@ -920,6 +924,11 @@ def test_similarity_view_by_keyboard_in_every_mode(compare_tab, compare_tensorbo
     t.page.keyboard.press("Enter")
     t.wait_hash("view", None)
     t.wait_for("document.querySelectorAll('.cv-tile').length === 3 * 32")
+    # A run without reference images among them is named, with how to log them.
+    t.frame.click(f'[data-action="toggle-run"][data-run="{NONE}"]')
+    t.frame.click('[data-action="set-view"][data-value="similarity"]')
+    t.wait_for("document.querySelector('.cv-panels')?.textContent.includes('in no_refs')")
+    assert "No reference images in no_refs" in t.frame.inner_text(".cv-panels")
     # No reference images at all: the view says how to log them.
     t2 = compare_tab(hash_=_hash([NONE], layer="conv2d", kind="weights"))
     t2.frame.focus(".cv-slider")

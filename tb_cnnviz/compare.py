@@ -477,7 +477,7 @@ def _heatmap(records: list[Record], labels: list[str]) -> tuple[np.ndarray, str 
         return matrix, None
     parts = "; ".join(f"{', '.join(names)} (hash {key[0]})" for key, names in groups.items())
     return matrix, (
-        f"the responses come from different reference images ({parts}): CKA compares "
+        f"The responses come from different reference images ({parts}): CKA compares "
         "responses to the same images, so cells between them are NaN. Log the runs with the "
         "same reference_images."
     )

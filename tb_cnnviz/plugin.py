@@ -1309,7 +1309,7 @@ class CNNVizPlugin(base_plugin.TBPlugin):
         notes = []
         unreadable = [grams[i][1] for i in range(len(data)) if grams[i][0] is None]
         if unreadable:
-            notes.append(f"some data cannot be read, so their cells are empty: {unreadable[0]}")
+            notes.append(f"Some data cannot be read, so their cells are empty: {unreadable[0]}.")
         groups: dict[Any, list[str]] = {}
         for i in ok:
             groups.setdefault(grams[i][1], []).append(labels[i])
@@ -1318,7 +1318,7 @@ class CNNVizPlugin(base_plugin.TBPlugin):
                 f"{_label_list(names)} (hash {key[0]})" for key, names in groups.items()
             )
             notes.append(
-                f"the responses come from different reference images ({parts}): CKA "
+                f"The responses come from different reference images ({parts}): CKA "
                 "compares responses to the same images, so cells between them are empty. Log "
                 "the runs with the same reference_images."
             )

@@ -96,7 +96,11 @@ export class Model {
 	examples(run, layer, step) {
 		return this._cached(key("ex", run, layer, step), async () => {
 			const body = await this.json(url("examples", {run, layer, step}))
-			return {body, pics: await Promise.all((body.images?.atlases || []).map(u => this._picture(u)))}
+			// shared by every layer and step
+			return {
+				body,
+				pics: await Promise.all((body.images?.atlases || []).map(u => this._cached(u, () => this._picture(u)))),
+			}
 		})
 	}
 

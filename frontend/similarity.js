@@ -9,15 +9,14 @@ import * as V from "./views.js"
 export const SIM_LABELS = {time: "Layer over time", runs: "Runs × runs", layers: "Layers × layers"}
 export const HOWTO = "CNNViz(..., reference_images=x_val[:256]), the same images in every run"
 
-export const hasResponses = (run, layer) =>
-	Object.values(C.tags[run] || {}).some(t => t.kind === "responses" && (!layer || t.layer === layer))
+const hasResponses = run => Object.values(C.tags[run] || {}).some(t => t.kind === "responses")
 
 /** Resolves when drawn. */
 export async function renderSimilarity(box) {
 	const {state} = C,
 		{layer, sim} = state
 	const ticket = C.model.ticket("grid")
-	const runs = state.runs.filter(r => hasResponses(r))
+	const runs = state.runs.filter(hasResponses)
 	if (!runs.length)
 		return V.swapContent(
 			box,

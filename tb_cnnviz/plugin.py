@@ -432,7 +432,7 @@ class CNNVizPlugin(base_plugin.TBPlugin):
     def _serve_layer(self, request):
         params = _query(request)
         run, tag = _required(params, "run"), _required(params, "tag")
-        step = _parse_step(params["step"]) if "step" in params else None
+        step = _step_param(params)
         ctx, eid = _request_context(request)
         return _json_response(request, self.layer_impl(ctx, eid, run, tag, step))
 
@@ -462,7 +462,7 @@ class CNNVizPlugin(base_plugin.TBPlugin):
     def _serve_similarity(self, request):
         params = _query(request)
         mode = _required(params, "mode")
-        step = _parse_step(params["step"]) if "step" in params else None
+        step = _step_param(params)
         runs = _parse_runs(params["runs"]) if "runs" in params else None
         ctx, eid = _request_context(request)
         body = self.similarity_impl(
@@ -474,9 +474,7 @@ class CNNVizPlugin(base_plugin.TBPlugin):
     def _serve_alignment(self, request):
         params = _query(request)
         layer, run_a, run_b = (_required(params, name) for name in ("layer", "a", "b"))
-        step_a, step_b = (
-            _parse_step(params[name]) if name in params else None for name in ("a_step", "b_step")
-        )
+        step_a, step_b = _step_param(params, "a_step"), _step_param(params, "b_step")
         ctx, eid = _request_context(request)
         body = self.alignment_impl(ctx, eid, layer, (run_a, step_a), (run_b, step_b))
         return _json_response(request, body)
@@ -485,7 +483,7 @@ class CNNVizPlugin(base_plugin.TBPlugin):
     def _serve_examples(self, request):
         params = _query(request)
         run, layer = _required(params, "run"), _required(params, "layer")
-        step = _parse_step(params["step"]) if "step" in params else None
+        step = _step_param(params)
         ctx, eid = _request_context(request)
         return _json_response(request, self.examples_impl(ctx, eid, run, layer, step))
 
@@ -1544,10 +1542,14 @@ def _required(params: dict[str, str], name: str) -> str:
     return value
 
 
-def _parse_step(text: str) -> int:
+def _step_param(params: Mapping[str, str], name: str = "step") -> int | None:
+    """The step named `name` in a query (None when absent), checked."""
+    if name not in params:
+        return None
+    text = params[name]
     if not re.fullmatch(r"[0-9]{1,19}", text) or int(text) > _MAX_STEP:
         raise errors.InvalidArgumentError(
-            f"step must be an integer from 0 to {_MAX_STEP}. Received: step={text[:40]!r}"
+            f"{name} must be an integer from 0 to {_MAX_STEP}. Received: {name}={text[:40]!r}"
         )
     return int(text)
 

@@ -491,6 +491,8 @@ def test_unknown_runs_layers_and_steps_are_404_listing_what_exists(routes, route
         ("similarity?mode=runs&runs=[1]", "JSON array of names"),
         ("similarity?mode=layers&run=a/train&step=-1", "step must be an integer"),
         ("alignment?layer=c1&a=a/train", "missing required parameter 'b'"),
+        ("alignment?layer=c1&a=a/train&b=b/train&b_step=x", "Received: b_step='x'"),
+        ("examples?run=a/train&layer=c1&step=1.5", "step must be an integer"),
     ],
 )
 def test_malformed_comparison_requests_are_400(routes, route, says):

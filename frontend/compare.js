@@ -20,7 +20,7 @@ export function cropSide(images) {
 	return clamp(Math.round(Math.max(4 * Math.max(...images.stride) * images.scale, small / 3)), 1, small)
 }
 
-/** Copies example `e`'s crop ([index, …position, activation]) into `out` (`ow` pixels wide) at x `ox`. */
+/** Example `e` ([index, …position, activation]) cropped into `out` (`ow` wide) at x `ox`. */
 function copyCrop(images, pics, e, side, out, ow, ox) {
 	const [h, w] = images.tile,
 		at = imageAt(images, e[0]),

@@ -46,7 +46,8 @@ export async function renderInspector() {
 	const at = order.indexOf(filter)
 	const title = `${noun(C.state.kind)} ${filter}`
 	const color = V.runColor(C.runIndex(run))
-	const where = {canPrev: at > 0, canNext: at >= 0 && at < order.length - 1, dead: Boolean(dead?.get(filter))}
+	// order unknown (grid not painted): both on
+	const where = {canPrev: at !== 0, canNext: at < 0 || at < order.length - 1, dead: Boolean(dead?.get(filter))}
 	const view = V.inspectorView({title, run, layer: layer.name, step, color, ...where})
 	const scroll = ui.inspector.scrollTop
 	ui.inspector.replaceChildren(view.root)

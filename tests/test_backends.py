@@ -20,13 +20,13 @@ from tb_cnnviz import reader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Trains nothing (learning rate 0), so both backends draw the very same weights.
-SAME_WEIGHTS = textwrap.dedent(
+# The model every backend builds with the weights `make_weights` saved; it trains nothing
+# (learning rate 0), so the backends see the very same weights. A script goes on from here.
+SAME_MODEL = textwrap.dedent(
     """
     import sys
     import numpy as np
     import keras
-    from tb_cnnviz.callbacks import CNNViz
 
     logdir, weights = sys.argv[1], sys.argv[2]
     model = keras.Sequential([
@@ -40,12 +40,27 @@ SAME_WEIGHTS = textwrap.dedent(
     saved = np.load(weights)
     model.set_weights([saved[f"w{i}"] for i in range(len(saved.files))])
     model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
-    probes = np.load(weights.replace(".npz", "_probes.npy"))
-    viz = CNNViz(logdir, probe_images=probes, budget=None, attribution_freq=0, actmax_freq=0)
-    model.fit(probes, np.zeros(len(probes)), epochs=1, batch_size=4, verbose=0, callbacks=[viz])
+    """
+)
+# A script's last lines: which backend ran, and whether TensorFlow was importable.
+REPORT = textwrap.dedent(
+    """
     has_tf = sys.modules.get("tensorflow") is not None  # None: hidden
     print("BACKEND", keras.backend.backend(), "TF" if has_tf else "no-TF")
     """
+)
+SAME_WEIGHTS = (
+    SAME_MODEL
+    + textwrap.dedent(
+        """
+        from tb_cnnviz.callbacks import CNNViz
+
+        probes = np.load(weights.replace(".npz", "_probes.npy"))
+        viz = CNNViz(logdir, probe_images=probes, budget=None, attribution_freq=0, actmax_freq=0)
+        model.fit(probes, np.zeros(len(probes)), epochs=1, batch_size=4, verbose=0, callbacks=[viz])
+        """
+    )
+    + REPORT
 )
 
 
@@ -63,6 +78,14 @@ def run_python(code: str, *args: str, backend: str, hide_tf: bool = False, timeo
         timeout=timeout,
         cwd=ROOT,
     )
+
+
+def write_on_tensorflow_and_jax(script: str, path, weights: str) -> None:
+    """Runs `script` (argv: logdir, weights) on TensorFlow and on JAX (TF hidden)."""
+    for backend, hide in (("tensorflow", False), ("jax", True)):
+        result = run_python(script, str(path / backend), weights, backend=backend, hide_tf=hide)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"BACKEND {backend} {'no-TF' if hide else 'TF'}" in result.stdout
 
 
 def make_weights(path) -> str:
@@ -90,12 +113,7 @@ def test_same_pictures_on_tensorflow_and_jax_for_the_same_weights(tmp_path):
     """Weights and feature maps written on JAX (TF hidden) equal TF's within 1/255 of range."""
     pytest.importorskip("jax")
     weights = make_weights(tmp_path)
-    for backend, hide in (("tensorflow", False), ("jax", True)):
-        result = run_python(
-            SAME_WEIGHTS, str(tmp_path / backend), weights, backend=backend, hide_tf=hide
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert f"BACKEND {backend} {'no-TF' if hide else 'TF'}" in result.stdout
+    write_on_tensorflow_and_jax(SAME_WEIGHTS, tmp_path, weights)
     tf_logs, jax_logs = reader.Logdir(tmp_path / "tensorflow"), reader.Logdir(tmp_path / "jax")
     assert tf_logs.layers("train") == jax_logs.layers("train")
     for layer in ("c1", "c2"):

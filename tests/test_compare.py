@@ -295,29 +295,13 @@ def test_cka_matrix_agrees_with_pairwise_cka():
             assert abs(matrix[i, j] - similarity.cka(ti, tj)) < 1e-9
 
 
-SAME_WEIGHTS = """
-import sys
-import numpy as np
-import keras
+# What the References callback stores of the same model and weights (test_backends).
+SAME_RESPONSES = """
 from tb_cnnviz.callbacks import References
 
-logdir, weights = sys.argv[1], sys.argv[2]
-model = keras.Sequential([
-    keras.Input((16, 16, 3)),
-    keras.layers.Conv2D(6, 3, activation="relu", name="c1"),
-    keras.layers.MaxPooling2D(),
-    keras.layers.Conv2D(8, 3, activation="relu", name="c2"),
-    keras.layers.GlobalAveragePooling2D(),
-    keras.layers.Dense(3, name="out"),
-])
-saved = np.load(weights)
-model.set_weights([saved[f"w{i}"] for i in range(len(saved.files))])
-model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
 refs = np.random.default_rng(1).random((20, 16, 16, 3), dtype=np.float32)
 cb = References(logdir, refs, budget=None)
 model.fit(refs[:4], np.zeros(4), epochs=1, batch_size=4, verbose=0, callbacks=[cb])
-has_tf = sys.modules.get("tensorflow") is not None  # None: hidden
-print("BACKEND", keras.backend.backend(), "TF" if has_tf else "no-TF")
 """
 
 
@@ -325,15 +309,10 @@ print("BACKEND", keras.backend.backend(), "TF" if has_tf else "no-TF")
 def test_the_same_responses_on_tensorflow_and_jax(tmp_path):
     """JAX (TF hidden) stores what TF stores: runs compare as one (CKA 1, identity alignment)."""
     pytest.importorskip("jax")
-    from test_backends import make_weights, run_python
+    from test_backends import REPORT, SAME_MODEL, make_weights, write_on_tensorflow_and_jax
 
-    weights = make_weights(tmp_path)
-    for backend, hide in (("tensorflow", False), ("jax", True)):
-        result = run_python(
-            SAME_WEIGHTS, str(tmp_path / backend), weights, backend=backend, hide_tf=hide
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert f"BACKEND {backend} {'no-TF' if hide else 'TF'}" in result.stdout
+    script = SAME_MODEL + SAME_RESPONSES + REPORT
+    write_on_tensorflow_and_jax(script, tmp_path, make_weights(tmp_path))
     logs = compare.Logdir(tmp_path)
     for layer, filters in (("c1", 6), ("c2", 8)):
         a, b = ("tensorflow", 0), ("jax", 0)

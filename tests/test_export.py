@@ -25,8 +25,8 @@ CLI = os.path.join(os.path.dirname(sys.executable), "tb-cnnviz")
 MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF-", ".svg": b"<?xml"}
 
 
-def train(logdir, epochs, seed):
-    """Fits a tiny CNN for a few epochs with CNNViz (weights, feature maps, Grad-CAM)."""
+def tiny_cnn(seed):
+    """A compiled tiny CNN (conv1, conv2, out) for 10×10 RGB images, seeded."""
     keras.utils.set_random_seed(seed)
     model = keras.Sequential(
         [
@@ -38,6 +38,12 @@ def train(logdir, epochs, seed):
         ]
     )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def train(logdir, epochs, seed):
+    """Fits a tiny CNN for a few epochs with CNNViz (weights, feature maps, Grad-CAM)."""
+    model = tiny_cnn(seed)
     rng = np.random.default_rng(seed)
     x, y = rng.random((12, 10, 10, 3), dtype=np.float32), rng.integers(0, 3, 12)
     viz = CNNViz(str(logdir), probe_images=x[:3], labels=y[:3], budget=None)
@@ -414,17 +420,7 @@ def compared(tmp_path_factory):
     path = tmp_path_factory.mktemp("compared")
     refs = np.random.default_rng(9).random((20, 10, 10, 3), dtype=np.float32)
     for name, seed, images in (("a", 0, refs), ("b", 1, refs), ("c", 2, refs[::-1])):
-        keras.utils.set_random_seed(seed)
-        model = keras.Sequential(
-            [
-                keras.Input((10, 10, 3)),
-                keras.layers.Conv2D(6, 3, activation="relu", name="conv1"),
-                keras.layers.Conv2D(5, 3, activation="relu", name="conv2"),
-                keras.layers.GlobalAveragePooling2D(),
-                keras.layers.Dense(3, name="out"),
-            ]
-        )
-        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model = tiny_cnn(seed)
         x, y = images[:12], np.arange(12) % 3
         cb = References(str(path / name), images, budget=None)
         model.fit(x, y, epochs=3, batch_size=6, verbose=0, callbacks=[cb])

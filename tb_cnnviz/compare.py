@@ -246,9 +246,7 @@ def cka(
         >>> round(cka(path, "c", ("run", 0), ("run", 1)), 6)
         1.0
     """
-    logs = _open(logdir)
-    ra, rb = _responses(logs, layer, a, "a"), _responses(logs, layer_b or layer, b, "b")
-    _check_same_references(ra, rb)
+    ra, rb = _pair(logdir, layer, a, b, layer_b)
     return similarity.cka(
         _array(ra, "gram"), _array(rb, "gram"), ra.index.get("gram_norm"), rb.index.get("gram_norm")
     )
@@ -295,9 +293,7 @@ def alignment(
         >>> found.matches, [round(c, 2) for c in found.correlations]
         ([1, 2, 0], [1.0, 1.0, 1.0])
     """
-    logs = _open(logdir)
-    ra, rb = _responses(logs, layer, a, "a"), _responses(logs, layer_b or layer, b, "b")
-    _check_same_references(ra, rb)
+    ra, rb = _pair(logdir, layer, a, b, layer_b)
     corr = similarity.correlations(_array(ra, "responses"), _array(rb, "responses"))
     matches, scores = similarity.match(corr)
     return Alignment(matches, scores)
@@ -454,9 +450,7 @@ def layers(logdir: str | os.PathLike | Logdir, run: str) -> list[str]:
         ['conv2', 'conv10']
     """
     logs = _open(logdir)
-    found = [
-        n for n, kinds in logs._kinds_by_layer(run).items() if metadata.RESPONSES_KIND in kinds
-    ]
+    found = logs.data_layers(run, metadata.RESPONSES_KIND)
     if not found:
         raise NotFoundError(
             f"run {logs.resolve_run(run)!r} holds no layer responses to compare (it was logged "
@@ -507,6 +501,14 @@ def _array(record: Record, name: str) -> np.ndarray:
             f"step {record.step} of {record.layer!r} responses in run {record.run!r} is "
             f"malformed: {type(e).__name__}: {e}"
         ) from None
+
+
+def _pair(logdir, layer: str, a, b, layer_b: str | None) -> tuple[Record, Record]:
+    """The responses of sides `a` and `b`, checked to come from the same reference images."""
+    logs = _open(logdir)
+    ra, rb = _responses(logs, layer, a, "a"), _responses(logs, layer_b or layer, b, "b")
+    _check_same_references(ra, rb)
+    return ra, rb
 
 
 def _check_same_references(ra: Record, rb: Record) -> None:

@@ -231,6 +231,29 @@ class Logdir:
             static=dict(self._series[run][(layer, kind)][1].extra),
         )
 
+    def data_layers(self, run: str, kind: str) -> list[str]:
+        """Returns the layers of a run that hold data of `kind`, naturally sorted.
+
+        Args:
+            run: The run; `"<name>"` also finds `"<name>/train"`.
+            kind: One of `tb_cnnviz.metadata.DATA_KINDS`.
+
+        Raises:
+            NotFoundError: If the run is not there.
+
+        Example:
+            >>> import tempfile, numpy as np
+            >>> from tb_cnnviz import summary
+            >>> path, acts = tempfile.mkdtemp(), np.random.rand(16, 6, 6, 4)
+            >>> with summary.create_file_writer(path + "/run1").as_default(step=0) as writer:
+            ...     _ = summary.responses("conv10", acts, reference_images="0" * 16)
+            ...     _ = summary.responses("conv2", acts, reference_images="0" * 16)
+            >>> writer.close()
+            >>> Logdir(path).data_layers("run1", "responses")
+            ['conv2', 'conv10']
+        """
+        return [name for name, kinds in self._kinds_by_layer(run).items() if kind in kinds]
+
     def read_record(self, run: str, layer: str, kind: str, step: int | None = None) -> Record:
         """Reads one datum of a data kind: a run's reference images or a layer's responses.
 

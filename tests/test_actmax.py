@@ -7,9 +7,6 @@ Backend-neutral: nothing here imports TensorFlow, and every test runs under any
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
 import textwrap
 import warnings
 
@@ -17,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from test_backends import REPORT, run_python
 
 from tb_cnnviz import actmax, backend, summary
 from tb_cnnviz.actmax import (
@@ -466,84 +464,71 @@ def test_cnnviz_asks_every_kind_again_on_each_fit(tmp_path, read_logdir):
 
 
 # -- other backends, each in its own process ----------------------------------------------------
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The model of both scripts: two conv layers and a softmax head.
+MODEL = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import keras
+
+    model = keras.Sequential([
+        keras.Input((16, 16, 3)),
+        keras.layers.Conv2D(4, 3, activation="relu", name="c1"),
+        keras.layers.Conv2D(6, 3, activation="relu", name="c2"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3, activation="softmax", name="out"),
+    ])
+    """
+)
 
 # Loads the weights the test saved (so every backend has the same model), renders, and saves
 # the images, what they reached, and the renderer's trace count.
-RENDER = textwrap.dedent(
-    """
-    import sys
-    import numpy as np
-    import keras
-    from tb_cnnviz import actmax
+RENDER = (
+    MODEL
+    + textwrap.dedent(
+        """
+        from tb_cnnviz import actmax
 
-    weights, out = sys.argv[1], sys.argv[2]
-    model = keras.Sequential([
-        keras.Input((16, 16, 3)),
-        keras.layers.Conv2D(4, 3, activation="relu", name="c1"),
-        keras.layers.Conv2D(6, 3, activation="relu", name="c2"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(3, activation="softmax", name="out"),
-    ])
-    saved = np.load(weights)
-    model.set_weights([saved[f"w{i}"] for i in range(len(saved.files))])
-    plain = actmax.Renderer(model, "c2", transforms=None)
-    images = plain(steps=8, seed=1)
-    robust = actmax.Renderer(model, "c2")
-    first = robust(steps=16, seed=1)
-    warm = robust(steps=4, seed=1, init=first)
-    np.savez(out, plain=images, plain_reached=images.activations, robust=first,
-             robust_reached=first.activations, traces=robust.tracing_count,
-             warm_steps=warm.state.steps)
-    has_tf = sys.modules.get("tensorflow") is not None  # None: hidden
-    print("BACKEND", keras.backend.backend(), "TF" if has_tf else "no-TF")
-    """
+        weights, out = sys.argv[1], sys.argv[2]
+        saved = np.load(weights)
+        model.set_weights([saved[f"w{i}"] for i in range(len(saved.files))])
+        plain = actmax.Renderer(model, "c2", transforms=None)
+        images = plain(steps=8, seed=1)
+        robust = actmax.Renderer(model, "c2")
+        first = robust(steps=16, seed=1)
+        warm = robust(steps=4, seed=1, init=first)
+        np.savez(out, plain=images, plain_reached=images.activations, robust=first,
+                 robust_reached=first.activations, traces=robust.tracing_count,
+                 warm_steps=warm.state.steps)
+        """
+    )
+    + REPORT
 )
 
 # A small fit() with ActivationMaximization, two epochs, TensorFlow hidden.
-FIT = textwrap.dedent(
-    """
-    import sys
-    import numpy as np
-    import keras
-    from tb_cnnviz.callbacks import ActivationMaximization
+FIT = (
+    "import keras\nkeras.utils.set_random_seed(0)\n"
+    + MODEL
+    + textwrap.dedent(
+        """
+        from tb_cnnviz.callbacks import ActivationMaximization
 
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((16, 16, 3)),
-        keras.layers.Conv2D(4, 3, activation="relu", name="c1"),
-        keras.layers.Conv2D(6, 3, activation="relu", name="c2"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(3, activation="softmax", name="out"),
-    ])
-    model.compile("adam", "sparse_categorical_crossentropy")
-    x = np.random.default_rng(0).random((16, 16, 16, 3), dtype=np.float32)
-    callback = ActivationMaximization(sys.argv[1], steps=6, budget=None)
-    model.fit(x, np.zeros(16), epochs=2, batch_size=8, verbose=0, callbacks=[callback])
-    traces = {path: r.tracing_count for path, r in callback.renderers.items()}
-    has_tf = sys.modules.get("tensorflow") is not None  # None: hidden
-    print("BACKEND", keras.backend.backend(), "TF" if has_tf else "no-TF")
-    print("TRACES", sorted(traces.items()))
-    """
+        model.compile("adam", "sparse_categorical_crossentropy")
+        x = np.random.default_rng(0).random((16, 16, 16, 3), dtype=np.float32)
+        callback = ActivationMaximization(sys.argv[1], steps=6, budget=None)
+        model.fit(x, np.zeros(16), epochs=2, batch_size=8, verbose=0, callbacks=[callback])
+        traces = {path: r.tracing_count for path, r in callback.renderers.items()}
+        print("TRACES", sorted(traces.items()))
+        """
+    )
+    + REPORT
 )
 
 
-def run_backend(code: str, *args: str, backend: str, timeout: float = 300) -> str:
-    """Runs `code` under `KERAS_BACKEND=backend`; off TensorFlow, TensorFlow is hidden (as where
-    it is not installed, `tests/conftest.py`). Returns stdout; fails the test on an error."""
-    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": ROOT}
-    if backend != "tensorflow":
-        code = "import conftest  # noqa\n" + code
-        env["TB_CNNVIZ_HIDE_TENSORFLOW"] = "1"
-        env["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "tests")])
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        cwd=ROOT,
-    )
+def run_backend(code: str, *args: str, backend: str) -> str:
+    """Runs `code` under `KERAS_BACKEND=backend`, TensorFlow hidden off TensorFlow (as where it
+    is not installed); returns stdout and fails the test on an error."""
+    done = run_python(code, *args, backend=backend, hide_tf=backend != "tensorflow")
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

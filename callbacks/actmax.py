@@ -79,6 +79,7 @@ class ActivationMaximization(VizCallback):
     """
 
     kind = "actmax"
+    reads_outputs = True
 
     def __init__(
         self,
@@ -117,6 +118,7 @@ class ActivationMaximization(VizCallback):
             self._renderers, self._previous = {}, {}
             self._rendered_model = model
         flat = [(path, layer) for path, layer in self._selected if layer_lib.is_conv2d(layer)]
+        self._weights_only = [w for w in self._weights_only if layer_lib.is_conv2d(w[1])]
         skipped = [path for path, layer in self._selected if not layer_lib.is_conv2d(layer)]
         if self.max_layers is not None and len(flat) > self.max_layers:
             picks = np.linspace(len(flat) - 1, 0, self.max_layers).round().astype(int)

@@ -22,6 +22,7 @@ import os
 import threading
 import time
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -39,6 +40,7 @@ __all__ = [
     "epochs_left",
     "is_final_epoch",
     "log_epoch",
+    "report_weights_only",
 ]
 
 logger = logging.getLogger(__name__)
@@ -214,6 +216,10 @@ class VizCallback(keras.callbacks.Callback):
     kind = ""
     #: Drawn at every logged epoch whatever the budget (filter weights).
     cheap = False
+    #: Draws what the layers output (feature maps, activation maximization, responses): a conv
+    #: whose output cannot be read (`tb_cnnviz.layers.weights_only`) is left to the weights,
+    #: with its reason in the plan and, once per model, in the log.
+    reads_outputs = False
 
     def __init__(
         self,
@@ -238,6 +244,8 @@ class VizCallback(keras.callbacks.Callback):
         self._run_dir = os.path.join(self.log_dir, "train")
         self._planner: Planner | None = None
         self._selected: list[tuple[str, keras.layers.Layer]] = []
+        # Selected convs this kind cannot draw: (path, layer, reason), from _select.
+        self._weights_only: list[tuple[str, keras.layers.Layer, str]] = []
         self._warned = False
         self._validation_pending = False
         self._prepared_step = None
@@ -255,7 +263,7 @@ class VizCallback(keras.callbacks.Callback):
         if not self.freq:
             return
         with self._time_budget.own():
-            self._selected = layer_lib.resolve_layers(self.model, self.layers)
+            self._select()
             self._check_log_dir()
             # A model first built by fit() (a Sequential without an Input) has no weights yet:
             # its checks wait for the end of the first batch, before any epoch completes.
@@ -267,6 +275,7 @@ class VizCallback(keras.callbacks.Callback):
         if self._validation_pending:
             with self._time_budget.own():
                 self._validation_pending = False
+                self._select()  # now built: in forward order, and what cannot be read is known
                 self._validate(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -295,6 +304,10 @@ class VizCallback(keras.callbacks.Callback):
         self._time_budget, self._managed = time_budget, True
 
     # -- for subclasses ----------------------------------------------------------------------
+    def _example(self):
+        """Example inputs of the model (probe images), for the forward order; None: none."""
+        return None
+
     def _validate(self, model: keras.Model) -> None:
         """Raises ValueError for configuration that cannot work with `model`."""
 
@@ -328,6 +341,21 @@ class VizCallback(keras.callbacks.Callback):
         return out
 
     # -- machinery ---------------------------------------------------------------------------
+    def _select(self) -> None:
+        """Resolves `layers`; a kind that reads outputs sets aside the convs it cannot read."""
+        model, example = self.model, self._example()
+        self._selected = layer_lib.resolve_layers(model, self.layers, inputs=example)
+        self._weights_only = []
+        if self.reads_outputs and model.built:
+            why = layer_lib.weights_only(model, example)
+            self._weights_only = [(p, layer, why[p]) for p, layer in self._selected if p in why]
+            self._selected = [(p, layer) for p, layer in self._selected if p not in why]
+            report_weights_only(model, {p: r for p, _, r in self._weights_only})
+
+    def _held_back(self) -> dict[str, str]:
+        """`{tag: reason}` of the selected convs this kind leaves to the weights."""
+        return {metadata.tag_for(p, self.kind): why for p, _, why in self._weights_only}
+
     def _due(self, epoch: int) -> bool:
         return bool(self.freq) and (epoch + 1) % self.freq == 0
 
@@ -388,6 +416,29 @@ class VizCallback(keras.callbacks.Callback):
             ) from e
         if not os.access(self._run_dir, os.W_OK):
             raise ValueError(f"log_dir is not writable. Received: log_dir={self.log_dir!r}")
+
+
+# model -> the paths whose weights-only reason the log has given (once per model and layer).
+_REPORTED = weakref.WeakKeyDictionary()
+
+
+def report_weights_only(model: keras.Model, reasons: dict[str, str]) -> None:
+    """Logs once per model and layer which conv layers are drawn with weights only, and why.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(1, 3)])
+        >>> report_weights_only(model, {})  # nothing to say
+    """
+    told = _REPORTED.setdefault(model, set())
+    new = {p: r for p, r in reasons.items() if p not in told}
+    if not new:
+        return
+    told.update(new)
+    logger.warning(
+        "tb-cnnviz: drawn with weights only (no feature maps, attribution, activation "
+        "maximization or reference responses): %s.",
+        "; ".join(f"{p}: {r.removeprefix('weights only: ')}" for p, r in new.items()),
+    )
 
 
 class Planner:
@@ -491,11 +542,13 @@ def log_epoch(
     Returns:
         `{"drawn": [tags], "skipped": {tag: reason}}`.
     """
-    drawings = []
+    drawings, held = [], {}
     for callback in callbacks:
-        if callback._due(epoch) and callback._selected:
-            drawings.extend(callback._drawings(epoch))
-    if not drawings:
+        if callback._due(epoch):
+            held.update(callback._held_back())
+            if callback._selected:
+                drawings.extend(callback._drawings(epoch))
+    if not drawings and not held:
         return {"drawn": [], "skipped": {}}
     plan = budget.plan(epoch, drawings, final=final)
     if final:  # the log says once, per kind, what the whole run went without, and why
@@ -511,7 +564,7 @@ def log_epoch(
                     "tb-cnnviz: not drawn in this run: %s. %s", ", ".join(tags), never[tags[0]]
                 )
     also = {d.tag: d.also for d in drawings}
-    drawn, skipped = [], {}
+    drawn, skipped = [], dict(held)
     for tag, reason in plan.skipped.items():
         skipped.update(dict.fromkeys((tag, *also[tag]), reason))
     with writer.as_default(step=epoch):

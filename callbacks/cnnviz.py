@@ -9,10 +9,11 @@ import numpy as np
 
 from tb_cnnviz import backend, checks
 from tb_cnnviz import budget as budget_lib
+from tb_cnnviz import layers as layer_lib
 
 from .actmax import ActivationMaximization
 from .attribution import Attribution
-from .base import Planner, check_budget
+from .base import Planner, check_budget, check_probe_images
 from .feature_maps import FeatureMaps
 from .references import References
 from .weights import FilterWeights
@@ -187,6 +188,10 @@ class CNNViz(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._planner.begin(self)
         with self._planner.budget.own():
+            if self.probe_images is not None:
+                # Every kind lists the layers in the order the probe images meet them, also
+                # where the model's input size is free.
+                layer_lib.forward_trace(self.model, check_probe_images(self.probe_images))
             self.callbacks = list(self._kinds)  # each fit() asks every kind afresh
             for callback in self.callbacks:
                 callback.on_train_begin(logs)

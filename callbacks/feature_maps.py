@@ -21,9 +21,10 @@ class FeatureMaps(VizCallback):
     """Logs the feature maps of fixed probe images for conv layers, with per-filter statistics.
 
     One forward pass of the probe images per logged epoch records every selected layer's output,
-    nested models included. Each step stores every filter's mean, max, fraction of zeros and
-    whether it is dead (zero on every probe image), and the layer's dead-filter fraction as a
-    scalar in TensorBoard's Scalars tab.
+    nested models and the convs inside custom layers included (a conv that runs several times
+    per pass, a shared block, is drawn by `FilterWeights` only, and the tab says why). Each step
+    stores every filter's mean, max, fraction of zeros and whether it is dead (zero on every
+    probe image), and the layer's dead-filter fraction as a scalar in TensorBoard's Scalars tab.
 
     Args:
         log_dir: The `log_dir` of `keras.callbacks.TensorBoard`; pictures go to its `train` run.
@@ -47,6 +48,7 @@ class FeatureMaps(VizCallback):
     """
 
     kind = "feature_maps"
+    reads_outputs = True
 
     def __init__(
         self,
@@ -62,7 +64,10 @@ class FeatureMaps(VizCallback):
         if probe_images is None:
             raise ValueError("FeatureMaps needs probe_images. Received: probe_images=None")
         self.probe_images = check_probe_images(probe_images)
-        self._outputs = {}
+        self._outputs = layer_lib.Captured()
+
+    def _example(self):
+        return self.probe_images
 
     def _validate(self, model):
         try:
@@ -88,7 +93,7 @@ class FeatureMaps(VizCallback):
 
     def _estimate(self, path, layer):
         timing = self._model_timing(self.model, self.probe_images)
-        pixels = _map_pixels(layer, self._count(), self.max_filters)
+        pixels = _map_pixels(self.model, layer, self._count(), self.max_filters)
         # One forward pass serves every layer drawn at a step: each layer carries its share.
         forward = timing.forward(self._count()) / max(len(self._selected), 1)
         return forward + pixels * ENCODE_SECONDS_PER_PIXEL, pixels
@@ -102,6 +107,11 @@ class FeatureMaps(VizCallback):
         out = self._outputs.get(id(layer))
         if out is None:
             raise RuntimeError("the layer was not called by the model's forward pass")
+        if self._outputs.calls[id(layer)] > 1:
+            raise RuntimeError(
+                f"the layer runs {self._outputs.calls[id(layer)]} times per forward pass (a "
+                "shared layer or block), so it has no one output to draw"
+            )
         acts = np.asarray(backend.to_numpy(out), dtype=np.float32)
         if getattr(layer, "data_format", "channels_last") == "channels_first":
             acts = np.moveaxis(acts, 1, -1)
@@ -114,12 +124,12 @@ class FeatureMaps(VizCallback):
         )
 
 
-def _map_pixels(layer, images: int, max_filters: int) -> int:
+def _map_pixels(model, layer, images: int, max_filters: int) -> int:
     """Pixels one drawing of `layer`'s feature maps stores, from its output shape."""
-    try:
-        shape = tuple(layer.output.shape)
-    except (AttributeError, ValueError):  # a layer of a subclassed model has no symbolic output
+    shape = layer_lib.output_shape(model, layer)
+    if shape is None:  # a model that cannot tell
         return 0
+    shape = (None, *shape)
     spatial = [d or 1 for d in shape[1:-1]] if len(shape) > 2 else [1]
     if getattr(layer, "data_format", "channels_last") == "channels_first":
         spatial = [d or 1 for d in shape[2:]]

@@ -83,6 +83,7 @@ class References(VizCallback):
     """
 
     kind = metadata.RESPONSES_KIND
+    reads_outputs = True
 
     def __init__(
         self,
@@ -104,6 +105,9 @@ class References(VizCallback):
         self.references_hash = similarity.reference_hash(self.reference_images)
         self._outputs: dict[int, object] = {}
         self._written_to: set[str] = set()  # runs holding these reference images already
+
+    def _example(self):
+        return self.reference_images
 
     def _validate(self, model):
         images = self.reference_images
@@ -137,7 +141,7 @@ class References(VizCallback):
         n = self._count()
         timing = self._model_timing(self.model, self.reference_images)
         forward = timing.forward(n) / max(len(self._selected), 1)
-        features, filters = _output_size(layer)
+        features, filters = _output_size(self.model, layer)
         gram = 2.0 * n * n * features / FLOPS
         size = 4 * n * (n + 1) // 2 + filters * (2 * n + 8 + 16 * self.top_k)
         return forward + gram, size
@@ -181,12 +185,11 @@ def _batch(images, start: int, size: int):
     return images[start : start + size]
 
 
-def _output_size(layer) -> tuple[int, int]:
-    """`(features, filters)` of one image's output of `layer`, from its symbolic output."""
-    try:
-        shape = tuple(layer.output.shape)
-    except (AttributeError, ValueError):  # a layer of a subclassed model
+def _output_size(model, layer) -> tuple[int, int]:
+    """`(features, filters)` of one image's output of `layer`, from its output shape."""
+    shape = layer_lib.output_shape(model, layer)
+    if shape is None:  # a model that cannot tell
         return 0, 0
-    dims = [d or 1 for d in shape[1:]]
+    dims = [d or 1 for d in shape]
     filters = dims[0] if getattr(layer, "data_format", "") == "channels_first" else dims[-1]
     return int(np.prod(dims)), int(filters)

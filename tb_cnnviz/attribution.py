@@ -40,6 +40,7 @@ What they share:
 
 from __future__ import annotations
 
+import math
 import types
 import weakref
 
@@ -429,7 +430,8 @@ def gradcam_layers(model, images, layer=None) -> list[str | None]:
     """
     arrays, _ = _as_arrays(images)
     image_inputs = [i for i, a in enumerate(arrays) if _spatial(a)]
-    convs = layer_lib.conv_layers(model)
+    example = _model_inputs([a[:1] for a in arrays])
+    convs = layer_lib.conv_layers(model, example)
     if isinstance(layer, str) or layer is None:
         wanted = [layer] * len(image_inputs)
     else:
@@ -452,6 +454,12 @@ def gradcam_layers(model, images, layer=None) -> list[str | None]:
                 need=f"a {rank}-D conv layer (Grad-CAM of a {rank}-D input reads one)",
                 received=layer,
             )[0]
+            why = layer_lib.weights_only(model, example).get(chosen[i])
+            if why is not None:
+                raise ValueError(
+                    f"layer: Grad-CAM cannot read {chosen[i]!r} ({why}): pick another conv "
+                    f"layer. Received: layer={layer!r}"
+                )
     if not any(chosen):
         raise ValueError(
             f"No conv layer of the model {model.name!r} reads an image input and feeds the "
@@ -752,15 +760,26 @@ def _input_shapes(model) -> list[tuple] | None:
 def _last_conv_reading(model, arrays, input_index, convs) -> str | None:
     """The last conv layer (model order) of the input's rank that reads it and feeds the output.
 
-    Layers that read only this input are preferred over layers after a merge. `None` when no
-    conv layer reads the input.
+    Layers that read only this input are preferred over layers after a merge, and layers whose
+    maps have more than one position over a conv applied after global pooling (a KerasHub
+    classifier's `classifier_conv`, whose 1x1 map would paint the whole image one colour).
+    `None` when no conv layer reads the input.
     """
-    reach = _probe(model, arrays)["reach"]
+    probe = _probe(model, arrays)
+    reach = probe["reach"]
     rank = _spatial(arrays[input_index])
     fitting = [(p, c) for p, c in convs if c.rank == rank and input_index in reach.get(p, ())]
-    only = [p for p, _ in fitting if reach[p] == {input_index}]
-    if only or fitting:
-        return (only or [p for p, _ in fitting])[-1]
+    only = [(p, c) for p, c in fitting if reach[p] == {input_index}]
+
+    def positions(path, conv) -> int:
+        shape = probe["shapes"][path]
+        first = getattr(conv, "data_format", "channels_last") == "channels_first"
+        return math.prod(shape[1:] if first else shape[:-1])
+
+    for candidates in (only, fitting):
+        spread = [p for p, c in candidates if positions(p, c) > 1]
+        if spread or candidates:
+            return (spread or [p for p, _ in candidates])[-1]
     return None
 
 
@@ -776,12 +795,14 @@ def _probe(model, arrays) -> dict:
     entries = _CACHE.setdefault(model, {})
     if key in entries:
         return entries[key]
-    convs = layer_lib.conv_layers(model)
-    layers = list({id(c): c for _, c in convs}.values())
+    example = _model_inputs([a[:1] for a in arrays])
+    unreadable = layer_lib.weights_only(model, example)
+    convs = [(p, c) for p, c in layer_lib.conv_layers(model, example) if p not in unreadable]
+    layers = [c for _, c in convs]
     xs = [ops.convert_to_tensor(a[:2]) for a in arrays]
     with keras.StatelessScope(), layer_lib.capture_outputs(layers) as seen:
         model(_model_inputs(xs), training=False)
-    called = [(p, c) for p, c in convs if id(c) in seen]
+    called = [(p, c) for p, c in convs if seen.calls[id(c)] == 1]
     unique = list({id(c): c for _, c in called}.values())
     before = {id(c): backend.to_numpy(seen[id(c)]) for c in unique}
 

@@ -37,6 +37,8 @@ from collections.abc import Callable, Iterator
 import keras
 import numpy as np
 
+from tb_cnnviz import layers as layer_lib
+
 __all__ = [
     "KINDS",
     "SQUASHING",
@@ -527,23 +529,12 @@ def logits(model: keras.layers.Layer) -> Iterator[str | None]:
         yield first
 
 
-@contextlib.contextmanager
-def _linear(layer) -> Iterator[None]:
+def _linear(layer):
+    """Switches `layer`'s squashing off (`tb_cnnviz.layers.override`: this thread only)."""
     if isinstance(layer, keras.layers.Softmax) or isinstance(layer, keras.layers.Activation):
-        # A layer that only squashes passes its input through. Keras' attribute tracking is
-        # bypassed: this is a temporary instance override.
-        object.__setattr__(layer, "call", lambda inputs, *args, **kwargs: inputs)
-        try:
-            yield
-        finally:
-            object.__delattr__(layer, "call")
-        return
-    activation = layer.activation
-    object.__setattr__(layer, "activation", keras.activations.linear)
-    try:
-        yield
-    finally:
-        object.__setattr__(layer, "activation", activation)
+        # A layer that only squashes passes its input through.
+        return layer_lib.override(layer, call=lambda inputs, *args, **kwargs: inputs)
+    return layer_lib.override(layer, activation=keras.activations.linear)
 
 
 def _loss_kind(model, index: int, name: str) -> str | None:

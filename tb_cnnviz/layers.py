@@ -1,27 +1,68 @@
-"""Finding conv layers in any Keras 3 model and reading what they hold (TensorFlow side).
+"""Finding every conv layer of any Keras 3 model, and reading what it computes (every backend).
 
-Layers are named by *path*: the layer's name, prefixed by the names of the models it is nested in
-(`"encoder/conv2d"`). A top-level layer's path is its plain name. Users may select a layer by its
-path or, when unique, by its plain name.
+The one home of two things every kind of picture needs.
+
+**Discovery.** A layer is reached through a model's graph (Functional and Sequential models,
+nested models) and through the sublayers any layer tracks: Keras 3 tracks every layer assigned
+to an attribute of a layer, or held in a list or dict attribute, so the convolutions inside a
+custom residual block (`self.c1 = Conv2D(...)`) or a KerasHub backbone's block layers are found
+as well as the graph's own. Layers are named by *path*: the layer's name, prefixed by the names
+of the models and layers it lives in (`"encoder/conv2d"`, `"res1/c1"`,
+`"backbone/block_2_0/block_2_0_conv1"`); a top-level layer's path is its plain name. Users may
+select a layer by its path or, when unique, by its plain name. A layer reached twice (shared
+weights) is listed once, under its first path. Layers are listed depth first: a Functional or
+Sequential model's in graph order, a custom layer's (which has no graph) in the order a forward
+pass first calls them (`forward_trace`) where the model can run on an example input, and
+otherwise in the order the layer holds them.
+
+**Capture.** A conv inside a custom layer is not a node of any graph, so no
+`keras.Model(inputs, layer.output)` can reach it. Its output is read while a forward pass runs:
+`capture_outputs` replaces the layer's `call` (and, for pre-activations, its `activation`) by a
+dispatcher for as long as any capture uses it. The dispatcher consults the captures active *on
+the calling thread* only, so a training step or another request running the same model on
+another thread computes exactly what it would without it; it is removed when the last capture
+ends, however that ends. The captured tensor is the one the model goes on computing with, so a
+gradient flows from it back to the input on every backend: inside a `tf.GradientTape`, inside a
+function JAX differentiates (stateless calls), and through PyTorch's autograd. `override`
+(switching a head's squashing off) is the same mechanism.
+
+A conv that runs more than once in one forward pass (a block shared by two branches), that the
+forward pass never calls, or that runs inside a compiled control flow (a `keras.ops` loop or
+condition on JAX) whose values cannot be read out has no single output to draw:
+`weights_only` names those with the reason, and the callbacks draw their weights only and say
+why.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+import dataclasses
+import math
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import keras
 import numpy as np
 
 __all__ = [
     "CONV_TYPES",
+    "Captured",
+    "ForwardTrace",
+    "all_layers",
     "capture_outputs",
     "conv_layers",
     "find_layer",
+    "forward_trace",
+    "input_shapes",
     "is_conv",
     "is_conv2d",
     "kernel_for_display",
+    "output_shape",
+    "override",
     "resolve_layers",
+    "weights_only",
 ]
 
 #: Every Keras 3 convolution layer class.
@@ -39,31 +80,87 @@ CONV_TYPES = (
 )
 
 
-def all_layers(
-    model: keras.layers.Layer, prefix: str = ""
-) -> Iterator[tuple[str, keras.layers.Layer]]:
-    """Yields `(path, layer)` for every layer reachable from `model`, depth first, in order.
+# -- discovery -----------------------------------------------------------------------------------
+
+
+def all_layers(model: keras.layers.Layer, inputs=None) -> Iterator[tuple[str, keras.layers.Layer]]:
+    """Yields `(path, layer)` for every layer reachable from `model`, depth first, each once.
+
+    A Functional or Sequential model's graph layers come in graph order, then any other layer it
+    tracks. Every layer's own sublayers follow it: those of a custom layer (or a subclassed
+    model), which has no graph, in the order a forward pass first calls them (`forward_trace`,
+    where the model can run on an example), else in the order it tracks them.
+
+    Args:
+        model: Any Keras 3 model or layer.
+        inputs: An example input batch for the forward order; None: as `forward_trace`.
 
     Example:
         >>> inner = keras.Sequential([keras.layers.Conv2D(2, 3, name="c")], name="inner")
         >>> [p for p, _ in all_layers(keras.Sequential([inner]))]
         ['inner', 'inner/c']
     """
-    for layer in getattr(model, "layers", []):
-        path = f"{prefix}{layer.name}"
-        yield path, layer
-        if getattr(layer, "layers", None):
-            yield from all_layers(layer, prefix=f"{path}/")
+    yield from _walk(model, "", {id(model)}, forward_trace(model, inputs))
 
 
-def conv_layers(model: keras.layers.Layer) -> list[tuple[str, keras.layers.Layer]]:
-    """Returns `(path, layer)` for every conv layer of `model`, nested models included.
+def _walk(layer, prefix: str, seen: set[int], trace):
+    for path, child in _named_children(layer, prefix, trace):
+        if id(child) in seen:
+            continue  # shared: listed once, under its first path
+        seen.add(id(child))
+        yield path, child
+        yield from _walk(child, f"{path}/", seen, trace)
+
+
+def _named_children(layer, prefix: str, trace) -> list[tuple[str, keras.layers.Layer]]:
+    """`(path, sublayer)`: a model's graph layers, then what `layer` tracks (forward order)."""
+    graph = _graph(layer)
+    # Keras 3 keeps the layers a layer tracks in `_layers`, read through `_flatten_layers`
+    # (Keras 3.0 to 3.15 at least; `Model.layers` is the same call for a subclassed model).
+    # There is no public accessor for a plain Layer, so read it defensively.
+    try:
+        tracked = list(layer._flatten_layers(include_self=False, recursive=False))
+    except (AttributeError, TypeError):
+        tracked = []
+    known = {id(child) for child in graph}
+    rest = [c for c in tracked if id(c) not in known and isinstance(c, keras.layers.Layer)]
+    named, taken = [], set()
+    for child in graph + rest:  # names first, so that a path never depends on the order
+        path = f"{prefix}{child.name}"
+        if path in taken:  # two sublayers of one layer with the same name
+            path = f"{path}_{sum(p == path or p.startswith(path + '_') for p in taken)}"
+        taken.add(path)
+        named.append((path, child))
+    if trace is not None:  # no graph to follow: the order the forward pass called them
+        ungraphed = sorted(named[len(graph) :], key=lambda item: trace.position(item[1]))
+        named = named[: len(graph)] + ungraphed
+    return named
+
+
+def _graph(layer) -> list[keras.layers.Layer]:
+    """A Sequential or Functional model's layers in graph order; [] for anything else."""
+    if isinstance(layer, keras.Sequential) or (
+        isinstance(layer, keras.Model) and getattr(layer, "inputs", None)
+    ):
+        return list(layer.layers)
+    return []
+
+
+def conv_layers(model: keras.layers.Layer, inputs=None) -> list[tuple[str, keras.layers.Layer]]:
+    """Returns `(path, layer)` for every conv layer of `model`, wherever it lives.
+
+    Nested models and the sublayers of custom layers included. A conv layer the model holds but
+    never built (the model is built) is left out: it has no weights and does not run.
 
     Args:
         model: Any Keras 3 model: Sequential, Functional, nested or subclassed.
+        inputs: An example input batch (as the model takes it) for `forward_trace`, which
+            orders the convs inside custom layers; None: the model's own input shape, when
+            fully known.
 
     Returns:
-        The conv layers in model order.
+        The conv layers in model order (`all_layers`): graph order, and inside a custom layer
+        the order a forward pass meets them where that can be known.
 
     Example:
         >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c1"),
@@ -71,7 +168,12 @@ def conv_layers(model: keras.layers.Layer) -> list[tuple[str, keras.layers.Layer
         >>> [p for p, _ in conv_layers(m)]
         ['c1']
     """
-    return [(path, layer) for path, layer in all_layers(model) if is_conv(layer)]
+    built = getattr(model, "built", False)
+    return [
+        (path, layer)
+        for path, layer in all_layers(model, inputs)
+        if is_conv(layer) and (layer.built or not built)
+    ]
 
 
 def is_conv2d(layer: keras.layers.Layer) -> bool:
@@ -96,7 +198,7 @@ def find_layer(
     """Finds one layer of `model` by path (`outer/inner`) or, when unique, by plain name.
 
     The one place layers are looked up by name: every tb-cnnviz function that takes a layer
-    name reports a bad one the same way.
+    name reports a bad one the same way. Layers inside custom layers count (`"res1/c1"`).
 
     Args:
         model: The model.
@@ -126,7 +228,10 @@ def find_layer(
         layer: 'f' is a Flatten layer, not a 2-D conv layer
     """
     everything = list(all_layers(model))
-    valid = [p for p, layer in everything if among is None or among(layer)]
+    if among is is_conv:
+        valid = [p for p, _ in conv_layers(model)]
+    else:
+        valid = [p for p, layer in everything if among is None or among(layer)]
     matches = [(p, layer) for p, layer in everything if p == name]
     if not matches:
         matches = [(p, layer) for p, layer in everything if layer.name == name]
@@ -156,7 +261,11 @@ def is_conv(layer: keras.layers.Layer) -> bool:
 
 
 def resolve_layers(
-    model: keras.layers.Layer, names: Sequence[str] | str | None, argument: str = "layers"
+    model: keras.layers.Layer,
+    names: Sequence[str] | str | None,
+    argument: str = "layers",
+    *,
+    inputs=None,
 ) -> list[tuple[str, keras.layers.Layer]]:
     """Selects conv layers by path or plain name; `None` selects every conv layer.
 
@@ -164,9 +273,10 @@ def resolve_layers(
         model: The model.
         names: Layer paths or plain names, or `None`.
         argument: The argument name used in error messages.
+        inputs: An example input batch for the forward order (`conv_layers`).
 
     Returns:
-        `(path, layer)` pairs in the order given (model order for `None`).
+        `(path, layer)` pairs in the order given (forward order for `None`).
 
     Raises:
         ValueError: If the model has no conv layer, or a name matches no conv layer or is
@@ -177,11 +287,12 @@ def resolve_layers(
         >>> [p for p, _ in resolve_layers(m, ["c1"])]
         ['c1']
     """
-    available = conv_layers(model)
+    available = conv_layers(model, inputs)
     if not available:
         raise ValueError(
-            f"The model {model.name!r} has no convolution layer to visualize. "
-            f"Conv layers are instances of: {', '.join(t.__name__ for t in CONV_TYPES)}."
+            f"The model {model.name!r} has no convolution layer to visualize, in its graph or "
+            "inside its layers. Conv layers are instances of: "
+            f"{', '.join(t.__name__ for t in CONV_TYPES)}."
         )
     if names is None:
         return available
@@ -225,53 +336,6 @@ def kernel_for_display(layer: keras.layers.Layer) -> np.ndarray:
     return kernel
 
 
-@contextlib.contextmanager
-def capture_outputs(
-    layers: Sequence[keras.layers.Layer], *, add: Mapping[int, object] | None = None
-) -> Iterator[dict[int, object]]:
-    """Records the outputs of `layers` during forward passes run inside the block.
-
-    Works for layers nested in sub-models and in subclassed models, where a Functional
-    sub-model cannot reach the layer. The dict is keyed by `id(layer)` and holds the last output.
-
-    `add` maps `id(layer)` to a tensor added to that layer's output (cast to its dtype) before
-    the rest of the model reads it: differentiating with respect to a zero tensor added so gives
-    the gradient with respect to the layer's output on every backend (JAX cannot differentiate
-    with respect to an intermediate tensor otherwise).
-
-    Example:
-        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c1")])
-        >>> with capture_outputs([m.layers[0]]) as out:
-        ...     _ = m(np.zeros((1, 8, 8, 3), "float32"))
-        >>> tuple(out[id(m.layers[0])].shape)
-        (1, 6, 6, 4)
-    """
-    captured: dict[int, object] = {}
-    hooked = []
-    try:
-        for layer in layers:
-            # Bypass Keras' attribute tracking: this is a temporary instance override.
-            extra = None if add is None else add.get(id(layer))
-            call = _recording_call(layer.call, id(layer), captured, extra)
-            object.__setattr__(layer, "call", call)
-            hooked.append(layer)
-        yield captured
-    finally:
-        for layer in hooked:
-            object.__delattr__(layer, "call")
-
-
-def _recording_call(original, key: int, captured: dict, extra=None):
-    def call(*args, **kwargs):
-        out = original(*args, **kwargs)
-        if extra is not None:
-            out = out + keras.ops.cast(extra, out.dtype)
-        captured[key] = out
-        return out
-
-    return call
-
-
 def _depthwise(kernel: np.ndarray) -> np.ndarray:
     *spatial, channels, multiplier = kernel.shape
     return kernel.reshape(*spatial, 1, channels * multiplier)
@@ -279,3 +343,425 @@ def _depthwise(kernel: np.ndarray) -> np.ndarray:
 
 def _numpy(variable) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
+
+
+# -- what one forward pass shows -----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardTrace:
+    """What one forward pass of a model showed of its layers (made by `forward_trace`).
+
+    Attributes:
+        order: `id(layer)` of every layer called, in the order of their first call.
+        calls: `id(layer)` -> how many times the pass called it.
+        shapes: `id(layer)` -> the shape of one example's output (its last call), for layers
+            with one output tensor.
+        opaque: `id(layer)` of conv layers whose output was not a value the pass could read
+            (they ran inside a compiled loop or condition).
+        input_shapes: The shapes of the example inputs, batch included.
+    """
+
+    order: tuple[int, ...]
+    calls: Mapping[int, int]
+    shapes: Mapping[int, tuple[int, ...]]
+    opaque: frozenset[int]
+    input_shapes: tuple[tuple[int, ...], ...]
+
+    def position(self, layer) -> float:
+        """Where `layer` first ran in the pass; infinity for a layer it never called."""
+        if not hasattr(self, "_positions"):
+            object.__setattr__(self, "_positions", {key: i for i, key in enumerate(self.order)})
+        return float(self._positions.get(id(layer), math.inf))
+
+
+# model -> {input shapes: ForwardTrace or None}. Weak: a trace never keeps a model alive.
+_TRACES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def forward_trace(model: keras.layers.Layer, inputs=None) -> ForwardTrace | None:
+    """Runs one forward pass of one example and records what every layer did.
+
+    Cached per model and input shape: the first call costs one inference of one image, later
+    calls nothing. The pass runs at inference (`training=False`) in a `keras.StatelessScope`,
+    so no variable of the model changes.
+
+    Args:
+        model: A built Keras model.
+        inputs: An example batch as the model takes it (only its first example runs); None: zeros
+            of the model's own input shape when every dimension is known, else the trace an
+            earlier call made, if any.
+
+    Returns:
+        A `ForwardTrace`, or None where the model cannot run here (not built, an input shape
+        with free dimensions and no example, or a forward pass that fails).
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c")])
+        >>> trace = forward_trace(m)
+        >>> trace.calls[id(m.layers[0])], trace.shapes[id(m.layers[0])]
+        (1, (6, 6, 4))
+    """
+    if not getattr(model, "built", False):
+        return None
+    known = _TRACES.setdefault(model, {})
+    example = _first_example(inputs) if inputs is not None else _zero_inputs(model)
+    if example is None:
+        return next((t for t in known.values() if t is not None), None)
+    key = tuple(tuple(a.shape) for a in keras.tree.flatten(example))
+    if key not in known:
+        known[key] = _trace(model, example, key)
+    return known[key]
+
+
+def _first_example(inputs):
+    try:
+        return keras.tree.map_structure(lambda a: np.asarray(a)[:1], inputs)
+    except Exception:  # not arrays: no trace
+        return None
+
+
+def _zero_inputs(model):
+    """Zeros of one example of each model input, where every input's shape is fully known."""
+    shapes = input_shapes(model)
+    if not shapes or any(d is None for shape in shapes for d in shape[1:]):
+        return None
+    dtypes = [getattr(t, "dtype", None) for t in (getattr(model, "inputs", None) or [])]
+    zeros = [
+        np.zeros((1, *shape[1:]), dtypes[i] if i < len(dtypes) and dtypes[i] else "float32")
+        for i, shape in enumerate(shapes)
+    ]
+    return zeros if len(zeros) > 1 else zeros[0]
+
+
+def _trace(model, example, input_shapes) -> ForwardTrace | None:
+    layers = [layer for _, layer in _walk(model, "", {id(model)}, None)]
+    convs = {id(layer) for layer in layers if is_conv(layer)}
+    order: list[int] = []
+    calls: collections.Counter = collections.Counter()
+    shapes: dict[int, tuple[int, ...]] = {}
+    opaque: set[int] = set()
+
+    def watcher(key):
+        def watch(proceed, *args, **kwargs):
+            if key not in calls:
+                order.append(key)
+            calls[key] += 1
+            out = proceed(*args, **kwargs)
+            shape = getattr(out, "shape", None)
+            if shape is not None:
+                shapes[key] = tuple(int(d) if d is not None else None for d in shape[1:])
+            if key in convs and not _readable(out):
+                opaque.add(key)
+            return out
+
+        return watch
+
+    hooks = [(layer, "call", watcher(id(layer))) for layer in layers]
+    try:
+        with keras.StatelessScope(), _intercepting(hooks):
+            outputs = model(example, training=False)
+    except Exception:  # a model that cannot run on this example: no trace, nothing lost
+        return None
+    if not all(_readable(out) for out in keras.tree.flatten(outputs)):
+        return None  # called while somebody's compiled function traces: nothing can be read
+    return ForwardTrace(tuple(order), dict(calls), shapes, frozenset(opaque), input_shapes)
+
+
+def _readable(out) -> bool:
+    """Whether a layer output holds values (not a tracer from inside a compiled loop)."""
+    try:
+        keras.ops.convert_to_numpy(out[:0])
+    except Exception:
+        return False
+    return True
+
+
+def input_shapes(model: keras.layers.Layer) -> list[tuple]:
+    """The shapes (batch first) of the inputs `model` takes; empty when it cannot tell.
+
+    A Functional or Sequential model's symbolic inputs; for a subclassed model, the shapes it
+    was first called with.
+
+    Example:
+        >>> input_shapes(keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3)]))
+        [(None, 8, 8, 3)]
+    """
+    inputs = getattr(model, "inputs", None)
+    try:
+        if inputs:
+            return [tuple(t.shape) for t in inputs]
+        return [tuple(model.input_shape)]
+    except (AttributeError, ValueError, TypeError):
+        pass
+    # A subclassed model has no symbolic inputs; Keras records the shapes it was first called
+    # with. There is no public accessor, so read it defensively and fall back to "unknown".
+    recorded = getattr(model, "_build_shapes_dict", None)
+    if not isinstance(recorded, dict) or not getattr(model, "built", False):
+        return []
+    return [tuple(shape) for shape in recorded.values() if isinstance(shape, tuple | list)]
+
+
+def output_shape(model: keras.layers.Layer, layer: keras.layers.Layer) -> tuple | None:
+    """The shape of one example's output of `layer` in `model` (no batch axis), or None.
+
+    From the layer's symbolic output where it is a graph node, else from `forward_trace`.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)])
+        >>> output_shape(m, m.layers[0])
+        (6, 6, 4)
+    """
+    try:
+        return tuple(layer.output.shape[1:])
+    except (AttributeError, ValueError):  # not a graph node, or one called several times
+        pass
+    trace = forward_trace(model)
+    return None if trace is None else trace.shapes.get(id(layer))
+
+
+def weights_only(model: keras.layers.Layer, inputs=None) -> dict[str, str]:
+    """The conv layers of `model` whose output cannot be drawn, each with the reason.
+
+    A conv that runs more than once in one forward pass (a layer or block shared by several
+    branches) has no single output; a conv the forward pass never calls has none; a conv inside
+    a compiled loop or condition (`keras.ops.fori_loop`, `scan`, `cond` on JAX) has values the
+    pass cannot read out. Their weights are drawn; feature maps, attribution, activation
+    maximization and reference responses are not.
+
+    Args:
+        model: A built Keras model.
+        inputs: An example batch, as for `forward_trace`.
+
+    Returns:
+        `{path: reason}`; empty where the model cannot run on an example here.
+
+    Example:
+        >>> conv = keras.layers.Conv2D(3, 3, padding="same", name="shared")
+        >>> x = keras.Input((8, 8, 3))
+        >>> m = keras.Model(x, conv(conv(x)))
+        >>> print(weights_only(m)["shared"])
+        weights only: it runs 2 times per forward pass (a shared layer or block)
+    """
+    trace = forward_trace(model, inputs)
+    if trace is None:
+        return {}
+    reasons = {}
+    for path, layer in conv_layers(model, inputs):
+        calls = trace.calls.get(id(layer), 0)
+        if id(layer) in trace.opaque:
+            why = (
+                "it runs inside a compiled loop or condition (keras.ops) whose values cannot "
+                "be read out"
+            )
+        elif calls == 0:
+            why = "the model's forward pass does not call it"
+        elif calls > 1:
+            why = f"it runs {calls} times per forward pass (a shared layer or block)"
+        else:
+            continue
+        reasons[path] = f"weights only: {why}"
+    return reasons
+
+
+# -- capture and override: one mechanism ---------------------------------------------------------
+
+
+class Captured(dict):
+    """What `capture_outputs` recorded: `id(layer)` -> the layer's last output.
+
+    Attributes:
+        calls: `id(layer)` -> how many times the layer ran inside the capture.
+        pre: `id(layer)` -> the layer's last output before its activation function (for the
+            layers asked for with `pre_activation`).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.calls: collections.Counter = collections.Counter()
+        self.pre: dict[int, object] = {}
+
+
+@contextlib.contextmanager
+def capture_outputs(
+    layers: Sequence[keras.layers.Layer],
+    *,
+    add: Mapping[int, object] | None = None,
+    pre_activation: Sequence[keras.layers.Layer] = (),
+) -> Iterator[Captured]:
+    """Records the outputs of `layers` during forward passes run inside the block.
+
+    Works for layers anywhere in a model: graph nodes, layers nested in sub-models and in
+    subclassed models, and sublayers of custom layers, which no Functional sub-model can reach.
+    Only forward passes on this thread are recorded; the layers are restored on exit, however
+    it happens. Captures nest, and several threads may capture the same layers at once.
+
+    `add` maps `id(layer)` to a tensor added to that layer's output (cast to its dtype) before
+    the rest of the model reads it: differentiating with respect to a zero tensor added so gives
+    the gradient with respect to the layer's output on every backend (JAX cannot differentiate
+    with respect to an intermediate tensor otherwise).
+
+    Args:
+        layers: The layers whose outputs to record.
+        add: Optional tensors to add to outputs, by `id(layer)`.
+        pre_activation: Layers whose output before their `activation` to record as well (in
+            `Captured.pre`).
+
+    Yields:
+        A `Captured` dict, filled as the model runs.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c1")])
+        >>> with capture_outputs([m.layers[0]]) as out:
+        ...     _ = m(np.zeros((1, 8, 8, 3), "float32"))
+        >>> tuple(out[id(m.layers[0])].shape), out.calls[id(m.layers[0])]
+        ((1, 6, 6, 4), 1)
+    """
+    captured = Captured()
+
+    def recorder(key, extra):
+        def record(proceed, *args, **kwargs):
+            out = proceed(*args, **kwargs)
+            if extra is not None:
+                out = out + keras.ops.cast(extra, out.dtype)
+            captured[key] = out
+            captured.calls[key] += 1
+            return out
+
+        return record
+
+    def pre_recorder(key):
+        def record(proceed, x):
+            captured.pre[key] = x
+            return proceed(x)
+
+        return record
+
+    hooks = [
+        (layer, "call", recorder(id(layer), None if add is None else add.get(id(layer))))
+        for layer in layers
+    ]
+    hooks += [
+        (layer, "activation", pre_recorder(id(layer)))
+        for layer in pre_activation
+        if callable(getattr(layer, "activation", None))
+    ]
+    with _intercepting(hooks):
+        yield captured
+
+
+@contextlib.contextmanager
+def override(
+    layer: keras.layers.Layer,
+    *,
+    call: Callable | None = None,
+    activation: Callable | None = None,
+) -> Iterator[None]:
+    """Makes `layer` compute something else while inside, on this thread only.
+
+    Args:
+        layer: The layer.
+        call: Replaces the layer's `call(*args, **kwargs)`.
+        activation: Replaces the function the layer applies as its `activation`.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="relu")])
+        >>> x = -np.ones((1, 2), "float32")
+        >>> with override(m.layers[0], activation=keras.activations.linear):
+        ...     raw = keras.ops.convert_to_numpy(m(x))
+        >>> bool((keras.ops.convert_to_numpy(m(x)) >= 0).all()), bool((raw == 0).all())
+        (True, False)
+    """
+    hooks = []
+    if call is not None:
+        hooks.append((layer, "call", lambda proceed, *args, **kwargs: call(*args, **kwargs)))
+    if activation is not None:
+        hooks.append((layer, "activation", lambda proceed, x: activation(x)))
+    with _intercepting(hooks):
+        yield
+
+
+# The machinery. While any interception of a layer's attribute (`call` or `activation`) is
+# active on any thread, that attribute is replaced, on the instance, by a dispatcher (Keras'
+# attribute tracking is bypassed: it is a temporary instance override). The dispatcher runs the
+# hooks that the *calling* thread's active interceptions hold for that layer, outermost first,
+# each wrapping the next and the original last; with none, it calls the original. Patches are
+# counted: the last interception to end restores the attribute as it was.
+
+_MISSING = object()
+_LOCK = threading.Lock()
+_PATCHES: dict[tuple[int, str], _Patch] = {}
+_LOCAL = threading.local()
+
+
+class _Patch:
+    """One attribute of one layer replaced by a dispatcher, while `users` interceptions last."""
+
+    def __init__(self, layer, attr: str):
+        self.layer, self.attr, self.users = layer, attr, 0
+        self.saved = layer.__dict__.get(attr, _MISSING)
+        original = getattr(layer, attr)
+        key = (id(layer), attr)
+
+        def dispatch(*args, **kwargs):
+            return _dispatch(key, original, args, kwargs)
+
+        object.__setattr__(layer, attr, dispatch)
+
+    def restore(self) -> None:
+        if self.saved is _MISSING:
+            object.__delattr__(self.layer, self.attr)
+        else:
+            object.__setattr__(self.layer, self.attr, self.saved)
+
+
+def _active() -> list[dict]:
+    stack = getattr(_LOCAL, "stack", None)
+    if stack is None:
+        stack = _LOCAL.stack = []
+    return stack
+
+
+def _dispatch(key, original, args, kwargs):
+    chain = [table[key] for table in _active() if key in table]
+    if not chain:
+        return original(*args, **kwargs)
+
+    def step(i, args, kwargs):
+        if i == len(chain):
+            return original(*args, **kwargs)
+        return chain[i](lambda *a, **kw: step(i + 1, a, kw), *args, **kwargs)
+
+    return step(0, args, kwargs)
+
+
+@contextlib.contextmanager
+def _intercepting(hooks):
+    """Activates `hooks`, `(layer, attr, hook(proceed, *args, **kwargs))`, on this thread."""
+    table = {(id(layer), attr): hook for layer, attr, hook in hooks}
+    patched: list[tuple[int, str]] = []
+    stack = _active()
+    try:
+        with _LOCK:
+            for layer, attr, _ in hooks:
+                key = (id(layer), attr)
+                if key in patched:
+                    continue
+                if key not in _PATCHES:
+                    _PATCHES[key] = _Patch(layer, attr)
+                _PATCHES[key].users += 1
+                patched.append(key)
+        stack.append(table)
+        yield
+    finally:
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i] is table:
+                del stack[i]
+                break
+        with _LOCK:
+            for key in patched:
+                patch = _PATCHES[key]
+                patch.users -= 1
+                if patch.users == 0:
+                    patch.restore()
+                    del _PATCHES[key]

@@ -107,3 +107,29 @@ def test_the_serving_side_never_imports_the_training_side():
                 imported |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
         bad = {m for m in imported for t in training if m == t or m.startswith(t + ".")}
         assert bad == set(), (name, bad)
+
+
+#: What only `tb_cnnviz/layers.py` may do: walk the sublayers Keras tracks, and patch a layer.
+LAYER_INTERNALS = {"_flatten_layers", "__setattr__", "__delattr__"}
+
+
+def layer_internals(path: pathlib.Path) -> list[str]:
+    """Uses of `LAYER_INTERNALS` in one file (`object.__setattr__(layer, ...)` and the like)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [
+        f"{path.relative_to(ROOT)}:{node.lineno} uses {node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr in LAYER_INTERNALS
+    ]
+
+
+def test_layer_discovery_and_capture_have_one_home():
+    """Only tb_cnnviz/layers.py walks tracked sublayers or patches a layer's call or activation.
+
+    Every kind (feature maps, attribution, activation maximization, references, heads) reads
+    layers through `capture_outputs` and `override`, so one thread-safe mechanism serves all.
+    """
+    home = ROOT / "tb_cnnviz" / "layers.py"
+    assert layer_internals(home), "the scan finds nothing even in layers.py"
+    found = [f for path in python_files() if path != home for f in layer_internals(path)]
+    assert found == []

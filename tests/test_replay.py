@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from tb_cnnviz import cli
+from tb_cnnviz import cli, reader
 from tb_cnnviz.callbacks import CNNViz
 from tb_cnnviz.replay import ReplayError, find_checkpoints
 
@@ -180,3 +180,25 @@ def test_find_checkpoints_raises_replay_error_naming_the_folder(tmp_path):
     with pytest.raises(ReplayError, match="is not a directory"):
         find_checkpoints(tmp_path / "missing")
     assert issubclass(ReplayError, ValueError)
+
+
+def test_replay_draws_the_convs_inside_custom_layers(tmp_path, read_logdir):
+    """Checkpoints of a model of residual blocks replay every conv, those inside blocks too."""
+    import zoo
+
+    from tb_cnnviz.replay import replay as replay_fn
+
+    model, x, y, probes = zoo.residual_blocks()
+    save = keras.callbacks.ModelCheckpoint(str(tmp_path / "ckpt" / "model_{epoch:02d}.keras"))
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[save])
+    replay_fn(tmp_path / "ckpt", tmp_path / "logs", probe_images=probes, progress=False)
+    tags = {tag for _, tag in read_logdir(tmp_path / "logs").cnnviz_tags()}
+    for path in ("stem", "res1/c1", "res1/c2", "res2/c1", "res2/c2"):
+        assert {f"{path}/weights", f"{path}/feature_maps"} <= tags, path
+    # The last checkpoint's block weights, not freshly initialized ones, were drawn.
+    kernel = keras.ops.convert_to_numpy(model.get_layer("res2").c2.kernel)
+    drawn = reader.Logdir(str(tmp_path / "logs")).read("train", "res2/c2", "weights", 1).tiles
+    want = np.moveaxis(kernel, -1, 0)  # [filters, h, w, inputs]
+    got = np.moveaxis(drawn[..., 0], 1, -1)  # [filters, slices, h, w] -> [filters, h, w, slices]
+    span = np.ptp(want, axis=(1, 2), keepdims=True)
+    assert np.all(np.abs(got - want) <= span / 255 + 1e-6)

@@ -5,9 +5,10 @@ Two ways, chosen per model:
 * a truncated feature extractor `keras.Model(model.inputs, [layer.output, ...])`, when every
   layer read is a top-level layer of a Functional or Sequential model: it runs only the layers
   the objective depends on, the cheapest forward pass there is;
-* otherwise (a layer inside a nested sub-model, a subclassed model, the model's logits) the whole
-  model runs while `tb_cnnviz.layers.capture_outputs` records the layers. A nested Functional
-  sub-model's layers live in the sub-model's own graph, so the outer model cannot be cut there.
+* otherwise (a layer inside a nested sub-model or a custom layer, a subclassed model, the
+  model's logits) the whole model runs while `tb_cnnviz.layers.capture_outputs` records the
+  layers. A nested Functional sub-model's layers live in the sub-model's own graph, and a
+  custom layer's convs in no graph at all, so the outer model cannot be cut there.
 
 Conv outputs are handed to objectives channels last, whatever the layer's `data_format`.
 Backend-neutral: the hooks work while TensorFlow or JAX trace, and in PyTorch's eager calls.
@@ -40,11 +41,7 @@ def image_input_shape(model: keras.Model) -> tuple:
         >>> image_input_shape(model)
         (28, 20, 1)
     """
-    inputs = getattr(model, "inputs", None)
-    try:
-        shapes = [tuple(t.shape) for t in inputs] if inputs else [tuple(model.input_shape)]
-    except (AttributeError, ValueError, TypeError):
-        shapes = _called_shapes(model)
+    shapes = layer_lib.input_shapes(model)
     if not shapes:
         raise ValueError(
             f"Cannot tell what input the model {model.name!r} expects: build it first (call it on "
@@ -64,15 +61,6 @@ def image_input_shape(model: keras.Model) -> tuple:
     return tuple(None if d is None else int(d) for d in shape[1:])
 
 
-def _called_shapes(model) -> list[tuple]:
-    # A subclassed model has no symbolic inputs; Keras records the shapes it was first called
-    # with. There is no public accessor, so read it defensively and fall back to "unknown".
-    recorded = getattr(model, "_build_shapes_dict", None)
-    if not isinstance(recorded, dict) or not model.built:
-        return []
-    return [tuple(shape) for shape in recorded.values() if isinstance(shape, tuple | list)]
-
-
 def find_layer(model: keras.Model, name: str, argument: str, *, conv: bool):
     """Returns `(path, layer)` for a layer an objective reads (`tb_cnnviz.layers.find_layer`).
 
@@ -88,10 +76,18 @@ def find_layer(model: keras.Model, name: str, argument: str, *, conv: bool):
         'c'
     """
     if not conv:
-        return layer_lib.find_layer(model, name, argument)
-    return layer_lib.find_layer(
-        model, name, argument, among=layer_lib.is_conv2d, need="a 2-D conv layer"
-    )
+        path, layer = layer_lib.find_layer(model, name, argument)
+    else:
+        path, layer = layer_lib.find_layer(
+            model, name, argument, among=layer_lib.is_conv2d, need="a 2-D conv layer"
+        )
+    why = layer_lib.weights_only(model).get(path)
+    if why is not None:
+        raise ValueError(
+            f"{argument}: {path!r} has no output activation maximization can read ({why}). "
+            f"Received: {argument}={name!r}"
+        )
+    return path, layer
 
 
 class ModelReader:
@@ -130,10 +126,8 @@ class ModelReader:
         # How class scores are read (tb_cnnviz.heads, as attribution reads them): the model's
         # first output.
         self.head = heads.read(model) if self._logits else None
-        # Filled while tracing inside `active()`: layer id -> tensor.
-        self._captured: dict[int, object] = {}  # outputs, from capture_outputs
-        self._hooked: dict[int, object] = {}  # outputs, from the pre-activation hooks
-        self._pre: dict[int, object] = {}  # pre-activations
+        # Filled while tracing inside `active()`: outputs and pre-activations by layer id.
+        self._captured = layer_lib.Captured()
         self._extractor = None if self._logits else self._truncate()
 
     @property
@@ -167,22 +161,28 @@ class ModelReader:
     def active(self):
         """Hooks the model for `__call__`: records layers, bypasses a final softmax."""
         pre_layers = [self._layers[name][1] for name in self._pre_names]
-        others = [layer for _, layer in self._layers.values() if layer not in pre_layers]
         with contextlib.ExitStack() as stack:
             if self._logits:
                 stack.enter_context(heads.logits(self.model))
-            for layer in pre_layers:
-                stack.enter_context(_record_pre_activation(layer, self._pre, self._hooked))
-            if self._extractor is None:
-                self._captured = stack.enter_context(layer_lib.capture_outputs(others))
+            if self._extractor is None or pre_layers:
+                layers = pre_layers if self._extractor is not None else self._hooked_layers()
+                self._captured = stack.enter_context(
+                    layer_lib.capture_outputs(layers, pre_activation=pre_layers)
+                )
             try:
                 yield
             finally:
-                self._captured, self._hooked, self._pre = {}, {}, {}
+                self._captured = layer_lib.Captured()
+
+    def _hooked_layers(self) -> list:
+        return list({id(layer): layer for _, layer in self._layers.values()}.values())
 
     def _recorded(self, name: str, pre: bool = False):
         key = id(self._layers[name][1])
-        out = self._pre.get(key) if pre else self._captured.get(key, self._hooked.get(key))
+        # A layer without an activation function has no pre-activation but its output.
+        out = self._captured.pre.get(key) if pre else None
+        if out is None:
+            out = self._captured.get(key)
         if out is None:
             raise ValueError(
                 f"The model's forward pass never called layer {name!r}, so its output cannot be "
@@ -207,9 +207,8 @@ class ModelReader:
         for _, layer in layer_lib.all_layers(model):
             if getattr(layer, "layers", None):
                 continue  # a sub-model: its own layers are counted
-            try:
-                shape = tuple(layer.output.shape[1:])
-            except (AttributeError, ValueError):
+            shape = layer_lib.output_shape(model, layer)
+            if shape is None:
                 continue
             known = [d for d in shape if d is not None]
             scale = (h * w) / 1024 if None in shape else 1  # free spatial dims: assume 32x32 base
@@ -228,28 +227,3 @@ class ModelReader:
         except Exception:  # shared layers, subclassed models: read by capture instead
             return None
         return extractor
-
-
-@contextlib.contextmanager
-def _record_pre_activation(layer, pre: dict, outputs: dict):
-    """Runs `layer` with a linear activation, records that and the real output."""
-    activation = getattr(layer, "activation", None)
-    original = layer.call
-    key = id(layer)
-
-    def hook(*args, **kwargs):
-        value = original(*args, **kwargs)
-        pre[key] = value
-        out = activation(value) if activation is not None else value
-        outputs[key] = out
-        return out
-
-    if activation is not None:
-        object.__setattr__(layer, "activation", keras.activations.linear)
-    object.__setattr__(layer, "call", hook)
-    try:
-        yield
-    finally:
-        object.__delattr__(layer, "call")
-        if activation is not None:
-            object.__setattr__(layer, "activation", activation)

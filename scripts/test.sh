@@ -8,7 +8,11 @@
 # headless-browser end-to-end tests).
 #
 # The core suite (scripts/core_tests.txt) also runs on Keras' JAX backend in .venv-jax, which
-# has no TensorFlow, in the background beside the main run (artifacts/test-logs/jax.log).
+# has no TensorFlow, in the background beside the main run (artifacts/test-logs/jax.log), and on
+# PyTorch in .venv-torch (artifacts/test-logs/torch.log) wherever PyTorch's CPU build installs
+# without gigabytes of CUDA libraries: a CPU wheel pip finds on the machine (its find-links), or
+# TORCH_SPEC (for example "torch --index-url https://download.pytorch.org/whl/cpu"). Elsewhere
+# the command says once that PyTorch was skipped, and why.
 # With CI=true (or OLDEST=1) the suite also runs on the oldest versions tb-cnnviz supports
 # (scripts/oldest.txt: TensorFlow 2.16, Keras 3.6, TensorBoard 2.16, NumPy 1.26, ...) in
 # .venv-oldest, without the browser tests. That run goes on in the background while the main one
@@ -28,9 +32,10 @@ say() { printf '[%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 #
 #   test_env NAME [VAR=value ...] -- PIP ARGS ... -- PYTEST ARGS ...
 #
-# starts a background job that makes .venv-NAME, installs PIP ARGS into it and runs pytest there
-# with PYTEST ARGS and the VAR=value settings, all its output in $logs/NAME.log. `collect_envs`
-# waits for every job and fails if any failed; leaving early stops them. The jobs run at a lower
+# starts a background job that makes .venv-NAME, installs PIP ARGS into it (a ";" among them
+# starts another `pip install`, run after the one before) and runs pytest there with PYTEST ARGS
+# and the VAR=value settings, all its output in $logs/NAME.log. `collect_envs` waits for every
+# job and fails if any failed; leaving early stops them. The jobs run at a lower
 # priority (nice): the main run's browser and TensorBoard tests wait on timeouts, the background
 # suites only take the CPU time the main run leaves.
 env_names=()
@@ -52,10 +57,18 @@ test_env() {
     [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --upgrade pip
     until mkdir "$lock" 2>/dev/null; do sleep 1; done
-    "$venv/bin/python" -m pip install --quiet "${pip_args[@]}" || {
-      rmdir "$lock"
-      exit 1
-    }
+    local group=() arg
+    for arg in "${pip_args[@]}" ";"; do
+      if [ "$arg" != ";" ]; then
+        group+=("$arg")
+        continue
+      fi
+      "$venv/bin/python" -m pip install --quiet "${group[@]}" || {
+        rmdir "$lock"
+        exit 1
+      }
+      group=()
+    done
     rmdir "$lock"
     say "$name: installed; pytest ${pytest_args[*]}"
     env ${settings[@]+"${settings[@]}"} nice -n 10 "$venv/bin/python" -m pytest \
@@ -71,7 +84,9 @@ collect_envs() {
   for i in "${!env_pids[@]}"; do
     if wait "${env_pids[$i]}"; then
       say "${env_names[$i]}: $(tail -n 1 "$logs/${env_names[$i]}.log")"
+      summary+=("${env_names[$i]}: $(tail -n 1 "$logs/${env_names[$i]}.log" | tr -d '=' | xargs)")
     else
+      summary+=("${env_names[$i]}: FAILED (see $logs/${env_names[$i]}.log)")
       say "${env_names[$i]}: FAILED; the end of $logs/${env_names[$i]}.log:"
       tail -n 80 "$logs/${env_names[$i]}.log"
       failed+=("${env_names[$i]}")
@@ -103,10 +118,22 @@ say "installing into .venv"
 # JAX beside TensorFlow: the tests that compare the two backends' pictures need both.
 .venv/bin/python -m pip install --quiet -e ".[tensorflow-cpu,jax,test]"
 
-# The core suite on JAX, in an environment without TensorFlow (scripts/core_tests.txt; PyTorch
-# has its own command, scripts/test_backend.sh torch: its wheel is gigabytes).
+# The core suite on JAX and on PyTorch, in environments without TensorFlow
+# (scripts/core_tests.txt, the same suite scripts/test_backend.sh runs).
 mapfile -t core < scripts/core_tests.txt
+summary=()
 test_env jax KERAS_BACKEND=jax -- -e ".[jax,test]" -- --doctest-modules "${core[@]}"
+
+# PyTorch's PyPI wheel pulls gigabytes of CUDA libraries: its suite runs only where the CPU
+# build is at hand (scripts/torch_spec.sh says which, or why not).
+if torch_spec=$(bash scripts/torch_spec.sh); then
+  # shellcheck disable=SC2086  # the spec may hold options (--index-url ...)
+  test_env torch KERAS_BACKEND=torch TB_CNNVIZ_HIDE_TENSORFLOW=1 -- $torch_spec ";" \
+    -e ".[torch,test]" -- --doctest-modules "${core[@]}"
+else
+  say "torch: SKIPPED, $torch_spec"
+  summary+=("torch: skipped ($torch_spec)")
+fi
 
 if [ "${CI:-}" = true ] || [ "${OLDEST:-}" = 1 ]; then
   test_env oldest -- -e ".[tensorflow-cpu,test]" -c scripts/oldest.txt -- \
@@ -139,7 +166,11 @@ npx --no-install biome ci frontend tests/js
 
 say "pytest"
 status=0
-.venv/bin/python -m pytest --doctest-modules tb_cnnviz callbacks demo tests "$@" || status=$?
+.venv/bin/python -m pytest --doctest-modules tb_cnnviz callbacks demo tests "$@" |
+  tee "$logs/tensorflow.log" || status=$?
+summary=("tensorflow: $(tail -n 1 "$logs/tensorflow.log" | tr -d '=' | xargs)" "${summary[@]}")
 collect_envs || status=1
+say "suites:"
+printf '  %s\n' "${summary[@]}"
 say "done, exit status $status"
 exit "$status"

@@ -9,11 +9,10 @@
 # (TB_CNNVIZ_HIDE_TENSORFLOW, tests/conftest.py), so anything that still needs it fails.
 #
 #   jax    runs in .venv (which `scripts/test.sh` makes), adding JAX to it if missing.
-#   torch  runs in .venv-torch, made here with PyTorch's CPU build: `pip install torch==2.13.0`
-#          takes the CPU wheel where one lies on the machine's disk; elsewhere pass
-#          TORCH_SPEC (for example "torch --index-url https://download.pytorch.org/whl/cpu").
-#          PyTorch is not part of scripts/test.sh: its PyPI wheel pulls gigabytes of CUDA
-#          libraries, more than the CI's time allows.
+#   torch  runs in .venv-torch, made here with PyTorch's CPU build (scripts/torch_spec.sh: a
+#          CPU wheel pip finds on the machine, or TORCH_SPEC, for example
+#          "torch --index-url https://download.pytorch.org/whl/cpu"), then the `torch` and
+#          `test` extras. scripts/test.sh runs the same in the background wherever it can.
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,10 +31,14 @@ case "$backend" in
     venv=.venv-torch
     [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
     if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
-      # shellcheck disable=SC2086  # TORCH_SPEC may hold options
-      "$venv/bin/python" -m pip install --quiet ${TORCH_SPEC:-torch==2.13.0}
+      spec=$(bash scripts/torch_spec.sh) || {
+        echo "cannot install PyTorch's CPU build: $spec" >&2
+        exit 2
+      }
+      # shellcheck disable=SC2086  # the spec may hold options
+      "$venv/bin/python" -m pip install --quiet $spec
     fi
-    "$venv/bin/python" -m pip install --quiet -e ".[test]"
+    "$venv/bin/python" -m pip install --quiet -e ".[torch,test]"
     ;;
   *)
     echo "unknown backend: $backend (jax or torch; TensorFlow runs in scripts/test.sh)" >&2

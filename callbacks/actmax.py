@@ -169,7 +169,7 @@ class ActivationMaximization(VizCallback):
         depth = max(0.25, (paths.index(path) + 1) / len(paths)) if path in paths else 1.0
         # Transforms and the Fourier decode add about a third to each forward and backward pass;
         # tracing them and the optimization loop costs about half a second on its own.
-        seconds = TRACE_SECONDS + depth * (
+        seconds = TRACE_SECONDS * timing.compiles + depth * (
             timing.trace() + 1.3 * self.steps * timing.backward(filters)
         )
         return seconds, filters * h * w * renderer.channels

@@ -194,7 +194,10 @@ class Attribution(VizCallback):
         if method == "smoothgrad":
             rows *= attribution_lib.DEFAULT_SMOOTHGRAD_SAMPLES
         return (
-            TRACE_SECONDS + timing.trace() + timing.backward(rows) + timing.forward(self._count())
+            TRACE_SECONDS * timing.compiles
+            + timing.trace()
+            + timing.backward(rows)
+            + timing.forward(self._count())
         )
 
     def _prepare(self, step):

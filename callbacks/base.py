@@ -386,7 +386,9 @@ class VizCallback(keras.callbacks.Callback):
                 batch = [np.resize(a[:n], (k, *a.shape[1:])) for a in arrays]
                 model(batch if isinstance(images, list) else batch[0], training=False)
 
-            budget.timing = budget_lib.ModelTiming.measure(forward, max(n, 4))
+            budget.timing = budget_lib.ModelTiming.measure(
+                forward, max(n, 4), compiles=backend.name() != "torch"
+            )
             budget.timing_model = model
         return budget.timing
 

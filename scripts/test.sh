@@ -122,14 +122,17 @@ say "installing into .venv"
 # (scripts/core_tests.txt, the same suite scripts/test_backend.sh runs).
 mapfile -t core < scripts/core_tests.txt
 summary=()
-test_env jax KERAS_BACKEND=jax -- -e ".[jax,test]" -- --doctest-modules "${core[@]}"
+# Tests marked `timing` compare own time with training time: niced beside the main run, a
+# background suite's own time is inflated by the others (scripts/test_backend.sh runs them).
+test_env jax KERAS_BACKEND=jax -- -e ".[jax,test]" -- --doctest-modules -m "not timing" \
+  "${core[@]}"
 
 # PyTorch's PyPI wheel pulls gigabytes of CUDA libraries: its suite runs only where the CPU
 # build is at hand (scripts/torch_spec.sh says which, or why not).
 if torch_spec=$(bash scripts/torch_spec.sh); then
   # shellcheck disable=SC2086  # the spec may hold options (--index-url ...)
   test_env torch KERAS_BACKEND=torch TB_CNNVIZ_HIDE_TENSORFLOW=1 -- $torch_spec ";" \
-    -e ".[torch,test]" -- --doctest-modules "${core[@]}"
+    -e ".[torch,test]" -- --doctest-modules -m "not timing" "${core[@]}"
 else
   say "torch: SKIPPED, $torch_spec"
   summary+=("torch: skipped ($torch_spec)")

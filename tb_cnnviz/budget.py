@@ -109,11 +109,13 @@ class ModelTiming:
     Args:
         fixed: Seconds of an eager forward pass that do not grow with the batch.
         per_image: Seconds each image adds.
+        compiles: Whether the backend traces and compiles functions (TensorFlow, JAX); on
+            PyTorch, which runs eagerly, nothing is traced and `trace()` is 0.
 
     Example:
         >>> timing = ModelTiming(fixed=0.02, per_image=0.001)
-        >>> round(timing.forward(10), 3)
-        0.03
+        >>> round(timing.forward(10), 3), ModelTiming(0.02, 0.001, compiles=False).trace()
+        (0.03, 0.0)
     """
 
     #: Tracing a forward and backward pass costs about this many eager forward passes' fixed
@@ -122,12 +124,15 @@ class ModelTiming:
     #: A compiled forward and backward pass of one image costs this many eager forward passes.
     BACKWARD_FACTOR = 3.0
 
-    def __init__(self, fixed: float, per_image: float):
+    def __init__(self, fixed: float, per_image: float, *, compiles: bool = True):
         self.fixed = max(float(fixed), 0.0)
         self.per_image = max(float(per_image), 0.0)
+        self.compiles = bool(compiles)
 
     @classmethod
-    def measure(cls, forward: Callable[[int], object], n: int) -> ModelTiming:
+    def measure(
+        cls, forward: Callable[[int], object], n: int, *, compiles: bool = True
+    ) -> ModelTiming:
         """Times `forward(1)` and `forward(n)` (each after one untimed call) and splits the cost.
 
         Example:
@@ -140,20 +145,21 @@ class ModelTiming:
         forward(1)
         one = time.perf_counter() - start
         if n <= 1:
-            return cls(one, 0.0)
+            return cls(one, 0.0, compiles=compiles)
         start = time.perf_counter()
         forward(n)
         many = time.perf_counter() - start
         per_image = max(many - one, 0.0) / (n - 1)
-        return cls(max(one - per_image, 0.0), per_image)
+        return cls(max(one - per_image, 0.0), per_image, compiles=compiles)
 
     def forward(self, images: int) -> float:
         """Seconds of an eager forward pass of `images` images."""
         return self.fixed + self.per_image * images
 
     def trace(self) -> float:
-        """Seconds to trace and compile a forward and backward pass of the model."""
-        return self.TRACE_FACTOR * self.fixed
+        """Seconds to trace and compile a forward and backward pass of the model (0 where the
+        backend does not compile)."""
+        return self.TRACE_FACTOR * self.fixed if self.compiles else 0.0
 
     def backward(self, images: int) -> float:
         """Seconds of a compiled forward and backward pass of `images` images."""

@@ -396,6 +396,7 @@ def plans(logs, owner="cnnviz"):
     return out
 
 
+@pytest.mark.timing
 def test_default_budget_keeps_own_time_within_five_percent(tmp_path, read_logdir):
     """CNNViz defaults: own time within 5% of training (+ one drawing), weights every epoch."""
     probes, labels = data(n=4, seed=1)
@@ -416,6 +417,7 @@ def test_default_budget_keeps_own_time_within_five_percent(tmp_path, read_logdir
         assert due <= set(index["drawn"]) | set(index["skipped"]), step
 
 
+@pytest.mark.timing
 def test_costly_kinds_take_turns_and_each_is_drawn_when_the_budget_allows(tmp_path, read_logdir):
     """budget=0.2 on a 9 s run: feature maps of both layers and Grad-CAM each drawn, in turns."""
     probes, labels = data(n=4, seed=1)

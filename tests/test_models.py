@@ -19,7 +19,12 @@ def restore_policy():
     keras.mixed_precision.set_global_policy(policy)
 
 
-@pytest.mark.parametrize("name", list(zoo.MODELS))
+@pytest.mark.parametrize(
+    "name",
+    # keras.applications models take 15-45 s each here: the oldest-versions run leaves them out
+    # (scripts/test.sh), the smaller models beside them take the same code paths.
+    [pytest.param(n, marks=pytest.mark.slow) if n in zoo.APPLICATIONS else n for n in zoo.MODELS],
+)
 def test_model_logs_every_kind_and_the_plugin_serves_it(
     name, tmp_path, read_logdir, restore_policy
 ):

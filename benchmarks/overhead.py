@@ -143,6 +143,8 @@ def run_config(name: str, seed: int, epochs: int, repeats: int) -> dict:
                     "mb": mb,
                     "own": budget.own_seconds / max(budget.train_seconds, 1e-9),
                     "drawn": {k: f"{drawn[k]}/{due[k]}" for k in sorted(due)},
+                    "profile": budget.profile.table(),
+                    "own_seconds": budget.own_seconds,
                 }
             elif variant == "keras_tb":
                 facts["keras_tb"] = {"mb": mb}
@@ -209,7 +211,34 @@ def main():
             f"| {max(r['keras_tb_facts']['mb'] for r in results):.2f} |",
             flush=True,
         )
+    print()
+    print_profiles(rows)
     return 0
+
+
+def print_profiles(rows) -> None:
+    """Where CNNViz's own time went (`tb_cnnviz.profile`), per configuration, kind and phase.
+
+    Seconds over the whole run, summed over repeats and seeds' last repeat each (the `cnnviz`
+    fit whose facts were kept).
+    """
+    from tb_cnnviz.profile import PHASES
+
+    print("Where CNNViz's own time goes (seconds over the run; kinds x phases):")
+    print()
+    print("| configuration | kind | " + " | ".join(PHASES) + " | total |")
+    print("|---|---|" + "---|" * (len(PHASES) + 1))
+    for name, _, _, results in rows:
+        merged: dict[str, collections.Counter] = {}
+        for r in results:
+            for kind, phases in r["cnnviz_facts"]["profile"].items():
+                merged.setdefault(kind, collections.Counter()).update(phases)
+        for kind in sorted(merged, key=lambda k: -sum(merged[k].values())):
+            cells = [f"{merged[kind][p] / len(results):.2f}" for p in PHASES]
+            total = sum(merged[kind].values()) / len(results)
+            print(f"| {name} | {kind} | " + " | ".join(cells) + f" | {total:.2f} |")
+        own = statistics.mean(r["cnnviz_facts"]["own_seconds"] for r in results)
+        print(f"| {name} | (own time, all) | " + " | " * (len(PHASES) - 1) + f" | {own:.2f} |")
 
 
 if __name__ == "__main__":

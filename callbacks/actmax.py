@@ -182,16 +182,21 @@ class ActivationMaximization(VizCallback):
         previous = self._previous.get(path) if self.warm_start else None
         images = renderer(ids, steps=steps, seed=self.seed, init=previous)
         self._previous[path] = images.state
-        summary.actmax(
-            path,
-            images,
-            step=step,
-            activations=images.activations,
-            filters=ids,
-            total_filters=total,
-            description=(
-                f"For each filter of `{path}` ({type(layer).__name__}), an input that excites it "
-                f"most; up to {self.steps} optimization steps per logged epoch"
-                + (", each continuing the last." if self.warm_start else ".")
-            ),
+        what = (
+            f"For each filter of `{path}` ({type(layer).__name__}), an input that excites it "
+            f"most; up to {self.steps} optimization steps per logged epoch"
+            + (", each continuing the last." if self.warm_start else ".")
         )
+
+        def write():  # in the background (tb_cnnviz.background)
+            summary.actmax(
+                path,
+                images,
+                step=step,
+                activations=images.activations,
+                filters=ids,
+                total_filters=total,
+                description=what,
+            )
+
+        return write

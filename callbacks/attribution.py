@@ -236,44 +236,56 @@ class Attribution(VizCallback):
         )
         maps = maps if multi else [maps]
         n = self._count()
+        arrays, tag_names = list(self._arrays), list(self._tag_names)
+        layers = [
+            self._target_layers[i] if method != "smoothgrad" and self._target_layers else None
+            for i in range(len(maps))
+        ]
         if self._checked.head.classes is None:
-            for i, heat in enumerate(maps):
-                if heat is not None:
-                    target_layer = self._target_layers[i] if method != "smoothgrad" else None
-                    summary.attribution(
-                        name + self._tag_names[i],
-                        self._arrays[i],
-                        heat,
-                        step=step,
-                        values=self._values,
-                        true_values=self._true_values,
-                        method=method,
-                        target_layer=target_layer,
-                        description=_description(method, target_layer, n, False, value=True),
-                    )
-            return
+            values, true_values = self._values, self._true_values
+
+            def write_values():
+                for i, heat in enumerate(maps):
+                    if heat is not None:
+                        summary.attribution(
+                            name + tag_names[i],
+                            arrays[i],
+                            heat,
+                            step=step,
+                            values=values,
+                            true_values=true_values,
+                            method=method,
+                            target_layer=layers[i],
+                            description=_description(method, layers[i], n, False, value=True),
+                        )
+
+            return write_values
         true_rows = None
         if self._true is not None:
             true_rows = np.arange(n)
             true_rows[rows[n:]] = np.arange(n, len(rows))
-        for i, heat in enumerate(maps):
-            if heat is None:
-                continue
-            target_layer = self._target_layers[i] if method != "smoothgrad" else None
-            summary.attribution(
-                name + self._tag_names[i],
-                self._arrays[i],
-                heat[:n],
-                step=step,
-                predicted=self._predicted,
-                confidence=self._confidence,
-                true_classes=self._true,
-                true_heatmaps=None if true_rows is None else heat[true_rows],
-                class_names=self.class_names,
-                method=method,
-                target_layer=target_layer,
-                description=_description(method, target_layer, n, self._true is not None),
-            )
+        predicted, confidence, true = self._predicted, self._confidence, self._true
+
+        def write_classes():
+            for i, heat in enumerate(maps):
+                if heat is None:
+                    continue
+                summary.attribution(
+                    name + tag_names[i],
+                    arrays[i],
+                    heat[:n],
+                    step=step,
+                    predicted=predicted,
+                    confidence=confidence,
+                    true_classes=true,
+                    true_heatmaps=None if true_rows is None else heat[true_rows],
+                    class_names=self.class_names,
+                    method=method,
+                    target_layer=layers[i],
+                    description=_description(method, layers[i], n, true is not None),
+                )
+
+        return write_classes
 
 
 def _description(

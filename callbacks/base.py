@@ -27,7 +27,7 @@ import weakref
 import keras
 import numpy as np
 
-from tb_cnnviz import backend, checks, events, metadata, summary
+from tb_cnnviz import backend, background, checks, events, metadata, summary
 from tb_cnnviz import budget as budget_lib
 from tb_cnnviz import layers as layer_lib
 
@@ -38,6 +38,7 @@ __all__ = [
     "check_freq",
     "check_probe_images",
     "epochs_left",
+    "failure_reason",
     "is_final_epoch",
     "log_epoch",
     "report_weights_only",
@@ -46,8 +47,40 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+class _Run:
+    """One run directory's event-file writer, and the background worker that writes to it.
+
+    Background jobs (`log_epoch`) put their failures here; the training thread reports them
+    (`report_failures`), so a warning comes from the code that trains, as in line writing did.
+    """
+
+    def __init__(self, run_dir: str):
+        self.writer = events.FileWriter(run_dir)
+        self.worker = background.Worker()
+        self.users = 0
+        self._failures: list[tuple[budget_lib.Drawing, Exception]] = []
+        self._lock = threading.Lock()
+
+    def failed(self, drawing: budget_lib.Drawing, error: Exception) -> None:
+        """Keeps a background job's failure for the training thread (any thread may call it)."""
+        with self._lock:
+            self._failures.append((drawing, error))
+
+    def report_failures(self) -> None:
+        """Reports the failures kept so far, through their callbacks (warns once per callback)."""
+        with self._lock:
+            failures, self._failures = self._failures, []
+        for drawing, error in failures:
+            drawing.source._report_failure(drawing.tag, error)
+
+    def flush(self) -> None:
+        """Waits for every job submitted so far, then flushes the event file."""
+        self.worker.join()
+        self.writer.flush()
+
+
 class _WriterPool:
-    """One summary writer per run directory, shared by every callback of this process.
+    """One writer (and background worker) per run directory, shared by every callback here.
 
     Keras' own `TensorBoard` callback writes into `<log_dir>/train`; ours writes beside it, in the
     same run, through a single writer however many of our callbacks are attached.
@@ -55,26 +88,30 @@ class _WriterPool:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._writers: dict[str, list] = {}
+        self._runs: dict[str, _Run] = {}
 
-    def acquire(self, run_dir: str):
+    def acquire(self, run_dir: str) -> _Run:
         with self._lock:
-            entry = self._writers.get(run_dir)
-            if entry is None:
-                entry = self._writers[run_dir] = [events.FileWriter(run_dir), 0]
-            entry[1] += 1
-            return entry[0]
+            run = self._runs.get(run_dir)
+            if run is None:
+                run = self._runs[run_dir] = _Run(run_dir)
+            run.users += 1
+            return run
 
     def release(self, run_dir: str) -> None:
         with self._lock:
-            entry = self._writers.get(run_dir)
-            if entry is None:
+            run = self._runs.get(run_dir)
+            if run is None:
                 return
-            entry[0].flush()
-            entry[1] -= 1
-            if entry[1] <= 0:
-                entry[0].close()
-                del self._writers[run_dir]
+            run.users -= 1
+            last = run.users <= 0
+            if last:
+                del self._runs[run_dir]
+        run.flush()
+        run.report_failures()
+        if last:
+            run.worker.close()
+            run.writer.close()
 
 
 WRITERS = _WriterPool()
@@ -197,8 +234,9 @@ class VizCallback(keras.callbacks.Callback):
     """Base of the per-kind callbacks: subclasses set `kind` and implement `_draw`.
 
     A subclass offers one drawing per selected layer (override `_drawings` for other units, as
-    `Attribution` does per method), draws one with `_draw(path, layer, step)`, and may check
-    the model in `_validate` and estimate a drawing's cost in `_estimate`.
+    `Attribution` does per method), draws one with `_draw(path, layer, step)` (the model's work
+    on the training thread; it returns the encoding and writing, which run in the background),
+    and may check the model in `_validate` and estimate a drawing's cost in `_estimate`.
 
     Args:
         log_dir: The same `log_dir` given to `keras.callbacks.TensorBoard`; pictures go into its
@@ -262,24 +300,35 @@ class VizCallback(keras.callbacks.Callback):
             self._planner.begin(self)
         if not self.freq:
             return
-        with self._time_budget.own():
+        with self._time_budget.own(), self._setup():
             self._select()
             self._check_log_dir()
-            # A model first built by fit() (a Sequential without an Input) has no weights yet:
-            # its checks wait for the end of the first batch, before any epoch completes.
+            # A model first built by fit() (a Sequential without an Input, on TensorFlow) has
+            # no weights yet: its checks wait for the first batch to have built it, before
+            # any epoch completes.
             self._validation_pending = not self.model.built
             if not self._validation_pending:
                 self._validate(self.model)
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self._validation_pending:
-            with self._time_budget.own():
-                self._validation_pending = False
-                self._select()  # now built: in forward order, and what cannot be read is known
-                self._validate(self.model)
+    # No `on_train_batch_end`: overriding it would turn off Keras 3's asynchronous dispatch of
+    # batch-end hooks (JAX, PyTorch), making every batch wait. Batch *begin* hooks are always
+    # called in line, and the second batch begins after the first one built the model.
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._validation_pending and self.model.built:
+            self.check_when_built()
+
+    def check_when_built(self) -> None:
+        """Runs the checks a model built by `fit()` deferred (`on_train_begin` could not)."""
+        if not self._validation_pending:
+            return
+        with self._time_budget.own(), self._setup():
+            self._validation_pending = False
+            self._select()  # now built: in forward order, and what cannot be read is known
+            self._validate(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         if not self._managed and self.freq:
+            self.check_when_built()  # an epoch of one batch
             self._planner.epoch_end(self, [self], epoch)
 
     def on_train_end(self, logs=None):
@@ -314,7 +363,9 @@ class VizCallback(keras.callbacks.Callback):
     def _prepare(self, step: int) -> None:
         """Work shared by all drawings of one step (for example one forward pass)."""
 
-    def _draw(self, path: str, layer: keras.layers.Layer, step: int, *args) -> None:
+    def _draw(self, path: str, layer: keras.layers.Layer, step: int, *args):
+        """Does the model's work for one drawing; returns a function that encodes and writes
+        it (`log_epoch` runs it in the background), or None when it wrote already."""
         raise NotImplementedError
 
     def _estimate(self, path: str, layer: keras.layers.Layer) -> tuple[float, int]:
@@ -341,6 +392,10 @@ class VizCallback(keras.callbacks.Callback):
         return out
 
     # -- machinery ---------------------------------------------------------------------------
+    def _setup(self):
+        """Profiles the code inside as this kind's setup."""
+        return self._time_budget.profile.recording(self.kind, "setup")
+
     def _select(self) -> None:
         """Resolves `layers`; a kind that reads outputs sets aside the convs it cannot read."""
         model, example = self.model, self._example()
@@ -366,7 +421,7 @@ class VizCallback(keras.callbacks.Callback):
             if self._prepared_step != step:
                 self._prepare(step)
                 self._prepared_step = step
-            self._draw(*args, step, *more)
+            return self._draw(*args, step, *more)
 
         return draw
 
@@ -405,7 +460,7 @@ class VizCallback(keras.callbacks.Callback):
             )
         else:
             logger.debug("%s could not log %s", type(self).__name__, what, exc_info=error)
-        return f"failed: {type(error).__name__}: {error}"[:500]
+        return failure_reason(error)
 
     def _check_log_dir(self) -> None:
         if "://" in self.log_dir:  # remote filesystems (gs://, s3://) are tf.io's business
@@ -447,8 +502,9 @@ class Planner:
     """Plans, draws and records each epoch for callbacks that share one budget and one run.
 
     A per-kind callback has its own; `CNNViz` has one for all its kinds. It times the fit
-    (`begin`, then every hook's own work), holds the run's summary writer, and at each epoch end
-    runs `log_epoch` as the chief.
+    (`begin`, then every hook's own work), holds the run's summary writer and its background
+    worker, and at each epoch end runs `log_epoch` as the chief. `end` waits for the worker, so
+    `fit()` returns with every picture on disk.
 
     Args:
         owner: The name its plan records are written under.
@@ -465,7 +521,7 @@ class Planner:
         self.owner = owner
         self.run_dir = run_dir
         self.budget = budget
-        self._writer = None
+        self._run: _Run | None = None
         self._first_epoch = None
 
     def begin(self, host: keras.callbacks.Callback) -> None:
@@ -484,18 +540,20 @@ class Planner:
             if self._first_epoch is None:
                 self._first_epoch = epoch
                 self.budget.set_epochs(epochs_left(host, epoch))
-            if self._writer is None:
-                self._writer = WRITERS.acquire(self.run_dir)
+            if self._run is None:
+                self._run = WRITERS.acquire(self.run_dir)
             log_epoch(
-                self.owner, callbacks, self.budget, self._writer, epoch, is_final_epoch(host, epoch)
+                self.owner, callbacks, self.budget, self._run, epoch, is_final_epoch(host, epoch)
             )
 
     def end(self) -> None:
-        """Flushes and lets go of the writer (call in `on_train_end`)."""
-        if self._writer is not None:
-            with self.budget.own():  # the last flush is the callbacks' time too
+        """Waits for the background writer, flushes, reports what failed there, and lets go of
+        the writer (call in `on_train_end`)."""
+        if self._run is not None:
+            # The wait and the last flush are the callbacks' time too.
+            with self.budget.own(), self.budget.profile.recording("plan", "write"):
                 WRITERS.release(self.run_dir)
-            self._writer = None
+            self._run = None
 
 
 def fit_params(callback: keras.callbacks.Callback) -> dict:
@@ -522,37 +580,48 @@ def log_epoch(
     owner: str,
     callbacks: list[VizCallback],
     budget: budget_lib.TimeBudget,
-    writer,
+    run: _Run,
     epoch: int,
     final: bool,
 ) -> dict[str, list]:
     """Plans, draws and records one epoch for `callbacks` sharing `budget`.
 
-    Every drawing is written through `writer`, a `tb_cnnviz.events.FileWriter`, which an outer
+    Each drawing does its model work here, on the training thread, and returns the encoding
+    and writing of its pictures as a job for the run's background worker (`tb_cnnviz.background`),
+    which writes through `run.writer`, a `tb_cnnviz.events.FileWriter`: no outer
     `tf.summary.record_if` (Keras' `TensorBoard(update_freq=N)` keeps one open during `fit()`)
-    does not govern, so none is dropped. A plan record
-    (`tb_cnnviz.summary.write_plan`, tag `"<owner>/plan"`) says what was drawn and what was not.
+    governs it, so none is dropped. After the drawings, a job writes the plan record
+    (`tb_cnnviz.summary.write_plan`, tag `"<owner>/plan"`): what was drawn, with what each cost,
+    and what was not, and why. The worker runs jobs in order, so the event file holds them in
+    the order of the epochs.
+
+    A drawing's cost is its time here plus, on a machine without an accelerator (where the
+    worker competes with training for the processor), the worker's CPU time for its job.
 
     Args:
         owner: The name the plan record is written under.
         callbacks: The callbacks whose drawings share `budget`.
         budget: Their `TimeBudget`.
-        writer: The summary writer of their run.
+        run: The writer and worker of their run.
         epoch: The epoch, written as the step.
         final: Whether this is the last epoch of `fit()`.
 
     Returns:
-        `{"drawn": [tags], "skipped": {tag: reason}}`.
+        `{"drawn": [tags], "skipped": {tag: reason}}` as planned; a drawing that fails in the
+        background is named in the plan record (and warned about once, at a later epoch or when
+        training ends), not here.
     """
+    run.report_failures()  # of earlier epochs' background jobs, on this thread
     drawings, held = [], {}
-    for callback in callbacks:
-        if callback._due(epoch):
-            held.update(callback._held_back())
-            if callback._selected:
-                drawings.extend(callback._drawings(epoch))
-    if not drawings and not held:
-        return {"drawn": [], "skipped": {}}
-    plan = budget.plan(epoch, drawings, final=final)
+    with budget.profile.recording("plan"):  # estimates may time the model once
+        for callback in callbacks:
+            if callback._due(epoch):
+                held.update(callback._held_back())
+                if callback._selected:
+                    drawings.extend(callback._drawings(epoch))
+        if not drawings and not held:
+            return {"drawn": [], "skipped": {}}
+        plan = budget.plan(epoch, drawings, final=final)
     if final:  # the log says once, per kind, what the whole run went without, and why
         by_kind: dict[str, list[str]] = {}
         for d in drawings:
@@ -569,26 +638,87 @@ def log_epoch(
     drawn, skipped = [], dict(held)
     for tag, reason in plan.skipped.items():
         skipped.update(dict.fromkeys((tag, *also[tag]), reason))
-    with writer.as_default(step=epoch):
-        for drawing, steps in plan.draw:
-            before, start = summary.written_bytes(), time.perf_counter()
-            try:
-                drawing.draw(*([steps] if drawing.steps else []))
-            except Exception as e:  # a picture must never end a training run
-                reason = drawing.source._report_failure(drawing.tag, e)
-                skipped.update(dict.fromkeys((drawing.tag, *drawing.also), reason))
-            else:
-                drawn.extend((drawing.tag, *drawing.also))
-            seconds, written = time.perf_counter() - start, summary.written_bytes() - before
-            budget.record(drawing, seconds, steps, written)
-        summary.write_plan(
-            owner,
-            epoch,
-            drawn=drawn,
-            skipped=skipped,
-            budget=budget.fraction,
-            train_seconds=budget.train_seconds,
-            own_seconds=budget.own_seconds,
+    # Filled by the background jobs, read by the plan record's job after them.
+    outcome: dict[str, str | None] = {}  # tag -> None (drawn) or why it failed
+    costs: dict[str, dict[str, float]] = {}
+    counts = not backend.has_accelerator()
+    for drawing, steps in plan.draw:
+        start = time.perf_counter()
+        try:
+            with budget.profile.recording(drawing.kind):
+                later = drawing.draw(*([steps] if drawing.steps else []))
+        except Exception as e:  # a picture must never end a training run
+            reason = drawing.source._report_failure(drawing.tag, e)
+            skipped.update(dict.fromkeys((drawing.tag, *drawing.also), reason))
+            budget.record(drawing, time.perf_counter() - start, steps, 0)
+            continue
+        drawn.extend((drawing.tag, *drawing.also))
+        seconds = time.perf_counter() - start
+        run.worker.submit(
+            _drawing_job(run, budget, drawing, steps, later, seconds, epoch, counts, outcome, costs)
         )
-    writer.flush()
+
+    def write_plan():
+        cpu = time.thread_time()
+        failed = {t: r for t, r in outcome.items() if r is not None}
+        record = budget.profile.recording("plan", "write", time.thread_time)
+        with run.writer.as_default(step=epoch), record:
+            summary.write_plan(
+                owner,
+                epoch,
+                drawn=[t for t in drawn if t not in failed],
+                skipped={**skipped, **failed},
+                costs=costs,
+                budget=budget.fraction,
+                train_seconds=budget.train_seconds,
+                own_seconds=budget.own_seconds,
+            )
+            run.writer.flush()
+        if counts:
+            budget.add_own(time.thread_time() - cpu)
+
+    run.worker.submit(write_plan)
     return {"drawn": drawn, "skipped": skipped}
+
+
+def _drawing_job(run, budget, drawing, steps, later, seconds, epoch, counts, outcome, costs):
+    """The background part of one drawing: encodes and writes it, records what it cost."""
+    tags = (drawing.tag, *drawing.also)
+
+    def job():
+        cpu, before, error = time.thread_time(), summary.written_bytes(), None
+        if later is not None:
+            try:
+                with run.writer.as_default(step=epoch):
+                    # Processor time, as the budget counts it (below).
+                    with budget.profile.recording(drawing.kind, "encode", time.thread_time):
+                        later()
+            except Exception as e:  # reported by the training thread; training goes on
+                error = e
+        spent = time.thread_time() - cpu
+        written = summary.written_bytes() - before
+        if counts:  # it competed with training for the processor
+            budget.add_own(spent)
+            seconds_in_all = seconds + spent
+        else:
+            seconds_in_all = seconds
+        budget.record(drawing, seconds_in_all, steps, written)
+        if error is not None:
+            run.failed(drawing, error)
+            outcome.update(dict.fromkeys(tags, failure_reason(error)))
+            return
+        outcome.update(dict.fromkeys(tags))
+        cost = {"seconds": round(seconds_in_all, 4), "bytes": int(written)}
+        costs.update(dict.fromkeys(tags, cost))
+
+    return job
+
+
+def failure_reason(error: Exception) -> str:
+    """The reason a plan record gives for a drawing that failed.
+
+    Example:
+        >>> failure_reason(ValueError("NaN weights"))
+        'failed: ValueError: NaN weights'
+    """
+    return f"failed: {type(error).__name__}: {error}"[:500]

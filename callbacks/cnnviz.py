@@ -165,6 +165,7 @@ class CNNViz(keras.callbacks.Callback):
                 References(log_dir, reference_images, freq=references_freq, layers=layers)
             )
         self._kinds = list(self.callbacks)  # every kind, whether or not it applies to a model
+        self._deferred = False  # checks wait for fit() to build the model
         budget = budget_lib.TimeBudget(self.budget, max_bytes)
         self._planner = Planner("cnnviz", os.path.join(os.fspath(log_dir), "train"), budget)
         for callback in self._kinds:
@@ -187,7 +188,8 @@ class CNNViz(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._planner.begin(self)
-        with self._planner.budget.own():
+        budget = self._planner.budget
+        with budget.own(), budget.profile.recording("layers", "setup"):
             if self.probe_images is not None:
                 # Every kind lists the layers in the order the probe images meet them, also
                 # where the model's input size is free.
@@ -195,14 +197,21 @@ class CNNViz(keras.callbacks.Callback):
             self.callbacks = list(self._kinds)  # each fit() asks every kind afresh
             for callback in self.callbacks:
                 callback.on_train_begin(logs)
+            self._deferred = not self.model.built
             self._drop_inactive()
 
-    def on_train_batch_end(self, batch, logs=None):
-        if batch != 0:  # checks deferred until a model built by fit() has its weights
-            return
+    # As in `VizCallback`: checks deferred until a model built by `fit()` has its weights run
+    # when a batch begins (Keras calls these in line), never in a batch-end hook, which would
+    # turn off Keras 3's asynchronous batch-end dispatch.
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._deferred and self.model.built:
+            self._check_when_built()
+
+    def _check_when_built(self) -> None:
+        self._deferred = False
         with self._planner.budget.own():
             for callback in self.callbacks:
-                callback.on_train_batch_end(batch, logs)
+                callback.check_when_built()
             self._drop_inactive()
 
     def _drop_inactive(self):
@@ -210,6 +219,8 @@ class CNNViz(keras.callbacks.Callback):
         self.callbacks = [c for c in self.callbacks if getattr(c, "active", True)]
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._deferred:  # an epoch of one batch
+            self._check_when_built()
         self._planner.epoch_end(self, self.callbacks, epoch)
 
     def on_train_end(self, logs=None):

@@ -115,13 +115,18 @@ class FeatureMaps(VizCallback):
         acts = np.asarray(backend.to_numpy(out), dtype=np.float32)
         if getattr(layer, "data_format", "channels_last") == "channels_first":
             acts = np.moveaxis(acts, 1, -1)
-        summary.feature_maps(
-            path,
-            acts,
-            step=step,
-            max_filters=self.max_filters,
-            description=f"Feature maps of `{path}` for {acts.shape[0]} probe images.",
-        )
+        max_filters = self.max_filters
+
+        def write():  # in the background (tb_cnnviz.background)
+            summary.feature_maps(
+                path,
+                acts,
+                step=step,
+                max_filters=max_filters,
+                description=f"Feature maps of `{path}` for {acts.shape[0]} probe images.",
+            )
+
+        return write
 
 
 def _map_pixels(model, layer, images: int, max_filters: int) -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from tb_cnnviz import backend, checks, metadata, similarity, summary
 from tb_cnnviz import budget as budget_lib
-from tb_cnnviz import checks, metadata, similarity, summary
 from tb_cnnviz import layers as layer_lib
 
 from .base import VizCallback, check_probe_images
@@ -153,26 +153,34 @@ class References(VizCallback):
         out = self._outputs.pop(id(layer), None)
         if out is None:
             raise RuntimeError("the layer was not called by the model's forward pass")
+        out = np.asarray(backend.to_numpy(out), dtype=np.float32)
         if getattr(layer, "data_format", "channels_last") == "channels_first":
-            out = keras.ops.moveaxis(out, 1, -1)
-        run = self._run_dir
-        if run not in self._written_to:
-            summary.reference_images(
-                self.reference_images,
+            out = np.moveaxis(out, 1, -1)
+        images = None
+        if self._run_dir not in self._written_to:  # once per run, with its first responses
+            images = self.reference_images
+            self._written_to.add(self._run_dir)
+        references, top_k, count = self.references_hash, self.top_k, self._count()
+
+        def write():  # in the background (tb_cnnviz.background)
+            if images is not None:
+                summary.reference_images(
+                    images,
+                    step=step,
+                    description="The reference images every `responses` datum of this run is of.",
+                )
+            summary.responses(
+                path,
+                out,
                 step=step,
-                description="The reference images every `responses` datum of this run is of.",
+                reference_images=references,
+                top_k=top_k,
+                description=f"Responses of `{path}` to {count} reference images: its "
+                "centered Gram matrix (CKA), pooled filter responses (alignment), and each "
+                "filter's top reference images. Read with `tb_cnnviz.compare`.",
             )
-            self._written_to.add(run)
-        summary.responses(
-            path,
-            out,
-            step=step,
-            reference_images=self.references_hash,
-            top_k=self.top_k,
-            description=f"Responses of `{path}` to {self._count()} reference images: its "
-            "centered Gram matrix (CKA), pooled filter responses (alignment), and each "
-            "filter's top reference images. Read with `tb_cnnviz.compare`.",
-        )
+
+        return write
 
 
 def _as_list(images) -> list[np.ndarray]:

@@ -82,14 +82,24 @@ class FilterWeights(VizCallback):
 
     def _draw(self, path, layer, step):
         kernel = layer_lib.kernel_for_display(layer)
-        summary.filter_weights(
-            path,
-            kernel,
-            step=step,
-            previous=self._previous.get(path),
-            rgb=path == self._rgb_layer,
-            max_filters=self.max_filters,
-            max_slices=self.max_input_channels,
-            description=f"Filters of `{path}` ({type(layer).__name__}, kernel {kernel.shape}).",
+        previous, self._previous[path] = self._previous.get(path), kernel
+        rgb, max_filters, max_slices = (
+            path == self._rgb_layer,
+            self.max_filters,
+            self.max_input_channels,
         )
-        self._previous[path] = kernel
+        what = f"Filters of `{path}` ({type(layer).__name__}, kernel {kernel.shape})."
+
+        def write():  # in the background (tb_cnnviz.background)
+            summary.filter_weights(
+                path,
+                kernel,
+                step=step,
+                previous=previous,
+                rgb=rgb,
+                max_filters=max_filters,
+                max_slices=max_slices,
+                description=what,
+            )
+
+        return write

@@ -53,6 +53,14 @@ export async function renderInspector() {
 	ui.inspector.replaceChildren(view.root)
 	ui.inspector.scrollTop = scroll
 	if (!wasOpen) ui.inspector.focus({preventScroll: true})
+	// What this step's drawing of the layer cost (plan records), beside its title.
+	C.model
+		.plan(run)
+		.then(plan => {
+			const c = S.cost(plan, tag, step)
+			if (c && ticket.live) view.cost.textContent = ` · drawn in ${S.costText(c)}`
+		})
+		.catch(() => {})
 	const runTags = layer.tags.filter(t => t.kind !== "responses" && C.stepsOf(run, t.tag).length)
 	loadEvolution(run, tag, filter, view.evolution, ticket)
 	/** "loading…", then `load` at the last step up to the state's; `none` if no steps. */

@@ -203,7 +203,10 @@ function panelProblem(job, result, runLeft, tag, head) {
 		)
 	if (step === null) {
 		head.step = state.step
-		const why = S.skipReason(job.plan, tag, state.step) || "No picture was logged at this step."
+		// What drawing it last cost tells what a larger budget would spend on it.
+		const last = S.cost(job.plan, tag)
+		let why = S.skipReason(job.plan, tag, state.step) || "No picture was logged at this step."
+		if (last) why += `${/[.!?]$/.test(why) ? "" : "."} Last drawn at step ${last.step}, for ${S.costText(last)}.`
 		const go = {action: "goto-step", label: `Go to step ${near}, the nearest drawn`, data: {step: near}}
 		return V.messageCard(`${what} was not drawn at step ${state.step} in this run`, why, {tone: "warn", ...go})
 	}

@@ -198,6 +198,21 @@ export const leftOut = (plan, pictures = {}) =>
 
 export const skipReason = (plan, tag, step) => plan?.steps?.find?.(s => s.step === step)?.skipped?.[tag]
 
+/**
+ * What drawing `tag` cost at `step`, or (step undefined) when it was last drawn: the plan
+ * records' `{seconds, bytes[, step]}`, or null where they give none (older logs).
+ */
+export const cost = (plan, tag, step) =>
+	(step === undefined ? plan?.costs?.[tag] : plan?.steps?.find?.(s => s.step === step)?.costs?.[tag]) ?? null
+
+/** "0.21 s · 148 KB": what a drawing cost, in the words a budget is set in. */
+export function costText(c) {
+	if (!c) return ""
+	const s = c.seconds < 0.1 ? c.seconds.toFixed(3) : c.seconds < 10 ? c.seconds.toFixed(2) : c.seconds.toFixed(0)
+	const kb = c.bytes / 1024
+	return `${s} s · ${kb < 1024 ? `${kb.toFixed(kb < 10 ? 1 : 0)} KB` : `${(kb / 1024).toFixed(1)} MB`}`
+}
+
 /** Left-out tags by kind and reason (mostly shared). */
 export function groupLeftOut(left, byTag) {
 	const groups = {}

@@ -401,6 +401,7 @@ const inspSection = (title, note, ...body) =>
 
 export function inspectorView(a) {
 	const sections = el("div")
+	const cost = el("span", {class: "cv-muted", attrs: {"data-cost": ""}})
 	const stats = el("div", "cv-insp-stats", el("p", "cv-muted", "Loading statistics…"))
 	const evolution = el("div", {class: "cv-evo", attrs: {role: "list"}})
 	const root = el(
@@ -419,7 +420,8 @@ export function inspectorView(a) {
 					swatch(a.color),
 					el("span", "", a.run),
 					el("span", "", ` · ${a.layer}`),
-					el("span", "cv-muted", a.step === null ? "" : ` · step ${a.step}`)
+					el("span", "cv-muted", a.step === null ? "" : ` · step ${a.step}`),
+					cost
 				)
 			),
 			icon("prev-filter", "‹", "Previous filter ([)", a.canPrev),
@@ -430,7 +432,7 @@ export function inspectorView(a) {
 		inspSection("Statistics", "", stats),
 		inspSection("Evolution", " · click a step to go there", evolution)
 	)
-	return {root, sections, stats, evolution}
+	return {root, sections, stats, evolution, cost}
 }
 
 export function pictureSection(title, subtitle, note = "", items = [], zoom = 1, dpr = 1) {

@@ -27,12 +27,15 @@ from typing import Any
 import keras
 import numpy as np
 
+from tb_cnnviz import profile
+
 __all__ = [
     "SUPPORTED",
     "batch_size",
     "check_supported",
     "compile",
     "compile_loop",
+    "has_accelerator",
     "is_chief",
     "name",
     "native_resampler",
@@ -77,13 +80,15 @@ def check_supported(what: str = "tb-cnnviz") -> str:
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """A backend tensor (or anything array-like) as a NumPy array.
+    """A backend tensor (or anything array-like) as a NumPy array (the profile's `copy` phase:
+    it waits for the device).
 
     Example:
         >>> to_numpy(keras.ops.ones((2,))).tolist()
         [1.0, 1.0]
     """
-    return np.asarray(keras.ops.convert_to_numpy(x))
+    with profile.phase("copy"):
+        return np.asarray(keras.ops.convert_to_numpy(x))
 
 
 def compile(
@@ -150,8 +155,17 @@ def compile(
         def run(*args):
             return fn(*args)
 
-    run.traces = traces  # type: ignore[attr-defined]
-    return run
+    def timed(*args):
+        # A call that traced (and compiled) is the `trace` phase of the kind being profiled.
+        before = traces[0]
+        with profile.phase("compute") as timing:
+            out = run(*args)
+            if traces[0] != before:
+                timing.name = "trace"
+        return out
+
+    timed.traces = traces  # type: ignore[attr-defined]
+    return timed
 
 
 def compile_loop(
@@ -343,6 +357,38 @@ def is_chief(model: keras.Model | None = None) -> bool:
         return True
     has_chief = "chief" in (resolver.cluster_spec().as_dict() or {})
     return task_type == "worker" and not has_chief and (resolver.task_id or 0) == 0
+
+
+@functools.cache
+def has_accelerator() -> bool:
+    """Whether the backend computes on a GPU or TPU (not the CPU the host code runs on).
+
+    Where it does, the callbacks' background encoding does not compete with training for the
+    same processor; on a CPU-only machine it does, and its time counts against their budget.
+
+    Example:
+        >>> isinstance(has_accelerator(), bool)
+        True
+    """
+    backend = name()
+    try:
+        if backend == "jax":
+            import jax
+
+            return jax.default_backend() != "cpu"
+        if backend == "torch":
+            import torch
+
+            return bool(torch.cuda.is_available())
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return bool(
+                tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU")
+            )
+    except Exception:  # a broken driver: count the background time, as on a CPU
+        return False
+    return False
 
 
 def batch_size(n: int) -> int:

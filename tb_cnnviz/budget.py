@@ -30,15 +30,31 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-__all__ = ["DEFAULT_BUDGET", "DEFAULT_MAX_BYTES", "Drawing", "ModelTiming", "Plan", "TimeBudget"]
+from tb_cnnviz import profile as profile_lib
+
+__all__ = [
+    "DEFAULT_BUDGET",
+    "DEFAULT_FLOOR_SECONDS",
+    "DEFAULT_MAX_BYTES",
+    "Drawing",
+    "ModelTiming",
+    "Plan",
+    "TimeBudget",
+]
 
 #: The default budget: the callbacks' own time stays within 5% of training time.
 DEFAULT_BUDGET = 0.05
 #: The default cap on bytes the callbacks write per epoch (compressed PNG and JSON).
 DEFAULT_MAX_BYTES = 16 * 2**20
+#: The least own time a `fit()` may take, in seconds, when its fraction of training time is
+#: less: a tutorial-sized run (training of a few seconds) still draws every kind once. A run
+#: whose fraction of training time comes to more is not affected (`max(fraction x training,
+#: floor)` per `fit()`).
+DEFAULT_FLOOR_SECONDS = 2.0
 
 _EMA = 0.3  # weight of a new measurement in a drawing's steady cost
 
@@ -50,7 +66,8 @@ class Drawing:
     Attributes:
         tag: The picture tag, e.g. `"conv4/actmax"`.
         kind: One of `tb_cnnviz.metadata.KINDS`.
-        draw: Draws and writes it: called as `draw(steps)` for a scalable drawing, else `draw()`.
+        draw: Draws it: called as `draw(steps)` for a scalable drawing, else `draw()`. It may
+            return a function that finishes the drawing (encodes and writes it) elsewhere.
         source: Who offered it (the callback), for its caller's bookkeeping.
         also: Further tags the same drawing writes (attribution of several image inputs).
         estimate: Seconds one drawing costs before it was ever measured (setup and tracing
@@ -173,10 +190,13 @@ class TimeBudget:
         fraction: The budget, a fraction of training time in (0, 1]; None draws everything that
             is due (no budget).
         max_bytes: Bytes the drawings of one epoch may write; None for no cap.
+        floor: Seconds each `fit()` may take at least, however short its training: the budget
+            of a fit is `max(fraction x its training time, floor)`.
 
     Attributes:
         train_seconds: Training time so far over every `fit()`, the callbacks' time excluded.
         own_seconds: The callbacks' own time so far.
+        profile: A `tb_cnnviz.profile.Profile` of that time, per kind and phase.
 
     Example:
         >>> budget = TimeBudget(0.5)
@@ -188,9 +208,16 @@ class TimeBudget:
         (['c/weights'], ['c/feature_maps'])
     """
 
-    def __init__(self, fraction: float | None = DEFAULT_BUDGET, max_bytes=DEFAULT_MAX_BYTES):
+    def __init__(
+        self,
+        fraction: float | None = DEFAULT_BUDGET,
+        max_bytes=DEFAULT_MAX_BYTES,
+        floor: float = DEFAULT_FLOOR_SECONDS,
+    ):
         self.fraction = fraction
         self.max_bytes = max_bytes
+        self.floor = max(float(floor), 0.0)
+        self._past_allowance = 0.0  # what the floor added to the fits before this one
         self.train_seconds = 0.0
         self.own_seconds = 0.0
         self._costs: dict[str, _Cost] = {}
@@ -208,6 +235,10 @@ class TimeBudget:
         #: `ModelTiming` of the model being trained, shared by the callbacks that estimate.
         self.timing: ModelTiming | None = None
         self.timing_model: object = None
+        #: Where the callbacks' own time went, per kind and phase (`tb_cnnviz.profile`).
+        self.profile = profile_lib.Profile()
+        # Background jobs record costs and add own time from their thread.
+        self._lock = threading.RLock()
 
     # -- time keeping ------------------------------------------------------------------------
     def bind(self, model: object) -> None:
@@ -221,6 +252,8 @@ class TimeBudget:
 
     def start_fit(self, epochs: int | None, now: float | None = None) -> None:
         """Starts timing one `fit()` call that will run `epochs` epochs (None: unknown)."""
+        if self._fit_start is not None:  # the fit before is over: its floor is settled
+            self._past_allowance += self._fit_allowance(self.train_seconds - self._fit_train_start)
         self._fit_start = time.perf_counter() if now is None else now
         self._fit_own_start = self.own_seconds
         self._fit_train_start = self.train_seconds
@@ -265,13 +298,40 @@ class TimeBudget:
             yield
         finally:
             self._depth -= 1
-            self.own_seconds += time.perf_counter() - start
+            self.add_own(time.perf_counter() - start)
+
+    def add_own(self, seconds: float) -> None:
+        """Adds seconds spent elsewhere (a background thread) to the callbacks' own time."""
+        with self._lock:
+            self.own_seconds += seconds
 
     def credit(self) -> float:
-        """Seconds the callbacks may still spend now: the budget earned less what was spent."""
+        """Seconds the callbacks may still spend now: the budget earned less what was spent.
+
+        The floor of the current `fit()` is there from its start: a short run may spend it
+        before training has earned it.
+        """
         if self.fraction is None:
             return math.inf
-        return self.fraction * self.train_seconds - self.own_seconds
+        return self.fraction * self.train_seconds + self.allowance() - self.own_seconds
+
+    def allowance(self) -> float:
+        """Seconds the floor adds to the budget: of the fits before, and of this one as its
+        training is projected to end (all of the floor before its first epoch ends).
+
+        Example:
+            >>> budget = TimeBudget(0.05, floor=2.0)
+            >>> budget.start_fit(epochs=3)
+            >>> budget.allowance()
+            2.0
+        """
+        fit_train = self.projected_train_seconds() - self._fit_train_start
+        return self._past_allowance + self._fit_allowance(fit_train)
+
+    def _fit_allowance(self, fit_train_seconds: float) -> float:
+        if self.fraction is None:
+            return 0.0
+        return max(self.floor - self.fraction * fit_train_seconds, 0.0)
 
     def projected_train_seconds(self) -> float:
         """Training time the current `fit()` is expected to take in all, from its epochs so far."""
@@ -283,7 +343,14 @@ class TimeBudget:
 
     # -- costs -------------------------------------------------------------------------------
     def record(self, drawing: Drawing, seconds: float, steps=None, written=None):
-        """Records what drawing `drawing` (with `steps`) cost: seconds and bytes written."""
+        """Records what drawing `drawing` (with `steps`) cost: seconds and bytes written.
+
+        Safe to call from a background thread.
+        """
+        with self._lock:
+            self._record(drawing, seconds, steps, written)
+
+    def _record(self, drawing: Drawing, seconds: float, steps, written) -> None:
         cost = self._costs.setdefault(drawing.tag, _Cost())
         if drawing.cheap:
             self._cheap_seconds += seconds
@@ -320,9 +387,9 @@ class TimeBudget:
         The budget may run over by at most about this much: a drawing's first cost is an
         estimate until it was drawn once.
         """
-        return max(
-            (max(c.first or 0.0, c.steady or 0.0) for c in self._costs.values()), default=0.0
-        )
+        with self._lock:
+            costs = list(self._costs.values())
+        return max((max(c.first or 0.0, c.steady or 0.0) for c in costs), default=0.0)
 
     def measured(self, drawing: Drawing) -> bool:
         """Whether `drawing` was drawn (and timed) before."""
@@ -341,6 +408,10 @@ class TimeBudget:
         Returns:
             A `Plan`.
         """
+        with self._lock:  # background jobs record costs meanwhile
+            return self._plan(epoch, drawings, final)
+
+    def _plan(self, epoch: int, drawings: Sequence[Drawing], final: bool) -> Plan:
         self._turn += 1
         if self.fraction is None:
             return Plan([(d, d.steps) for d in drawings], {}, {})
@@ -356,7 +427,7 @@ class TimeBudget:
         # The drawings the run can afford, each once, after the setup and the cheap kinds at
         # every epoch: they take turns; the rest are left out. Kinds go round, cheapest first
         # within each, so one Grad-CAM is not crowded out by a fiftieth layer of feature maps.
-        run_budget = self.fraction * self.projected_train_seconds()
+        run_budget = self.fraction * self.projected_train_seconds() + self.allowance()
         room = run_budget
         if self._epochs is not None:
             room -= self._setup_seconds + self._cheap_projection(drawings)
@@ -442,9 +513,11 @@ class TimeBudget:
         cost = self._cheapest(d)
         training = max(self.projected_train_seconds(), 1e-9)
         needed = self.fraction + (cost - max(room, 0.0)) / training
+        floor = f", at least {_seconds(self.floor)} per fit()" if self.allowance() > 0 else ""
         return (
             f"left out: one drawing costs about {_seconds(cost)}, and this run's budget "
-            f"({percent} of {_seconds(training)} of training = {_seconds(run_budget)}) leaves "
+            f"({percent} of {_seconds(training)} of training{floor} = {_seconds(run_budget)}) "
+            f"leaves "
             f"{_seconds(max(room, 0.0))} after the setup, the filter weights and cheaper "
             f"drawings; pass budget={_suggest(needed)} (or budget=None) to draw it"
         )

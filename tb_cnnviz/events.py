@@ -23,6 +23,8 @@ from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.util import tensor_util
 
+from tb_cnnviz import profile
+
 __all__ = ["FileWriter", "default_writer"]
 
 _local = threading.local()
@@ -74,6 +76,10 @@ class FileWriter:
             >>> writer.write("conv/weights", [b"{}"], step=0, metadata=md)
             True
         """
+        with profile.phase("write"):
+            return self._write(tag, values, step, metadata)
+
+    def _write(self, tag, values, step, metadata) -> bool:
         if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
             tensor = tensor_util.make_tensor_proto(values)
         else:

@@ -728,8 +728,11 @@ class CNNVizPlugin(base_plugin.TBPlugin):
             run: The run name.
 
         Returns:
-            `{"run", "budget", "steps": [{"step", "drawn", "skipped"}], "left_out",
-            "train_seconds", "own_seconds"}`, steps ascending.
+            `{"run", "budget", "steps": [{"step", "drawn", "skipped", "costs"}], "costs",
+            "left_out", "train_seconds", "own_seconds"}`, steps ascending. A step's `costs`
+            give each drawn tag's `seconds` and `bytes` (records written before costs were
+            recorded give none); the top-level `costs` give each tag's latest, with its
+            `step`.
 
         Raises:
             tensorboard.errors.NotFoundError: If the run holds no cnnviz data.
@@ -1438,6 +1441,12 @@ def _check_plan(record: dict[str, Any]) -> None:
         raise ValueError("a plan record's 'drawn' must be a list of tags")
     if not isinstance(skipped, dict) or not all(isinstance(r, str) for r in skipped.values()):
         raise ValueError("a plan record's 'skipped' must map tags to reasons")
+    costs = record.get("costs", {})
+    if not isinstance(costs, dict) or not all(
+        isinstance(c, dict) and all(_finite(c.get(k)) for k in ("seconds", "bytes"))
+        for c in costs.values()
+    ):
+        raise ValueError("a plan record's 'costs' must map tags to {seconds, bytes} numbers")
     for name in ("budget", "train_seconds", "own_seconds"):
         value = record.get(name)
         if value is not None and not _finite(value):
@@ -1450,21 +1459,24 @@ def _finite(value) -> bool:
 
 def _merge_plans(records, picture_tags) -> dict[str, Any]:
     """Merges `(owner tag, datum, record)` triples into the body of a `/plan` answer."""
-    by_step: dict[int, tuple[dict[str, None], dict[str, str]]] = {}
+    by_step: dict[int, tuple[dict[str, None], dict[str, str], dict[str, Any]]] = {}
     latest: dict[str, tuple[int, float, dict[str, Any]]] = {}  # per owner
     for tag, datum, record in records:
-        drawn, skipped = by_step.setdefault(datum.step, ({}, {}))
+        drawn, skipped, costs = by_step.setdefault(datum.step, ({}, {}, {}))
         drawn.update(dict.fromkeys(record.get("drawn", [])))
         skipped.update(record.get("skipped", {}))
+        costs.update(record.get("costs", {}))
         if tag not in latest or (datum.step, datum.wall_time) > latest[tag][:2]:
             latest[tag] = (datum.step, datum.wall_time, record)
-    steps, drawn_ever, reasons = [], set(picture_tags), {}
+    steps, drawn_ever, reasons, last_costs = [], set(picture_tags), {}, {}
     for step in sorted(by_step):
-        drawn, skipped = by_step[step]
+        drawn, skipped, costs = by_step[step]
         skipped = {t: r for t, r in sorted(skipped.items()) if t not in drawn}
+        costs = {t: costs[t] for t in sorted(costs) if t in drawn}
         drawn_ever.update(drawn)
         reasons.update(skipped)  # steps ascend, so the latest reason stays
-        steps.append({"step": step, "drawn": list(drawn), "skipped": skipped})
+        last_costs.update({t: {**c, "step": step} for t, c in costs.items()})
+        steps.append({"step": step, "drawn": list(drawn), "skipped": skipped, "costs": costs})
 
     def newest(name):  # the value of the latest record that gives one
         given = [(d.step, d.wall_time, r[name]) for _, d, r in records if r.get(name) is not None]
@@ -1474,6 +1486,7 @@ def _merge_plans(records, picture_tags) -> dict[str, Any]:
     return {
         "budget": newest("budget"),
         "steps": steps,
+        "costs": dict(sorted(last_costs.items())),
         "left_out": {t: r for t, r in sorted(reasons.items()) if t not in drawn_ever},
         "train_seconds": newest("train_seconds"),
         "own_seconds": round(sum(own), 3) if own else None,

@@ -76,6 +76,8 @@ datum holds one blob, the UTF-8 JSON::
       "budget": 0.05,                      # the time budget (a fraction of training time), or null
       "drawn": ["conv1/weights", …],       # picture tags written at this step
       "skipped": {"conv4/actmax": "…"},    # tags due at this step but not drawn, with the reason
+      "costs": {"conv1/weights": {"seconds": 0.012, "bytes": 20480}, …},  # what each drawn tag
+                                           #   cost at this step (optional: older records lack it)
       "train_seconds": 41.2,               # training time of the run so far (callbacks excluded)
       "own_seconds": 1.9                   # the callback's own time so far
     }
@@ -140,14 +142,16 @@ returned. The Keras callbacks write what they decide to draw whatever an outer `
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from tb_cnnviz import events, metadata, similarity, tiles
+from tb_cnnviz import events, metadata, profile, similarity, tiles
 
 __all__ = [
     "DEFAULT_MAX_FILTERS",
@@ -181,7 +185,20 @@ GRID_INPUTS_PER_SLICE = 8
 #: Stored reference images are average-pooled to at most this many pixels a side.
 MAX_REFERENCE_SIDE = 128
 
-_written = [0]  # bytes of picture blobs handed to a writer by this process
+# Bytes of picture blobs handed to a writer, per thread: the callbacks' background writer
+# measures each drawing's bytes while the training thread goes on.
+_written = threading.local()
+
+
+def _encoding(fn):
+    """Profiles a summary function as the `encode` phase (its copies and writes aside)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with profile.phase("encode"):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def create_file_writer(logdir: str) -> events.FileWriter:
@@ -202,7 +219,7 @@ def create_file_writer(logdir: str) -> events.FileWriter:
 
 
 def written_bytes() -> int:
-    """Bytes of pictures (index and PNG blobs) the summary functions of this process wrote so far.
+    """Bytes of pictures (index and PNG blobs) the summary functions wrote so far on this thread.
 
     The callbacks' byte budget reads it before and after a drawing.
 
@@ -211,9 +228,10 @@ def written_bytes() -> int:
         >>> written_bytes() - before
         0
     """
-    return _written[0]
+    return getattr(_written, "bytes", 0)
 
 
+@_encoding
 def filter_weights(
     name: str,
     kernel,
@@ -309,6 +327,7 @@ def filter_weights(
     return written
 
 
+@_encoding
 def feature_maps(
     name: str,
     activations,
@@ -385,6 +404,7 @@ def feature_maps(
     return written
 
 
+@_encoding
 def attribution(
     name: str,
     images,
@@ -562,6 +582,7 @@ def attribution(
     )
 
 
+@_encoding
 def actmax(
     name: str,
     images,
@@ -632,6 +653,7 @@ def actmax(
     return write_layer("actmax", name, build, ids, total, step, description=description)
 
 
+@_encoding
 def reference_images(
     images,
     step: int | None = None,
@@ -717,10 +739,11 @@ def reference_images(
     md = metadata.create_summary_metadata(
         metadata.REFERENCES_KIND, "reference_images", description=description, references=digest
     )
-    _written[0] += sum(len(b) for b in blobs)
+    _written.bytes = written_bytes() + sum(len(b) for b in blobs)
     return writer.write(metadata.REFERENCES_TAG, blobs, step, md)
 
 
+@_encoding
 def responses(
     name: str,
     activations,
@@ -829,10 +852,11 @@ def responses(
     md = metadata.create_summary_metadata(
         metadata.RESPONSES_KIND, name, description=description, references=digest
     )
-    _written[0] += sum(len(b) for b in blobs)
+    _written.bytes = written_bytes() + sum(len(b) for b in blobs)
     return writer.write(metadata.tag_for(name, metadata.RESPONSES_KIND), blobs, step, md)
 
 
+@_encoding
 def write_layer(
     kind: str,
     name: str,
@@ -899,16 +923,18 @@ def write_layer(
     md = metadata.create_summary_metadata(
         kind, name, description=description, **{k: v for k, v in static.items() if v is not None}
     )
-    _written[0] += sum(len(b) for b in blobs)
+    _written.bytes = written_bytes() + sum(len(b) for b in blobs)
     return writer.write(metadata.tag_for(name, kind), blobs, step, md)
 
 
+@_encoding
 def write_plan(
     owner: str,
     step: int | None = None,
     *,
     drawn: Sequence[str] = (),
     skipped: dict[str, str] | None = None,
+    costs: dict[str, dict[str, float]] | None = None,
     budget: float | None = None,
     train_seconds: float | None = None,
     own_seconds: float | None = None,
@@ -920,6 +946,9 @@ def write_plan(
         step: The step; defaults to the default writer's step.
         drawn: The picture tags written at this step.
         skipped: `{tag: reason}` for tags due at this step but not drawn.
+        costs: `{tag: {"seconds": s, "bytes": b}}`: what drawing each tag cost at this step
+            (its time, background encoding included where it competes with training, and the
+            bytes written).
         budget: The time budget as a fraction of training time, or None for none.
         train_seconds: Training time of the run so far, the callbacks' time excluded.
         own_seconds: The callback's own time so far.
@@ -944,6 +973,10 @@ def write_plan(
         "budget": None if budget is None else float(budget),
         "drawn": [str(t) for t in drawn],
         "skipped": {str(k): str(v) for k, v in (skipped or {}).items()},
+        "costs": {
+            str(tag): {"seconds": round(float(c["seconds"]), 4), "bytes": int(c["bytes"])}
+            for tag, c in (costs or {}).items()
+        },
         "train_seconds": None if train_seconds is None else round(float(train_seconds), 3),
         "own_seconds": None if own_seconds is None else round(float(own_seconds), 3),
     }
@@ -1080,9 +1113,10 @@ def _check_traced(x) -> None:
 
 def _to_numpy(x) -> np.ndarray:
     _check_traced(x)
-    if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
-        x = x.detach().cpu().numpy() if hasattr(x, "detach") else x.numpy()
-    arr = np.asarray(x)
+    with profile.phase("copy"):
+        if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
+            x = x.detach().cpu().numpy() if hasattr(x, "detach") else x.numpy()
+        arr = np.asarray(x)
     if not np.issubdtype(arr.dtype, np.number):
         raise ValueError(f"expected a numeric array. Received: dtype={arr.dtype}")
     return arr.astype(np.float32, copy=False)

@@ -10,9 +10,11 @@ from tb_cnnviz.budget import Drawing, ModelTiming, TimeBudget
 class Clock:
     """Drives a `TimeBudget` through epochs: `train(s)` trains, `spend(s)` is the callback's."""
 
-    def __init__(self, fraction=0.05, epochs=10, max_bytes=None):
+    def __init__(self, fraction=0.05, epochs=10, max_bytes=None, floor=0.0):
         self.now = 0.0
-        self.budget = TimeBudget(fraction, max_bytes=max_bytes)
+        # No floor unless a test asks: these runs are seconds long, the floor would hide the
+        # fraction's mechanics (test_a_short_run_* pin the floor).
+        self.budget = TimeBudget(fraction, max_bytes=max_bytes, floor=floor)
         self.budget.start_fit(epochs, now=self.now)
 
     def train(self, seconds):
@@ -160,7 +162,7 @@ def test_unknown_epoch_count_waits_for_credit_and_leaves_nothing_out():
 
 def test_own_time_is_subtracted_from_training_time():
     """Training time is wall time since the fit started, less the callbacks' own time."""
-    budget = TimeBudget(0.05)
+    budget = TimeBudget(0.05, floor=0.0)
     budget.start_fit(3, now=100.0)
     budget.own_seconds += 2.0
     budget.tick(now=110.0)
@@ -214,3 +216,44 @@ def test_kinds_take_turns_for_what_the_run_affords():
     plan = clock.run(0, [*maps, cam])
     assert "gradcam/attribution" not in plan.left_out
     assert len([t for t in plan.left_out if t.endswith("/feature_maps")]) == 14
+
+
+def test_a_short_run_gets_the_floor_and_draws_every_kind_once():
+    """1 s of training: 5% is 0.05 s, but the 2 s floor draws every drawing, within it."""
+    clock = Clock(fraction=0.05, epochs=10, floor=2.0)
+    weights = drawing("c/weights", 0.01, cheap=True, kind="weights")
+    costly = [
+        drawing("c/feature_maps", 0.2, kind="feature_maps"),
+        drawing("gradcam/attribution", 0.4, kind="attribution"),
+        drawing("c/actmax", 0.6, kind="actmax"),
+    ]
+    drawn = set()
+    for epoch in range(10):
+        clock.train(0.1)
+        plan = clock.run(epoch, [weights, *costly], final=epoch == 9)
+        drawn |= set(tags(plan))
+        assert not plan.left_out
+    assert drawn == {"c/weights", *(d.tag for d in costly)}
+    assert clock.budget.own_seconds <= 2.0 + 0.6
+
+
+def test_a_long_run_is_not_affected_by_the_floor():
+    """Where 5% of training is more than the floor, the floor adds nothing to the budget."""
+    with_floor, without = Clock(fraction=0.05, epochs=5, floor=2.0), Clock(fraction=0.05, epochs=5)
+    layers = [drawing(f"l{i}/feature_maps", 1.5, order=i) for i in range(6)]
+    for epoch in range(5):
+        for clock in (with_floor, without):
+            clock.train(60.0)
+            clock.run(epoch, layers, final=epoch == 4)
+        assert with_floor.budget.allowance() == 0.0
+        assert with_floor.budget.own_seconds == without.budget.own_seconds
+
+
+def test_each_fit_gets_its_own_floor():
+    """A second short fit() adds its own floor; the first fit's is kept in the credit."""
+    clock = Clock(fraction=0.05, epochs=2, floor=2.0)
+    clock.train(1.0)
+    first = clock.budget.allowance()
+    assert first == pytest.approx(2.0 - 0.05 * 2.0)  # projected: 2 epochs of 1 s
+    clock.budget.start_fit(2, now=clock.now)
+    assert clock.budget.allowance() == pytest.approx(2.0 - 0.05 * 1.0 + 2.0)

@@ -398,13 +398,15 @@ def plans(logs, owner="cnnviz"):
 
 @pytest.mark.timing
 def test_default_budget_keeps_own_time_within_five_percent(tmp_path, read_logdir):
-    """CNNViz defaults: own time within 5% of training (+ one drawing), weights every epoch."""
+    """CNNViz defaults: own time within 5% of training, or the 2 s floor where that is more
+    (+ one drawing), weights every epoch."""
     probes, labels = data(n=4, seed=1)
     viz = CNNViz(str(tmp_path), probe_images=probes, labels=labels)
     fit(small_cnn(), [viz, SlowTraining(0.75)], epochs=6)  # 1.5 s per epoch
     budget = viz.time_budget
-    assert budget.fraction == 0.05 and budget.train_seconds > 9
-    assert budget.own_seconds <= 0.05 * budget.train_seconds + budget.largest_drawing()
+    assert budget.fraction == 0.05 and budget.train_seconds > 9 and budget.floor == 2.0
+    allowed = max(0.05 * budget.train_seconds, budget.floor)
+    assert budget.own_seconds <= allowed + budget.largest_drawing()
     logs = read_logdir(tmp_path)
     assert logs.steps("train", "conv_a/weights") == [0, 1, 2, 3, 4, 5]
     record = plans(logs)
@@ -436,6 +438,7 @@ def test_a_run_too_short_for_a_kind_keeps_cheap_kinds_and_says_why(tmp_path, rea
     """Two quick epochs: weights at both, actmax left out once in the log and in the plan."""
     probes, _ = data(n=2, seed=1)
     viz = CNNViz(str(tmp_path), probe_images=probes, feature_maps_freq=0, attribution_freq=0)
+    viz.time_budget.floor = 0.0  # without the floor, which would afford the run every kind
     with caplog.at_level("WARNING", logger="tb_cnnviz"):
         fit(small_cnn(), [viz], epochs=2)
     logs = read_logdir(tmp_path)
@@ -555,3 +558,86 @@ def test_cnnviz_takes_an_image_input_beside_a_vector_input(tmp_path, read_logdir
     assert {"conv/weights", "conv/feature_maps", "gradcam/attribution"} <= tags
     with pytest.raises(ValueError, match=r"images \[n_images, \*spatial, channels\] for at least"):
         CNNViz(str(tmp_path), probe_images=[x_vec[:2], x_vec[:2]])
+
+
+def test_keras_asynchronous_batch_end_dispatch_stays_on_with_the_callbacks(tmp_path, read_logdir):
+    """fit() with CNNViz and a per-kind callback dispatches batch-end hooks asynchronously
+    wherever it does without them (JAX and PyTorch; TensorFlow never does)."""
+    model = small_cnn()
+    probes, _ = data(n=2, seed=1)
+    plain = keras.callbacks.CallbackList([], model=model)
+    callbacks = keras.callbacks.CallbackList(
+        [
+            CNNViz(str(tmp_path / "a"), probe_images=probes, budget=None),
+            FeatureMaps(str(tmp_path / "b"), probe_images=probes, budget=None),
+        ],
+        add_history=True,
+        model=model,
+    )
+    fit(model, callbacks, epochs=1)
+    assert callbacks._async_train == plain._async_train == (not on_tensorflow())
+    assert ("train", "conv_b/feature_maps") in read_logdir(tmp_path / "a").cnnviz_tags()
+    assert ("train", "conv_b/feature_maps") in read_logdir(tmp_path / "b").cnnviz_tags()
+
+
+def test_a_model_built_by_fit_is_checked_before_its_first_epoch_ends(tmp_path, read_logdir):
+    """A Sequential without an Input, one batch per epoch: its checks run, every kind draws."""
+    model = small_cnn(build=False)
+    probes, _ = data(n=2, seed=1)
+    x, y = data(n=8)
+    viz = CNNViz(str(tmp_path), probe_images=probes, budget=None)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[viz])
+    tags = read_logdir(tmp_path).cnnviz_tags()
+    assert {("train", "conv_a/weights"), ("train", "conv_b/feature_maps")} <= tags
+    assert ("train", "gradcam/attribution") in tags
+    with pytest.raises(ValueError, match=r"probe_images (do not fit|must have shape)"):
+        bad = CNNViz(str(tmp_path / "bad"), probe_images=np.zeros((2, 5, 5, 3)), budget=None)
+        small_cnn(build=False).fit(x, y, epochs=1, batch_size=4, verbose=0, callbacks=[bad])
+
+
+@pytest.mark.timing
+def test_a_tutorial_sized_run_draws_every_kind_within_the_floor(tmp_path, read_logdir):
+    """Two conv layers, epochs of 64 images: every kind at least once, about 2 s in all."""
+    x, y = data(n=64)
+    probes, labels = data(n=4, seed=1)
+    viz = CNNViz(str(tmp_path), probe_images=probes, labels=labels)
+    small_cnn().fit(x, y, epochs=5, batch_size=32, verbose=0, callbacks=[viz])
+    tags = read_logdir(tmp_path).cnnviz_tags()
+    for tag in ("weights", "feature_maps", "actmax"):
+        for layer in ("conv_a", "conv_b"):
+            assert ("train", f"{layer}/{tag}") in tags, (layer, tag)
+    assert ("train", "gradcam/attribution") in tags
+    budget = viz.time_budget
+    assert budget.own_seconds <= budget.floor + budget.largest_drawing()
+
+
+def event_order(run_dir) -> list[tuple[int, str]]:
+    """`(step, tag)` of every summary value of a run's event files, in file order."""
+    from tensorboard.backend.event_processing import event_file_loader
+
+    order = []
+    for name in sorted(os.listdir(run_dir)):
+        if "tfevents" in name:
+            path = os.path.join(run_dir, name)
+            for event in event_file_loader.EventFileLoader(path).Load():
+                order += [(event.step, v.tag) for v in event.summary.value]
+    return order
+
+
+def test_background_writes_keep_steps_in_order_and_plans_carry_costs(tmp_path, read_logdir):
+    """Encoded in the background, each step's pictures precede its plan record, steps ascend,
+    and the plan record gives every drawn tag's seconds and bytes."""
+    probes, labels = data(n=3, seed=1)
+    viz = CNNViz(str(tmp_path), probe_images=probes, labels=labels, budget=None)
+    fit(small_cnn(), [viz], epochs=3)
+    order = event_order(tmp_path / "train")
+    steps = [step for step, _ in order]
+    assert steps == sorted(steps) and set(steps) == {0, 1, 2}
+    for step in (0, 1, 2):
+        tags = [tag for s, tag in order if s == step]
+        assert tags[-1] == "cnnviz/plan" and tags.count("cnnviz/plan") == 1
+        assert {"conv_a/weights", "conv_b/feature_maps", "gradcam/attribution"} <= set(tags)
+    for step, record in plans(read_logdir(tmp_path)).items():
+        assert set(record["costs"]) == set(record["drawn"]), step
+        for tag, cost in record["costs"].items():
+            assert cost["seconds"] > 0 and cost["bytes"] > 0, (step, tag)

@@ -539,7 +539,9 @@ def write_plan_runs(logdir: pathlib.Path) -> None:
 
     In `planned`, `conv2d/weights` is drawn at steps 0-3 and `conv2d/feature_maps` at 0 and 2
     (skipped at 1 and 3); `conv4/actmax` is skipped at 0 and 2 and never drawn. The second owner
-    `maps` draws `conv2d/feature_maps` at step 3, where `cnnviz` skipped it.
+    `maps` draws `conv2d/feature_maps` at step 3, where `cnnviz` skipped it, and gives no costs
+    (as records written before costs were). `cnnviz` gives each drawn tag's cost: 0.25 s and
+    1000 bytes times (step + 1).
     """
     writer = tf.summary.create_file_writer(str(logdir / PLAN_RUN))
     with writer.as_default():
@@ -557,6 +559,9 @@ def write_plan_runs(logdir: pathlib.Path) -> None:
                 step,
                 drawn=drawn,
                 skipped=skipped,
+                costs={
+                    t: {"seconds": 0.25 * (step + 1), "bytes": 1000 * (step + 1)} for t in drawn
+                },
                 budget=0.05,
                 train_seconds=10.0 * (step + 1),
                 own_seconds=0.5 * (step + 1),
@@ -567,6 +572,8 @@ def write_plan_runs(logdir: pathlib.Path) -> None:
             "broken/plan", [b'{"version": 1, "kind": "plan", "drawn": "x"}'], 1, PLAN_CONTENT
         )
         write_blobs("broken/plan", [b'{"version": 99, "kind": "plan"}'], 2, PLAN_CONTENT)
+        bad_costs = b'{"version": 1, "kind": "plan", "costs": {"c/weights": {"seconds": "x"}}}'
+        write_blobs("broken/plan", [bad_costs], 3, PLAN_CONTENT)
         write_blobs("broken/plan", [], 3, PLAN_CONTENT)
     writer.close()
     writer = tf.summary.create_file_writer(str(logdir / PLAN_ONLY_RUN))
@@ -599,19 +606,42 @@ def test_plan_merges_owners_and_steps(plan_client):
             "step": 0,
             "drawn": ["conv2d/weights", "conv2d/feature_maps"],
             "skipped": {"conv4/actmax": "too slow at step 0"},
+            "costs": {
+                "conv2d/feature_maps": {"seconds": 0.25, "bytes": 1000},
+                "conv2d/weights": {"seconds": 0.25, "bytes": 1000},
+            },
         },
         {
             "step": 1,
             "drawn": ["conv2d/weights"],
             "skipped": {"conv2d/feature_maps": "budget at step 1"},
+            "costs": {"conv2d/weights": {"seconds": 0.5, "bytes": 2000}},
         },
         {
             "step": 2,
             "drawn": ["conv2d/weights", "conv2d/feature_maps"],
             "skipped": {"conv4/actmax": "too slow at step 2"},
+            "costs": {
+                "conv2d/feature_maps": {"seconds": 0.75, "bytes": 3000},
+                "conv2d/weights": {"seconds": 0.75, "bytes": 3000},
+            },
         },
-        {"step": 3, "drawn": ["conv2d/weights", "conv2d/feature_maps"], "skipped": {}},
+        {
+            "step": 3,
+            "drawn": ["conv2d/weights", "conv2d/feature_maps"],
+            "skipped": {},
+            "costs": {"conv2d/weights": {"seconds": 1.0, "bytes": 4000}},
+        },
     ]
+
+
+def test_plan_costs_give_each_tags_latest_with_its_step(plan_client):
+    """The top-level costs hold each drawn tag's latest measured cost and the step it is of."""
+    body = get_json(plan_client, "plan", run=PLAN_RUN)
+    assert body["costs"] == {
+        "conv2d/feature_maps": {"seconds": 0.75, "bytes": 3000, "step": 2},
+        "conv2d/weights": {"seconds": 1.0, "bytes": 4000, "step": 3},
+    }
 
 
 def test_plan_left_out_and_latest_numbers(plan_client):
@@ -645,6 +675,7 @@ def test_plan_of_a_run_without_plans_is_empty(plan_client):
         "run": NO_PLAN_RUN,
         "budget": None,
         "steps": [],
+        "costs": {},
         "left_out": {},
         "train_seconds": None,
         "own_seconds": None,

@@ -230,3 +230,17 @@ test("the catalog offers tags only a run's plan names, and reconcile selects the
 	const elsewhere = S.reconcile({...S.defaultState(), runs: ["run/b"], layer: "x"}, c, TAGS, left)
 	assert.equal(elsewhere.layer, "conv2d") // run/b left nothing out
 })
+
+test("a drawing's cost reads a step's plan, or the latest, and prints as a budget would", () => {
+	const plan = {
+		steps: [{step: 1, costs: {"c/weights": {seconds: 0.012, bytes: 20480}}}],
+		costs: {"c/weights": {seconds: 0.25, bytes: 3 * 1024 * 1024, step: 4}},
+	}
+	assert.deepEqual(S.cost(plan, "c/weights", 1), {seconds: 0.012, bytes: 20480})
+	assert.equal(S.cost(plan, "c/weights", 2), null) // not drawn at step 2
+	assert.equal(S.cost(plan, "c/weights").step, 4)
+	assert.equal(S.cost({steps: "garbage"}, "c/weights", 1), null) // older or broken plans
+	assert.equal(S.costText(S.cost(plan, "c/weights", 1)), "0.012 s · 20 KB")
+	assert.equal(S.costText(S.cost(plan, "c/weights")), "0.25 s · 3.0 MB")
+	assert.equal(S.costText(null), "")
+})

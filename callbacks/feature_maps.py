@@ -20,8 +20,9 @@ ENCODE_SECONDS_PER_PIXEL = 1e-7
 class FeatureMaps(VizCallback):
     """Logs the feature maps of fixed probe images for conv layers, with per-filter statistics.
 
-    One forward pass of the probe images per logged epoch records every selected layer's output,
-    nested models and the convs inside custom layers included (a conv that runs several times
+    One compiled forward pass of the probe images per logged epoch (`tb_cnnviz.layers.extractor`,
+    traced once per model) returns every selected layer's output, nested models and the convs
+    inside custom layers included (a conv that runs several times
     per pass, a shared block, is drawn by `FilterWeights` only, and the tab says why). Each step
     stores every filter's mean, max, fraction of zeros and whether it is dead (zero on every
     probe image), and the layer's dead-filter fraction as a scalar in TensorBoard's Scalars tab.
@@ -64,7 +65,7 @@ class FeatureMaps(VizCallback):
         if probe_images is None:
             raise ValueError("FeatureMaps needs probe_images. Received: probe_images=None")
         self.probe_images = check_probe_images(probe_images)
-        self._outputs = layer_lib.Captured()
+        self._outputs = {}
 
     def _example(self):
         return self.probe_images
@@ -86,10 +87,10 @@ class FeatureMaps(VizCallback):
             self._model_timing(model, self.probe_images)  # for estimates, before any epoch
 
     def _prepare(self, step):
+        # One compiled pass for every selected layer, traced once per model and layer set.
         chosen = [layer for _, layer in self._selected]
-        with layer_lib.capture_outputs(chosen) as captured:
-            self.model(self.probe_images, training=False)
-        self._outputs = captured
+        outs = layer_lib.extractor(self.model, chosen)(self.probe_images)
+        self._outputs = {id(layer): out for layer, out in zip(chosen, outs, strict=True)}
 
     def _estimate(self, path, layer):
         timing = self._model_timing(self.model, self.probe_images)
@@ -104,14 +105,7 @@ class FeatureMaps(VizCallback):
         )
 
     def _draw(self, path, layer, step):
-        out = self._outputs.get(id(layer))
-        if out is None:
-            raise RuntimeError("the layer was not called by the model's forward pass")
-        if self._outputs.calls[id(layer)] > 1:
-            raise RuntimeError(
-                f"the layer runs {self._outputs.calls[id(layer)]} times per forward pass (a "
-                "shared layer or block), so it has no one output to draw"
-            )
+        out = self._outputs.pop(id(layer))
         acts = np.asarray(backend.to_numpy(out), dtype=np.float32)
         if getattr(layer, "data_format", "channels_last") == "channels_first":
             acts = np.moveaxis(acts, 1, -1)

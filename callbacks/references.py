@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 
 from tb_cnnviz import backend, checks, metadata, similarity, summary
@@ -123,18 +122,16 @@ class References(VizCallback):
             self._model_timing(model, self.reference_images)
 
     def _prepare(self, step):
+        # The compiled pass feature maps use (`tb_cnnviz.layers.extractor`), batch by batch.
         chosen = [layer for _, layer in self._selected]
-        parts: dict[int, list] = {id(layer): [] for layer in chosen}
-        n = self._count()
-        with layer_lib.capture_outputs(chosen) as captured:
-            for start in range(0, n, BATCH_SIZE):
-                self.model(_batch(self.reference_images, start, BATCH_SIZE), training=False)
-                for key, out in captured.items():
-                    parts[key].append(out)
+        extract = layer_lib.extractor(self.model, chosen)
+        parts: list[list] = [[] for _ in chosen]
+        for start in range(0, self._count(), BATCH_SIZE):
+            outs = extract(_batch(self.reference_images, start, BATCH_SIZE))
+            for part, out in zip(parts, outs, strict=True):
+                part.append(backend.to_numpy(out))
         self._outputs = {
-            key: outs[0] if len(outs) == 1 else keras.ops.concatenate(outs, axis=0)
-            for key, outs in parts.items()
-            if outs
+            id(layer): np.concatenate(part) for layer, part in zip(chosen, parts, strict=True)
         }
 
     def _estimate(self, path, layer):

@@ -38,6 +38,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import logging
 import math
 import threading
 import weakref
@@ -49,10 +50,12 @@ import numpy as np
 __all__ = [
     "CONV_TYPES",
     "Captured",
+    "Extractor",
     "ForwardTrace",
     "all_layers",
     "capture_outputs",
     "conv_layers",
+    "extractor",
     "find_layer",
     "forward_trace",
     "input_shapes",
@@ -64,6 +67,8 @@ __all__ = [
     "resolve_layers",
     "weights_only",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Every Keras 3 convolution layer class.
 CONV_TYPES = (
@@ -562,6 +567,108 @@ def weights_only(model: keras.layers.Layer, inputs=None) -> dict[str, str]:
             continue
         reasons[path] = f"weights only: {why}"
     return reasons
+
+
+# -- one compiled pass for many layers ---------------------------------------------------------
+
+
+class Extractor:
+    """One compiled forward pass that returns the outputs of several layers of a model.
+
+    Every selected layer's feature maps come from one pass of the inputs, wherever the layers
+    live (graph nodes or convs inside custom layers: `capture_outputs` records them while the
+    pass is traced). Made by `extractor(model, layers)`, which keeps one per model and layer
+    set: it is traced once (`tb_cnnviz.backend.compile`: `tf.function` for any batch, `jax.jit`
+    per padded batch size, eager on PyTorch) and every later epoch and `fit()` reuses it,
+    reading the model's current weights. A model that cannot be traced (Python control flow on
+    tensor values) is run eagerly instead, with the same results.
+
+    Args:
+        model: A built Keras model.
+        layers: The layers whose outputs to return, each run once per forward pass.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c1"),
+        ...                       keras.layers.Conv2D(2, 3, name="c2")])
+        >>> ex = extractor(m, m.layers)
+        >>> [tuple(o.shape) for o in ex(np.zeros((3, 8, 8, 3), "float32"))]
+        [(3, 6, 6, 4), (3, 4, 4, 2)]
+    """
+
+    def __init__(self, model: keras.layers.Layer, layers: Sequence[keras.layers.Layer]):
+        from tb_cnnviz import backend
+
+        self._backend = backend
+        self._model = weakref.ref(model)
+        self._layers = [weakref.ref(layer) for layer in layers]
+        self._compiled: dict[tuple, Callable] = {}  # per input signature (ranks, dtypes)
+        self._eager = False
+
+    @property
+    def tracing_count(self) -> int:
+        """How many times the compiled pass was traced (1 for any batch on TensorFlow)."""
+        return sum(self._backend.tracing_count(f) for f in self._compiled.values())
+
+    def __call__(self, inputs) -> list:
+        """The layers' outputs (backend tensors) for `inputs`, an array or one per model input."""
+        arrays = [np.asarray(a) for a in (inputs if isinstance(inputs, list | tuple) else [inputs])]
+        n = len(arrays[0])
+        if not self._eager:
+            try:
+                return self._compiled_call(arrays, n)
+            except Exception:  # not traceable: eager from now on (capture works there too)
+                logger.debug("tb-cnnviz: running the extractor eagerly", exc_info=True)
+                self._eager = True
+        return list(self._run(tuple(keras.ops.convert_to_tensor(a) for a in arrays)))
+
+    def _compiled_call(self, arrays, n: int) -> list:
+        backend = self._backend
+        size = backend.batch_size(n)
+        if size > n:  # JAX traces per shape: a few padded sizes serve every batch
+            arrays = [
+                np.concatenate([a, np.zeros((size - n, *a.shape[1:]), a.dtype)]) for a in arrays
+            ]
+        key = tuple((a.ndim, str(a.dtype)) for a in arrays)
+        if key not in self._compiled:
+            specs = tuple(backend.tensor_spec([None, *a.shape[1:]], str(a.dtype)) for a in arrays)
+            model = self._model()
+            self._compiled[key] = backend.compile(
+                self._run, model.variables, input_signature=[specs]
+            )
+        outs = self._compiled[key](tuple(keras.ops.convert_to_tensor(a) for a in arrays))
+        return [o[:n] for o in outs] if size > n else list(outs)
+
+    def _run(self, inputs):
+        model = self._model()
+        layers = [ref() for ref in self._layers]
+        with capture_outputs(layers) as captured:
+            model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+        for layer in layers:
+            if captured.calls[id(layer)] != 1:
+                raise ValueError(
+                    f"layer {layer.name!r} runs {captured.calls[id(layer)]} times per forward "
+                    "pass, so it has no one output"
+                )
+        return tuple(captured[id(layer)] for layer in layers)
+
+
+# model -> {layer ids: Extractor}
+_EXTRACTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def extractor(model: keras.layers.Layer, layers: Sequence[keras.layers.Layer]) -> Extractor:
+    """The `Extractor` of `layers` in `model`: made once, reused by every later call.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)])
+        >>> extractor(m, m.layers) is extractor(m, m.layers)
+        True
+    """
+    known = _EXTRACTORS.setdefault(model, {})
+    key = tuple(id(layer) for layer in layers)
+    if key not in known:
+        known[key] = Extractor(model, layers)
+    return known[key]
 
 
 # -- capture and override: one mechanism ---------------------------------------------------------

@@ -490,6 +490,21 @@ def test_a_second_fit_and_new_epochs_never_retrace(tmp_path):
 
 
 @traced_backends
+def test_feature_maps_of_every_layer_come_from_one_pass_traced_once(tmp_path):
+    """One compiled extractor for all layers: one trace over epochs and fits, none per layer."""
+    from tb_cnnviz import layers as layer_lib
+
+    probes, _ = data(n=3, seed=1)
+    model = small_cnn()
+    maps = FeatureMaps(str(tmp_path), probe_images=probes, budget=None)
+    fit(model, [maps], epochs=2)
+    fit(model, [maps], epochs=2)
+    chosen = [layer for _, layer in layer_lib.conv_layers(model)]
+    assert len(chosen) == 2
+    assert layer_lib.extractor(model, chosen).tracing_count == 1
+
+
+@traced_backends
 def test_a_second_model_traces_its_own_functions_without_a_retracing_warning(tmp_path):
     """New models (the demo's second run) trace once per function, and TF does not warn."""
     import logging

@@ -20,6 +20,8 @@ Sections (all by default; pick with --only):
   above half Nyquist (0.25 cycles/pixel); averaged over images.
 * warm: after one more epoch of training, the steps a warm start (from the previous epoch's
   images) needs to reach 95% of a cold start's mean activation.
+* truth: for each conv layer, the share of live filters whose image (cold, `--steps` steps, at
+  the callbacks' defaults) excites the filter more than the best of `--truth-images` real images.
 * overhead: fit() of the demo CNN on 50,000 random 32x32 images (CIFAR-10's size), 3 epochs
   with `CNNViz` (its defaults, 8 probe images) and 3 without, in one process, epoch by epoch in
   turns (one fit() call per epoch; which model goes first alternates). Per epoch, the ratio of
@@ -378,6 +380,49 @@ def overhead(args, out):
         )
 
 
+def truth(model, data, args, out):
+    """Each live filter's image against the best of `--truth-images` real images.
+
+    For every conv layer of the demo CNN, the images `Renderer` draws cold in `--steps` steps,
+    at the defaults of the callbacks (`size="receptive_field"`): a full-size image is compared
+    on the filter's mean activation with the real image of the highest mean; an image on a
+    receptive-field canvas on its centre position with the highest activation at any position
+    of any real image (the best patch). A filter is live when its highest activation on the
+    real images is at least 1% of the highest of its layer (a filter that barely fires on any
+    real image has nothing to beat, nor much to show).
+    """
+    from tb_cnnviz import layers as layer_lib
+
+    x, _ = data
+    real = x[-args.truth_images :]
+    for path_, layer in layer_lib.conv_layers(model):
+        renderer = actmax.Renderer(model, path_, size="receptive_field")
+        images = np.asarray(renderer(steps=args.steps), np.float32)
+        extract = layer_lib.extractor(model, [layer])
+        batches = range(0, len(real), 256)
+        acts = np.concatenate([backend.to_numpy(extract(real[s : s + 256])[0]) for s in batches])
+        with layer_lib.capture_outputs([layer]) as seen:
+            layer_lib.run_model(model, images, any_size=True)
+        mine = backend.to_numpy(seen[id(layer)])
+        rows = np.arange(len(images))
+        if renderer.receptive_field is None:
+            got = mine.mean(axis=(1, 2))[rows, rows]
+            best = acts.mean(axis=(1, 2)).max(axis=0)
+        else:
+            got = mine[rows, mine.shape[1] // 2, mine.shape[2] // 2, rows]
+            best = acts.max(axis=(0, 1, 2))
+        peak = acts.max(axis=(0, 1, 2))
+        live = peak >= 0.01 * peak.max()
+        wins = float(np.mean((got > best)[live]))
+        ratio = float(np.median(got[live] / np.maximum(best[live], 1e-12)))
+        out(
+            "truth",
+            f"{path_} ({renderer.size[0]}x{renderer.size[1]}, {int(live.sum())} live filters)",
+            f"{wins:.0%} excite their filter more than the best of {len(real)} real images "
+            f"(median {ratio:.2f}x)",
+        )
+
+
 def figure(path: str, args, out):
     """Every conv layer of the demo CNN, trained a few epochs, as one labelled PNG grid."""
     from PIL import Image, ImageDraw
@@ -410,13 +455,16 @@ def figure(path: str, args, out):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="*", default=["speed", "quality", "warm", "overhead"])
+    parser.add_argument(
+        "--only", nargs="*", default=["speed", "quality", "warm", "truth", "overhead"]
+    )
     parser.add_argument("--steps", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--eager-filters", type=int, default=2)
     parser.add_argument("--xla-steps", type=int, default=4)
     parser.add_argument("--overhead-images", type=int, default=50_000)
     parser.add_argument("--overhead-epochs", type=int, default=3)
+    parser.add_argument("--truth-images", type=int, default=2000)
     parser.add_argument("--figure", default=None, help="write the actmax grid PNG here")
     parser.add_argument("--figure-epochs", type=int, default=5)
     parser.add_argument("--figure-steps", type=int, default=256)
@@ -427,7 +475,7 @@ def main(argv=None) -> int:
 
     out("setup", "Keras backend (KERAS_BACKEND)", backend.name())
 
-    needs_model = {"speed", "quality", "warm"} & set(args.only)
+    needs_model = {"speed", "quality", "warm", "truth"} & set(args.only)
     if needs_model:
         model, data = train_demo(1)
     if "speed" in args.only:
@@ -437,6 +485,8 @@ def main(argv=None) -> int:
         previous = quality(model, data, args, out)
     if "warm" in args.only:
         warm(model, data, previous, args, out)
+    if "truth" in args.only:
+        truth(model, data, args, out)
     if "overhead" in args.only:
         overhead(args, out)
     if args.figure:

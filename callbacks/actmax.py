@@ -51,7 +51,10 @@ class ActivationMaximization(VizCallback):
         warm_start: Continue from the previous logged epoch's images instead of from noise.
         value_range: `(low, high)` of the model's input pixels, e.g. `(0, 1)`, `(-1, 1)` or
             `(0, 255)`.
-        size: `(h, w)` to render at; defaults to the model's input size.
+        size: `(h, w)` to render at, or `"receptive_field"` (the default): each layer on a
+            canvas the size of its receptive field, reading its centre position, up to the
+            input size (`tb_cnnviz.actmax.Renderer`): an early layer of a 224-pixel model costs
+            a small fraction of a deep one.
         decorrelate: Colour decorrelation: `True` (ImageNet's colour statistics), `False`, or
             a `3x3` matrix from `tb_cnnviz.actmax.color_correlation(images)` for models trained
             on other colours.
@@ -92,7 +95,7 @@ class ActivationMaximization(VizCallback):
         steps=DEFAULT_STEPS,
         warm_start=True,
         value_range=(0.0, 1.0),
-        size=None,
+        size="receptive_field",
         decorrelate=True,
         seed=0,
         optional=False,
@@ -103,7 +106,10 @@ class ActivationMaximization(VizCallback):
         self.steps = checks.integer("steps", steps, minimum=1)
         self.warm_start = bool(warm_start)
         self.value_range = checks.value_range("value_range", value_range)
-        self.size = None if size is None else checks.image_size("size", size)
+        if size is None or (isinstance(size, str) and size == "receptive_field"):
+            self.size = size
+        else:
+            self.size = checks.image_size("size", size)
         self.decorrelate = decorrelate
         param_lib.mixing_matrix(decorrelate)  # validates it now, not at the end of an epoch
         self.seed = checks.integer("seed", seed)
@@ -124,15 +130,18 @@ class ActivationMaximization(VizCallback):
             picks = np.linspace(len(flat) - 1, 0, self.max_layers).round().astype(int)
             flat = [flat[i] for i in sorted(set(picks.tolist()))]
         try:
-            for path, _ in flat:
+            size = self.size
+            for path, _ in flat:  # in forward order
                 if path not in self._renderers:  # a later fit() of the same model reuses it
                     self._renderers[path] = actmax.Renderer(
                         model,
                         path,
                         value_range=self.value_range,
-                        size=self.size,
+                        size=size,
                         decorrelate=self.decorrelate,
                     )
+                if size == "receptive_field" and self._renderers[path].receptive_field is None:
+                    size = None  # it sees the whole input, and so do the layers after it
         except ValueError:
             if not self.optional:
                 raise
@@ -160,8 +169,13 @@ class ActivationMaximization(VizCallback):
 
     def _estimate(self, path, layer):
         renderer = self._renderers[path]
-        h, w = renderer.model_size or renderer.size
-        timing = self._model_timing(self.model, np.zeros((4, h, w, renderer.channels), np.float32))
+        h, w = renderer.run_size
+        full_h, full_w = renderer.model_size or (h, w)
+        # Timed at the model's own input size (a canvas may be too small for its head), then
+        # scaled by the canvas's share of the pixels.
+        images = np.zeros((4, full_h, full_w, renderer.channels), np.float32)
+        timing = self._model_timing(self.model, images)
+        share = (h * w) / (full_h * full_w)
         filters = min(renderer.units or 1, self.max_filters)
         # The pass runs up to the layer only: deeper layers cost more (taken as linear in the
         # layer's place among the conv layers, a quarter at least for the full-size input).
@@ -170,7 +184,7 @@ class ActivationMaximization(VizCallback):
         # Transforms and the Fourier decode add about a third to each forward and backward pass;
         # tracing them and the optimization loop costs about half a second on its own.
         seconds = TRACE_SECONDS * timing.compiles + depth * (
-            timing.trace() + 1.3 * self.steps * timing.backward(filters)
+            timing.trace() + 1.3 * self.steps * timing.backward(filters) * share
         )
         return seconds, filters * h * w * renderer.channels
 

@@ -52,12 +52,14 @@ __all__ = [
     "Captured",
     "Extractor",
     "ForwardTrace",
+    "StopForward",
     "all_layers",
     "capture_outputs",
     "conv_layers",
     "extractor",
     "find_layer",
     "forward_trace",
+    "has_graph",
     "input_shapes",
     "is_conv",
     "is_conv2d",
@@ -65,6 +67,7 @@ __all__ = [
     "output_shape",
     "override",
     "resolve_layers",
+    "run_model",
     "weights_only",
 ]
 
@@ -674,6 +677,44 @@ def extractor(model: keras.layers.Layer, layers: Sequence[keras.layers.Layer]) -
 # -- capture and override: one mechanism ---------------------------------------------------------
 
 
+class StopForward(BaseException):  # noqa: N818  (a signal, not an error)
+    """Raised by `capture_outputs(..., stop=True)` once every layer it records has run.
+
+    It ends the forward pass there: the rest of the model is neither computed nor traced, which
+    makes reading an early layer as cheap as a model cut at that layer, wherever the layer lives,
+    and lets a model whose head only fits one input size run on a smaller image up to the layer.
+    A `BaseException`, so that no `except Exception` on the way (Keras' own error reporting)
+    takes it for an error; catch it around the model call.
+    """
+
+
+def has_graph(model: keras.layers.Layer) -> bool:
+    """Whether `model` is a Functional or Sequential model (one that has a graph of layers).
+
+    Example:
+        >>> has_graph(keras.Sequential([keras.layers.Dense(2)])), has_graph(keras.layers.Dense(2))
+        (True, False)
+    """
+    return bool(_graph(model))
+
+
+def run_model(model: keras.layers.Layer, inputs, *, any_size: bool = False):
+    """Calls `model` at inference; `any_size` also lets a graph model run on inputs of another
+    spatial size than it was built for (its convolutions can).
+
+    A Functional model checks its inputs against the shape it was built with; its `call` runs
+    the same graph without that check (each layer still checks what it needs).
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3)])
+        >>> tuple(run_model(m, np.zeros((1, 12, 12, 3), "float32"), any_size=True).shape)
+        (1, 10, 10, 2)
+    """
+    if any_size and has_graph(model):
+        return model.call(inputs, training=False)
+    return model(inputs, training=False)
+
+
 class Captured(dict):
     """What `capture_outputs` recorded: `id(layer)` -> the layer's last output.
 
@@ -695,6 +736,7 @@ def capture_outputs(
     *,
     add: Mapping[int, object] | None = None,
     pre_activation: Sequence[keras.layers.Layer] = (),
+    stop: bool = False,
 ) -> Iterator[Captured]:
     """Records the outputs of `layers` during forward passes run inside the block.
 
@@ -713,6 +755,8 @@ def capture_outputs(
         add: Optional tensors to add to outputs, by `id(layer)`.
         pre_activation: Layers whose output before their `activation` to record as well (in
             `Captured.pre`).
+        stop: Raise `StopForward` as soon as every layer of `layers` has run: the forward pass
+            ends there (catch it around the model call).
 
     Yields:
         A `Captured` dict, filled as the model runs.
@@ -725,6 +769,7 @@ def capture_outputs(
         ((1, 6, 6, 4), 1)
     """
     captured = Captured()
+    wanted = {id(layer) for layer in layers}
 
     def recorder(key, extra):
         def record(proceed, *args, **kwargs):
@@ -733,6 +778,8 @@ def capture_outputs(
                 out = out + keras.ops.cast(extra, out.dtype)
             captured[key] = out
             captured.calls[key] += 1
+            if stop and wanted <= captured.keys():
+                raise StopForward(key)
             return out
 
         return record

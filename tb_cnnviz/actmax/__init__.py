@@ -5,6 +5,9 @@ One call renders a whole layer::
     images = tb_cnnviz.actmax.render(model, "conv4", steps=128)   # [n, h, w, c], NumPy
     images.activations                                            # what each image reached
 
+An early layer sees a patch of the input, not all of it: `size="receptive_field"` renders it on
+a canvas the size of that patch (`receptive_field`), reading the layer's centre position.
+
 The pieces compose, Lucid style: objectives (`channel`, `neuron`, `class_logit`, regularizers
 `total_variation` and `l2`, closed under `+ - *`), parameterizations (`fourier`, the default, and
 `pixel`), transforms (`pad`, `jitter`, `random_scale`, `random_rotate`, `compose`) and a reusable
@@ -13,7 +16,7 @@ PyTorch; what differs between them lives in `tb_cnnviz.backend`), and needs noth
 TensorBoard.
 """
 
-from tb_cnnviz.actmax.forward import ModelReader
+from tb_cnnviz.actmax.forward import ModelReader, receptive_field
 from tb_cnnviz.actmax.objectives import (
     LOGITS,
     Activations,
@@ -39,9 +42,12 @@ from tb_cnnviz.actmax.renderer import (
     DEFAULT_LEARNING_RATE,
     DEFAULT_MEMORY_BUDGET,
     DEFAULT_STEPS,
+    FULL_FIELD,
+    MIN_CANVAS,
     ActmaxImages,
     Renderer,
     WarmStart,
+    centre_objective,
     default_objective,
     render,
 )
@@ -62,7 +68,9 @@ __all__ = [
     "DEFAULT_LEARNING_RATE",
     "DEFAULT_MEMORY_BUDGET",
     "DEFAULT_STEPS",
+    "FULL_FIELD",
     "LOGITS",
+    "MIN_CANVAS",
     "ActmaxImages",
     "Activations",
     "Affine",
@@ -75,6 +83,7 @@ __all__ = [
     "Transform",
     "WarmStart",
     "as_objective",
+    "centre_objective",
     "channel",
     "center_crop",
     "class_logit",
@@ -89,6 +98,7 @@ __all__ = [
     "pixel",
     "random_rotate",
     "random_scale",
+    "receptive_field",
     "render",
     "standard",
     "total_variation",

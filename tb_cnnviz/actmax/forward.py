@@ -6,9 +6,13 @@ Two ways, chosen per model:
   layer read is a top-level layer of a Functional or Sequential model: it runs only the layers
   the objective depends on, the cheapest forward pass there is;
 * otherwise (a layer inside a nested sub-model or a custom layer, a subclassed model, the
-  model's logits) the whole model runs while `tb_cnnviz.layers.capture_outputs` records the
-  layers. A nested Functional sub-model's layers live in the sub-model's own graph, and a
-  custom layer's convs in no graph at all, so the outer model cannot be cut there.
+  model's logits) the model runs while `tb_cnnviz.layers.capture_outputs` records the layers,
+  and stops as soon as the last of them ran (`StopForward`; the logits need the whole model).
+  A nested Functional sub-model's layers live in the sub-model's own graph, and a custom
+  layer's convs in no graph at all, so the outer model cannot be cut there.
+
+With `any_size`, either way runs on images of another size than the model was built for (a
+receptive-field canvas, `receptive_field`).
 
 Conv outputs are handed to objectives channels last, whatever the layer's `data_format`.
 Backend-neutral: the hooks work while TensorFlow or JAX trace, and in PyTorch's eager calls.
@@ -18,15 +22,17 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 
 import keras
+import numpy as np
 from keras import ops
 
-from tb_cnnviz import heads
+from tb_cnnviz import backend, heads
 from tb_cnnviz import layers as layer_lib
 from tb_cnnviz.actmax.objectives import LOGITS
 
-__all__ = ["ModelReader", "find_layer", "image_input_shape"]
+__all__ = ["ModelReader", "find_layer", "image_input_shape", "receptive_field"]
 
 
 def image_input_shape(model: keras.Model) -> tuple:
@@ -90,6 +96,51 @@ def find_layer(model: keras.Model, name: str, argument: str, *, conv: bool):
     return path, layer
 
 
+# model -> {layer path: (h, w)}. Weak: the cache never keeps a model alive.
+_FIELDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: Where the input size is free: the size the receptive field is measured at.
+FREE_SIZE = 128
+
+
+def receptive_field(model: keras.Model, layer: str) -> tuple[int, int]:
+    """The input pixels the centre position of a conv layer reads: its receptive field `(h, w)`.
+
+    Measured, not derived from kernel sizes and strides, so it holds for any structure
+    (residual branches, custom blocks, dilations): the gradient of the layer's centre position,
+    all its filters together, with respect to four random images is nonzero exactly on the
+    pixels that reach it (a ReLU can gate a pixel off for one image, hardly for all four and
+    every filter). One forward and backward pass up to the layer, cached per model and layer.
+    At most the input size.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((32, 32, 3)),
+        ...     keras.layers.Conv2D(4, 3, padding="same", name="a"),
+        ...     keras.layers.Conv2D(4, 5, strides=2, padding="same", name="b")])
+        >>> receptive_field(m, "a"), receptive_field(m, "b")
+        ((3, 3), (7, 7))
+    """
+    known = _FIELDS.setdefault(model, {})
+    if layer in known:
+        return known[layer]
+    path, _ = find_layer(model, layer, "layer", conv=True)
+    reader = ModelReader(model, {path: "feature_maps"})
+    h, w, c = (d or FREE_SIZE for d in reader.input_shape)
+    images = np.random.default_rng(0).random((4, h, w, c), dtype=np.float32)
+
+    def centre(x):
+        outs, _ = reader(x)
+        maps = ops.cast(outs[path], "float32")
+        return ops.sum(maps[:, maps.shape[1] // 2, maps.shape[2] // 2, :]), None
+
+    with keras.StatelessScope(), reader.active():
+        _, grad = backend.value_and_grad(centre)(ops.convert_to_tensor(images))
+    reached = np.abs(backend.to_numpy(grad)).sum(axis=(0, 3)) > 0
+    rows, cols = np.flatnonzero(reached.any(axis=1)), np.flatnonzero(reached.any(axis=0))
+    field = (1, 1) if not len(rows) else (int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1))
+    known[path] = known[layer] = field
+    return field
+
+
 class ModelReader:
     """Maps an image batch to the outputs (and pre-activations) of the layers an objective needs.
 
@@ -115,6 +166,9 @@ class ModelReader:
 
     def __init__(self, model: keras.Model, needs, argument: str = "layer"):
         self.model = model
+        #: Run the model on images of any spatial size (a receptive-field canvas), not only the
+        #: size it was built for: `tb_cnnviz.layers.run_model(any_size=True)`.
+        self.any_size = False
         self.input_shape = image_input_shape(model)
         self._layers = {
             name: find_layer(model, name, argument, conv=need != "output")
@@ -140,11 +194,14 @@ class ModelReader:
         last."""
         names = list(self._layers)
         if self._extractor is not None:
-            outs = self._extractor(images, training=False)
+            outs = layer_lib.run_model(self._extractor, images, any_size=self.any_size)
             outs = outs if isinstance(outs, list | tuple) else [outs]
             outputs = dict(zip(names, outs, strict=True))
         else:
-            logits = self.model(images, training=False)
+            try:
+                logits = layer_lib.run_model(self.model, images, any_size=self.any_size)
+            except layer_lib.StopForward:  # every layer read: the rest of the model need not run
+                logits = None
             outputs = {name: self._recorded(name) for name in names}
             if self._logits:
                 first = keras.tree.flatten(logits)[self.head.output]
@@ -165,9 +222,13 @@ class ModelReader:
             if self._logits:
                 stack.enter_context(heads.logits(self.model))
             if self._extractor is None or pre_layers:
-                layers = pre_layers if self._extractor is not None else self._hooked_layers()
+                whole = self._extractor is None
+                layers = self._hooked_layers() if whole else pre_layers
+                # Without logits to read, the pass stops at the last layer read.
                 self._captured = stack.enter_context(
-                    layer_lib.capture_outputs(layers, pre_activation=pre_layers)
+                    layer_lib.capture_outputs(
+                        layers, pre_activation=pre_layers, stop=whole and not self._logits
+                    )
                 )
             try:
                 yield

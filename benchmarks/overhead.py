@@ -17,10 +17,16 @@ and CPU-time ratios (`time.process_time`, which such drift moves less) are print
 
 Configurations (`--only` picks some):
 
+* `tutorial`: two conv layers (a first tutorial's model) on 64 generated 32x32 images per
+  epoch, 25 epochs, batch 32: training of a few seconds in all;
 * `demo-2000`, `demo-4000`, `demo-50000`: the demo CNN (`tb_cnnviz.demo`, 32x32x3) on that
   many generated images per epoch, batch 64;
-* `MobileNetV2`, `ResNet50`, `EfficientNetB0`: `keras.applications` with `weights=None`, at
-  224x224x3, 10 classes, 512 random images per epoch, batch 16.
+* `MobileNetV2` (256 images per epoch), `EfficientNetB0`, `ResNet50` (512): `keras.applications`
+  with `weights=None`, at 224x224x3, 10 classes, random images, batch 16.
+
+Besides the ratios it prints what was drawn (tags drawn at least once against tags due, and
+drawings made against due, per kind, from the plan records) and where CNNViz's own time went,
+per kind and phase (`tb_cnnviz.profile`: setup, trace, compute, copy, encode, write).
 
 Run: `python benchmarks/overhead.py` (about 35 minutes on 2 cores). `--epochs`, `--repeats` and
 `--seeds` set the run's length and how often each configuration is measured; the summary table
@@ -47,19 +53,20 @@ from tb_cnnviz.callbacks import CNNViz  # noqa: E402
 
 #: name -> (builder, images per epoch, batch size, default epochs, default repeats)
 CONFIGS = {
+    "tutorial": ("tutorial", 64, 32, 25, 3),
     "demo-2000": ("demo", 2000, 64, 5, 5),
     "demo-4000": ("demo", 4000, 64, 5, 3),
     "demo-50000": ("demo", 50000, 64, 3, 1),
-    "MobileNetV2": ("MobileNetV2", 512, 16, 3, 1),
-    "ResNet50": ("ResNet50", 512, 16, 3, 1),
+    "MobileNetV2": ("MobileNetV2", 256, 16, 3, 1),
     "EfficientNetB0": ("EfficientNetB0", 512, 16, 3, 1),
+    "ResNet50": ("ResNet50", 512, 16, 3, 1),
 }
 VARIANTS = ("plain", "cnnviz", "keras_tb")
 
 
 def make_data(kind: str, n: int, seed: int):
     """Training images and labels, and 8 probe images with labels, for one configuration."""
-    if kind == "demo":
+    if kind in ("demo", "tutorial"):
         from tb_cnnviz.demo.data import make_shapes
 
         x, y = make_shapes(n + 8, seed=seed)
@@ -72,6 +79,19 @@ def make_data(kind: str, n: int, seed: int):
 
 def make_model(kind: str, seed: int):
     keras.utils.set_random_seed(seed)
+    if kind == "tutorial":  # two conv layers, as a first tutorial writes them
+        model = keras.Sequential(
+            [
+                keras.Input((32, 32, 3)),
+                keras.layers.Conv2D(16, 3, activation="relu", name="conv1"),
+                keras.layers.MaxPooling2D(),
+                keras.layers.Conv2D(32, 3, activation="relu", name="conv2"),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(10, activation="softmax"),
+            ]
+        )
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
     if kind == "demo":
         from tb_cnnviz.demo.model import build_demo_cnn
 
@@ -87,12 +107,15 @@ def folder_bytes(path: str) -> int:
     )
 
 
-def drawn_counts(run_dir: str) -> tuple[collections.Counter, collections.Counter]:
-    """`(drawn, due)` per kind, from the plan records in the event files of `run_dir`."""
+def drawn_counts(run_dir: str) -> tuple[collections.Counter, collections.Counter, dict]:
+    """`(drawn, due, tags)` per kind, from the plan records in the event files of `run_dir`:
+    drawings made and due over the run, and `{kind: (tags drawn at least once, tags due)}`."""
     from tensorboard.backend.event_processing import event_file_loader
     from tensorboard.util import tensor_util
 
     drawn, due = collections.Counter(), collections.Counter()
+    tags_drawn: dict[str, set] = collections.defaultdict(set)
+    tags_due: dict[str, set] = collections.defaultdict(set)
     for name in sorted(os.listdir(run_dir)):
         if "tfevents" not in name:
             continue
@@ -102,11 +125,17 @@ def drawn_counts(run_dir: str) -> tuple[collections.Counter, collections.Counter
                     continue
                 record = json.loads(tensor_util.make_ndarray(value.tensor)[0])
                 for tag in record["drawn"]:
-                    drawn[tag.rsplit("/", 1)[1]] += 1
-                    due[tag.rsplit("/", 1)[1]] += 1
+                    kind = tag.rsplit("/", 1)[1]
+                    drawn[kind] += 1
+                    due[kind] += 1
+                    tags_drawn[kind].add(tag)
+                    tags_due[kind].add(tag)
                 for tag in record["skipped"]:
-                    due[tag.rsplit("/", 1)[1]] += 1
-    return drawn, due
+                    kind = tag.rsplit("/", 1)[1]
+                    due[kind] += 1
+                    tags_due[kind].add(tag)
+    tags = {k: (len(tags_drawn[k]), len(tags_due[k])) for k in tags_due}
+    return drawn, due, tags
 
 
 def run_config(name: str, seed: int, epochs: int, repeats: int) -> dict:
@@ -138,11 +167,12 @@ def run_config(name: str, seed: int, epochs: int, repeats: int) -> dict:
             mb = folder_bytes(log_dir) / 2**20 / epochs
             if variant == "cnnviz":
                 budget = viz.time_budget
-                drawn, due = drawn_counts(os.path.join(log_dir, "train"))
+                drawn, due, tags = drawn_counts(os.path.join(log_dir, "train"))
                 facts["cnnviz"] = {
                     "mb": mb,
                     "own": budget.own_seconds / max(budget.train_seconds, 1e-9),
                     "drawn": {k: f"{drawn[k]}/{due[k]}" for k in sorted(due)},
+                    "coverage": {k: f"{tags[k][0]}/{tags[k][1]}" for k in sorted(tags)},
                     "profile": budget.profile.table(),
                     "own_seconds": budget.own_seconds,
                 }
@@ -185,7 +215,8 @@ def main():
                 f"[{name} seed {seed}] {epochs} epochs of {n} images: plain "
                 f"{result['plain']:.1f} s; CNNViz {result['cnnviz']:.3f}x wall, "
                 f"{result['cnnviz_cpu']:.3f}x CPU (own {f['own']:.1%} "
-                f"of training, {f['mb']:.2f} MB/epoch, drawn {f['drawn']}); Keras TensorBoard "
+                f"of training, {f['mb']:.2f} MB/epoch, drawn {f['drawn']}, tags drawn at least "
+                f"once {f['coverage']}); Keras TensorBoard "
                 f"{result['keras_tb']:.3f}x ({k['mb']:.2f} MB/epoch)",
                 flush=True,
             )
@@ -194,9 +225,9 @@ def main():
     print(
         "| configuration | epochs x images | plain fit() | CNNViz defaults, wall (worst seed) "
         "| CNNViz, CPU time | CNNViz own time / training (worst) | Keras TensorBoard cb, wall "
-        "| CNNViz MB/epoch | Keras TB MB/epoch |"
+        "| CNNViz MB/epoch | Keras TB MB/epoch | drawn (tags at least once; drawings) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, n, epochs, results in rows:
         plain = statistics.median(r["plain"] for r in results)
         wall = statistics.median(r["cnnviz"] for r in results)
@@ -208,12 +239,20 @@ def main():
             f"| {name} | {epochs} x {n} | {plain:.1f} s | {wall:.3f}x ({worst:.3f}x) "
             f"| {cpu:.3f}x | {own:.1%} | {keras_tb:.3f}x "
             f"| {max(r['cnnviz_facts']['mb'] for r in results):.2f} "
-            f"| {max(r['keras_tb_facts']['mb'] for r in results):.2f} |",
+            f"| {max(r['keras_tb_facts']['mb'] for r in results):.2f} "
+            f"| {coverage_text(results[0]['cnnviz_facts'])} |",
             flush=True,
         )
     print()
     print_profiles(rows)
     return 0
+
+
+def coverage_text(facts) -> str:
+    """`feature_maps 52/52 (40/156)`: tags drawn at least once / due; drawings made / due."""
+    return ", ".join(
+        f"{kind} {facts['coverage'][kind]} ({facts['drawn'][kind]})" for kind in facts["coverage"]
+    )
 
 
 def print_profiles(rows) -> None:

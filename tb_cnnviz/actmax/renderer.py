@@ -3,10 +3,10 @@
 `Renderer` holds the compiled optimization for one model and objective and can be called again
 and again (a training callback calls it every epoch without retracing); `render` is the one-call
 form. The step is written once, in `keras.ops`; `tb_cnnviz.backend.compile_loop` compiles all
-`steps` of gradient ascent the way each backend runs them fastest: on TensorFlow one
-`tf.function` whose `tf.while_loop` runs every step, so the host is involved once per chunk, not
-once per step; on JAX one `jax.jit` step dispatched asynchronously `steps` times (XLA on CPU
-runs convolutions inside a compiled loop several times slower); on PyTorch eagerly.
+`steps` of gradient ascent the way each backend runs them fastest: one compiled step
+(`tf.function`, `jax.jit`) called `steps` times, since TensorFlow and XLA on CPU run
+convolutions inside a compiled loop several times slower than at its top level; on PyTorch
+eagerly.
 Differentiating also goes through `tb_cnnviz.backend`, the one place that knows the backends
 apart.
 

@@ -36,6 +36,7 @@ setup(
         "tb_cnnviz",
         "tb_cnnviz.actmax",
         "tb_cnnviz.callbacks",
+        "tb_cnnviz.plugin",
         "tb_cnnviz.frontend",
         "tb_cnnviz.demo",
     ],

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from typing import Any
 
 from tensorboard.compat.proto import summary_pb2
@@ -44,6 +45,7 @@ __all__ = [
     "decode_index",
     "encode_index",
     "names_text",
+    "natural_key",
     "parse_plugin_metadata",
     "plan_tag",
     "tag_for",
@@ -312,6 +314,21 @@ def check_index(index: dict[str, Any], blob_count: int) -> dict[str, Any]:
     if not isinstance(ranges, list) or len(ranges) < needed:
         fail(f"ranges must hold one [low, high] per tile ({needed} tiles)")
     return index
+
+
+def natural_key(text: str) -> list:
+    """A sort key that orders the numbers inside names by value: `conv2` before `conv10`.
+
+    Shared by the reading side (`tb_cnnviz.reader`, the plugin) and the writing side (`replay`).
+
+    Example:
+        >>> sorted(["conv10", "conv2", "conv1"], key=natural_key)
+        ['conv1', 'conv2', 'conv10']
+    """
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in _DIGITS.split(text)]
+
+
+_DIGITS = re.compile(r"(\d+)")
 
 
 def names_text(items) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -436,21 +435,10 @@ class Logdir:
         return data
 
 
-def natural_key(text: str) -> list:
-    """A sort key that orders the numbers inside names by value: `conv2` before `conv10`.
-
-    Example:
-        >>> sorted(["conv10", "conv2", "conv1"], key=natural_key)
-        ['conv1', 'conv2', 'conv10']
-    """
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in _DIGITS.split(text)]
-
-
+#: Orders names with numbers in them by value (`tb_cnnviz.metadata.natural_key`).
+natural_key = metadata.natural_key
 #: Lists names for a message (`tb_cnnviz.metadata.names_text`).
 names_text = metadata.names_text
-
-
-_DIGITS = re.compile(r"(\d+)")
 
 
 def _steps_text(steps: list[int]) -> str:

@@ -35,13 +35,15 @@ from tensorboard.plugins.core import core_plugin
 from werkzeug.wrappers import Response
 
 from tb_cnnviz import frontend, metadata, plugin, summary, tiles
+from tb_cnnviz.plugin.data import LRUCache
 
 PREFIX = "/data/plugin/cnnviz/"
 STEPS = 15  # more than TensorBoard's default of 10 kept steps per tag
 RUNS = ("alpha", "nested/beta <b>&amp;")  # a nested run whose name holds HTML
 ODD_RUN = "odd"
 FRONTEND = pathlib.Path(frontend.__file__).parent
-PLUGIN_SOURCE = pathlib.Path(plugin.__file__).read_bytes()
+# The routes' own source: what a traversal must never serve.
+PLUGIN_SOURCE = (pathlib.Path(plugin.__file__).parent / "app.py").read_bytes()
 
 
 def kernel_at(run_index: int, step: int) -> np.ndarray:
@@ -248,7 +250,7 @@ def test_static_refuses_symlinks_out_of_the_frontend_folder(tmp_path, monkeypatc
     folder.mkdir()
     (folder / "leak.js").symlink_to(outside)
     (folder / "ok.js").write_text("ok")
-    monkeypatch.setattr(plugin, "_frontend_dir", lambda: folder.resolve())
+    monkeypatch.setattr(plugin.static, "frontend_dir", lambda: folder.resolve())
     client = make_client(provider)
     assert client.get(PREFIX + "static/leak.js").status_code == 404
     assert client.get(PREFIX + "static/ok.js").get_data() == b"ok"
@@ -988,7 +990,7 @@ def test_truncated_and_corrupted_event_files_do_not_hide_good_data(tmp_path):
 
 def test_lru_cache_is_bounded():
     """The caches drop the least recently used entries beyond their size or entry bound."""
-    cache = plugin._LRUCache(max_size=100, max_entries=3)
+    cache = LRUCache(max_size=100, max_entries=3)
     for key in "abc":
         cache.put(key, key.upper(), 10)
     assert cache.get("a") == "A"  # now most recently used
@@ -1023,7 +1025,7 @@ def test_steps_logged_while_serving_appear_at_once(tmp_path, monkeypatch):
 
     assert get_json(client, "tags")["live"]["conv2d/weights"]["steps"] == [0, 1, 2, 3, 4]
     assert get_json(client, "layer", run="live", tag="conv2d/weights", step="4")["step"] == 4
-    monkeypatch.setattr(plugin, "SERIES_FRESH_SECONDS", 0.0)  # as if two seconds went by
+    monkeypatch.setattr(plugin.data, "SERIES_FRESH_SECONDS", 0.0)  # as if two seconds went by
     assert get_json(client, "layer", run="live", tag="conv2d/weights")["step"] == 4
     assert get_json(client, "stats", run="live", tag="conv2d/weights")["steps"] == [0, 1, 2, 3, 4]
 

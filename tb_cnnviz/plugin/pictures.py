@@ -1,0 +1,204 @@
+"""The picture answers: which runs and tags there are, one layer's pictures at a step, a
+layer's statistics over its steps, and the bytes of one blob (`/runs`, `/tags`, `/layer`,
+`/stats`, `/blob`).
+
+Each function takes the `Data` to read through and returns plain JSON-ready data, or raises
+`tensorboard.errors.NotFoundError` saying what exists. `tb_cnnviz/http_api.md` documents the
+answers.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+from tensorboard import errors
+from tensorboard.data import provider
+
+from tb_cnnviz import metadata
+from tb_cnnviz.plugin.data import Data
+
+__all__ = ["LISTED_KINDS", "blob", "layer", "runs", "stats", "tags"]
+
+#: The kinds `/tags` lists: the pictures, and the responses the tab's comparison views read.
+LISTED_KINDS = (*metadata.KINDS, metadata.RESPONSES_KIND)
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def runs(data: Data, ctx, experiment_id: str) -> list[str]:
+    """The sorted names of the runs that hold readable cnnviz data: a readable picture tag or
+    a callback's plan records.
+
+    Example:
+        >>> from tensorboard import context
+        >>> from tensorboard.backend.event_processing import data_provider as dp
+        >>> from tensorboard.backend.event_processing import plugin_event_multiplexer as mux
+        >>> empty = Data(dp.MultiplexerDataProvider(mux.EventMultiplexer(), "/none"), 1000)
+        >>> runs(empty, context.RequestContext(), "")
+        []
+    """
+    listing = data.list(ctx, experiment_id)
+    return sorted(
+        run
+        for run, series_by_tag in listing.items()
+        if any(data.parse_tag(experiment_id, run, t, s) for t, s in series_by_tag.items())
+    )
+
+
+def tags(data: Data, ctx, experiment_id: str, run: str | None = None) -> dict[str, Any]:
+    """`{run: {tag: {"kind", "layer", "steps", "description", …static facts}}}`.
+
+    `steps` lists every stored step in ascending order. Picture tags are listed, and each
+    layer's responses to the reference images (kind `"responses"`: no pictures of their own,
+    the tab draws dataset examples and similarity from them through `/examples`,
+    `/similarity` and `/alignment`). Plan records (`plans.plan`) and the run's reference images
+    are not. Tags written by a newer format version (one warning) or with malformed metadata
+    (logged once) are left out, and so are runs left with no tags.
+
+    Raises:
+        tensorboard.errors.NotFoundError: If `run` is given and holds no cnnviz data.
+
+    Example:
+        >>> from tensorboard import context
+        >>> from tensorboard.backend.event_processing import data_provider as dp
+        >>> from tensorboard.backend.event_processing import plugin_event_multiplexer as mux
+        >>> empty = Data(dp.MultiplexerDataProvider(mux.EventMultiplexer(), "/none"), 1000)
+        >>> tags(empty, context.RequestContext(), "")
+        {}
+    """
+    run_filter = None if run is None else provider.RunTagFilter(runs=[run])
+    listing = data.list(ctx, experiment_id, run_filter)
+    if run is not None and not listing.get(run):
+        raise data.no_run(ctx, experiment_id, run)
+    sequences = data.read(ctx, experiment_id, run_filter)
+    result: dict[str, Any] = {}
+    for run_name, series_by_tag in listing.items():
+        listed = {}
+        for tag, series in series_by_tag.items():
+            parsed = data.parse_tag(experiment_id, run_name, tag, series)
+            if parsed is None or parsed.kind not in LISTED_KINDS:
+                continue  # unreadable, a plan (see /plan), or the reference images
+            # Remembered, so the /layer requests that follow a /tags are answered at once.
+            read = sequences.get(run_name, {}).get(tag)
+            steps = list(data.remember(experiment_id, run_name, tag, read).by_step)
+            # Static facts the writer stored (class names, method, ...) come first, so the
+            # keys every tag has cannot be shadowed by them.
+            listed[tag] = {
+                **parsed.extra,
+                "kind": parsed.kind,
+                "layer": parsed.layer,
+                "steps": steps,
+                "description": series.description or "",
+            }
+        if listed:
+            result[run_name] = dict(sorted(listed.items()))
+    return dict(sorted(result.items()))
+
+
+def layer(
+    data: Data, ctx, experiment_id: str, run: str, tag: str, step: int | None = None
+) -> dict[str, Any]:
+    """One layer's pictures at one step: its decoded index and its atlas URLs.
+
+    `atlases[i]` is the relative URL of the PNG named by `index["atlases"][i]["blob"]`. When the
+    step cannot be drawn by this version (a newer format, a malformed index, or a datum with no
+    blobs), the answer is still 200 with `"index": null`, `"atlases": []` and a `"warning"`
+    saying why, so the dashboard shows a message instead of an error.
+
+    Returns:
+        `{"run", "tag", "step", "wall_time", "index", "atlases"}`, plus `"warning"` when
+        `index` is null.
+
+    Raises:
+        tensorboard.errors.NotFoundError: If the run, tag or step does not exist; the message
+            lists what does.
+    """
+    series = data.series(ctx, experiment_id, run, tag, step)
+    if step is None:
+        datum = series.data[-1]
+    else:
+        datum = series.by_step.get(step)
+        if datum is None:
+            raise errors.NotFoundError(
+                f"no step {step} in run {run!r}, tag {tag!r}; logged steps: "
+                + metadata.names_text(series.by_step)
+            )
+    if tag.rpartition("/")[2] == metadata.RESPONSES_KIND:
+        index = None
+        warning = (
+            f"{tag!r} holds the layer's responses to the reference images, not pictures; "
+            "/examples serves its dataset examples and /similarity its similarity"
+        )
+    else:
+        index, warning = data.index(ctx, datum)
+    atlases = []
+    if index is not None:
+        atlases = [blob_url(datum.values[atlas["blob"]].blob_key) for atlas in index["atlases"]]
+    result = {
+        "run": run,
+        "tag": tag,
+        "step": datum.step,
+        "wall_time": datum.wall_time,
+        "index": index,
+        "atlases": atlases,
+    }
+    if warning:
+        result["warning"] = warning
+    return result
+
+
+def blob_url(key: str) -> str:
+    """The relative URL `/blob` serves a blob at.
+
+    Example:
+        >>> blob_url("a/b")
+        'blob?key=a%2Fb'
+    """
+    return "blob?key=" + urllib.parse.quote(key, safe="")
+
+
+def stats(data: Data, ctx, experiment_id: str, run: str, tag: str) -> dict[str, Any]:
+    """Every step's statistics of one (run, tag), for the inspector's charts.
+
+    Each entry of `series` is that step's index without its `ranges` and `atlases`, plus
+    `step` and `wall_time`. Steps whose index cannot be read are listed in `skipped`.
+
+    Returns:
+        `{"steps": [...], "series": [{"step", "wall_time", "filters", "stats",
+        "layer_stats", "total_filters", ...}], "skipped": [...]}`.
+
+    Raises:
+        tensorboard.errors.NotFoundError: If the run or tag does not exist.
+    """
+    stored = data.series(ctx, experiment_id, run, tag).data
+    series, skipped = [], []
+    for datum, (index, _) in zip(stored, data.indexes(ctx, stored), strict=True):
+        if index is None:
+            skipped.append(datum.step)
+            continue
+        entry = {"step": datum.step, "wall_time": datum.wall_time}
+        entry.update((k, v) for k, v in index.items() if k not in ("ranges", "atlases"))
+        series.append(entry)
+    return {"steps": [d.step for d in stored], "series": series, "skipped": skipped}
+
+
+def blob(data: Data, ctx, key: str) -> tuple[bytes, str]:
+    """`(bytes, content_type)` of one blob: a PNG atlas or an index (JSON).
+
+    Args:
+        data: The reads.
+        ctx: The `RequestContext`.
+        key: A blob key from `layer` (opaque; it names its experiment).
+
+    Returns:
+        The blob's bytes and `image/png`, `application/json` or `application/octet-stream`.
+
+    Raises:
+        tensorboard.errors.NotFoundError: If the data provider has no such blob.
+    """
+    body = data.blob(ctx, key)
+    if body.startswith(_PNG_MAGIC):
+        return body, "image/png"
+    if body[:1] == b"{":
+        return body, "application/json"
+    return body, "application/octet-stream"

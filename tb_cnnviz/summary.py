@@ -5,7 +5,9 @@ Each function looks like `tf.summary.image`: it writes to the default summary wr
 records. The default writer is the innermost `create_file_writer(...).as_default()` (which needs
 no TensorFlow and works on every Keras backend) or, when TensorFlow is in use, `tf.summary`'s
 default writer. The Keras callbacks in `tb_cnnviz.callbacks` are thin on top of these and
-always write through `create_file_writer`.
+always write through `create_file_writer`. This module holds the per-kind writers and the
+format; the plumbing they share (which writer records, the step, the eager-only rule, bytes
+written) is `tb_cnnviz.writers`.
 
 On-disk format (format version 1, promised readable forever)
 ============================================================
@@ -142,16 +144,14 @@ returned. The Keras callbacks write what they decide to draw whatever an outer `
 
 from __future__ import annotations
 
-import functools
 import math
-import sys
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from tb_cnnviz import events, metadata, profile, similarity, tiles
+from tb_cnnviz import metadata, similarity, tiles, writers
+from tb_cnnviz.writers import create_file_writer, written_bytes
 
 __all__ = [
     "DEFAULT_MAX_FILTERS",
@@ -185,53 +185,8 @@ GRID_INPUTS_PER_SLICE = 8
 #: Stored reference images are average-pooled to at most this many pixels a side.
 MAX_REFERENCE_SIDE = 128
 
-# Bytes of picture blobs handed to a writer, per thread: the callbacks' background writer
-# measures each drawing's bytes while the training thread goes on.
-_written = threading.local()
 
-
-def _encoding(fn):
-    """Profiles a summary function as the `encode` phase (its copies and writes aside)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with profile.phase("encode"):
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-def create_file_writer(logdir: str) -> events.FileWriter:
-    """A summary writer for `logdir` that needs no TensorFlow, like `tf.summary.create_file_writer`.
-
-    Inside `writer.as_default(step=...)` the summary functions write to it, on every Keras
-    backend; the files are the event files TensorBoard reads.
-
-    Example:
-        >>> import tempfile
-        >>> writer = create_file_writer(tempfile.mkdtemp())
-        >>> with writer.as_default(step=0):
-        ...     filter_weights("conv2d", np.random.rand(3, 3, 3, 8))
-        True
-        >>> writer.close()
-    """
-    return events.FileWriter(logdir)
-
-
-def written_bytes() -> int:
-    """Bytes of pictures (index and PNG blobs) the summary functions wrote so far on this thread.
-
-    The callbacks' byte budget reads it before and after a drawing.
-
-    Example:
-        >>> before = written_bytes()
-        >>> written_bytes() - before
-        0
-    """
-    return getattr(_written, "bytes", 0)
-
-
-@_encoding
+@writers.encoding
 def filter_weights(
     name: str,
     kernel,
@@ -272,20 +227,20 @@ def filter_weights(
         ...     filter_weights("conv2d", np.random.rand(3, 3, 3, 8), step=0)
         True
     """
-    kernel = _to_numpy(kernel)
+    kernel = writers.to_numpy(kernel)
     if kernel.ndim not in (3, 4, 5):
         raise ValueError(
             "kernel must have shape [*spatial, in_channels, filters] with 1 to 3 spatial "
             f"dimensions. Received: kernel.shape={kernel.shape}"
         )
     if previous is not None:
-        previous = _to_numpy(previous)
+        previous = writers.to_numpy(previous)
         if previous.shape != kernel.shape:
             previous = None
-    writer = _writer()
+    writer = writers.current()
     if writer is None:
         return False
-    step = _resolve_step(writer, step)
+    step = writers.resolve_step(writer, step)
     in_channels, total = kernel.shape[-2], kernel.shape[-1]
     rgb = in_channels == 3 if rgb is None else bool(rgb)
     ids = tiles.sample_filters(total, max_filters)
@@ -323,11 +278,13 @@ def filter_weights(
     written = write_layer("weights", name, build, ids, total, step, description=description)
     if written and previous is not None:
         ratio = _ratio(kernel - previous, previous)
-        _writer().scalar(f"{name}/update_ratio", ratio, _resolve_step(_writer(), step))
+        writers.current().scalar(
+            f"{name}/update_ratio", ratio, writers.resolve_step(writers.current(), step)
+        )
     return written
 
 
-@_encoding
+@writers.encoding
 def feature_maps(
     name: str,
     activations,
@@ -366,16 +323,16 @@ def feature_maps(
         ...     feature_maps("conv2d", np.random.rand(4, 16, 16, 8), step=0)
         True
     """
-    acts = _to_numpy(activations)
+    acts = writers.to_numpy(activations)
     if acts.ndim not in (3, 4, 5):
         raise ValueError(
             "activations must have shape [n_images, *spatial, filters] with 1 to 3 spatial "
             f"dimensions. Received: activations.shape={acts.shape}"
         )
-    writer = _writer()
+    writer = writers.current()
     if writer is None:
         return False
-    step = _resolve_step(writer, step)
+    step = writers.resolve_step(writer, step)
     total, n_images = acts.shape[-1], acts.shape[0]
     ids = tiles.sample_filters(total, max_filters)
     all_stats = tiles.activation_stats(acts)
@@ -400,11 +357,13 @@ def feature_maps(
 
     written = write_layer("feature_maps", name, build, ids, total, step, description=description)
     if written:
-        _writer().scalar(f"{name}/dead_fraction", dead_fraction, _resolve_step(_writer(), step))
+        writers.current().scalar(
+            f"{name}/dead_fraction", dead_fraction, writers.resolve_step(writers.current(), step)
+        )
     return written
 
 
-@_encoding
+@writers.encoding
 def attribution(
     name: str,
     images,
@@ -468,7 +427,7 @@ def attribution(
         True
         True
     """
-    heat, images = _to_numpy(heatmaps), _to_numpy(images)
+    heat, images = writers.to_numpy(heatmaps), writers.to_numpy(images)
     if heat.ndim not in (2, 3, 4) or len(heat) == 0:
         raise ValueError(
             "heatmaps must have shape [n_images, *spatial] with 1 to 3 spatial dimensions and "
@@ -531,10 +490,10 @@ def attribution(
         stats["correct"] = [p == t for p, t in zip(stats["predicted"], stats["true"], strict=True)]
         if true_heatmaps is not None:
             maps["true"] = _heatmaps("true_heatmaps", true_heatmaps, heat.shape)
-    writer = _writer()
+    writer = writers.current()
     if writer is None:
         return False
-    step = _resolve_step(writer, step)
+    step = writers.resolve_step(writer, step)
 
     def build():
         pictures = images if images.shape[-1] in (1, 3) else images.mean(-1, keepdims=True)
@@ -582,7 +541,7 @@ def attribution(
     )
 
 
-@_encoding
+@writers.encoding
 def actmax(
     name: str,
     images,
@@ -621,7 +580,7 @@ def actmax(
         ...     actmax("conv2d", np.random.rand(4, 8, 8, 3), step=0, activations=[1, 2, 3, 4])
         True
     """
-    pics = _to_numpy(images)
+    pics = writers.to_numpy(images)
     if pics.ndim == 3:
         pics = pics[..., None]
     if pics.ndim != 4 or pics.shape[-1] not in (1, 3) or len(pics) == 0:
@@ -640,10 +599,10 @@ def actmax(
         reached = tiles.round_floats(_per_image("activations", activations, n))
         stats["activation"] = [v if np.isfinite(v) else None for v in reached]  # JSON has no NaN
     total = len(ids) if total_filters is None else int(total_filters)
-    writer = _writer()
+    writer = writers.current()
     if writer is None:
         return False
-    step = _resolve_step(writer, step)
+    step = writers.resolve_step(writer, step)
 
     def build():
         axis = "rgb" if pics.shape[-1] == 3 else "image"
@@ -653,7 +612,7 @@ def actmax(
     return write_layer("actmax", name, build, ids, total, step, description=description)
 
 
-@_encoding
+@writers.encoding
 def reference_images(
     images,
     step: int | None = None,
@@ -690,7 +649,9 @@ def reference_images(
         ...     reference_images(np.random.rand(16, 8, 8, 3), step=0)
         True
     """
-    arrays = [_to_numpy(a) for a in (images if isinstance(images, list | tuple) else [images])]
+    arrays = [
+        writers.to_numpy(a) for a in (images if isinstance(images, list | tuple) else [images])
+    ]
     pictures = next((a for a in arrays if a.ndim >= 3), None)
     if pictures is None:
         raise ValueError(
@@ -701,10 +662,10 @@ def reference_images(
     if not np.isfinite(pictures).all():
         raise ValueError("reference_images contains NaN or Inf values.")
     digest = similarity.reference_hash(arrays)
-    writer = _writer()
+    writer = writers.current()
     if writer is None:
         return False
-    step = _resolve_step(writer, step)
+    step = writers.resolve_step(writer, step)
     pics = pictures
     if pics.ndim == 3:  # 1-D inputs: one row
         pics = pics[:, None]
@@ -739,11 +700,11 @@ def reference_images(
     md = metadata.create_summary_metadata(
         metadata.REFERENCES_KIND, "reference_images", description=description, references=digest
     )
-    _written.bytes = written_bytes() + sum(len(b) for b in blobs)
+    writers.add_written(sum(len(b) for b in blobs))
     return writer.write(metadata.REFERENCES_TAG, blobs, step, md)
 
 
-@_encoding
+@writers.encoding
 def responses(
     name: str,
     activations,
@@ -790,7 +751,7 @@ def responses(
     from tb_cnnviz import checks
 
     top_k = checks.integer("top_k", top_k, minimum=1)
-    _check_traced(activations)
+    writers.check_traced(activations)
     shape = tuple(int(d) for d in activations.shape)
     if len(shape) < 2 or shape[0] == 0:
         raise ValueError(
@@ -803,7 +764,7 @@ def responses(
         refs = (
             reference_images if isinstance(reference_images, list | tuple) else [reference_images]
         )
-        refs = [_to_numpy(r) for r in refs]
+        refs = [writers.to_numpy(r) for r in refs]
         if len(refs[0]) != shape[0]:
             raise ValueError(
                 f"activations must hold one row per reference image ({len(refs[0])}). "
@@ -811,10 +772,10 @@ def responses(
             )
         digest = similarity.reference_hash(refs)
     similarity.check_reference_count(shape[0])
-    writer = _writer()
+    writer = writers.current()
     if writer is None:
         return False
-    step = _resolve_step(writer, step)
+    step = writers.resolve_step(writer, step)
     ops = None
     if not isinstance(activations, np.ndarray):
         import keras
@@ -852,11 +813,11 @@ def responses(
     md = metadata.create_summary_metadata(
         metadata.RESPONSES_KIND, name, description=description, references=digest
     )
-    _written.bytes = written_bytes() + sum(len(b) for b in blobs)
+    writers.add_written(sum(len(b) for b in blobs))
     return writer.write(metadata.tag_for(name, metadata.RESPONSES_KIND), blobs, step, md)
 
 
-@_encoding
+@writers.encoding
 def write_layer(
     kind: str,
     name: str,
@@ -896,10 +857,10 @@ def write_layer(
         ...     write_layer("actmax", "conv2d", build, [0, 1], 2, step=0)
         True
     """
-    writer = _writer()
+    writer = writers.current()
     if writer is None:
         return False
-    step = _resolve_step(writer, step)
+    step = writers.resolve_step(writer, step)
     pictures, slices, stats, layer_stats, notes = build()
     pictures = np.asarray(pictures)
     n, count = pictures.shape[:2]
@@ -923,11 +884,11 @@ def write_layer(
     md = metadata.create_summary_metadata(
         kind, name, description=description, **{k: v for k, v in static.items() if v is not None}
     )
-    _written.bytes = written_bytes() + sum(len(b) for b in blobs)
+    writers.add_written(sum(len(b) for b in blobs))
     return writer.write(metadata.tag_for(name, kind), blobs, step, md)
 
 
-@_encoding
+@writers.encoding
 def write_plan(
     owner: str,
     step: int | None = None,
@@ -963,10 +924,10 @@ def write_plan(
         ...     write_plan("cnnviz", step=0, drawn=["c/weights"], skipped={"c/actmax": "budget"})
         True
     """
-    writer = _writer()
+    writer = writers.current()
     if writer is None:
         return False
-    step = _resolve_step(writer, step)
+    step = writers.resolve_step(writer, step)
     record = {
         "kind": metadata.PLAN_KIND,
         "step": step,
@@ -989,7 +950,7 @@ def write_plan(
 
 
 def _heatmaps(argument: str, maps, shape: tuple[int, int, int]) -> np.ndarray:
-    maps = _to_numpy(maps)
+    maps = writers.to_numpy(maps)
     if maps.shape != shape:
         raise ValueError(
             f"{argument} must have shape [n_images, h, w] = {list(shape)}, one map per image at "
@@ -1060,74 +1021,3 @@ def _pairs(ranges: np.ndarray) -> list[list[float]]:
 def _ratio(delta: np.ndarray, base: np.ndarray) -> float:
     denom = float(np.linalg.norm(base))
     return float(np.linalg.norm(delta)) / denom if denom > 0 else 0.0
-
-
-class _TFWriter:
-    """`tf.summary`'s default writer, seen through `events.FileWriter`'s write methods."""
-
-    def __init__(self, tf):
-        self.tf = tf
-        step = tf.summary.experimental.get_step()
-        self.step = None if step is None else int(step.numpy() if hasattr(step, "numpy") else step)
-
-    def write(self, tag, values, step, md) -> bool:
-        tensor = self.tf.constant(list(values), dtype=self.tf.string)
-        return bool(self.tf.summary.write(tag, tensor, step=step, metadata=md.SerializeToString()))
-
-    def scalar(self, tag, value, step) -> None:
-        self.tf.summary.scalar(tag, value, step=step)
-
-
-def _writer():
-    """The default writer (ours, else `tf.summary`'s while it records), or None."""
-    _check_eager()
-    writer = events.default_writer()
-    if writer is not None:
-        return writer
-    tf = sys.modules.get("tensorflow")  # tf.summary's writers exist only where TF is in use
-    if tf is not None and tf.summary.should_record_summaries():
-        return _TFWriter(tf)
-    return None
-
-
-def _check_eager() -> None:
-    tf = sys.modules.get("tensorflow")
-    if tf is not None and not tf.executing_eagerly():
-        raise RuntimeError(_COMPILED)
-
-
-_COMPILED = (
-    "tb_cnnviz.summary functions run eagerly: they encode PNG pictures in Python, which "
-    "a compiled graph (tf.function, jax.jit) cannot hold. Call them outside the compiled "
-    "function, for example after the compiled training step, with the tensors it returned "
-    "(or the layer's weights)."
-)
-
-
-def _check_traced(x) -> None:
-    _check_eager()
-    jax = sys.modules.get("jax")
-    if jax is not None and isinstance(x, jax.core.Tracer):
-        raise RuntimeError(_COMPILED)
-
-
-def _to_numpy(x) -> np.ndarray:
-    _check_traced(x)
-    with profile.phase("copy"):
-        if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
-            x = x.detach().cpu().numpy() if hasattr(x, "detach") else x.numpy()
-        arr = np.asarray(x)
-    if not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"expected a numeric array. Received: dtype={arr.dtype}")
-    return arr.astype(np.float32, copy=False)
-
-
-def _resolve_step(writer, step):
-    if step is None:
-        step = writer.step
-        if step is None:
-            raise ValueError(
-                "No step set. Pass step=, or give one to writer.as_default(step=...) "
-                "(tf.summary.experimental.set_step() for a tf.summary writer)."
-            )
-    return int(step.numpy() if hasattr(step, "numpy") else step)

@@ -40,6 +40,8 @@ __all__ = [
     "DEFAULT_BUDGET",
     "DEFAULT_FLOOR_SECONDS",
     "DEFAULT_MAX_BYTES",
+    "FLOOR_END_SECONDS",
+    "FLOOR_FULL_SECONDS",
     "Drawing",
     "ModelTiming",
     "Plan",
@@ -50,11 +52,15 @@ __all__ = [
 DEFAULT_BUDGET = 0.05
 #: The default cap on bytes the callbacks write per epoch (compressed PNG and JSON).
 DEFAULT_MAX_BYTES = 16 * 2**20
-#: The least own time a `fit()` may take, in seconds, when its fraction of training time is
-#: less: a tutorial-sized run (training of a few seconds) still draws every kind once. A run
-#: whose fraction of training time comes to more is not affected (`max(fraction x training,
-#: floor)` per `fit()`).
+#: The least own time a `fit()` of a tutorial's size may take, in seconds, when its fraction of
+#: training time is less: a run of a few seconds still draws every kind once. It holds in full
+#: for up to `FLOOR_FULL_SECONDS` of training, fades out linearly until `FLOOR_END_SECONDS`, and
+#: does not affect longer runs, whose budget stays their fraction of training time.
 DEFAULT_FLOOR_SECONDS = 2.0
+#: Training time (seconds) up to which a `fit()` gets the whole floor.
+FLOOR_FULL_SECONDS = 5.0
+#: Training time (seconds) from which a `fit()` gets no floor at all.
+FLOOR_END_SECONDS = 10.0
 
 _EMA = 0.3  # weight of a new measurement in a drawing's steady cost
 
@@ -190,8 +196,9 @@ class TimeBudget:
         fraction: The budget, a fraction of training time in (0, 1]; None draws everything that
             is due (no budget).
         max_bytes: Bytes the drawings of one epoch may write; None for no cap.
-        floor: Seconds each `fit()` may take at least, however short its training: the budget
-            of a fit is `max(fraction x its training time, floor)`.
+        floor: Seconds a tutorial-sized `fit()` may take at least, however short its training:
+            the budget of a fit of up to `FLOOR_FULL_SECONDS` of training is `max(fraction x
+            its training time, floor)`; the floor fades out by `FLOOR_END_SECONDS`.
 
     Attributes:
         train_seconds: Training time so far over every `fit()`, the callbacks' time excluded.
@@ -329,9 +336,14 @@ class TimeBudget:
         return self._past_allowance + self._fit_allowance(fit_train)
 
     def _fit_allowance(self, fit_train_seconds: float) -> float:
+        """What the floor adds to one fit's budget: `max(floor x fade, fraction x training)`
+        less its fraction, the fade going from 1 at `FLOOR_FULL_SECONDS` of training to 0 at
+        `FLOOR_END_SECONDS`."""
         if self.fraction is None:
             return 0.0
-        return max(self.floor - self.fraction * fit_train_seconds, 0.0)
+        span = FLOOR_END_SECONDS - FLOOR_FULL_SECONDS
+        fade = min(max((FLOOR_END_SECONDS - fit_train_seconds) / span, 0.0), 1.0)
+        return max(self.floor * fade - self.fraction * fit_train_seconds, 0.0)
 
     def projected_train_seconds(self) -> float:
         """Training time the current `fit()` is expected to take in all, from its epochs so far."""

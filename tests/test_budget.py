@@ -257,3 +257,16 @@ def test_each_fit_gets_its_own_floor():
     assert first == pytest.approx(2.0 - 0.05 * 2.0)  # projected: 2 epochs of 1 s
     clock.budget.start_fit(2, now=clock.now)
     assert clock.budget.allowance() == pytest.approx(2.0 - 0.05 * 1.0 + 2.0)
+
+
+def test_the_floor_fades_out_between_five_and_ten_seconds_of_training():
+    """Whole up to 5 s of training, half at 7.5 s, none from 10 s: longer runs keep 5%."""
+    allowances = {}
+    for seconds in (2.0, 5.0, 7.5, 10.0, 12.5):
+        clock = Clock(fraction=0.05, epochs=1, floor=2.0)
+        clock.train(seconds)
+        allowances[seconds] = clock.budget.allowance()
+    assert allowances[2.0] == pytest.approx(2.0 - 0.1)
+    assert allowances[5.0] == pytest.approx(2.0 - 0.25)
+    assert allowances[7.5] == pytest.approx(1.0 - 0.375)
+    assert allowances[10.0] == allowances[12.5] == 0.0

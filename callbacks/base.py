@@ -523,12 +523,14 @@ class Planner:
         self.budget = budget
         self._run: _Run | None = None
         self._first_epoch = None
+        self._layers: list[str] | None = None  # the model's conv layers, in forward order
 
     def begin(self, host: keras.callbacks.Callback) -> None:
         """Starts timing a `fit()` of `host.model` (call first thing in `on_train_begin`)."""
         self.budget.bind(host.model)
         self.budget.start_fit(fit_params(host).get("epochs"))
         self._first_epoch = None
+        self._layers = None
 
     def epoch_end(self, host: keras.callbacks.Callback, callbacks, epoch: int) -> None:
         """Logs `epoch` for `callbacks` (the chief only), timing it as the callbacks' own."""
@@ -542,8 +544,11 @@ class Planner:
                 self.budget.set_epochs(epochs_left(host, epoch))
             if self._run is None:
                 self._run = WRITERS.acquire(self.run_dir)
+            if self._layers is None:  # the network's order, for the tab (the plan's metadata)
+                self._layers = [path for path, _ in layer_lib.conv_layers(host.model)]
+            final = is_final_epoch(host, epoch)
             log_epoch(
-                self.owner, callbacks, self.budget, self._run, epoch, is_final_epoch(host, epoch)
+                self.owner, callbacks, self.budget, self._run, epoch, final, layers=self._layers
             )
 
     def end(self) -> None:
@@ -583,6 +588,8 @@ def log_epoch(
     run: _Run,
     epoch: int,
     final: bool,
+    *,
+    layers: list[str] | None = None,
 ) -> dict[str, list]:
     """Plans, draws and records one epoch for `callbacks` sharing `budget`.
 
@@ -605,6 +612,7 @@ def log_epoch(
         run: The writer and worker of their run.
         epoch: The epoch, written as the step.
         final: Whether this is the last epoch of `fit()`.
+        layers: The model's conv layers in forward order, for the plan record's metadata.
 
     Returns:
         `{"drawn": [tags], "skipped": {tag: reason}}` as planned; a drawing that fails in the
@@ -672,6 +680,7 @@ def log_epoch(
                 budget=budget.fraction,
                 train_seconds=budget.train_seconds,
                 own_seconds=budget.own_seconds,
+                layers=layers,
             )
             run.writer.flush()
         if counts:

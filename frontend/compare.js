@@ -92,16 +92,37 @@ export function alignedOrder(matches, filters, aIds = [...matches.keys()]) {
 export const matchCaptions = body =>
 	new Map(body.matches.map((b, a) => [b, `↔ ${a} · ${body.correlations[a]?.toFixed(2)}`]))
 
-/** A CKA matrix as RGBA pixels (viridis from 0 to 1; null cells transparent). */
-export function heatmapPixels(m) {
+/**
+ * A CKA matrix as RGBA pixels: viridis from `lo` to `hi` (0 to 1 by default); null cells
+ * transparent. A layer compared with itself over time often spans 0.95-1.0, where a fixed 0-1
+ * scale paints one colour: `heatRange` gives the data's own range.
+ */
+export function heatmapPixels(m, lo = 0, hi = 1) {
 	const n = m.length,
 		data = new Uint8ClampedArray(n * n * 4),
-		lut = colormapLut("viridis")
+		lut = colormapLut("viridis"),
+		span = hi > lo ? hi - lo : 1
 	for (let k = 0; k < n * n; k++) {
 		const v = m[Math.floor(k / n)][k % n]
 		if (v === null || !Number.isFinite(v)) continue
-		const li = Math.round(clamp(v, 0, 1) * 255) * 3
+		const li = Math.round(clamp((v - lo) / span, 0, 1) * 255) * 3
 		data.set([lut[li], lut[li + 1], lut[li + 2], 255], k * 4)
 	}
 	return {width: n, height: n, data}
+}
+
+/**
+ * The colour scale of a CKA matrix: `[0, 1]` ("unit"), or its cells' own range ("data"; cells
+ * on the diagonal of a matrix against itself are 1 by definition and left out, so they do not
+ * stretch the scale; a constant matrix keeps 0-1).
+ */
+export function heatRange(m, scale = "data") {
+	if (scale === "unit") return [0, 1]
+	const values = m.flatMap((row, i) =>
+		row.filter((v, j) => v !== null && Number.isFinite(v) && (i !== j || m.length === 1))
+	)
+	if (!values.length) return [0, 1]
+	const lo = Math.min(...values),
+		hi = Math.max(...values)
+	return hi - lo > 1e-6 ? [lo, hi] : [0, 1]
 }

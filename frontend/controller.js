@@ -90,6 +90,34 @@ function writeHash() {
 	}
 }
 
+/**
+ * Follows TensorBoard's URL while the tab lives: a pasted link, Back or Forward change its
+ * `p.cnnviz.*` keys without reloading the iframe. Our own writes (`writeHash`) carry the state
+ * we show already, and a URL without our keys (another tab's) leaves it alone.
+ */
+export function followParentHash() {
+	let parent
+	try {
+		parent = window.parent
+		if (parent === window) return
+		void parent.location.hash // throws for a cross-origin parent
+	} catch {
+		return
+	}
+	parent.addEventListener("hashchange", () => {
+		let params
+		try {
+			params = S.pluginDataFromParentHash(parent.location.hash)
+		} catch {
+			return
+		}
+		const next = S.paramsToState(params)
+		if (!params.length || S.stateToHash(next) === S.stateToHash(state)) return
+		stopPlay()
+		commit(next)
+	})
+}
+
 export async function refresh() {
 	if (refreshing) return
 	refreshing = true

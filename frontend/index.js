@@ -2,7 +2,13 @@
 
 import * as C from "./static/controller.js"
 import {connectGuest} from "./static/guest.js"
-import {closeInspector, inspectNeighbour, mountInspector, renderInspector} from "./static/inspector.js"
+import {
+	closeInspector,
+	inspectNeighbour,
+	mountInspector,
+	refreshNeighbours,
+	renderInspector,
+} from "./static/inspector.js"
 import * as P from "./static/panels.js"
 import * as V from "./static/views.js"
 
@@ -44,6 +50,7 @@ export async function render() {
 		P.renderChrome()
 		const painted = P.renderGrid()
 		renderInspector()
+		Promise.resolve(painted).then(refreshNeighbours, () => {})
 		return painted
 	}
 	C.hooks.steps = P.renderSteps
@@ -52,6 +59,7 @@ export async function render() {
 	guest = connectGuest(window)
 	guest.on("experimental.DataReloaded", C.refresh)
 	await start(catalogLoad)
+	C.followParentHash()
 }
 
 async function start(catalogLoad) {
@@ -104,7 +112,8 @@ function wireEvents() {
 	})
 	ui.app.addEventListener("input", e => {
 		const t = e.target
-		if (t.dataset.action === "step-slider") {
+		if (t.dataset.action === "find-layer") P.renderChrome()
+		else if (t.dataset.action === "step-slider") {
 			const step = C.currentSteps()[Number(t.value)]
 			if (step !== undefined && step !== C.state.step) {
 				C.stopPlay()
@@ -113,6 +122,26 @@ function wireEvents() {
 		} else if (t.dataset.action === "set-alpha") C.update({alpha: Number(t.value)})
 	})
 	ui.app.addEventListener("keydown", P.onGridKey, true)
+	// Enter in the layer search opens the first layer it finds; Escape clears it.
+	ui.layerFind.addEventListener("keydown", e => {
+		if (e.key === "Enter") {
+			const layer = P.firstMatch()
+			if (layer) C.update({layer: layer.name, filter: null})
+		} else if (e.key === "Escape" && ui.layerFind.value) {
+			e.stopPropagation()
+			ui.layerFind.value = ""
+			P.renderChrome()
+		}
+	})
+	// A group the user opens or folds stays so across renders ("toggle" does not bubble).
+	ui.layers.addEventListener(
+		"toggle",
+		e => {
+			const g = e.target.dataset?.group
+			if (g && e.isTrusted) e.target.open ? P.openGroups.add(g) : P.openGroups.delete(g)
+		},
+		true
+	)
 	document.addEventListener("keydown", onKey)
 	ui.app.addEventListener("focusin", e => {
 		const tile = e.target.closest?.(".cv-tile")
@@ -139,6 +168,7 @@ function act(action, t = null) {
 		"set-view": () => C.update({view: d.value}),
 		"toggle-view": () => C.update({view: C.state.view === "filters" ? "similarity" : "filters"}),
 		"set-sim": () => C.update({sim: d.value}),
+		"set-hscale": () => C.update({hscale: d.value}),
 		play: C.togglePlay,
 		prev: () => C.stepBy(-1),
 		next: () => C.stepBy(1),

@@ -27,8 +27,24 @@ export const mountInspector = shell => {
 	ui = shell
 }
 
+/**
+ * After a grid paint: the previous and next buttons follow the grid's order, which a sort or a
+ * Dead/Alive filter changes without reopening the inspector.
+ */
+export function refreshNeighbours() {
+	const head = ui.inspector.querySelector(".cv-insp-head")
+	if (!head || C.state.filter === null) return
+	const {order = []} = shown.get(C.inspectedRun()) || {}
+	const at = order.indexOf(C.state.filter)
+	const prev = head.querySelector('[data-action="prev-filter"]'),
+		next = head.querySelector('[data-action="next-filter"]')
+	if (prev) prev.disabled = !order.length ? false : at <= 0
+	if (next) next.disabled = !order.length ? false : at < 0 || at >= order.length - 1
+}
+
 export async function renderInspector() {
-	const open = C.state.filter !== null && Boolean(C.currentLayer()) && C.state.runs.length > 0
+	const open =
+		C.state.filter !== null && C.state.view === "filters" && Boolean(C.currentLayer()) && C.state.runs.length > 0
 	const wasOpen = !ui.inspector.hidden
 	ui.inspector.hidden = !open
 	ui.app.classList.toggle("has-inspector", open)

@@ -59,10 +59,7 @@ export function renderChrome() {
 		return {name, color: V.runColor(i), checked: state.runs.includes(name), hasTag: Boolean(tags[name]?.[tag])}
 	})
 	V.swapContent(ui.runs, ...V.runsList(runs))
-	const layers = catalog.layers.map(l => {
-		return {name: l.name, active: l.name === state.layer, held: l.tags.some(has), kinds: [...new Set(l.tags.map(kind))]}
-	})
-	V.swapContent(ui.layers, ...V.layersList(layers))
+	renderLayers(has, kind)
 	renderDisplay()
 	const tabs = (C.currentLayer()?.tags || []).map(t => {
 		return {tag: t.tag, label: S.kindLabel(t.kind), held: has(t), left: left.get(t.tag)}
@@ -70,9 +67,43 @@ export function renderChrome() {
 	const views = options(["filters", "similarity"], {filters: "Filters", similarity: "Similarity"})
 	V.swapContent(ui.views, V.segmented("set-view", views, state.view, "View (V)"))
 	if (state.view === "filters") V.swapContent(ui.kinds, ...V.kindTabs(tabs, tag))
-	else
-		V.swapContent(ui.kinds, V.segmented("set-sim", options(Object.keys(SIM_LABELS), SIM_LABELS), state.sim, "Compare"))
+	else {
+		const modes = V.segmented("set-sim", options(Object.keys(SIM_LABELS), SIM_LABELS), state.sim, "Compare")
+		const scales = options(["data", "unit"], {data: "Data range", unit: "0–1"})
+		V.swapContent(ui.kinds, modes, V.segmented("set-hscale", scales, state.hscale, "Colour scale"))
+	}
+	// The Display controls act on filter grids only: the Similarity view hides them.
+	ui.display.closest("section").hidden = state.view !== "filters"
 	renderSteps()
+}
+
+/** Groups the user opened by hand stay open across renders. */
+export const openGroups = new Set()
+
+/** The first layer the search matches, for Enter in the search box. */
+export const firstMatch = () => C.catalog.layers.find(l => S.matchesQuery(l.name, ui.layerFind.value))
+
+function renderLayers(has, kind) {
+	const {state, tags, catalog} = C
+	const query = ui.layerFind.value
+	const now = t => state.runs.some(r => tags[r]?.[t.tag]?.steps?.includes(state.step))
+	const layers = catalog.layers
+		.filter(l => S.matchesQuery(l.name, query))
+		.map(l => {
+			const kinds = new Map()
+			for (const t of l.tags) kinds.set(kind(t), kinds.get(kind(t)) || false || now(t))
+			return {
+				name: l.name,
+				active: l.name === state.layer,
+				held: l.tags.some(has),
+				kinds: [...kinds].map(([label, drawn]) => ({label, now: drawn})),
+			}
+		})
+	const entries = S.groupLayers(layers).map(e =>
+		e.group ? {...e, open: Boolean(query) || openGroups.has(e.group) || e.layers.some(l => l.active)} : e
+	)
+	if (!entries.length && query) V.swapContent(ui.layers, V.el("p", "cv-hint", `No layer matches “${query}”.`))
+	else V.swapContent(ui.layers, ...V.layersList(entries))
 }
 
 function renderDisplay(rgb = false, range = null) {
@@ -321,11 +352,19 @@ export function alignments() {
 	const {state} = C,
 		[a, ...others] = state.runs
 	if (!state.align || !others.length || state.kind === "attribution") return null
-	const at = run => G.closestStep(C.stepsOf(run, `${state.layer}/responses`), state.step)
+	const tag = `${state.layer}/responses`
+	const at = run => G.closestStep(C.stepsOf(run, tag), state.step)
+	const hash = run => C.tags[run]?.[tag]?.references
+	// Refusals the tags already tell are not asked for (the server would answer 409 or 404,
+	// which the browser's console lists as errors).
 	const one = b =>
 		(at(a) === null || at(b) === null
 			? Promise.reject(`no reference images in ${at(a) === null ? a : b}: ${HOWTO}`)
-			: model.get(url("alignment", {layer: state.layer, a, b, a_step: at(a), b_step: at(b)}))
+			: hash(a) && hash(b) && hash(a) !== hash(b)
+				? Promise.reject(
+						`${a} and ${b} logged responses to different reference images; alignment compares responses to the same images: log both runs with the same reference_images`
+					)
+				: model.get(url("alignment", {layer: state.layer, a, b, a_step: at(a), b_step: at(b)}))
 		).then(
 			body => [b, {body}],
 			error => [b, {error}]

@@ -1,6 +1,6 @@
 // The Similarity view: linear CKA heatmaps from /similarity, each with a keyboard cursor.
 
-import {heatmapPixels} from "./compare.js"
+import {heatmapPixels, heatRange} from "./compare.js"
 import * as C from "./controller.js"
 import {clamp} from "./grid.js"
 import {STALE, url} from "./model.js"
@@ -26,12 +26,12 @@ export async function renderSimilarity(box) {
 	const left = none && V.messageCard(`No reference images in ${none}`, `Log them to compare: ${HOWTO}`, {tone: "warn"})
 	if (sim === "runs" && runs.length < 2)
 		return V.swapContent(box, V.messageCard("Select two or more runs with reference images"), left || "")
-	// At the state's step, else the latest logged.
-	const ask = q =>
-		C.model
-			.get(url("similarity", sim === "time" || state.step === null ? q : {...q, step: state.step}))
-			.catch(() => C.model.get(url("similarity", q)))
-			.catch(error => ({error}))
+	// At the state's step where every run compared logged responses there, else the latest
+	// (a step that is not there would be a 404, which the console lists as an error).
+	const logged = run =>
+		Object.values(C.tags[run] || {}).some(t => t.kind === "responses" && t.steps?.includes(state.step))
+	const atStep = sim !== "time" && state.step !== null && runs.every(logged)
+	const ask = q => C.model.get(url("similarity", atStep ? {...q, step: state.step} : q)).catch(error => ({error}))
 	const qs = sim === "runs" ? [{runs: JSON.stringify(runs)}] : runs.map(run => (sim === "time" ? {run, layer} : {run}))
 	const got = await ticket.guard(Promise.all(qs.map(q => ask({mode: sim, ...q}))))
 	if (got === STALE) return
@@ -65,7 +65,8 @@ export async function renderSimilarity(box) {
 /** `go(i, j)` on Enter or click. */
 function heat(card, m, labels, at, go) {
 	const n = labels.length,
-		view = V.heatmap(heatmapPixels(m), labels, card.title),
+		range = heatRange(m, C.state.hscale),
+		view = V.heatmap(heatmapPixels(m, ...range), labels, card.title, range),
 		{canvas, cursor, readout, cell} = view
 	let i = Math.max(0, at),
 		j = i

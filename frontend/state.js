@@ -33,6 +33,8 @@ export function defaultState() {
 		frun: null,
 		view: "filters",
 		sim: "time",
+		// CKA colours span the data ("data": 0.97 and 1.0 look apart) or 0-1 ("unit").
+		hscale: "data",
 		align: false,
 	}
 }
@@ -81,6 +83,7 @@ export function paramsToState(params) {
 		else if (k === "desc" || k === "align") s[k] = v === "1" || v === "true"
 		else if (k === "view") s.view = oneOf(v, ["filters", "similarity"], "filters")
 		else if (k === "sim") s.sim = oneOf(v, ["time", "runs", "layers"], "time")
+		else if (k === "hscale") s.hscale = oneOf(v, ["data", "unit"], "data")
 		else if (k === "show") s.show = oneOf(v, SHOW_MODES, "all")
 		else if (k === "norm") s.norm = oneOf(v, NORM_MODES, "filter")
 		else if (k === "cmap") s.cmap = oneOf(v, COLORMAPS, null)
@@ -140,24 +143,74 @@ const byKind = (a, b) => kindRank(a.kind) - kindRank(b.kind)
 // Layers of filters come before attribution, which is about the model's output.
 const layerRank = layer => (layer.tags.every(t => t.kind === "attribution") ? 1 : 0)
 
-/** Also tags only plans name (`left`). */
+/**
+ * Also tags only plans name (`left`). Layers come in the network's order: the callbacks record
+ * the order a forward pass meets the conv layers, and /tags gives each tag's `order` (the first
+ * selected run that knows a layer's place decides it). Layers without one (logs written before
+ * the order was recorded) follow, by name, numbers by value (`conv2` before `conv10`).
+ */
 export function buildCatalog(tags, runs = [], left = {}) {
 	const names = [...new Set([...runs.filter(r => r in tags), ...Object.keys(tags)])]
 	const byTag = new Map()
+	const place = new Map() // layer -> its place in the network, from the first run giving one
 	for (const run of names) {
 		for (const [tag, info] of Object.entries(tags[run] || {})) {
 			if (!byTag.has(tag)) byTag.set(tag, {tag, kind: String(info.kind), layer: String(info.layer)})
+			if (Number.isInteger(info.order) && !place.has(String(info.layer))) place.set(String(info.layer), info.order)
 		}
 	}
 	for (const run of names)
 		for (const tag in left[run] || {}) if (!byTag.has(tag) && tagInfo(tag)) byTag.set(tag, tagInfo(tag))
 	const layers = new Map()
 	for (const info of byTag.values()) layers.set(info.layer, [...(layers.get(info.layer) || []), info])
+	const rank = l => place.get(l.name) ?? Number.POSITIVE_INFINITY
 	const list = [...layers]
 		.map(([name, ts]) => ({name, tags: ts.sort((a, b) => byKind(a, b) || natural.compare(a.tag, b.tag))}))
-		.sort((a, b) => layerRank(a) - layerRank(b) || natural.compare(a.name, b.name))
+		.sort((a, b) => layerRank(a) - layerRank(b) || rank(a) - rank(b) || natural.compare(a.name, b.name))
 	return {runs: names, layers: list, byTag}
 }
+
+/**
+ * The group a layer's name puts it in, so that a 160-layer network fits one screen: the model
+ * or block it lives in, at most two deep (`backbone/block_2/se/conv` -> `backbone/block_2`),
+ * else its name up to the first word with a number, when more follows (`block_3_expand` ->
+ * `block_3`, `conv2_block1_1_conv` -> `conv2`, `block1a_se_reduce` -> `block1a`), else its
+ * name without its last word (`expanded_conv_project` -> `expanded_conv`); "" for a name with
+ * nothing to group by (`Conv1`, `stem_conv`).
+ */
+export function layerGroup(name) {
+	const parts = name.split("/")
+	if (parts.length > 1) return parts.slice(0, Math.min(2, parts.length - 1)).join("/")
+	const words = name.split("_")
+	const k = words.findIndex(w => /\d/.test(w))
+	if (k >= 0 && k < words.length - 1) return words.slice(0, k + 1).join("_")
+	return words.length > 2 && k < 0 ? words.slice(0, -1).join("_") : ""
+}
+
+/**
+ * `layers` (in order) as a list of entries: a group of two or more layers that share a group
+ * (`{group, layers}`) at the place of its first, else the layer itself (`{layer}`).
+ */
+export function groupLayers(layers) {
+	const count = new Map()
+	for (const l of layers) count.set(layerGroup(l.name), (count.get(layerGroup(l.name)) || 0) + 1)
+	const out = []
+	const open = new Map()
+	for (const l of layers) {
+		const g = layerGroup(l.name)
+		if (!g || count.get(g) < 2) out.push({layer: l})
+		else if (open.has(g)) open.get(g).layers.push(l)
+		else {
+			const entry = {group: g, layers: [l]}
+			open.set(g, entry)
+			out.push(entry)
+		}
+	}
+	return out
+}
+
+/** Whether a layer's name matches what was typed in the layer search (any part, any case). */
+export const matchesQuery = (name, query) => !query || name.toLowerCase().includes(query.trim().toLowerCase())
 
 /** Known runs, a held layer and kind, a logged step (null: the latest, else the closest). */
 export function reconcile(state, catalog, tags, left = {}) {
@@ -175,7 +228,8 @@ export function reconcile(state, catalog, tags, left = {}) {
 	const steps = info ? s.runs.flatMap(r => tags[r]?.[info.tag]?.steps || []).sort((a, b) => a - b) : []
 	if (!info) s.step = null
 	else if (steps.length) s.step = s.step === null ? steps[steps.length - 1] : closestStep(steps, s.step)
-	if (s.view !== "filters") s.filter = null
+	// The inspected filter stays while the Similarity view shows (the inspector hides, and
+	// comes back with the Filters view).
 	if (s.filter === null || !s.runs.includes(s.frun)) s.frun = null
 	return s
 }

@@ -51,6 +51,12 @@ export function buildShell() {
 		runsCount: el("span", "cv-count"),
 		runs: el("div", "cv-runs"),
 		layers: el("div", {class: "cv-layers", attrs: {role: "list"}}),
+		// Typing part of a name narrows the list; Enter opens the first match.
+		layerFind: el("input", {
+			class: "cv-find",
+			data: {action: "find-layer", key: "find-layer"},
+			attrs: {type: "search", placeholder: "Find a layer", "aria-label": "Find a layer", autocomplete: "off"},
+		}),
 		display: el("div", "cv-display"),
 		views: el("div", "cv-views"),
 		kinds: el("div", {class: "cv-kinds", attrs: {role: "tablist", "aria-label": "Kind of picture"}}),
@@ -88,7 +94,7 @@ export function buildShell() {
 			"aside",
 			{class: "cv-side", attrs: {"aria-label": "Selection and display"}},
 			section("Runs", r.runs, r.runsCount),
-			section("Layers", r.layers),
+			section("Layers", el("div", "cv-layer-box", r.layerFind, r.layers)),
 			section("Display", r.display),
 			el("p", "cv-keys", KEYS)
 		),
@@ -118,20 +124,46 @@ export function runsList(runs) {
 	)
 }
 
-export function layersList(layers) {
-	return layers.map(l =>
-		button(
-			`cv-layer${l.active ? " is-active" : ""}`,
-			undefined,
-			"select-layer",
-			{
-				data: {layer: l.name, key: `layer:${l.name}`},
-				title: l.name,
-				attrs: {role: "listitem", "aria-current": l.active && "true", disabled: !l.held},
-			},
-			el("span", "cv-layer-name", l.name),
-			el("span", "cv-layer-kinds", l.kinds.join(" · "))
-		)
+/**
+ * The layer list: `S.groupLayers` entries, each layer `{name, active, held, kinds}` where
+ * `kinds` are `{label, now}` (`now`: drawn at the current step in a selected run); a group
+ * `{group, layers, open}` is a `<details>` that folds its layers away.
+ */
+export function layersList(entries) {
+	return entries.map(e =>
+		e.group
+			? el(
+					"details",
+					{class: "cv-group", data: {group: e.group}, attrs: {open: e.open, role: "listitem"}},
+					el(
+						"summary",
+						{class: "cv-group-head", data: {key: `group:${e.group}`}, title: e.group},
+						el("span", "cv-layer-name", e.group),
+						el("span", "cv-count", `${e.layers.length} layers`)
+					),
+					...e.layers.map(layerItem)
+				)
+			: layerItem(e.layer)
+	)
+}
+
+function layerItem(l) {
+	// Kinds not drawn at the current step are dimmed: the step slider tells where they are.
+	const kinds = l.kinds.flatMap((k, i) => [
+		i ? " · " : "",
+		el("span", {class: k.now ? "" : "cv-kind-off", title: k.now ? "" : "not drawn at this step"}, k.label),
+	])
+	return button(
+		`cv-layer${l.active ? " is-active" : ""}`,
+		undefined,
+		"select-layer",
+		{
+			data: {layer: l.name, key: `layer:${l.name}`},
+			title: l.name,
+			attrs: {role: "listitem", "aria-current": l.active && "true", disabled: !l.held},
+		},
+		el("span", "cv-layer-name", l.name),
+		el("span", "cv-layer-kinds", ...kinds)
 	)
 }
 
@@ -492,7 +524,8 @@ export const heatCard = a =>
 	)
 
 /** A CKA heatmap: row labels when there is room, else the ends. */
-export function heatmap(px, labels, key) {
+/** `range`: the values the colour scale's ends stand for (the legend says so). */
+export function heatmap(px, labels, key, range = [0, 1]) {
 	const n = labels.length,
 		cell = clamp(Math.floor(360 / n), 2, 32),
 		all = cell > 11
@@ -513,10 +546,17 @@ export function heatmap(px, labels, key) {
 			...(all ? labels.map(l => el("span", {title: l}, l)) : [])
 		),
 		el("div", "cv-heat-plot", canvas, cursor),
+		// Column labels under the plot, written upwards, where the cells leave room for them.
+		all &&
+			el(
+				"div",
+				{class: "cv-heat-cols", style: {gridTemplateColumns: `repeat(${n}, ${cell}px)`}},
+				...labels.map(l => el("span", {title: l}, l))
+			),
 		!all && el("p", "cv-hint", `Rows and columns: ${labels[0]} … ${labels[n - 1]}`),
 		readout,
 		el("div", {class: "cv-legend", style: {background: colormapGradient("viridis")}}),
-		el("div", "cv-legend-ends", ...["0", "CKA", "1"].map(t => el("span", "", t)))
+		el("div", "cv-legend-ends", ...[range[0].toFixed(3), "CKA", range[1].toFixed(3)].map(t => el("span", "", t)))
 	)
 	return {root, canvas, cursor, readout, cell}
 }

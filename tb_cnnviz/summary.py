@@ -69,7 +69,9 @@ Per-layer health numbers are also written as ordinary scalars (`"<layer>/update_
 Plan records (kind `"plan"`, tag `"<owner>/plan"`, `tb_cnnviz.metadata.plan_tag`) say, for each
 step a callback logged, which picture tags it drew and which it left out and why, so the
 dashboard can say "not drawn at this step" instead of showing another step's pictures. The
-datum holds one blob, the UTF-8 JSON::
+plan tag's metadata may carry the static fact `"layers"`: the model's conv layers in the order a
+forward pass meets them (the dashboard lists layers so). The datum holds one blob, the UTF-8
+JSON::
 
     {
       "version": 1,
@@ -899,6 +901,7 @@ def write_plan(
     budget: float | None = None,
     train_seconds: float | None = None,
     own_seconds: float | None = None,
+    layers: Sequence[str] | None = None,
 ) -> bool:
     """Writes a callback's plan record for one step: what it drew and what it left out, and why.
 
@@ -913,6 +916,8 @@ def write_plan(
         budget: The time budget as a fraction of training time, or None for none.
         train_seconds: Training time of the run so far, the callbacks' time excluded.
         own_seconds: The callback's own time so far.
+        layers: The model's conv layers in the order a forward pass meets them, stored as a
+            static fact of the plan tag (its first write counts): the tab lists layers so.
 
     Returns:
         True when a summary was written, False when no default writer records.
@@ -941,10 +946,12 @@ def write_plan(
         "train_seconds": None if train_seconds is None else round(float(train_seconds), 3),
         "own_seconds": None if own_seconds is None else round(float(own_seconds), 3),
     }
+    static = {} if layers is None else {"layers": [str(name) for name in layers]}
     md = metadata.create_summary_metadata(
         metadata.PLAN_KIND,
         owner,
         description=f"What `{owner}` drew at each step, and what it left out and why.",
+        **static,
     )
     return writer.write(metadata.plan_tag(owner), [metadata.encode_index(record)], step, md)
 

@@ -339,8 +339,13 @@ def test_a_kerashub_style_backbone_draws_weights_and_feature_maps_of_every_conv(
     viz = CNNViz(str(tmp_path), probe_images=probes, labels=y[:4], budget=None)
     model.fit(x, y, epochs=1, batch_size=4, verbose=0, callbacks=[viz])
     paths = [p for p, _ in layer_lib.conv_layers(model)]
-    tags = {tag for _, tag in read_logdir(tmp_path).cnnviz_tags()}
+    logs = read_logdir(tmp_path)
+    tags = {tag for _, tag in logs.cnnviz_tags()}
     for path in paths:
         assert {f"{path}/weights", f"{path}/feature_maps"} <= tags, path
+    # The plugin lists every conv layer with its place in the network, for the tab's order.
+    listed = logs.client().get("/data/plugin/cnnviz/tags").get_json()["train"]
+    order = {info["layer"]: info["order"] for info in listed.values() if "order" in info}
+    assert sorted(order, key=order.get) == paths
     assert "gradcam/attribution" in tags
     assert any(t.endswith("/actmax") and t.startswith("backbone/block_") for t in tags)

@@ -48,7 +48,9 @@ def runs(data: Data, ctx, experiment_id: str) -> list[str]:
 def tags(data: Data, ctx, experiment_id: str, run: str | None = None) -> dict[str, Any]:
     """`{run: {tag: {"kind", "layer", "steps", "description", …static facts}}}`.
 
-    `steps` lists every stored step in ascending order. Picture tags are listed, and each
+    `steps` lists every stored step in ascending order. `order`, where the run's plan records
+    give the network's order, is the layer's place in it (the first conv layer a forward pass
+    meets is 0). Picture tags are listed, and each
     layer's responses to the reference images (kind `"responses"`: no pictures of their own,
     the tab draws dataset examples and similarity from them through `/examples`,
     `/similarity` and `/alignment`). Plan records (`plans.plan`) and the run's reference images
@@ -74,8 +76,12 @@ def tags(data: Data, ctx, experiment_id: str, run: str | None = None) -> dict[st
     result: dict[str, Any] = {}
     for run_name, series_by_tag in listing.items():
         listed = {}
+        parsed_tags = {
+            t: data.parse_tag(experiment_id, run_name, t, s) for t, s in series_by_tag.items()
+        }
+        order = _network_order(parsed_tags.values())
         for tag, series in series_by_tag.items():
-            parsed = data.parse_tag(experiment_id, run_name, tag, series)
+            parsed = parsed_tags[tag]
             if parsed is None or parsed.kind not in LISTED_KINDS:
                 continue  # unreadable, a plan (see /plan), or the reference images
             # Remembered, so the /layer requests that follow a /tags are answered at once.
@@ -90,9 +96,25 @@ def tags(data: Data, ctx, experiment_id: str, run: str | None = None) -> dict[st
                 "steps": steps,
                 "description": series.description or "",
             }
+            if parsed.layer in order:
+                listed[tag]["order"] = order[parsed.layer]
         if listed:
             result[run_name] = dict(sorted(listed.items()))
     return dict(sorted(result.items()))
+
+
+def _network_order(parsed) -> dict[str, int]:
+    """`{layer: position}` in the network, from the plan tags' `layers` static fact (the
+    callbacks write the conv layers in the order a forward pass meets them); the first owner's
+    order first, others' further layers after it."""
+    order: dict[str, int] = {}
+    for info in sorted((p for p in parsed if p is not None), key=lambda p: p.layer):
+        names = info.extra.get("layers") if info.kind == metadata.PLAN_KIND else None
+        if isinstance(names, list):
+            for name in names:
+                if isinstance(name, str):
+                    order.setdefault(name, len(order))
+    return order
 
 
 def layer(

@@ -101,3 +101,21 @@ test("heatmap cells are viridis from 0 to 1, and empty where there is no number"
 	assert.deepEqual(pixel(px, 1, 0), [0x44, 0x01, 0x54, 255])
 	assert.equal(pixel(px, 0, 1)[3], 0)
 })
+
+test("a heatmap's colours can span the data: 0.97 and 1.0 look apart, the 0-1 scale one click away", () => {
+	const m = [
+		[1, 0.97, 0.99],
+		[0.97, 1, null],
+		[0.99, null, 1],
+	]
+	// The diagonal (a datum against itself) is 1 by definition and does not stretch the scale.
+	assert.deepEqual(K.heatRange(m, "data"), [0.97, 0.99])
+	assert.deepEqual(K.heatRange(m, "unit"), [0, 1])
+	assert.deepEqual(K.heatRange([[1]], "data"), [0, 1]) // one cell: nothing to span
+	assert.deepEqual(K.heatRange([[null]], "data"), [0, 1])
+	const spread = K.heatmapPixels(m, 0.97, 0.99)
+	assert.deepEqual(pixel(spread, 1, 0), [0x44, 0x01, 0x54, 255]) // the lowest: the first colour
+	assert.deepEqual(pixel(spread, 2, 0), [0xfd, 0xe7, 0x25, 255]) // the highest: the last
+	const fixed = K.heatmapPixels(m)
+	assert.notDeepEqual(pixel(fixed, 1, 0), [0x44, 0x01, 0x54, 255]) // 0.97 of 0-1: near the top
+})

@@ -142,7 +142,7 @@ test("reconcile moves to a layer the selected runs hold and clears an orphan ins
 	assert.equal(s.filter, 1)
 })
 
-test("the Examples kind comes last in a layer, and the Similarity view closes the inspector", () => {
+test("the Examples kind comes last in a layer, and the Similarity view keeps the inspected filter", () => {
 	const tags = {r: {...TAGS["run/a"], "conv2d/responses": {kind: "responses", layer: "conv2d", steps: [0, 2]}}}
 	const catalog = S.buildCatalog(tags, ["r"])
 	assert.deepEqual(
@@ -152,8 +152,9 @@ test("the Examples kind comes last in a layer, and the Similarity view closes th
 	const next = {...S.defaultState(), layer: "conv2d", kind: "responses", step: 1, filter: 4, frun: "r"}
 	const s = S.reconcile(next, catalog, tags)
 	assert.deepEqual([s.kind, s.step, s.filter], ["responses", 0, 4])
+	// The inspector hides in the Similarity view and comes back with the Filters view (V, V).
 	const similarity = S.reconcile({...next, view: "similarity"}, catalog, tags)
-	assert.deepEqual([similarity.filter, similarity.frun], [null, null])
+	assert.deepEqual([similarity.filter, similarity.frun], [4, "r"])
 })
 
 test("reconcile on an empty logdir leaves nothing selected", () => {
@@ -243,4 +244,53 @@ test("a drawing's cost reads a step's plan, or the latest, and prints as a budge
 	assert.equal(S.costText(S.cost(plan, "c/weights", 1)), "0.012 s · 20 KB")
 	assert.equal(S.costText(S.cost(plan, "c/weights")), "0.25 s · 3.0 MB")
 	assert.equal(S.costText(null), "")
+})
+
+test("layers come in the network's order where /tags gives it, else by name", () => {
+	const tags = {
+		a: {
+			"Conv1/weights": {kind: "weights", layer: "Conv1", order: 0},
+			"block_1_expand/weights": {kind: "weights", layer: "block_1_expand", order: 1},
+			"block_16_project/weights": {kind: "weights", layer: "block_16_project", order: 3},
+			"block_2_expand/weights": {kind: "weights", layer: "block_2_expand", order: 2},
+			"gradcam/attribution": {kind: "attribution", layer: "gradcam"},
+		},
+		old: {"conv10/weights": {kind: "weights", layer: "conv10"}, "conv2/weights": {kind: "weights", layer: "conv2"}},
+	}
+	const names = S.buildCatalog(tags, ["a", "old"]).layers.map(l => l.name)
+	// Ordered layers first, then unordered by name (numbers by value), attribution last.
+	assert.deepEqual(names, [
+		"Conv1",
+		"block_1_expand",
+		"block_2_expand",
+		"block_16_project",
+		"conv2",
+		"conv10",
+		"gradcam",
+	])
+})
+
+test("layer names fall into groups of blocks and nested models; a group needs two layers", () => {
+	assert.equal(S.layerGroup("backbone/block_2/se/conv"), "backbone/block_2")
+	assert.equal(S.layerGroup("res1/c1"), "res1")
+	assert.equal(S.layerGroup("block_3_expand"), "block_3")
+	assert.equal(S.layerGroup("conv2_block1_1_conv"), "conv2")
+	assert.equal(S.layerGroup("block1a_se_reduce"), "block1a")
+	assert.equal(S.layerGroup("expanded_conv_depthwise"), "expanded_conv")
+	assert.equal(S.layerGroup("Conv1"), "")
+	const layers = ["Conv1", "block_1_expand", "block_1_project", "res1/c1", "block_2_expand"].map(name => ({name}))
+	const entries = S.groupLayers(layers)
+	assert.deepEqual(
+		entries.map(e => (e.group ? `${e.group}:${e.layers.map(l => l.name)}` : e.layer.name)),
+		["Conv1", "block_1:block_1_expand,block_1_project", "res1/c1", "block_2_expand"]
+	)
+	assert.ok(S.matchesQuery("block_1_Expand", " EXPAND"))
+	assert.ok(!S.matchesQuery("block_1_project", "expand"))
+	assert.ok(S.matchesQuery("anything", ""))
+})
+
+test("the heatmap scale survives the URL and falls back to the data's range", () => {
+	assert.equal(S.stateFromHash("hscale=unit").hscale, "unit")
+	assert.equal(S.stateFromHash("hscale=nonsense").hscale, "data")
+	assert.equal(S.stateToHash({...S.defaultState(), hscale: "data"}), "")
 })

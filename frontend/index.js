@@ -133,15 +133,12 @@ function wireEvents() {
 			P.renderChrome()
 		}
 	})
-	// A group the user opens or folds stays so across renders ("toggle" does not bubble).
-	ui.layers.addEventListener(
-		"toggle",
-		e => {
-			const g = e.target.dataset?.group
-			if (g && e.isTrusted) e.target.open ? P.openGroups.add(g) : P.openGroups.delete(g)
-		},
-		true
-	)
+	// A group the user opens or folds stays so across renders. "toggle" does not bubble, and it
+	// also fires for groups a render opened, so the choice is taken from the click instead.
+	ui.layers.addEventListener("click", e => {
+		const head = e.target.closest(".cv-group-head")
+		if (head) P.groupChoice.set(head.parentElement.dataset.group, !head.parentElement.open)
+	})
 	document.addEventListener("keydown", onKey)
 	ui.app.addEventListener("focusin", e => {
 		const tile = e.target.closest?.(".cv-tile")

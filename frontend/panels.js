@@ -77,8 +77,11 @@ export function renderChrome() {
 	renderSteps()
 }
 
-/** Groups the user opened by hand stay open across renders. */
-export const openGroups = new Set()
+/**
+ * Groups the user opened or folded by hand (group -> open) stay so across renders; the others
+ * open while they hold the active layer.
+ */
+export const groupChoice = new Map()
 
 /** The first layer the search matches, for Enter in the search box. */
 export const firstMatch = () => C.catalog.layers.find(l => S.matchesQuery(l.name, ui.layerFind.value))
@@ -100,7 +103,7 @@ function renderLayers(has, kind) {
 			}
 		})
 	const entries = S.groupLayers(layers).map(e =>
-		e.group ? {...e, open: Boolean(query) || openGroups.has(e.group) || e.layers.some(l => l.active)} : e
+		e.group ? {...e, open: Boolean(query) || (groupChoice.get(e.group) ?? e.layers.some(l => l.active))} : e
 	)
 	if (!entries.length && query) V.swapContent(ui.layers, V.el("p", "cv-hint", `No layer matches “${query}”.`))
 	else V.swapContent(ui.layers, ...V.layersList(entries))

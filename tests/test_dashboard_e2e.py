@@ -224,7 +224,9 @@ def browser(tensorboard):
 class Tab:
     """TensorBoard's page with the CNN Viz tab open, and the tab's iframe."""
 
-    def __init__(self, browser, base, hash_="", width=1280, height=800, scheme="light"):
+    def __init__(
+        self, browser, base, hash_="", width=1280, height=800, scheme="light", ready=".cv-tile"
+    ):
         self.context = browser.new_context(
             viewport={"width": width, "height": height}, color_scheme=scheme
         )
@@ -238,6 +240,7 @@ class Tab:
             "console",
             lambda m: "Content Security Policy" in m.text and self.errors.append(m.text),
         )
+        self.ready = ready  # what shows once the tab painted: a grid's tiles, a heatmap
         self.page.goto(f"{base}/#cnnviz{hash_}")
         self.frame = self._frame()
 
@@ -246,7 +249,7 @@ class Tab:
             "iframe[src*='plugin_entry']", state="attached", timeout=30000
         )
         frame = handle.content_frame()
-        frame.wait_for_selector(".cv-tile canvas", timeout=30000)
+        frame.wait_for_selector(f"{self.ready} canvas", timeout=30000)
         return frame
 
     def reload(self):
@@ -948,6 +951,229 @@ def test_similarity_view_by_keyboard_in_every_mode(compare_tab, compare_tensorbo
     t2.page.keyboard.press("v")
     t2.wait_for("document.querySelector('.cv-message-title')?.textContent.includes('No reference')")
     assert "reference_images=x_val[:256]" in t2.frame.inner_text(".cv-code")
+
+
+def test_heatmaps_label_columns_and_scale_colours_to_the_data(compare_tab, compare_tensorboard):
+    """Rows and columns are labelled; colours span the data's range; 0-1 is one click away."""
+    api = f"{compare_tensorboard}/data/plugin/cnnviz/similarity"
+    state = {"layer": "conv2d_1", "kind": "weights", "view": "similarity"}
+    t = compare_tab(hash_=_hash([LR3], **state), ready=".cv-heat")
+    t.wait_for("document.querySelectorAll('.cv-heat canvas').length === 1")
+    body = _get_json(f"{api}?mode=time&run={LR3}&layer=conv2d_1")
+    steps = [f"step {s}" for s in body["steps"]]
+    assert _texts(t, ".cv-heat-rows span") == _texts(t, ".cv-heat-cols span") == steps
+    m = body["matrix"]
+    off = [m[i][j] for i in range(len(m)) for j in range(len(m)) if i != j]
+    assert max(off) - min(off) < 0.5  # a range 0-1 would squeeze into a few colours
+    ends = ".cv-heat .cv-legend-ends span"
+    assert _texts(t, ends) == [f"{min(off):.3f}", "CKA", f"{max(off):.3f}"]
+    pixels = "document.querySelector('.cv-heat canvas').toDataURL()"
+    data_range = t.frame.evaluate(pixels)
+    t.frame.click('[data-action="set-hscale"][data-value="unit"]')
+    t.wait_hash("hscale", "unit")
+    t.wait_for("document.querySelector('.cv-heat .cv-legend-ends span').textContent === '0.000'")
+    assert _texts(t, ends) == ["0.000", "CKA", "1.000"]
+    assert t.frame.evaluate(pixels) != data_range
+    # The Display controls act on filter grids: hidden here, back in the Filters view.
+    assert not t.frame.is_visible(".cv-display")
+    t.frame.click('[data-action="set-view"][data-value="filters"]')
+    t.wait_for("document.querySelector('.cv-display').offsetParent !== null")
+
+
+def test_inspector_survives_sorting_the_view_switch_and_tensorboards_url(
+    compare_tab, compare_tensorboard
+):
+    """‹ › follow a re-sorted grid; V and back keeps the inspected filter; the parent URL rules."""
+    last = _stats(compare_tensorboard, LR3, "conv2d/weights")["series"][-1]
+    norms = dict(zip(last["filters"], last["stats"]["l2_norm"], strict=True))
+    order = sorted(norms, key=lambda i: (-norms[i], i))
+    here = 8
+    assert order[here - 1 : here + 2] != [here - 1, here, here + 1]  # sorting moves them
+    t = compare_tab(hash_=_hash([LR3], layer="conv2d", kind="weights", filter=order[here]))
+    t.wait_for("document.querySelector('.cv-inspector:not([hidden])')")
+    t.frame.select_option('[data-action="set-sort"]', "weights.l2_norm")
+    t.wait_hash("sort", "weights.l2_norm")
+    t.wait_for(f"document.querySelector('.cv-tile').dataset.filter === '{order[0]}'")
+    assert t.tiles() == order
+    t.frame.click('[data-action="next-filter"]')
+    t.wait_hash("filter", str(order[here + 1]))
+    t.frame.click('[data-action="prev-filter"]')
+    t.frame.click('[data-action="prev-filter"]')
+    t.wait_hash("filter", str(order[here - 1]))
+    # V to the Similarity view and back: the inspector comes back on the same filter.
+    t.frame.focus(".cv-slider")
+    t.page.keyboard.press("v")
+    t.wait_hash("view", "similarity")
+    assert t.frame.is_hidden(".cv-inspector")
+    t.page.keyboard.press("v")
+    t.wait_hash("view", None)
+    t.wait_for("document.querySelector('.cv-inspector:not([hidden])')")
+    assert t.state()["filter"] == str(order[here - 1])
+    assert t.frame.inner_text(".cv-insp-title").startswith(f"Filter {order[here - 1]}")
+    # TensorBoard's URL changed without a reload (a pasted link, history): the tab follows.
+    frame_url = t.frame.evaluate("location.href")
+    t.page.evaluate(
+        "h => { location.hash = h }", "#cnnviz" + _hash([LR3], layer="conv2d_1", kind="weights")
+    )
+    t.wait_hash("layer", "conv2d_1")
+    t.wait_for("document.querySelectorAll('.cv-tile').length === 32")
+    assert t.frame.evaluate("location.href").split("#")[0] == frame_url.split("#")[0]
+    assert t.frame.is_hidden(".cv-inspector")
+
+
+def test_refusals_the_tags_already_tell_are_not_requested(compare_tab):
+    """Runs without comparable references show notes, and the console lists no failed request."""
+    t = compare_tab(hash_=_hash([LR3, OTHER, NONE], layer="conv2d", kind="weights", align=1))
+    failed: list[str] = []
+    t.page.on("console", lambda m: m.type == "error" and failed.append(m.text))
+    t.page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
+    t.reload()
+    notes = f'.cv-panel[data-run="{NONE}"] .cv-notes'
+    t.wait_for(f"document.querySelector('{notes}')?.textContent.includes('Not aligned')")
+    t.frame.click('[data-action="set-view"][data-value="similarity"]')
+    t.wait_for("document.querySelector('.cv-panels')?.textContent.includes('in no_refs')")
+    for mode in ("runs", "layers"):
+        t.frame.click(f'[data-action="set-sim"][data-value="{mode}"]')
+        t.wait_for("document.querySelectorAll('.cv-heat canvas').length >= 1")
+    t.frame.wait_for_timeout(500)
+    assert failed == []
+
+
+# ---------------------------------------------------------------------------------------------
+# A real model's layer list: network order, groups, search, kinds drawn at the step.
+
+DEEP, LEGACY = "mobilenet", "written_before_order"
+# The order a forward pass meets them, as MobileNetV2 and a custom residual block name them:
+# sorted by name, `Conv1` would come after `block_2_project`.
+NETWORK = [
+    "Conv1",
+    "expanded_conv_depthwise",
+    "expanded_conv_project",
+    "block_1_expand",
+    "block_1_depthwise",
+    "block_1_project",
+    "block_2_expand",
+    "block_2_depthwise",
+    "block_2_project",
+    "res1/c1",
+    "res1/c2",
+    "Conv_1",
+]
+
+
+def write_deep_logdir(root: pathlib.Path) -> None:
+    """`mobilenet`: weights of the NETWORK layers at steps 0 and 1, Conv1's feature maps at step
+    1 only, and a plan recording the network order; `written_before_order`: the same layers and
+    no plan (a run logged before the callbacks recorded the order)."""
+    import tensorflow as tf
+
+    from tb_cnnviz import summary
+
+    rng = np.random.default_rng(3)
+    probes = _probe_images(rng)
+    kernel = _edge_kernels(rng, 3, 3, 8)
+    for run in (DEEP, LEGACY):
+        with tf.summary.create_file_writer(str(root / run)).as_default():
+            for step in range(2):
+                for name in NETWORK:
+                    summary.filter_weights(name, kernel * (1 + step), step=step)
+                drawn = [f"{n}/weights" for n in NETWORK]
+                if step == 1:
+                    summary.feature_maps("Conv1", np.maximum(_conv(probes, kernel), 0), step=step)
+                    drawn.append("Conv1/feature_maps")
+                if run == DEEP:
+                    summary.write_plan("cnnviz", step, drawn=drawn, layers=NETWORK)
+
+
+@pytest.fixture(scope="session")
+def deep_tensorboard(tmp_path_factory):
+    """A live TensorBoard on the deep-model logdir; yields its base URL."""
+    yield from _write_and_serve(tmp_path_factory, "cnnviz_deep", write_deep_logdir, 2)
+
+
+@pytest.fixture
+def deep_tab(browser, deep_tensorboard):
+    yield from _tabs(browser, deep_tensorboard)
+
+
+LAYER_NAMES = "[...document.querySelectorAll('.cv-layer .cv-layer-name')].map(e => e.textContent)"
+OPEN_GROUPS = "[...document.querySelectorAll('.cv-group[open]')].map(g => g.dataset.group)"
+
+
+def test_layers_come_in_network_order_and_the_tab_opens_on_the_first(deep_tab):
+    """The list follows the recorded forward order and opens on Conv1; old runs sort by name."""
+    t = deep_tab(hash_=_hash([DEEP]))
+    assert t.state()["layer"] == "Conv1"
+    assert t.frame.evaluate(LAYER_NAMES) == NETWORK
+    assert t.frame.inner_text(".cv-layer.is-active .cv-layer-name") == "Conv1"
+    # A run written before the order was recorded: natural name order, numbers as numbers.
+    t2 = deep_tab(hash_=_hash([LEGACY]))
+    names = t2.frame.evaluate(LAYER_NAMES)
+    assert sorted(names) == sorted(NETWORK)
+    assert names.index("block_1_project") < names.index("block_2_expand")
+    assert names.index("res1/c1") < names.index("res1/c2")
+
+
+def test_layer_groups_fold_and_stay_open_as_the_user_left_them(deep_tab):
+    """Blocks and nested layers fold into groups; the active layer's opens; a click holds."""
+    t = deep_tab(hash_=_hash([DEEP], kind="weights", step=1))
+    groups = t.frame.eval_on_selector_all(
+        ".cv-group",
+        "gs => gs.map(g => [g.dataset.group, g.querySelectorAll('.cv-layer').length])",
+    )
+    assert groups == [["expanded_conv", 2], ["block_1", 3], ["block_2", 3], ["res1", 2]]
+    assert t.frame.evaluate(OPEN_GROUPS) == []  # Conv1 is active; every group folded
+    assert t.frame.is_visible('.cv-layer[data-layer="Conv1"]')
+    assert not t.frame.is_visible('.cv-layer[data-layer="block_1_expand"]')
+    assert "3 layers" in t.frame.inner_text('.cv-group[data-group="block_1"] summary')
+    # Opening a group by hand survives a repaint (a step switch re-renders the list).
+    t.frame.click('.cv-group[data-group="res1"] summary')
+    t.frame.click('.cv-layer[data-layer="res1/c2"]')
+    t.wait_hash("layer", "res1/c2")
+    t.painted("document.querySelector('[data-action=\"prev\"]').click()")
+    assert t.frame.evaluate(OPEN_GROUPS) == ["res1"]
+    # The active layer's group opens by itself (here from a link).
+    t2 = deep_tab(hash_=_hash([DEEP], layer="block_2_depthwise"))
+    assert t2.frame.evaluate(OPEN_GROUPS) == ["block_2"]
+    _shot(t2, "layers-grouped-light.png", 1280, 800)
+    # ... and folds again when another layer is chosen (it was not opened by hand).
+    t2.frame.click('.cv-layer[data-layer="Conv1"]')
+    t2.wait_hash("layer", "Conv1")
+    t2.wait_for(f"{OPEN_GROUPS}.length === 0")
+
+
+def test_layer_search_narrows_opens_and_clears(deep_tab):
+    """Typing part of a name lists the matches (groups open); Enter opens the first; Esc clears."""
+    t = deep_tab(hash_=_hash([DEEP]))
+    find = ".cv-find"
+    t.frame.fill(find, "PROJ")
+    want = ["expanded_conv_project", "block_1_project", "block_2_project"]
+    t.wait_for(f"{LAYER_NAMES}.length === 3")
+    assert t.frame.evaluate(LAYER_NAMES) == want
+    assert all(t.frame.is_visible(f'.cv-layer[data-layer="{n}"]') for n in want)
+    t.frame.press(find, "Enter")
+    t.wait_hash("layer", "expanded_conv_project")
+    # Focus stays in the box, with what was typed, across the repaint.
+    assert t.frame.evaluate("document.activeElement.classList.contains('cv-find')")
+    assert t.frame.input_value(find) == "PROJ"
+    t.frame.fill(find, "nothing_like_it")
+    t.wait_for("document.querySelector('.cv-layers .cv-hint') !== null")
+    assert t.frame.inner_text(".cv-layers .cv-hint") == "No layer matches “nothing_like_it”."
+    t.frame.press(find, "Escape")
+    t.wait_for(f"{LAYER_NAMES}.length === {len(NETWORK)}")
+    assert t.frame.input_value(find) == ""
+
+
+def test_layer_list_dims_the_kinds_not_drawn_at_this_step(deep_tab):
+    """Conv1 lists weights and feature maps; feature maps are dimmed at step 0, lit at step 1."""
+    t = deep_tab(hash_=_hash([DEEP], layer="Conv1", kind="weights", step=0))
+    kinds = '.cv-layer[data-layer="Conv1"] .cv-layer-kinds span'
+    off = f"[...document.querySelectorAll('{kinds}.cv-kind-off')].map(e => e.textContent)"
+    assert _texts(t, kinds) == ["weights", "feature maps"]
+    assert t.frame.evaluate(off) == ["feature maps"]
+    t.painted("document.querySelector('[data-action=\"next\"]').click()")
+    t.wait_for(f"{off}.length === 0")
+    assert t.step_label() == "Step 1"
 
 
 # Last in the file: it adds steps to a run that the tests above count.

@@ -1,4 +1,5 @@
 // Colormaps: t in [0, 1] -> RGB, 256-entry tables; anchors: matplotlib's viridis and RdBu_r at 17 points.
+// Pure (node-testable).
 
 export const COLORMAPS = ["gray", "diverging", "viridis"]
 export const COLORMAP_LABELS = Object.fromEntries(COLORMAPS.map(c => [c, c[0].toUpperCase() + c.slice(1)]))
@@ -40,6 +41,7 @@ export function colorAt(name, t) {
 	return [lut[3 * i], lut[3 * i + 1], lut[3 * i + 2]]
 }
 
+// Signed weights diverge around zero; non-negative maps use viridis.
 export function defaultColormap(kind) {
 	if (kind === "weights") return "diverging"
 	if (kind === "feature_maps" || kind === "attribution") return "viridis"

@@ -1,4 +1,5 @@
-// View state and the logdir's contents; only this module assigns them. No DOM: views come in `hooks`.
+// View state and the logdir's contents. Other modules read its live bindings; only it assigns them.
+// No DOM: it calls the views index.js puts in `hooks`.
 
 import {defaultColormap} from "./colormaps.js"
 import * as G from "./grid.js"
@@ -17,7 +18,7 @@ export let reloads = 0 // that brought new data
 export const hooks = {render: async () => {}, steps: () => {}}
 
 let runList = []
-let requested = state // before reconcile
+let requested = state // before reconcile: a layer only a plan names returns once the plan loads
 let hashTimer = 0
 let playTimer = 0
 let refreshing = false
@@ -86,7 +87,7 @@ function writeHash() {
 		// TensorBoard caches its hash until "hashchange"; else its next write drops our keys.
 		parent.dispatchEvent(new HashChangeEvent("hashchange"))
 	} catch {
-		/* cross-origin parent */
+		/* cross-origin parent: the iframe's hash still holds the state */
 	}
 }
 
@@ -131,7 +132,7 @@ export async function refresh() {
 		await loadPlans(state, true)
 		if (known() !== old) {
 			reloads++
-			await commit({...state, step: atLatest ? null : state.step})
+			await commit({...state, step: atLatest ? null : state.step}) // at the latest: follow it
 		}
 	} catch {
 		/* keep what we show */

@@ -1,4 +1,5 @@
-// The grid's pure logic. Index format: the `tb_cnnviz.summary` docstring. Pixels: {width, height, data: RGBA}.
+// The grid's pure logic (node-testable). Index format: the `tb_cnnviz.summary` docstring.
+// Pixels: {width, height, data: RGBA}.
 
 import {colormapLut} from "./colormaps.js"
 
@@ -95,9 +96,10 @@ export function pixelTransform(lo, hi, L, H, diverging) {
 	return range > 0 ? [span / 255 / range, (lo - L) / range] : [0, 0]
 }
 
+// Tiles are stored as 8 bits over their own range [lo, hi].
 export const pixelValue = (p, lo, hi) => lo + (p / 255) * (hi - lo)
 
-/** RGB kept unless in `mono`. */
+/** RGB kept unless in `mono`; `out` is reused when its size fits. */
 export function renderFilter({index, atlases, locations, bounds, position, slices, colormap, out, mono}) {
 	const [h, w, c] = index.tile
 	const layout = mosaicLayout(h, w, slices.length)
@@ -158,7 +160,7 @@ export function autoZoom(width, height, target = 56) {
 	return clamp(Math.round(target / Math.max(1, width, height)), 1, MAX_ZOOM)
 }
 
-/** Whole device pixels per data pixel. */
+/** Whole device pixels per data pixel, so pixelated tiles stay even. */
 export function cssSize(pixels, zoom, dpr = 1) {
 	const ratio = dpr > 0 ? dpr : 1
 	return (pixels * Math.max(1, Math.round(zoom * ratio))) / ratio

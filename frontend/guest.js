@@ -1,4 +1,5 @@
-// TensorBoard's plugin messages: a MessageChannel port sent to the parent, then JSON messages.
+// TensorBoard's plugin messages: a MessageChannel port sent with
+// `parent.postMessage("experimental.bootstrap", "*", [port])`, then JSON {type, id, payload, error, isReply}.
 
 /** Outside TensorBoard, requests reject. */
 export function connectGuest(win = window) {

@@ -1,4 +1,5 @@
-// The CNN Viz tab: TensorBoard's iframe calls `render()` once.
+// The CNN Viz tab: TensorBoard's iframe calls `render()` once. Served at the plugin's root, it imports
+// its siblings through /static. It wires events and keys to the controller, the controller to its views.
 
 import * as C from "./static/controller.js"
 import {connectGuest} from "./static/guest.js"
@@ -37,6 +38,7 @@ let guest
 export async function render() {
 	const catalogLoad = C.loadCatalog() // in parallel with the stylesheet
 	catalogLoad.catch(() => {})
+	// Lay out once the stylesheet applies, but a failed or slow load must not block the tab.
 	await new Promise(resolve => {
 		const link = {rel: "stylesheet", href: "./static/style.css", onload: resolve, onerror: resolve}
 		document.head.append(Object.assign(document.createElement("link"), link))

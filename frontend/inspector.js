@@ -1,4 +1,4 @@
-// The inspector: one filter of one run, in every kind of its layer.
+// The inspector: one filter of one run, in every kind of its layer, its statistics, steps and examples.
 
 import {exampleCrops} from "./compare.js"
 import * as C from "./controller.js"
@@ -173,6 +173,7 @@ async function inspectorStats(run, runTags, filter, view, ticket) {
 	view.stats.replaceChildren(...V.statsRows(rows, C.state.step))
 }
 
+// Up to 32 steps, two at a time, queued behind the grid's requests.
 async function loadEvolution(run, tag, filter, box, ticket) {
 	const steps = G.sampleSteps(C.stepsOf(run, tag), 32)
 	const frames = steps.map(s => V.evolutionFrame(s, s === C.state.step)) // cached steps paint at once

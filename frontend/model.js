@@ -1,4 +1,5 @@
-// Every request and cache; relative URLs only (<base href> is the plugin).
+// Every request and cache; relative URLs only (<base href> is the plugin). Tickets drop answers
+// the user has left.
 
 import {examplesLayer} from "./compare.js"
 import {tileLocations} from "./grid.js"
@@ -104,7 +105,7 @@ export class Model {
 		})
 	}
 
-	/** New data changes these; pictures never change. */
+	/** New data changes these; layer steps stay (a logged picture never changes). */
 	invalidate() {
 		this._meta.clear()
 	}
@@ -114,6 +115,7 @@ export class Model {
 		const k = key(run, tag, step)
 		const hit = this._layers.get(k)
 		if (hit) {
+			// most recent last: eviction walks the Map from its start
 			this._layers.delete(k)
 			this._layers.set(k, hit)
 			return hit.promise
@@ -162,6 +164,7 @@ export class Model {
 	}
 
 	async _load(run, tag, step) {
+		// Responses are numbers, not pictures: the grid shows each filter's best example instead.
 		if (tag.endsWith("/responses")) {
 			const {body, pics} = await this.examples(run, tag.slice(0, -10), step)
 			return body.images

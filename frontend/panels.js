@@ -31,7 +31,7 @@ let ui
 let autoZoom = 4
 let focusFilter = null
 let firstGridMarked = false
-let scratch = new Uint8ClampedArray(0)
+let scratch = new Uint8ClampedArray(0) // one buffer for every tile: putImageData copies it
 const panels = new Map() // by run
 export const shown = new Map() // run -> {order: filter ids as shown, dead}
 const boundsMemo = new WeakMap()
@@ -327,7 +327,7 @@ function paintPanel(panel, job, data, stats) {
 	if (scratch.length !== width * height * 4) scratch = new Uint8ClampedArray(width * height * 4)
 	const look = `${state.norm}|${C.effectiveCmap(index.kind)}|${slice}|${state.alpha}`
 	for (const [pos, canvas] of canvases) {
-		if (canvas._data === data && canvas._look === look) continue // pixels unchanged
+		if (canvas._data === data && canvas._look === look) continue // a re-sort moves tiles, not pixels
 		Object.assign(canvas, {_data: data, _look: look})
 		V.putPixels(canvas, draw(data, pos, slice, scratch))
 	}
@@ -387,6 +387,7 @@ function predictionCaptions(index, run) {
 	return new Map(index.filters.map((id, i) => [id, caption(i)]))
 }
 
+/** One filter as `slice` shows it: a mosaic of slices, or a heatmap over its image. */
 export function draw(data, pos, slice, out) {
 	const {index, atlases, locations} = data
 	const common = {index, atlases, locations, position: pos, colormap: C.effectiveCmap(index.kind)}

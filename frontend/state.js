@@ -1,9 +1,10 @@
-// The view state, its URL forms (the iframe's hash; p.cnnviz.<key> in TensorBoard's URL) and the catalog.
+// The view state, its URL forms and the catalog. Pure (node-testable). Non-default values live in the
+// iframe's hash and, as p.cnnviz.<key>, in TensorBoard's URL, so a reload or a shared link restores them.
 
 import {COLORMAPS} from "./colormaps.js"
 import {closestStep, MAX_ZOOM, NORM_MODES, rankIn, SHOW_MODES} from "./grid.js"
 
-/** In `tb_cnnviz.metadata.KINDS` order. */
+/** `tb_cnnviz.metadata.KINDS` order, then responses. */
 export const KIND_LABELS = {
 	weights: "Weights",
 	feature_maps: "Feature maps",
@@ -55,6 +56,7 @@ export function decodeList(text) {
 	return [...out, cur]
 }
 
+// Digits only: "1e3", "-1" or " 7" in a hand-edited URL give null.
 const int = (v, lo, hi) => (/^\d{1,15}$/.test(v) && +v >= lo && +v <= hi ? +v : null)
 const oneOf = (v, list, fallback) => (list.includes(v) ? v : fallback)
 
@@ -212,7 +214,10 @@ export function groupLayers(layers) {
 /** Whether a layer's name matches what was typed in the layer search (any part, any case). */
 export const matchesQuery = (name, query) => !query || name.toLowerCase().includes(query.trim().toLowerCase())
 
-/** Known runs, a held layer and kind, a logged step (null: the latest, else the closest). */
+/**
+ * Known runs (else the first), a held layer and kind (left out only if asked), a logged step
+ * (null: the latest; missing: the closest; none: kept).
+ */
 export function reconcile(state, catalog, tags, left = {}) {
 	const s = {...state, runs: state.runs.filter(r => catalog.runs.includes(r))}
 	if (!s.runs.length && catalog.runs.length) s.runs = [catalog.runs[0]]

@@ -1,4 +1,5 @@
-// DOM builders. Names from the logs reach the page as text or attributes, never as HTML.
+// DOM builders; they never fetch. Names from the logs reach the page as text or attributes, never as
+// HTML. Controls carry `data-action`; index.js listens on the root and dispatches.
 
 import {colormapGradient} from "./colormaps.js"
 import {clamp, cssSize, formatStat} from "./grid.js"
@@ -332,7 +333,7 @@ export function messageCard(title, detail = "", o = {}) {
 
 export const loadingCard = text => el("div", {class: "cv-loading", attrs: {"aria-busy": "true"}}, text)
 
-/** Tiles reused by id; returns canvases by position. */
+/** Tiles reused by id; returns canvases by position. One tile is tabbable (roving tabindex): arrows move. */
 export function syncGrid(grid, a) {
 	grid._tiles ??= new Map()
 	const tiles = grid._tiles
@@ -523,8 +524,7 @@ export const heatCard = a =>
 		el("div", "cv-panel-body", a.body)
 	)
 
-/** A CKA heatmap: row labels when there is room, else the ends. */
-/** `range`: the values the colour scale's ends stand for (the legend says so). */
+/** A CKA heatmap: row labels when there is room, else the ends; `range`: what the legend's ends stand for. */
 export function heatmap(px, labels, key, range = [0, 1]) {
 	const n = labels.length,
 		cell = clamp(Math.floor(360 / n), 2, 32),

@@ -1030,6 +1030,46 @@ def test_steps_logged_while_serving_appear_at_once(tmp_path, monkeypatch):
     assert get_json(client, "stats", run="live", tag="conv2d/weights")["steps"] == [0, 1, 2, 3, 4]
 
 
+def test_tags_reread_only_the_series_that_changed(tmp_path, monkeypatch):
+    """A repeated /tags reads no steps; after new data, only the changed (run, tag) is read."""
+    write_run(tmp_path, "live", 0, steps=3)
+    write_run(tmp_path, "done", 1, steps=3)
+    mux = multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(tmp_path))
+    mux.Reload()
+    provider = data_provider.MultiplexerDataProvider(mux, str(tmp_path))
+    client = make_client(provider, {"cnnviz": 0})
+    reads = []
+    real = provider.read_blob_sequences
+
+    def spy(ctx, **kwargs):
+        wanted = kwargs.get("run_tag_filter")
+        reads.append(wanted and (sorted(wanted.runs), sorted(wanted.tags)))
+        return real(ctx, **kwargs)
+
+    monkeypatch.setattr(provider, "read_blob_sequences", spy)
+    first = client.get(PREFIX + "tags").get_data()
+    assert reads == [None]  # everything, in one read
+    assert client.get(PREFIX + "tags").get_data() == first
+    assert reads == [None]  # the same listing: the same answer, nothing read
+
+    time.sleep(1.1)  # a later file name (see test_steps_logged_while_serving_appear_at_once)
+    writer = tf.summary.create_file_writer(str(tmp_path / "live"), filename_suffix=".more")
+    with writer.as_default():
+        summary.filter_weights("conv2d", kernel_at(0, 3), step=3)
+    writer.close()
+    mux.AddRunsFromDirectory(str(tmp_path))
+    mux.Reload()
+    tags = get_json(client, "tags")
+    assert reads == [None, (["live"], ["conv2d/weights"])]
+    assert tags["live"]["conv2d/weights"]["steps"] == [0, 1, 2, 3]
+    assert tags["live"]["conv2d/feature_maps"]["steps"] == [0, 1, 2]
+    assert tags["done"]["conv2d/weights"]["steps"] == [0, 1, 2]
+    # The read warmed /layer: the new step is served without another read.
+    assert get_json(client, "layer", run="live", tag="conv2d/weights", step="3")["step"] == 3
+    assert len(reads) == 2
+
+
 def test_repeated_layer_reads_hit_the_cache(provider, monkeypatch):
     """A second /layer request for the same step decodes no index blob again."""
     client = make_client(provider, {"cnnviz": 0})

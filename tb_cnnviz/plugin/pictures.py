@@ -16,7 +16,8 @@ from tensorboard import errors
 from tensorboard.data import provider
 
 from tb_cnnviz import metadata
-from tb_cnnviz.plugin.data import Data
+from tb_cnnviz.plugin.data import Data, listing_mark
+from tb_cnnviz.plugin.wsgi import Answer
 
 __all__ = ["LISTED_KINDS", "blob", "layer", "runs", "stats", "tags"]
 
@@ -72,8 +73,22 @@ def tags(data: Data, ctx, experiment_id: str, run: str | None = None) -> dict[st
     listing = data.list(ctx, experiment_id, run_filter)
     if run is not None and not listing.get(run):
         raise data.no_run(ctx, experiment_id, run)
-    sequences = data.read(ctx, experiment_id, run_filter)
-    result: dict[str, Any] = {}
+    # The same listing gives the same answer: kept whole, with its JSON (`wsgi.Answer`).
+    key = ("tags", experiment_id, run, *_marks(listing))
+    return data.answer(key, lambda: _tags(data, ctx, experiment_id, listing))
+
+
+def _marks(listing) -> list[tuple]:
+    return [
+        (run, tag, listing_mark(series))
+        for run, by_tag in sorted(listing.items())
+        for tag, series in sorted(by_tag.items())
+    ]
+
+
+def _tags(data: Data, ctx, experiment_id: str, listing) -> dict[str, Any]:
+    steps_of = data.listed_steps(ctx, experiment_id, listing)
+    result: dict[str, Any] = Answer()
     for run_name, series_by_tag in listing.items():
         listed = {}
         parsed_tags = {
@@ -84,9 +99,7 @@ def tags(data: Data, ctx, experiment_id: str, run: str | None = None) -> dict[st
             parsed = parsed_tags[tag]
             if parsed is None or parsed.kind not in LISTED_KINDS:
                 continue  # unreadable, a plan (see /plan), or the reference images
-            # Remembered, so the /layer requests that follow a /tags are answered at once.
-            read = sequences.get(run_name, {}).get(tag)
-            steps = list(data.remember(experiment_id, run_name, tag, read).by_step)
+            steps = steps_of[(run_name, tag)]
             # Static facts the writer stored (class names, method, ...) come first, so the
             # keys every tag has cannot be shadowed by them.
             listed[tag] = {
@@ -100,7 +113,7 @@ def tags(data: Data, ctx, experiment_id: str, run: str | None = None) -> dict[st
                 listed[tag]["order"] = order[parsed.layer]
         if listed:
             result[run_name] = dict(sorted(listed.items()))
-    return dict(sorted(result.items()))
+    return Answer(sorted(result.items()))
 
 
 def _network_order(parsed) -> dict[str, int]:

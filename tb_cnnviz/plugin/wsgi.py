@@ -22,6 +22,8 @@ from tensorboard.backend import http_util, json_util
 from werkzeug import wrappers
 
 __all__ = [
+    "Answer",
+    "encode_json",
     "json_response",
     "parse_runs",
     "query",
@@ -160,8 +162,32 @@ def parse_runs(text: str) -> list[str]:
     return runs
 
 
-def json_response(request, obj, code: int = 200, headers=None):
-    """A JSON response, compact, with `<`, `>` and `&` escaped inside strings."""
+class Answer(dict):
+    """A JSON-ready answer kept in a cache and sent many times: `json_response` encodes it once
+    (a megabyte of `/tags` takes 20 ms to encode). Treat it as read-only.
+
+    Example:
+        >>> answer = Answer(run={"steps": [0, 1]})
+        >>> encode_json(answer) is encode_json(answer)
+        True
+    """
+
+    __slots__ = ("_encoded",)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._encoded = None
+
+
+def encode_json(obj) -> bytes:
+    """`obj` as compact UTF-8 JSON, with `<`, `>` and `&` escaped inside strings.
+
+    Example:
+        >>> encode_json({"name": "<b>"})
+        b'{"name":"\\\\u003cb\\\\u003e"}'
+    """
+    if isinstance(obj, Answer) and obj._encoded is not None:
+        return obj._encoded
     try:
         text = json.dumps(obj, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
     except ValueError:  # NaN or Inf from a hand-made index: TensorBoard's JSON spells them out
@@ -169,6 +195,14 @@ def json_response(request, obj, code: int = 200, headers=None):
     # "<", ">" and "&" only occur inside JSON strings, where escaping them keeps the JSON equal
     # and makes run or layer names holding HTML inert even if a page misuses the body.
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    body = text.encode("utf-8")
+    if isinstance(obj, Answer):
+        obj._encoded = body
+    return body
+
+
+def json_response(request, obj, code: int = 200, headers=None):
+    """A JSON response of `encode_json(obj)`."""
     return http_util.Respond(
-        request, text.encode("utf-8"), "application/json", code=code, headers=headers
+        request, encode_json(obj), "application/json", code=code, headers=headers
     )

@@ -11,17 +11,38 @@ Three numbers, each against its target (DESIGN.md §7 and issue 4):
    requests against the live server for 200 random (run, layer, step), each asked once before
    (warm); the first request of each is printed too.
 
+Then the same at a real model's scale (issue 20), on a logdir of 20 runs × 100 steps of
+ResNet50's 53 conv layers with every kind, as the `CNNViz` callback logs them:
+
+4. `/tags` p50 (≤ 50 ms warm), `/layer` p50 on first requests (≤ 30 ms) and warm (≤ 5 ms);
+5. the first grid painted (≤ 1 s) and a step switch (≤ 100 ms) in Chromium;
+6. the TensorBoard process's memory (with its Rust data server): loaded, and after every request
+   above; the growth is the plugin's caches, which are bounded.
+
+The real-scale logdir: `CNNViz(budget=None)` draws every kind of a ResNet50 (`weights=None`,
+224×224, 10 classes, 8 probe images with labels, 64 reference images) at one epoch; those
+summaries are then replayed at 100 steps on the schedule issue 19 sets for a real run (filter
+weights and Grad-CAM at every step, each layer's feature maps every second step, dataset
+examples every fifth, activation maximization of the default four layers every tenth), with a
+plan record per step: about 20 MB a step. Pictures repeat across steps; what is measured
+(reading, decoding, serving) does not depend on them. All 20 runs hold these tags and steps,
+but only two hold the pictures (the others' blobs are emptied): TensorBoard keeps every blob in
+memory, and 20 such runs (40 GB) would not fit this machine's 24 GB. `/tags` reads no blob, so
+it pays for all 20 runs; the tab shows, and `/layer` is timed on, the two with pictures.
+
 Logdirs are written with `tb_cnnviz.summary` under `tf.summary.create_file_writer`.
 
 Usage:
-    python benchmarks/dashboard.py            # everything (~2 minutes; writing logs dominates)
-    python benchmarks/dashboard.py --quick    # smaller route logdir (5 runs × 20 steps × 6 layers)
+    python benchmarks/dashboard.py            # everything (~10 minutes; writing logs dominates)
+    python benchmarks/dashboard.py --quick    # smaller logdirs (5 runs × 20 steps)
+    python benchmarks/dashboard.py --only real  # just the real-model scale
     python benchmarks/dashboard.py --keep DIR # write logdirs under DIR and keep them
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import pathlib
@@ -119,6 +140,125 @@ def write_many(root: pathlib.Path, runs=20, steps=100, layers=6) -> None:
         writer.close()
 
 
+def photo_crops(n: int, size: int, seed: int) -> np.ndarray:
+    """`n` size×size crops, at random places and scales, of matplotlib's bundled photograph."""
+    import matplotlib
+    import matplotlib.image
+    import tensorflow as tf
+
+    path = pathlib.Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    photo = matplotlib.image.imread(path).astype(np.float32) / 255.0
+    rng = np.random.default_rng(seed)
+    h, w = photo.shape[:2]
+    crops = []
+    for _ in range(n):
+        side = int(rng.uniform(0.3, 1.0) * min(h, w))
+        y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+        crops.append(tf.image.resize(photo[y : y + side, x : x + side], (size, size)).numpy())
+    return np.stack(crops)
+
+
+def write_resnet_template(root: pathlib.Path) -> None:
+    """One epoch of `CNNViz(budget=None)` on ResNet50 at 224×224: every kind of every layer."""
+    import keras
+
+    from tb_cnnviz.callbacks import CNNViz
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3), classes=10)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = photo_crops(16, 224, seed=0)
+    y = np.arange(16) % 10
+    viz = CNNViz(
+        str(root),
+        probe_images=x[:8],
+        labels=y[:8],
+        reference_images=photo_crops(64, 224, seed=1),
+        budget=None,
+        max_bytes=None,
+    )
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[viz])
+
+
+#: Which template tags a step `s` of the replayed run carries, by kind (see the docstring).
+SCHEDULE = {
+    "weights": lambda s, i: True,
+    "attribution": lambda s, i: True,
+    "feature_maps": lambda s, i: (s + i) % 2 == 0,
+    "responses": lambda s, i: s % 5 == 0,
+    "actmax": lambda s, i: s % 10 == 9,
+    "references": lambda s, i: s == 0,  # once per run, as the callback writes them
+}
+
+
+def write_real_scale(root: pathlib.Path, runs=20, steps=100, picture_runs=2) -> dict:
+    """The real-model-scale logdir (see the module docstring); returns what it holds.
+
+    Every run holds the same tags and steps, but only the first `picture_runs` hold pictures:
+    in the others every blob is emptied. ResNet50's pictures at 20 runs × 100 steps (14 GB at
+    the callback's defaults, more on this schedule) would not fit TensorBoard's memory on this
+    machine: TensorBoard keeps every loaded blob in memory. `/tags` reads no blob, so its cost
+    is that of 20 full runs; the tab shows, and `/layer` is timed on, the runs with pictures.
+    """
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_file_loader
+    from tensorboard.compat.proto import summary_pb2
+
+    from tb_cnnviz import metadata, summary
+
+    template = root.parent / "resnet50_template"
+    if not template.exists():
+        write_resnet_template(template)
+    values = {}  # tag -> (kind, layer index, Summary.Value), in the order first written
+    layers: list[str] = []
+    for path in sorted(template.rglob("events.out.tfevents.*")):
+        for event in event_file_loader.EventFileLoader(str(path)).Load():
+            for v in event.summary.value:
+                if v.metadata.plugin_data.plugin_name != metadata.PLUGIN_NAME:
+                    continue
+                layer, kind = v.tag.rsplit("/", 1)
+                if kind not in SCHEDULE or v.tag in values:
+                    continue
+                if kind in ("weights", "feature_maps") and layer not in layers:
+                    layers.append(layer)  # the callbacks write layers in the network's order
+                values[v.tag] = (kind, layers.index(layer) if layer in layers else 0, v)
+
+    def write(run: pathlib.Path, pictures: bool) -> int:
+        with tf.summary.create_file_writer(str(run)).as_default():
+            for step in range(steps):
+                drawn = []
+                for tag, (kind, i, v) in values.items():
+                    if not SCHEDULE[kind](step, i):
+                        continue
+                    if not pictures:
+                        hollow = summary_pb2.Summary.Value()
+                        hollow.CopyFrom(v)
+                        del hollow.tensor.string_val[:]
+                        hollow.tensor.string_val.extend([b""] * len(v.tensor.string_val))
+                        v = hollow
+                    one = summary_pb2.Summary(value=[v]).SerializeToString()
+                    tf.summary.experimental.write_raw_pb(one, step=step)
+                    drawn.append(tag)
+                summary.write_plan("cnnviz", step, drawn=drawn, budget=0.05, layers=layers)
+        return sum(f.stat().st_size for f in run.iterdir())
+
+    full, hollow = root / "run_00", root / f"run_{picture_runs:02d}"
+    full_bytes, hollow_bytes = write(full, True), write(hollow, False)
+    for r in range(1, runs):
+        source = full if r < picture_runs else hollow
+        if r != picture_runs:
+            (root / f"run_{r:02d}").mkdir(parents=True, exist_ok=True)
+            for path in source.iterdir():
+                os.link(path, root / f"run_{r:02d}" / path.name)
+    return {
+        "layers": len(layers),
+        "tags": dict(collections.Counter(kind for kind, _, _ in values.values())),
+        "picture_runs": picture_runs,
+        "run_bytes": full_bytes,
+        "bytes": full_bytes * picture_runs + hollow_bytes * (runs - picture_runs),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # TensorBoard and the browser.
 
@@ -207,12 +347,11 @@ STEP_SWITCH_JS = """async (key) => {
 }"""
 
 
-def step_switch_ms(browser, base: str, switches: int) -> tuple[list[float], int]:
-    page, frame = open_tab(
-        browser,
-        base,
-        "&p.cnnviz.run=wide&p.cnnviz.layer=conv_wide&p.cnnviz.kind=weights&p.cnnviz.step=0",
-    )
+WIDE = "&p.cnnviz.run=wide&p.cnnviz.layer=conv_wide&p.cnnviz.kind=weights"
+
+
+def step_switch_ms(browser, base: str, switches: int, hash_=WIDE) -> tuple[list[float], int]:
+    page, frame = open_tab(browser, base, hash_ + "&p.cnnviz.step=0")
     tiles = frame.evaluate("document.querySelectorAll('.cv-tile').length")
     times = []
     for i in range(switches):
@@ -223,10 +362,15 @@ def step_switch_ms(browser, base: str, switches: int) -> tuple[list[float], int]
     return times, tiles
 
 
-def route_ms(tb: TensorBoard, samples: int) -> dict[str, list[float]]:
+def route_ms(tb: TensorBoard, samples: int, runs=None) -> dict[str, list[float]]:
+    """Route timings over random (run, tag, step) of `runs` (None: all)."""
     tags = tb.get("/data/plugin/cnnviz/tags")
     pairs = [
-        (run, tag, steps["steps"]) for run, by_tag in tags.items() for tag, steps in by_tag.items()
+        (run, tag, steps["steps"])
+        for run, by_tag in tags.items()
+        if runs is None or run in runs
+        for tag, steps in by_tag.items()
+        if steps["kind"] != "responses"  # numbers for /examples and /similarity, not pictures
     ]
     rng = random.Random(0)
 
@@ -272,20 +416,45 @@ def report(name: str, value: float, target: float, unit: str, extra: str = "") -
     return ok
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a smaller route logdir")
-    parser.add_argument("--keep", type=pathlib.Path, help="write logdirs here and keep them")
-    args = parser.parse_args(argv)
-    if not os.path.exists(CHROMIUM):
-        print(f"{CHROMIUM} is missing; the dashboard benchmark needs Chromium", file=sys.stderr)
-        return 2
-    from playwright.sync_api import sync_playwright
+def process_tree_mb(pid: int) -> float:
+    """Resident memory of a process and its descendants (TensorBoard and its data server), MB."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children[int(fields[1])].append(int(stat.parent.name))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        try:
+            for line in pathlib.Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
 
-    root = args.keep or pathlib.Path(tempfile.mkdtemp(prefix="cnnviz_bench_"))
-    root.mkdir(parents=True, exist_ok=True)
+
+def wait_loaded(tb: TensorBoard, runs: int, steps: int, tag: str) -> float:
+    """Waits until every run serves `steps` steps of `tag`; returns the seconds it took."""
+    t0 = time.time()
+    while True:
+        tags = tb.get("/data/plugin/cnnviz/tags")
+        if len(tags) >= runs and all(
+            len(t.get(tag, {}).get("steps", [])) >= steps for t in tags.values()
+        ):
+            return time.time() - t0
+        if time.time() - t0 > 1800:
+            raise RuntimeError("TensorBoard did not load the real-scale logdir in 30 minutes")
+        time.sleep(2)
+
+
+def demo_scale(args, root, sync_playwright) -> bool:
+    """The demo-like logdir, a 512-filter layer and 20 runs of 6 small layers (1-3 above)."""
     runs, steps = (5, 20) if args.quick else (20, 100)
-    print(f"Writing logdirs under {root} …", flush=True)
     t0 = time.time()
     dirs = {"demo": root / "demo_like", "wide": root / "wide_layer", "many": root / "many"}
     if not dirs["demo"].exists():
@@ -295,7 +464,7 @@ def main(argv=None) -> int:
     if not (dirs["many"] / f"run_{runs - 1:02d}").exists():
         shutil.rmtree(dirs["many"], ignore_errors=True)
         write_many(dirs["many"], runs=runs, steps=steps)
-    print(f"  done in {time.time() - t0:.0f} s", flush=True)
+    print(f"  logdirs written in {time.time() - t0:.0f} s", flush=True)
 
     ok = True
     servers = []
@@ -346,6 +515,126 @@ def main(argv=None) -> int:
         f"  {'(info) /stats p50 (one run and tag, every step)':<58}"
         f" {pct(routes['stats'], 50):8.1f} ms"
     )
+    return ok
+
+
+REAL_STEP_LAYER = "conv5_block3_2_conv"  # ResNet50's widest 3×3 kernels: 512 × 512
+
+
+def real_scale(args, root, sync_playwright) -> bool:
+    """20 runs × 100 steps of ResNet50's conv layers with every kind (4-6 above)."""
+    runs, steps = (5, 20) if args.quick else (20, 100)
+    logdir = root / f"real_{runs}x{steps}"
+    facts_file = root / f"{logdir.name}.json"
+    t0 = time.time()
+    if not facts_file.exists():
+        shutil.rmtree(logdir, ignore_errors=True)
+        facts_file.write_text(json.dumps(write_real_scale(logdir, runs=runs, steps=steps)))
+    facts = json.loads(facts_file.read_text())
+    shown = facts["picture_runs"]
+    print(
+        f"  real-scale logdir ready in {time.time() - t0:.0f} s: {runs} runs × {steps} steps ×"
+        f" {facts['layers']} conv layers, tags by kind {facts['tags']};"
+        f" {facts['run_bytes'] / 1e6:.0f} MB a run with pictures ({shown} runs),"
+        f" {facts['bytes'] / 1e9:.1f} GB in all",
+        flush=True,
+    )
+    weights = f"{REAL_STEP_LAYER}/weights"
+    ok = True
+    tb = TensorBoard(logdir, runs)
+    try:
+        load_s = wait_loaded(tb, runs, steps, weights)
+        time.sleep(6)  # one more reload of the data server, then idle
+        loaded_mb = process_tree_mb(tb.proc.pid)
+        tags_ms = []
+        for _ in range(21):
+            t1 = time.perf_counter()
+            tb.get("/data/plugin/cnnviz/tags")
+            tags_ms.append((time.perf_counter() - t1) * 1000)
+        picture_runs = [f"run_{r:02d}" for r in range(shown)]
+        routes = route_ms(tb, samples=200, runs=picture_runs)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            open_tab(browser, tb.base)[0].close()  # the browser's cache of the tab's files
+            first = first_grid_ms(browser, tb.base, repeats=5)
+            hash_ = f"&p.cnnviz.run=run_00&p.cnnviz.layer={REAL_STEP_LAYER}&p.cnnviz.kind=weights"
+            switches, tiles = step_switch_ms(browser, tb.base, switches=14, hash_=hash_)
+            browser.close()
+        after_mb = process_tree_mb(tb.proc.pid)
+    finally:
+        tb.close()
+
+    print(f"\nAt a real model's scale: {runs} runs × {steps} steps × ResNet50's conv layers")
+    ok &= report(
+        f"/tags p50, {runs} runs (warm, of 20)",
+        pct(tags_ms[1:], 50),
+        50,
+        "ms",
+        f"   [p90 {pct(tags_ms[1:], 90):.0f}; the first after loading {tags_ms[0]:.0f}]",
+    )
+    ok &= report(
+        "/layer p50, first request of each (run, tag, step)",
+        pct(routes["layer_first"], 50),
+        30,
+        "ms",
+        f"   [p90 {pct(routes['layer_first'], 90):.1f}]",
+    )
+    ok &= report(
+        "/layer p50, warm",
+        pct(routes["layer"], 50),
+        5,
+        "ms",
+        f"   [p90 {pct(routes['layer'], 90):.1f}]",
+    )
+    ok &= report(
+        "time to first grid after the tab opens (median of 5)",
+        statistics.median(first),
+        1000,
+        "ms",
+        f"   [all: {', '.join(f'{t:.0f}' for t in first)}]",
+    )
+    ok &= report(
+        f"step switch, {REAL_STEP_LAYER} weights, {tiles} tiles (p50 of {len(switches)})",
+        pct(switches, 50),
+        100,
+        "ms",
+        f"   [p90 {pct(switches, 90):.0f}, max {max(switches):.0f}]",
+    )
+    print(
+        f"  {'(info) /stats p50 (one run and tag, every step)':<58}"
+        f" {pct(routes['stats'], 50):8.1f} ms"
+    )
+    print(f"  {'(info) TensorBoard served every step after':<58} {load_s:8.0f} s")
+    print(
+        f"  {'(info) TensorBoard memory, logdir loaded':<58} {loaded_mb:8.0f} MB"
+        f"   [{loaded_mb / (facts['bytes'] / 1e6):.2f} MB per MB of logdir]"
+    )
+    print(
+        f"  {'(info) ... after every request above':<58} {after_mb:8.0f} MB"
+        f"   [+{after_mb - loaded_mb:.0f} MB: the plugin's caches, bounded]"
+    )
+    return ok
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller logdirs")
+    parser.add_argument("--only", choices=["demo", "real"], help="one of the two parts")
+    parser.add_argument("--keep", type=pathlib.Path, help="write logdirs here and keep them")
+    args = parser.parse_args(argv)
+    if not os.path.exists(CHROMIUM):
+        print(f"{CHROMIUM} is missing; the dashboard benchmark needs Chromium", file=sys.stderr)
+        return 2
+    from playwright.sync_api import sync_playwright
+
+    root = args.keep or pathlib.Path(tempfile.mkdtemp(prefix="cnnviz_bench_"))
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"Writing logdirs under {root} …", flush=True)
+    ok = True
+    if args.only in (None, "demo"):
+        ok &= demo_scale(args, root, sync_playwright)
+    if args.only in (None, "real"):
+        ok &= real_scale(args, root, sync_playwright)
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
     return 0 if ok else 1

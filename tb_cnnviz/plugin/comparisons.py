@@ -46,9 +46,7 @@ class Comparisons:
 
     Example:
         >>> from tensorboard import context
-        >>> from tensorboard.backend.event_processing import data_provider as dp
-        >>> from tensorboard.backend.event_processing import plugin_event_multiplexer as mux
-        >>> empty = Data(dp.MultiplexerDataProvider(mux.EventMultiplexer(), "/none"), 1000)
+        >>> empty = Data.from_logdir("/none")
         >>> try:
         ...     Comparisons(empty).similarity(context.RequestContext(), "", "sideways")
         ... except Exception as e:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -183,12 +184,29 @@ class Data:
 
     Example:
         >>> from tensorboard import context
-        >>> from tensorboard.backend.event_processing import data_provider as dp
-        >>> from tensorboard.backend.event_processing import plugin_event_multiplexer as mux
-        >>> data = Data(dp.MultiplexerDataProvider(mux.EventMultiplexer(), "/none"), 1000)
+        >>> data = Data.from_logdir("/none")
         >>> data.list(context.RequestContext(), "")
         {}
     """
+
+    @classmethod
+    def from_logdir(cls, logdir: str, downsample: int = 10**6) -> Data:
+        """A `Data` over `logdir` loaded once by TensorBoard's Python loader, as scripts and
+        tests read a logdir without a server (a folder that does not exist reads empty).
+
+        Example:
+            >>> from tensorboard import context
+            >>> Data.from_logdir("/none").list(context.RequestContext(), "")
+            {}
+        """
+        from tensorboard.backend.event_processing import data_provider as dp
+        from tensorboard.backend.event_processing import plugin_event_multiplexer as mux
+
+        multiplexer = mux.EventMultiplexer(tensor_size_guidance={metadata.PLUGIN_NAME: 0})
+        if os.path.isdir(logdir):
+            multiplexer.AddRunsFromDirectory(logdir)
+            multiplexer.Reload()
+        return cls(dp.MultiplexerDataProvider(multiplexer, logdir), downsample)
 
     def __init__(self, data_provider, downsample: int):
         self._provider = data_provider

@@ -32,9 +32,7 @@ def runs(data: Data, ctx, experiment_id: str) -> list[str]:
 
     Example:
         >>> from tensorboard import context
-        >>> from tensorboard.backend.event_processing import data_provider as dp
-        >>> from tensorboard.backend.event_processing import plugin_event_multiplexer as mux
-        >>> empty = Data(dp.MultiplexerDataProvider(mux.EventMultiplexer(), "/none"), 1000)
+        >>> empty = Data.from_logdir("/none")
         >>> runs(empty, context.RequestContext(), "")
         []
     """
@@ -63,9 +61,7 @@ def tags(data: Data, ctx, experiment_id: str, run: str | None = None) -> dict[st
 
     Example:
         >>> from tensorboard import context
-        >>> from tensorboard.backend.event_processing import data_provider as dp
-        >>> from tensorboard.backend.event_processing import plugin_event_multiplexer as mux
-        >>> empty = Data(dp.MultiplexerDataProvider(mux.EventMultiplexer(), "/none"), 1000)
+        >>> empty = Data.from_logdir("/none")
         >>> tags(empty, context.RequestContext(), "")
         {}
     """

@@ -26,9 +26,7 @@ class Plans:
 
     Example:
         >>> from tensorboard import context
-        >>> from tensorboard.backend.event_processing import data_provider as dp
-        >>> from tensorboard.backend.event_processing import plugin_event_multiplexer as mux
-        >>> empty = Data(dp.MultiplexerDataProvider(mux.EventMultiplexer(), "/none"), 1000)
+        >>> empty = Data.from_logdir("/none")
         >>> try:
         ...     Plans(empty).plan(context.RequestContext(), "", "run1")
         ... except Exception as e:

@@ -266,7 +266,7 @@ def write_real_scale(root: pathlib.Path, runs=20, steps=100, picture_runs=2) -> 
 class TensorBoard:
     """A `tensorboard` subprocess serving `logdir` on a free port."""
 
-    def __init__(self, logdir: pathlib.Path, expect_runs: int):
+    def __init__(self, logdir: pathlib.Path, expect_runs: int, load_fast: str = "auto"):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -283,6 +283,7 @@ class TensorBoard:
                 "127.0.0.1",
                 "--port",
                 str(port),
+                f"--load_fast={load_fast}",
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -541,7 +542,7 @@ def real_scale(args, root, sync_playwright) -> bool:
     )
     weights = f"{REAL_STEP_LAYER}/weights"
     ok = True
-    tb = TensorBoard(logdir, runs)
+    tb = TensorBoard(logdir, runs, load_fast=args.load_fast)
     try:
         load_s = wait_loaded(tb, runs, steps, weights)
         time.sleep(6)  # one more reload of the data server, then idle
@@ -564,7 +565,11 @@ def real_scale(args, root, sync_playwright) -> bool:
     finally:
         tb.close()
 
-    print(f"\nAt a real model's scale: {runs} runs × {steps} steps × ResNet50's conv layers")
+    loader = {"auto": "Rust data server", "true": "Rust data server", "false": "Python loader"}
+    print(
+        f"\nAt a real model's scale: {runs} runs × {steps} steps × ResNet50's conv layers"
+        f" ({loader[args.load_fast]})"
+    )
     ok &= report(
         f"/tags p50, {runs} runs (warm, of 20)",
         pct(tags_ms[1:], 50),
@@ -621,6 +626,12 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller logdirs")
     parser.add_argument("--only", choices=["demo", "real"], help="one of the two parts")
     parser.add_argument("--keep", type=pathlib.Path, help="write logdirs here and keep them")
+    parser.add_argument(
+        "--load_fast",
+        choices=["auto", "true", "false"],
+        default="auto",
+        help="TensorBoard's --load_fast for the real-scale logdir (false: the Python loader)",
+    )
     args = parser.parse_args(argv)
     if not os.path.exists(CHROMIUM):
         print(f"{CHROMIUM} is missing; the dashboard benchmark needs Chromium", file=sys.stderr)

@@ -15,8 +15,9 @@
 # the command says once that PyTorch was skipped, and why.
 # With CI=true (or OLDEST=1) the suite also runs on the oldest versions tb-cnnviz supports
 # (scripts/oldest.txt: TensorFlow 2.16, Keras 3.6, TensorBoard 2.16, NumPy 1.26, ...) in
-# .venv-oldest, without the browser tests and those marked slow (the keras.applications models
-# of test_models: the smaller models take the same paths). That run goes on in the background
+# .venv-oldest, without the browser tests, those marked slow (the keras.applications models
+# of test_models: the smaller models take the same paths) and those marked timing (niced in the
+# background, its own time is inflated by the main run). That run goes on in the background
 # while the main one runs; its output is in artifacts/test-logs/oldest.log, and its failure
 # fails this command.
 # Extra arguments go to the main pytest run.
@@ -142,7 +143,7 @@ fi
 
 if [ "${CI:-}" = true ] || [ "${OLDEST:-}" = 1 ]; then
   test_env oldest -- -e ".[tensorflow-cpu,test]" -c scripts/oldest.txt -- \
-    --doctest-modules tb_cnnviz callbacks demo tests -m "not browser and not slow"
+    --doctest-modules tb_cnnviz callbacks demo tests -m "not browser and not slow and not timing"
 fi
 
 # Debian packages the tests need: chromium for the browser tests, nodejs for the dashboard's

@@ -127,7 +127,9 @@ class Attribution(VizCallback):
             )
         self._checked = None
         if self.target is None:  # the first output, which may have nothing to explain
-            head, _ = attribution_lib.predictions(model, self.probe_images)
+            # The head is read from what the model outputs: one image tells.
+            first = [a[:1] for a in arrays]
+            head, _ = attribution_lib.predictions(model, first if len(first) > 1 else first[0])
             if head.classes is not None or head.units == 1:
                 self._checked = attribution_lib.check_target(model, self.probe_images)
         else:

@@ -184,6 +184,27 @@ class ModelReader:
         self._captured = layer_lib.Captured()
         self._extractor = None if self._logits else self._truncate()
 
+    def channels(self, name: str) -> int | None:
+        """The channels of a conv layer's maps where its output shape is known without running
+        the model (a graph node, or one the cached forward trace saw), else None.
+
+        Example:
+            >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3, name="c")])
+            >>> ModelReader(m, {"c": "feature_maps"}).channels("c")
+            2
+        """
+        if name not in self._layers:
+            return None
+        _, layer = self._layers[name]
+        if not layer_lib.is_conv(layer):
+            return None
+        shape = layer_lib.output_shape(self.model, layer)
+        if not shape:
+            return None
+        first = getattr(layer, "data_format", "channels_last") == "channels_first"
+        channels = shape[0] if first else shape[-1]
+        return int(channels) if channels else None
+
     @property
     def truncated(self) -> bool:
         """Whether a truncated feature extractor runs instead of the whole model."""

@@ -375,10 +375,12 @@ class Renderer:
     def _count_units(self) -> int | None:
         if not self.objective.targets:
             return None
-        h, w = self.run_size
-        with self._reader.active():
-            outs, _ = self._reader(ops.zeros((1, h, w, self.channels)))
-        units = {name: int(outs[name].shape[-1]) for name in self.objective.targets}
+        units = {name: self._reader.channels(name) for name in self.objective.targets}
+        if None in units.values():  # not known without a pass: run one image of zeros
+            h, w = self.run_size
+            with self._reader.active():
+                outs, _ = self._reader(ops.zeros((1, h, w, self.channels)))
+            units = {name: int(outs[name].shape[-1]) for name in self.objective.targets}
         if obj_lib.LOGITS in units:  # a binary head's one unit holds two classes
             units[obj_lib.LOGITS] = self._reader.head.targets
         return min(units.values())

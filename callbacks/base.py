@@ -555,9 +555,12 @@ class Planner:
         """Waits for the background writer, flushes, reports what failed there, and lets go of
         the writer (call in `on_train_end`)."""
         if self._run is not None:
-            # The wait and the last flush are the callbacks' time too.
-            with self.budget.own(), self.budget.profile.recording("plan", "write"):
-                WRITERS.release(self.run_dir)
+            # The wait and the last flush are the callbacks' time too (the wait counted once).
+            with self.budget.own():
+                counts = not backend.has_accelerator()
+                wait_for_worker(self.budget, self._run.worker.join, counts)
+                with self.budget.profile.recording("plan", "write"):
+                    WRITERS.release(self.run_dir)
             self._run = None
 
 
@@ -662,9 +665,10 @@ def log_epoch(
             continue
         drawn.extend((drawing.tag, *drawing.also))
         seconds = time.perf_counter() - start
-        run.worker.submit(
-            _drawing_job(run, budget, drawing, steps, later, seconds, epoch, counts, outcome, costs)
+        job = _drawing_job(
+            run, budget, drawing, steps, later, seconds, epoch, counts, outcome, costs
         )
+        wait_for_worker(budget, lambda job=job: run.worker.submit(job), counts)
 
     def write_plan():
         cpu = time.thread_time()
@@ -686,8 +690,32 @@ def log_epoch(
         if counts:
             budget.add_own(time.thread_time() - cpu)
 
-    run.worker.submit(write_plan)
+    wait_for_worker(budget, lambda: run.worker.submit(write_plan), counts)
     return {"drawn": drawn, "skipped": skipped}
+
+
+def wait_for_worker(budget: budget_lib.TimeBudget, wait, counts: bool) -> None:
+    """Runs `wait()`, which may block on the background worker (a full queue, the last jobs).
+
+    Where the worker's jobs compete with training for the processor (`counts`: no
+    accelerator), their processor time counts as the callbacks' own already: the wait is that
+    same time, seen from the training thread, and is not counted a second time. With an
+    accelerator the jobs do not count, and the training thread's wait does (as writing).
+
+    Example:
+        >>> budget = budget_lib.TimeBudget()
+        >>> with budget.own():
+        ...     wait_for_worker(budget, lambda: time.sleep(0.2), counts=True)
+        >>> budget.own_seconds < 0.1
+        True
+    """
+    start = time.perf_counter()
+    wait()
+    waited = time.perf_counter() - start
+    if counts:
+        budget.add_own(-waited)
+    else:
+        budget.profile.add("plan", "write", waited)
 
 
 def _drawing_job(run, budget, drawing, steps, later, seconds, epoch, counts, outcome, costs):

@@ -19,8 +19,12 @@ training, amortized over the run:
 
 Costs are measured whenever something is drawn; before its first drawing, a drawing's cost is
 the callback's estimate (`ModelTiming`), and at most one such unmeasured drawing starts per epoch,
-so a wrong estimate costs at most one drawing. Bytes are bounded the same way: drawings stop
-within an epoch once `max_bytes` were written.
+so a wrong estimate costs at most one drawing. Estimates are calibrated by what was measured:
+once drawings of a kind were drawn in full and cost less than estimated (a machine faster than
+the estimates assume, tracing cheaper than a model's eager passes suggest), the kind's other
+estimates shrink by the same ratio; they never grow by it (a first feature-map drawing also pays
+the pass every layer shares, which says nothing of the next layer's cost). Bytes are bounded
+the same way: drawings stop within an epoch once `max_bytes` were written.
 
 This module is pure Python (no TensorFlow, no Keras); `tb_cnnviz.callbacks` feeds it.
 """
@@ -63,6 +67,9 @@ FLOOR_FULL_SECONDS = 5.0
 FLOOR_END_SECONDS = 10.0
 
 _EMA = 0.3  # weight of a new measurement in a drawing's steady cost
+#: Estimates shrink by measurements at most this far (a cheap first layer does not make a deep
+#: one free).
+_LEAST_CALIBRATION = 0.25
 
 
 @dataclasses.dataclass
@@ -120,6 +127,9 @@ class _Cost:
     steady: float | None = None  # seconds of a later drawing (EMA), per full `steps`
     bytes: float | None = None
     last_turn: int = -1  # the planning turn it was last drawn at
+    # measured / estimated seconds of the first drawing, where it was drawn in full
+    ratio: float | None = None
+    kind: str = ""
 
 
 class ModelTiming:
@@ -372,6 +382,10 @@ class TimeBudget:
             full = seconds * drawing.steps / steps
         if cost.first is None:
             cost.first = seconds
+            cost.kind = drawing.kind
+            in_full = not drawing.steps or not steps or steps >= drawing.steps
+            if in_full and drawing.estimate > 0:
+                cost.ratio = seconds / drawing.estimate
         else:
             cost.steady = full if cost.steady is None else _EMA * full + (1 - _EMA) * cost.steady
         if written is not None:
@@ -382,11 +396,20 @@ class TimeBudget:
         """Seconds `drawing` is expected to cost now (with `steps`, or its full steps)."""
         cost = self._costs.get(drawing.tag)
         if cost is None or cost.first is None:
-            return drawing.estimate  # one-time costs (tracing) do not shrink with the steps
+            # One-time costs (tracing) do not shrink with the steps.
+            return drawing.estimate * self._calibration(drawing.kind)
         full = cost.steady if cost.steady is not None else cost.first
         if drawing.steps and steps:
             return full * steps / drawing.steps
         return full
+
+    def _calibration(self, kind: str) -> float:
+        """What the kind's measured first drawings cost against their estimates: the largest
+        ratio (the most cautious), at most 1 and at least `_LEAST_CALIBRATION`."""
+        ratios = [c.ratio for c in self._costs.values() if c.kind == kind and c.ratio is not None]
+        if not ratios:
+            return 1.0
+        return min(max(max(ratios), _LEAST_CALIBRATION), 1.0)
 
     def estimate_bytes(self, drawing: Drawing) -> float:
         """Bytes `drawing` is expected to write."""

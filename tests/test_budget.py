@@ -126,6 +126,29 @@ def test_only_one_never_measured_drawing_starts_per_epoch():
     assert tags(clock.run(1, costly)) == ["l1/actmax", "l0/actmax"]
 
 
+def test_measured_first_drawings_calibrate_their_kinds_other_estimates_downward_only():
+    """A kind drawn in full for less than its estimate shrinks its other layers' estimates by
+    that ratio (at most 4x); a kind that cost more keeps them; other kinds are untouched."""
+    clock = Clock(fraction=1.0, epochs=10)
+    actmax = [drawing(f"l{i}/actmax", 1.0, kind="actmax", order=i) for i in range(3)]
+    maps = [drawing(f"l{i}/feature_maps", 0.1, order=i) for i in range(2)]
+    clock.train(10.0)
+    assert tags(clock.run(0, [actmax[0]], cost={"l0/actmax": 0.4})) == ["l0/actmax"]
+    clock.train(10.0)
+    assert tags(clock.run(1, [maps[0]], cost={"l0/feature_maps": 0.5})) == ["l0/feature_maps"]
+    budget = clock.budget
+    assert budget.estimate(actmax[1]) == pytest.approx(0.4)  # measured 0.4 of 1.0 estimated
+    assert budget.estimate(maps[1]) == pytest.approx(0.1)  # cost 5x more: not raised
+    assert budget.estimate(actmax[0]) == pytest.approx(0.4)  # its own measurement
+    clock.train(10.0)
+    assert tags(clock.run(2, [actmax[1]], cost={"l1/actmax": 0.01})) == ["l1/actmax"]
+    assert budget.estimate(actmax[2]) == pytest.approx(0.4)  # the most cautious ratio counts
+    fresh = Clock(fraction=1.0, epochs=10)
+    fresh.train(10.0)
+    assert tags(fresh.run(0, [actmax[0]], cost={"l0/actmax": 0.01})) == ["l0/actmax"]
+    assert fresh.budget.estimate(actmax[1]) == pytest.approx(0.25)  # shrinks at most 4x
+
+
 def test_the_byte_cap_defers_drawings_to_later_epochs():
     """Drawings beyond the per-epoch byte cap wait, with a reason naming the cap."""
     clock = Clock(fraction=1.0, epochs=10, max_bytes=1000)

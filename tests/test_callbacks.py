@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from tb_cnnviz import tiles
+from tb_cnnviz import backend, tiles
 from tb_cnnviz.callbacks import (
     ActivationMaximization,
     Attribution,
@@ -667,3 +667,21 @@ def test_background_writes_keep_steps_in_order_and_plans_carry_costs(tmp_path, r
         assert set(record["costs"]) == set(record["drawn"]), step
         for tag, cost in record["costs"].items():
             assert cost["seconds"] > 0 and cost["bytes"] > 0, (step, tag)
+
+
+@pytest.mark.timing
+def test_own_time_is_what_the_profile_shows_waits_for_the_worker_counted_once(tmp_path):
+    """Sixteen conv layers fill the background worker's queue: on a machine without an
+    accelerator the training thread's waits for it are not counted on top of the jobs' time."""
+    if backend.has_accelerator():
+        pytest.skip("with an accelerator the wait itself counts")
+    layers = [keras.Input((16, 16, 3))]
+    layers += [keras.layers.Conv2D(32, 3, padding="same", name=f"c{i}") for i in range(16)]
+    layers += [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)]
+    model = keras.Sequential(layers)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    viz = CNNViz(str(tmp_path), probe_images=None, budget=None, actmax_freq=0)
+    fit(model, [viz], epochs=3, shape=(16, 16, 3))
+    budget = viz.time_budget
+    # What the profile does not see: taking the writer, the layer order, the log's last words.
+    assert abs(budget.own_seconds - budget.profile.total()) <= 0.05 + 0.05 * budget.own_seconds

@@ -33,10 +33,10 @@ it pays for all 20 runs; the tab shows, and `/layer` is timed on, the two with p
 A first `/layer` read is bounded by how TensorBoard hands blobs to a plugin, not by the plugin:
 with the Rust data server (`--load_fast=auto`, TensorBoard's default wherever it is installed),
 each blob comes over loopback gRPC, and a blob of less than about 64 KB (an index, a small
-layer's tiles) took about 40 ms to arrive here, while blobs of 100-230 KB arrived in 2-5 ms (the
-signature of Nagle's algorithm meeting delayed acknowledgements on a small write). `--load_fast false`
-runs the same part on TensorBoard's Python loader, where blobs are in the process's memory: the
-plugin's own first read.
+layer's tiles) took about 40 ms to arrive here, while blobs of 100-230 KB arrived in 2-5 ms
+(the signature of Nagle's algorithm meeting delayed acknowledgements on a small write).
+`--load_fast false` runs the same part on TensorBoard's Python loader, where blobs are in the
+process's memory: the plugin's own first read.
 
 Logdirs are written with `tb_cnnviz.summary` under `tf.summary.create_file_writer`.
 

@@ -433,7 +433,7 @@ class VizCallback(keras.callbacks.Callback):
             images: Inputs to time it with: an array `[n, ...]` or a list of them.
         """
         budget = self._time_budget
-        if budget.timing is None or budget.timing_model is not model:
+        if not budget.timed(model):
             arrays = images if isinstance(images, list) else [images]
             n = min(len(arrays[0]), 8)
 

@@ -73,9 +73,7 @@ class FeatureMaps(VizCallback):
     def _validate(self, model):
         try:
             budget = self._time_budget
-            if budget.fraction is not None and (
-                budget.timing is None or budget.timing_model is not model
-            ):
+            if budget.fraction is not None and not budget.timed(model):
                 # Timing the model for estimates runs it on the probe images: that is the check
                 # too (one eager pass fewer, about a third of this kind's setup on MobileNetV2).
                 self._model_timing(model, self.probe_images)

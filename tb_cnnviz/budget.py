@@ -127,9 +127,6 @@ class _Cost:
     steady: float | None = None  # seconds of a later drawing (EMA), per full `steps`
     bytes: float | None = None
     last_turn: int = -1  # the planning turn it was last drawn at
-    # measured / estimated seconds of the first drawing, where it was drawn in full
-    ratio: float | None = None
-    kind: str = ""
 
 
 class ModelTiming:
@@ -238,6 +235,8 @@ class TimeBudget:
         self.train_seconds = 0.0
         self.own_seconds = 0.0
         self._costs: dict[str, _Cost] = {}
+        # kind -> the largest measured / estimated seconds of a first drawing drawn in full
+        self._ratios: dict[str, float] = {}
         self._reported: set[str] = set()
         self._fit_start: float | None = None
         self._fit_own_start = 0.0
@@ -265,6 +264,7 @@ class TimeBudget:
         """
         if model is not self.timing_model:
             self._costs.clear()
+            self._ratios.clear()
             self.timing, self.timing_model = None, model
 
     def start_fit(self, epochs: int | None, now: float | None = None) -> None:
@@ -382,10 +382,10 @@ class TimeBudget:
             full = seconds * drawing.steps / steps
         if cost.first is None:
             cost.first = seconds
-            cost.kind = drawing.kind
             in_full = not drawing.steps or not steps or steps >= drawing.steps
             if in_full and drawing.estimate > 0:
-                cost.ratio = seconds / drawing.estimate
+                ratio = seconds / drawing.estimate
+                self._ratios[drawing.kind] = max(ratio, self._ratios.get(drawing.kind, 0.0))
         else:
             cost.steady = full if cost.steady is None else _EMA * full + (1 - _EMA) * cost.steady
         if written is not None:
@@ -406,10 +406,8 @@ class TimeBudget:
     def _calibration(self, kind: str) -> float:
         """What the kind's measured first drawings cost against their estimates: the largest
         ratio (the most cautious), at most 1 and at least `_LEAST_CALIBRATION`."""
-        ratios = [c.ratio for c in self._costs.values() if c.kind == kind and c.ratio is not None]
-        if not ratios:
-            return 1.0
-        return min(max(max(ratios), _LEAST_CALIBRATION), 1.0)
+        ratio = self._ratios.get(kind)
+        return 1.0 if ratio is None else min(max(ratio, _LEAST_CALIBRATION), 1.0)
 
     def estimate_bytes(self, drawing: Drawing) -> float:
         """Bytes `drawing` is expected to write."""
@@ -425,6 +423,16 @@ class TimeBudget:
         with self._lock:
             costs = list(self._costs.values())
         return max((max(c.first or 0.0, c.steady or 0.0) for c in costs), default=0.0)
+
+    def timed(self, model: object) -> bool:
+        """Whether `timing` holds a `ModelTiming` of `model`.
+
+        Example:
+            >>> budget = TimeBudget()
+            >>> budget.timed(object())
+            False
+        """
+        return self.timing is not None and self.timing_model is model
 
     def measured(self, drawing: Drawing) -> bool:
         """Whether `drawing` was drawn (and timed) before."""

@@ -11,7 +11,9 @@ training, amortized over the run:
   cost. The turn stops at the first one that does not fit, so credit builds up for it instead of
   going to smaller ones: every drawing gets its turn.
 * The last epoch of `fit()` is preferred: earlier epochs keep back the credit that the last one
-  needs to draw everything once, beyond what training will still earn by then.
+  needs to draw everything once, beyond what training will still earn by then. At the last
+  epoch nothing waits for a turn, and a drawing that still does not fit and was not drawn in
+  this fit is left out, with the same kind of reason.
 * The drawings the whole run can afford once each (after the setup and the cheap drawings of
   every epoch; kinds in turn, each kind's cheapest first) take turns; the others are *left out*,
   and the reason names their cost and how to get them (a larger `budget`, or `budget=None`).
@@ -498,7 +500,7 @@ class TimeBudget:
         costly_chosen = 0
         waiting = None
         for d in sorted(affordable, key=staleness):
-            if waiting is not None:
+            if waiting is not None and not final:  # the last epoch has no later turn to wait for
                 skipped[d.tag] = _waits(waiting)
                 continue
             if not self.measured(d) and unmeasured_started and not final:
@@ -511,6 +513,15 @@ class TimeBudget:
             if steps is False or too_big:
                 waiting = d
                 skipped[d.tag] = self._short(d, available, bytes_left if too_big else math.inf)
+                if final and d.tag not in self._drawn_in_fit:
+                    # No later epoch will draw it: this fit goes without it, and says so.
+                    left_out[d.tag] = skipped[d.tag] = (
+                        f"left out: the last epoch's pictures reached the "
+                        f"{_megabytes(self.max_bytes)} cap before it; pass a larger max_bytes "
+                        "(or max_bytes=None) to draw it"
+                        if too_big
+                        else self._too_costly(d, run_budget, available)
+                    )
                 continue
             chosen.append((d, steps))
             costly_chosen += 1

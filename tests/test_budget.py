@@ -101,6 +101,21 @@ def test_the_last_epoch_gets_what_it_needs_to_draw_everything():
     assert sorted(tags(plans[-1])) == ["l0/actmax", "l1/actmax"]
 
 
+def test_a_drawing_the_last_epoch_cannot_fit_is_reported_left_out_not_deferred():
+    """At the last epoch a never-drawn drawing that does not fit is left out (no later turn)."""
+    clock = Clock(fraction=0.1, epochs=2)
+    first = drawing("a/actmax", 0.05, kind="actmax", order=0)
+    second = drawing("b/actmax", 0.1, kind="actmax", order=1)
+    clock.train(2.0)
+    assert tags(clock.run(0, [first, second], cost={"a/actmax": 0.6})) == ["a/actmax"]
+    clock.train(2.0)  # a cost 12x its estimate: the last epoch has no credit for b
+    plan = clock.run(1, [first, second], final=True, cost={"a/actmax": 0.6})
+    assert tags(plan) == []
+    reason = plan.left_out["b/actmax"]
+    assert reason.startswith("left out") and "budget=" in reason
+    assert list(clock.budget.never_drawn(plan.left_out)) == ["b/actmax"]  # a was drawn
+
+
 def test_scalable_drawings_take_fewer_steps_when_credit_is_short():
     """A measured drawing with steps is drawn with fewer steps (not below min_steps) when short."""
     clock = Clock(fraction=0.1, epochs=100)

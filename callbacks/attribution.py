@@ -104,7 +104,8 @@ class Attribution(VizCallback):
         self.methods = methods
         self.layer = layer if layer is None or isinstance(layer, str) else list(layer)
         self.class_names = None if class_names is None else [str(c) for c in class_names]
-        self._target_layers: list[str | None] = []
+        # The layer Grad-CAM reads per input; None until known (see `_validate`).
+        self._target_layers: list[str | None] | None = None
         self._tag_names: list[str] = []
         self._rows: tuple[np.ndarray, np.ndarray] = (np.zeros(0, int), np.zeros(0, int))
         self._predicted = self._confidence = np.zeros(0)
@@ -121,7 +122,12 @@ class Attribution(VizCallback):
     def _validate(self, model):
         arrays = attribution_lib.check_images(model, self.probe_images, argument="probe_images")
         image_inputs = [i for i, a in enumerate(arrays) if a.ndim in (3, 4, 5)]
-        if any(m != "smoothgrad" for m in self.methods):
+        # A named layer is checked now. Without one, the layer Grad-CAM reads is found by a
+        # forward and backward pass of the model (about a second on MobileNetV2 at 224, most
+        # of this kind's setup): that waits for the first Grad-CAM drawing, so a run that
+        # cannot afford one does not pay for it, and the plan counts it in that drawing.
+        self._target_layers = None
+        if self.layer is not None and any(m != "smoothgrad" for m in self.methods):
             self._target_layers = attribution_lib.gradcam_layers(
                 model, self.probe_images, self.layer
             )
@@ -195,11 +201,15 @@ class Attribution(VizCallback):
         rows = 2 * self._count() if self.labels is not None else self._count()
         if method == "smoothgrad":
             rows *= attribution_lib.DEFAULT_SMOOTHGRAD_SAMPLES
+        # Before the first Grad-CAM, finding its layer costs an eager forward and backward
+        # pass of two images.
+        find_layer = 3 * timing.forward(2) if self._target_layers is None else 0.0
         return (
             TRACE_SECONDS * timing.compiles
             + timing.trace()
             + timing.backward(rows)
             + timing.forward(self._count())
+            + (find_layer if method != "smoothgrad" else 0.0)
         )
 
     def _prepare(self, step):
@@ -237,6 +247,11 @@ class Attribution(VizCallback):
             self.model, batch if multi else batch[0], target=target, **options
         )
         maps = maps if multi else [maps]
+        if method != "smoothgrad" and self._target_layers is None:
+            # Grad-CAM found its layers just now (cached per model): name them in the tab.
+            self._target_layers = attribution_lib.gradcam_layers(
+                self.model, self.probe_images, self.layer
+            )
         n = self._count()
         arrays, tag_names = list(self._arrays), list(self._tag_names)
         layers = [

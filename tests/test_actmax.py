@@ -586,3 +586,69 @@ def test_a_jax_fit_logs_activation_maximization_read_back_through_tensorboard(tm
         assert np.isfinite(pictures.index["stats"]["activation"]).all()
         per_image = pictures.tiles.reshape(filters, -1)
         assert (per_image.std(axis=1) > 0.01).all()  # pictures, not flat tiles
+
+
+# -- Receptive fields --------------------------------------------------------------------------
+
+
+def _residual_se_model():
+    """A Keras-guide residual block with a dilated conv and a squeeze-and-excite gate."""
+    x = inputs = keras.Input((48, 48, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="stem")(x)
+    y = keras.layers.Conv2D(8, 3, dilation_rate=2, padding="same", name="dilated")(x)
+    y = keras.layers.BatchNormalization()(y)
+    x = keras.layers.Add()([x, keras.layers.Activation("relu")(y)])
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="after_pool")(x)
+    gate = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    gate = keras.layers.Conv2D(8, 1, activation="sigmoid", name="gate")(gate)
+    x = keras.layers.Multiply()([x, gate])
+    x = keras.layers.Conv2D(8, 3, padding="same", name="after_se")(x)
+    return keras.Model(inputs, x)
+
+
+def test_receptive_fields_from_the_graph_equal_the_measured_ones():
+    """Fields derived from kernels, strides and dilations equal one backward pass's, branches
+    and squeeze-and-excite included, without running the model."""
+    from tb_cnnviz.actmax import forward
+
+    model = _residual_se_model()
+    derived = {p: forward.derived_field(model, p) for p in ("stem", "dilated", "after_pool")}
+    assert derived == {"stem": (3, 3), "dilated": (11, 11), "after_pool": (21, 21)}
+    assert forward.derived_field(model, "after_se") == (48, 48)  # the gate reads everything
+    for path in ("stem", "dilated", "after_pool", "after_se"):
+        assert forward.measured_field(model, path) == forward.receptive_field(model, path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", ["MobileNetV2", "ResNet50", "EfficientNetB0"])
+def test_receptive_fields_of_keras_applications_are_derived_as_measured(make):
+    """On keras.applications at 96x96, the derived field of early, middle and late convs is
+    the measured one (no pass runs for it)."""
+    from tb_cnnviz import layers as layer_lib
+    from tb_cnnviz.actmax import forward
+
+    model = getattr(keras.applications, make)(weights=None, input_shape=(96, 96, 3), classes=4)
+    paths = [p for p, _ in layer_lib.conv_layers(model)]
+    for path in {paths[0], paths[2], paths[len(paths) // 3], paths[-1]}:
+        derived = forward.derived_field(model, path)
+        assert derived is not None, path
+        assert derived == forward.measured_field(model, path), path
+
+
+def test_a_conv_inside_a_custom_block_has_its_field_measured():
+    """A conv inside a custom Layer is not in the model's graph: its field is measured."""
+    from tb_cnnviz.actmax import forward
+
+    class Block(keras.layers.Layer):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.conv = keras.layers.Conv2D(4, 5, padding="same", name="inner")
+
+        def call(self, x):
+            return self.conv(x)
+
+    inputs = keras.Input((24, 24, 3))
+    model = keras.Model(inputs, Block(name="block")(keras.layers.Conv2D(4, 3, name="c")(inputs)))
+    assert forward.derived_field(model, "block/inner") is None
+    assert forward.receptive_field(model, "block/inner") == (7, 7)

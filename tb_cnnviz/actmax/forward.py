@@ -32,7 +32,14 @@ from tb_cnnviz import backend, heads
 from tb_cnnviz import layers as layer_lib
 from tb_cnnviz.actmax.objectives import LOGITS
 
-__all__ = ["ModelReader", "find_layer", "image_input_shape", "receptive_field"]
+__all__ = [
+    "ModelReader",
+    "derived_field",
+    "find_layer",
+    "image_input_shape",
+    "measured_field",
+    "receptive_field",
+]
 
 
 def image_input_shape(model: keras.Model) -> tuple:
@@ -105,12 +112,16 @@ FREE_SIZE = 128
 def receptive_field(model: keras.Model, layer: str) -> tuple[int, int]:
     """The input pixels the centre position of a conv layer reads: its receptive field `(h, w)`.
 
-    Measured, not derived from kernel sizes and strides, so it holds for any structure
-    (residual branches, custom blocks, dilations): the gradient of the layer's centre position,
-    all its filters together, with respect to four random images is nonzero exactly on the
-    pixels that reach it (a ReLU can gate a pixel off for one image, hardly for all four and
-    every filter). One forward and backward pass up to the layer, cached per model and layer.
-    At most the input size.
+    Where the layer is a top-level layer of a Functional or Sequential model and every layer
+    between it and the input is one whose field is known (convs, pooling, normalization,
+    activations, padding, merges; global pooling reads everything), the field is derived from
+    kernel sizes, strides and dilations through the graph, residual branches included: no pass
+    of the model. Otherwise (custom blocks, nested models, an unknown op on the way) it is
+    measured: the gradient of the layer's centre position, all its filters together, with
+    respect to four random images is nonzero exactly on the pixels that reach it (a ReLU can
+    gate a pixel off for one image, hardly for all four and every filter); one forward and
+    backward pass up to the layer. Both agree where both apply (tests/test_actmax.py pins it on
+    keras.applications models). Cached per model and layer; at most the input size.
 
     Example:
         >>> m = keras.Sequential([keras.Input((32, 32, 3)),
@@ -123,6 +134,24 @@ def receptive_field(model: keras.Model, layer: str) -> tuple[int, int]:
     if layer in known:
         return known[layer]
     path, _ = find_layer(model, layer, "layer", conv=True)
+    derived = derived_field(model, path)
+    if derived is not None:
+        known[path] = known[layer] = derived
+        return derived
+    return measured_field(model, path)
+
+
+def measured_field(model: keras.Model, path: str) -> tuple[int, int]:
+    """The receptive field of the conv layer at `path`, measured by one backward pass (see
+    `receptive_field`); cached as `receptive_field`'s.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((32, 32, 3)),
+        ...     keras.layers.Conv2D(4, 5, strides=2, padding="same", name="b")])
+        >>> measured_field(m, "b")
+        (5, 5)
+    """
+    known = _FIELDS.setdefault(model, {})
     reader = ModelReader(model, {path: "feature_maps"})
     h, w, c = (d or FREE_SIZE for d in reader.input_shape)
     images = np.random.default_rng(0).random((4, h, w, c), dtype=np.float32)
@@ -137,8 +166,101 @@ def receptive_field(model: keras.Model, layer: str) -> tuple[int, int]:
     reached = np.abs(backend.to_numpy(grad)).sum(axis=(0, 3)) > 0
     rows, cols = np.flatnonzero(reached.any(axis=1)), np.flatnonzero(reached.any(axis=0))
     field = (1, 1) if not len(rows) else (int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1))
-    known[path] = known[layer] = field
+    known[path] = field
     return field
+
+
+# Layers whose output position reads the same position of their inputs (per spatial axis).
+_POINTWISE = (
+    "Activation", "BatchNormalization", "LayerNormalization", "GroupNormalization",
+    "UnitNormalization", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Dropout",
+    "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout", "Rescaling",
+    "Normalization", "Identity", "InputLayer", "Add", "Subtract", "Multiply", "Average",
+    "Maximum", "Minimum", "Concatenate", "Dense", "EinsumDense", "ZeroPadding2D", "Cropping2D",
+    "CenterCrop",
+)  # fmt: skip
+# Layers whose every output reads every input position (as far as the field goes).
+_GLOBAL = (
+    "GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling1D",
+    "GlobalMaxPooling1D", "Flatten", "Reshape",
+)  # fmt: skip
+_WHOLE = (math.inf, math.inf, 1, 1)  # a field as large as the input
+
+
+def derived_field(model: keras.Model, path: str) -> tuple[int, int] | None:
+    """The receptive field of a top-level conv layer from the model's graph; None where a
+    layer on the way (or the model's structure) does not tell it.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((32, 32, 3)),
+        ...     keras.layers.Conv2D(4, 3, padding="same", name="a"),
+        ...     keras.layers.MaxPooling2D(2),
+        ...     keras.layers.Conv2D(4, 3, dilation_rate=2, padding="same", name="b")])
+        >>> derived_field(m, "a"), derived_field(m, "b")
+        ((3, 3), (12, 12))
+    """
+    graph = getattr(model, "_functional", None) or model  # a Sequential's graph
+    by_depth = getattr(graph, "_nodes_by_depth", None)
+    inputs = getattr(graph, "inputs", None)
+    if not by_depth or not inputs or len(inputs) != 1 or "/" in path:
+        return None
+    try:
+        target = model.get_layer(path)
+    except ValueError:
+        return None
+    nodes = getattr(target, "_inbound_nodes", [])
+    if len(nodes) != 1:  # a layer called twice has two fields
+        return None
+    state = {id(inputs[0]): (1, 1, 1, 1)}  # tensor -> (field h, field w, jump h, jump w)
+    for depth in sorted(by_depth, reverse=True):
+        for node in by_depth[depth]:
+            ins = [state.get(id(t)) for t in node.input_tensors]
+            if not ins or any(i is None for i in ins):
+                continue  # it does not (only) read the image: its outputs stay unknown
+            out = _field_step(node.operation, ins)
+            for t in node.output_tensors:
+                if out is not None:
+                    state[id(t)] = out
+            if node is nodes[0]:
+                if out is None or math.isinf(out[0]) or len(node.output_tensors) != 1:
+                    return None if out is None else _input_size(model)
+                full = _input_size(model)
+                return (min(int(out[0]), full[0]), min(int(out[1]), full[1]))
+    return None
+
+
+def _input_size(model) -> tuple[int, int]:
+    h, w, _ = (d or FREE_SIZE for d in image_input_shape(model))
+    return h, w
+
+
+def _field_step(op, ins):
+    """The field an operation's output has, from its inputs' (or None where it cannot tell)."""
+    name = type(op).__name__
+    if name in _GLOBAL:
+        return _WHOLE
+    merged = tuple(max(i[k] for i in ins) for k in range(4))
+    if name in _POINTWISE:
+        return merged
+    if isinstance(op, keras.layers.Conv2DTranspose) or len(ins) != 1:
+        return None
+    if isinstance(op, keras.layers.Conv2D | keras.layers.DepthwiseConv2D):
+        kernel, strides, dilation = op.kernel_size, op.strides, op.dilation_rate
+    elif name in ("SeparableConv2D",):
+        kernel, strides, dilation = op.kernel_size, op.strides, op.dilation_rate
+    elif name in ("MaxPooling2D", "AveragePooling2D"):
+        kernel, strides, dilation = op.pool_size, op.strides, (1, 1)
+    else:
+        return None
+    if getattr(op, "data_format", "channels_last") != "channels_last":
+        return None
+    fh, fw, jh, jw = merged
+    return (
+        fh + (kernel[0] - 1) * dilation[0] * jh,
+        fw + (kernel[1] - 1) * dilation[1] * jw,
+        jh * strides[0],
+        jw * strides[1],
+    )
 
 
 class ModelReader:

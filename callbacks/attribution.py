@@ -208,7 +208,7 @@ class Attribution(VizCallback):
             TRACE_SECONDS * timing.compiles
             + timing.trace()
             + timing.backward(rows)
-            + timing.forward(self._count())
+            + timing.compiled_forward(self._count())
             + (find_layer if method != "smoothgrad" else 0.0)
         )
 

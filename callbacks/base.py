@@ -298,6 +298,9 @@ class VizCallback(keras.callbacks.Callback):
                 self._planner = Planner(type(self).__name__, self._run_dir, budget)
                 self._time_budget = budget
             self._planner.begin(self)
+        # A step's shared work (one pass of the probe images) belongs to this fit(): a second
+        # fit() starts at step 0 again, maybe with another model.
+        self._prepared_step = None
         if not self.freq:
             return
         with self._time_budget.own(), self._setup():

@@ -25,8 +25,11 @@ so a wrong estimate costs at most one drawing. Estimates are calibrated by what 
 once drawings of a kind were drawn in full and cost less than estimated (a machine faster than
 the estimates assume, tracing cheaper than a model's eager passes suggest), the kind's other
 estimates shrink by the same ratio; they never grow by it (a first feature-map drawing also pays
-the pass every layer shares, which says nothing of the next layer's cost). Bytes are bounded
-the same way: drawings stop within an epoch once `max_bytes` were written.
+the pass every layer shares, which says nothing of the next layer's cost). The estimates start
+from eager passes of the model timed at setup; once a compiled pass was timed (the feature
+maps' pass, from its second drawing on), they come from that, and calibration starts again for
+them (a ratio measured against one basis says nothing of the other). Bytes are bounded the same
+way: drawings stop within an epoch once `max_bytes` were written.
 
 This module is pure Python (no TensorFlow, no Keras); `tb_cnnviz.callbacks` feeds it.
 """
@@ -93,6 +96,9 @@ class Drawing:
             proportional to them.
         min_steps: The fewest steps worth drawing.
         order: Ties between drawings of equal staleness go to the lower order.
+        compiled_basis: Whether `estimate` was made from a timed compiled pass
+            (`ModelTiming.compiled_per_image`); the budget sets it when it plans, and
+            calibrates estimates of either basis only by measurements of the same basis.
     """
 
     tag: str
@@ -106,6 +112,7 @@ class Drawing:
     steps: int | None = None
     min_steps: int | None = None
     order: int = 0
+    compiled_basis: bool = False
 
 
 @dataclasses.dataclass
@@ -135,8 +142,12 @@ class ModelTiming:
     """What one eager forward pass of a model costs: a fixed part and a part per image.
 
     The fixed part is dominated by per-operation overhead, which also sets how long tracing a
-    compiled function of the model takes; the per-image part sets what every image of a
-    compiled forward pass costs. Both come from timing `forward(1 image)` and `forward(n images)`.
+    compiled function of the model takes. Both come from timing `forward(1 image)` and
+    `forward(n images)`. An eager pass's cost per image says little of a compiled pass's (on
+    small models it is ten times as much, on keras.applications models two to five times), so
+    once a compiled forward pass of the model was timed (`observe_compiled`, fed by the
+    feature maps' pass from their second drawing on), the compiled costs (`compiled_forward`,
+    `backward`) come from it instead.
 
     Args:
         fixed: Seconds of an eager forward pass that do not grow with the batch.
@@ -156,10 +167,34 @@ class ModelTiming:
     #: A compiled forward and backward pass of one image costs this many eager forward passes.
     BACKWARD_FACTOR = 3.0
 
+    #: A compiled forward and backward pass costs about this many compiled forward passes.
+    COMPILED_BACKWARD_FACTOR = 3.0
+
     def __init__(self, fixed: float, per_image: float, *, compiles: bool = True):
         self.fixed = max(float(fixed), 0.0)
         self.per_image = max(float(per_image), 0.0)
         self.compiles = bool(compiles)
+        #: Seconds per image of a compiled forward pass, once one was timed; else None.
+        self.compiled_per_image: float | None = None
+
+    def observe_compiled(self, images: int, seconds: float) -> None:
+        """Records a timed compiled forward pass of `images` images (traced before).
+
+        The slowest observation is kept, the most cautious one: a pass slowed down by the
+        background worker competing for the processor makes later estimates larger, never
+        smaller than the model's speed warrants.
+
+        Example:
+            >>> timing = ModelTiming(fixed=0.02, per_image=0.01)
+            >>> timing.observe_compiled(8, 0.016)
+            >>> round(timing.compiled_forward(8), 3), round(timing.backward(8), 3)
+            (0.016, 0.048)
+        """
+        if images <= 0 or not math.isfinite(seconds) or seconds < 0:
+            return
+        per_image = seconds / images
+        known = self.compiled_per_image
+        self.compiled_per_image = per_image if known is None else max(known, per_image)
 
     @classmethod
     def measure(
@@ -193,8 +228,17 @@ class ModelTiming:
         backend does not compile)."""
         return self.TRACE_FACTOR * self.fixed if self.compiles else 0.0
 
+    def compiled_forward(self, images: int) -> float:
+        """Seconds of a compiled forward pass of `images` images (the eager estimate until a
+        compiled pass was observed)."""
+        if self.compiled_per_image is None:
+            return self.forward(images)
+        return self.compiled_per_image * images
+
     def backward(self, images: int) -> float:
         """Seconds of a compiled forward and backward pass of `images` images."""
+        if self.compiled_per_image is not None:
+            return self.COMPILED_BACKWARD_FACTOR * self.compiled_per_image * images
         return self.BACKWARD_FACTOR * self.per_image * images
 
 
@@ -237,8 +281,9 @@ class TimeBudget:
         self.train_seconds = 0.0
         self.own_seconds = 0.0
         self._costs: dict[str, _Cost] = {}
-        # kind -> the largest measured / estimated seconds of a first drawing drawn in full
-        self._ratios: dict[str, float] = {}
+        # (kind, compiled basis) -> the largest measured / estimated seconds of a first
+        # drawing drawn in full
+        self._ratios: dict[tuple[str, bool], float] = {}
         self._reported: set[str] = set()
         self._fit_start: float | None = None
         self._fit_own_start = 0.0
@@ -387,7 +432,8 @@ class TimeBudget:
             in_full = not drawing.steps or not steps or steps >= drawing.steps
             if in_full and drawing.estimate > 0:
                 ratio = seconds / drawing.estimate
-                self._ratios[drawing.kind] = max(ratio, self._ratios.get(drawing.kind, 0.0))
+                key = (drawing.kind, drawing.compiled_basis)
+                self._ratios[key] = max(ratio, self._ratios.get(key, 0.0))
         else:
             cost.steady = full if cost.steady is None else _EMA * full + (1 - _EMA) * cost.steady
         if written is not None:
@@ -408,8 +454,12 @@ class TimeBudget:
     def _calibration(self, kind: str) -> float:
         """What the kind's measured first drawings cost against their estimates: the largest
         ratio (the most cautious), at most 1 and at least `_LEAST_CALIBRATION`."""
-        ratio = self._ratios.get(kind)
+        ratio = self._ratios.get((kind, self._compiled_basis()))
         return 1.0 if ratio is None else min(max(ratio, _LEAST_CALIBRATION), 1.0)
+
+    def _compiled_basis(self) -> bool:
+        """Whether estimates made now come from a timed compiled pass of the model."""
+        return self.timing is not None and self.timing.compiled_per_image is not None
 
     def estimate_bytes(self, drawing: Drawing) -> float:
         """Bytes `drawing` is expected to write."""
@@ -458,6 +508,9 @@ class TimeBudget:
 
     def _plan(self, epoch: int, drawings: Sequence[Drawing], final: bool) -> Plan:
         self._turn += 1
+        basis = self._compiled_basis()
+        for d in drawings:
+            d.compiled_basis = basis
         if self.fraction is None:
             return Plan([(d, d.steps) for d in drawings], {}, {})
         chosen: list[tuple[Drawing, int | None]] = []

@@ -164,6 +164,31 @@ def test_measured_first_drawings_calibrate_their_kinds_other_estimates_downward_
     assert fresh.budget.estimate(actmax[1]) == pytest.approx(0.25)  # shrinks at most 4x
 
 
+def test_a_timed_compiled_pass_replaces_the_eager_per_image_cost_in_estimates():
+    """Once a compiled pass was observed, backward and compiled forward scale from it (the
+    slowest observation kept), not from the eager pass's cost per image."""
+    timing = ModelTiming(fixed=0.05, per_image=0.07)
+    assert timing.backward(16) == pytest.approx(3.0 * 0.07 * 16)  # eager basis
+    timing.observe_compiled(8, 0.12)
+    timing.observe_compiled(8, 0.08)  # a faster pass does not make it optimistic
+    assert timing.compiled_forward(8) == pytest.approx(0.12)
+    assert timing.backward(16) == pytest.approx(3.0 * 0.015 * 16)
+    assert timing.forward(8) == pytest.approx(0.05 + 0.07 * 8)  # eager passes stay eager
+
+
+def test_calibration_measured_on_eager_estimates_does_not_shrink_compiled_ones():
+    """A ratio measured against an eager-basis estimate does not apply once estimates come from
+    a compiled pass (they would shrink twice)."""
+    clock = Clock(fraction=1.0, epochs=10)
+    clock.budget.timing = ModelTiming(0.01, 0.01)
+    actmax = [drawing(f"l{i}/actmax", 1.0, kind="actmax", order=i) for i in range(2)]
+    clock.train(10.0)
+    clock.run(0, actmax[:1], cost={"l0/actmax": 0.5})
+    assert clock.budget.estimate(actmax[1]) == pytest.approx(0.5)
+    clock.budget.timing.observe_compiled(8, 0.01)
+    assert clock.budget.estimate(actmax[1]) == pytest.approx(1.0)  # a new basis: uncalibrated
+
+
 def test_the_byte_cap_defers_drawings_to_later_epochs():
     """Drawings beyond the per-epoch byte cap wait, with a reason naming the cap."""
     clock = Clock(fraction=1.0, epochs=10, max_bytes=1000)

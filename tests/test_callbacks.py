@@ -396,6 +396,36 @@ def plans(logs, owner="cnnviz"):
     return out
 
 
+def test_a_second_one_epoch_fit_draws_its_own_step_zero(tmp_path, read_logdir):
+    """Two fit() calls of one epoch (same step 0; the second with another model) each run their
+    own probe pass: no stale or missing outputs, no warning."""
+    probes, labels = data(n=3, seed=1)
+    viz = CNNViz(str(tmp_path), probe_images=probes, labels=labels, budget=None, actmax_freq=0)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        fit(small_cnn(), [viz], epochs=1)
+        fit(small_cnn(), [viz], epochs=1)
+    assert [str(w.message) for w in seen if "tb-cnnviz" in str(w.message)] == []
+    logs = read_logdir(tmp_path)
+    assert logs.steps("train", "conv_b/feature_maps") == [0]
+    assert ("train", "gradcam/attribution") in logs.cnnviz_tags()
+
+
+def test_the_feature_maps_second_pass_times_the_compiled_model_for_estimates(tmp_path):
+    """From the feature maps' second pass on, the budget's ModelTiming knows the compiled speed
+    per image, which the estimates of Grad-CAM and activation maximization then use."""
+    probes, _ = data(n=4, seed=1)
+    viz = CNNViz(str(tmp_path), probe_images=probes, budget=1.0, attribution_freq=0, actmax_freq=0)
+    fit(small_cnn(), [viz], epochs=1)
+    assert viz.time_budget.timing.compiled_per_image is None  # one pass: it was traced then
+    fit(small_cnn(), [viz], epochs=1)  # another model: timed afresh, traced again
+    assert viz.time_budget.timing.compiled_per_image is None
+    model = small_cnn()
+    fit(model, [viz], epochs=3)
+    per_image = viz.time_budget.timing.compiled_per_image
+    assert per_image is not None and 0 < per_image < 1.0
+
+
 @pytest.mark.timing
 def test_default_budget_keeps_own_time_within_five_percent(tmp_path, read_logdir):
     """CNNViz defaults: own time within 5% of training, plus what is left of the floor at ~9 s

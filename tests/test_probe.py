@@ -229,3 +229,47 @@ def test_index_is_replaced_whole(logged):
     assert not [n for n in names if n.startswith(".tmp")]
     with open(os.path.join(snapshot_dir(log_dir), "index.json"), encoding="utf-8") as f:
         assert json.load(f)["version"] == 1
+
+
+def test_cli_probe_draws_a_png(logged, tmp_path, capsys):
+    """`tb-cnnviz probe IMAGE -o probe.png` writes a PNG of the image, predictions and maps."""
+    from PIL import Image
+
+    from tb_cnnviz import cli
+
+    log_dir, probes = logged
+    image = tmp_path / "in.png"
+    Image.fromarray((probes[0] * 255).astype(np.uint8)).save(image)
+    out = tmp_path / "probe.png"
+    argv = ["probe", "--logdir", str(log_dir), "--run", "train", "--step", "2"]
+    assert cli.main([*argv, "--layer", "conv_a", str(image), "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Image.open(out).size[0] > 100
+    assert f"Wrote {out}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("make", "extra", "message"),
+    [
+        (lambda p: p.write_text("not a picture"), [], "is not an image Pillow can read"),
+        (lambda p: None, [], "no image file"),
+        (lambda p: p.write_bytes(b""), ["--step", "1"], "steps with one: 0, 2"),
+    ],
+    ids=["non-image", "missing", "no-snapshot"],
+)
+def test_cli_probe_fails_cleanly(logged, tmp_path, capsys, make, extra, message):
+    """Bad input ends with status 2 and one line on stderr saying what is wrong."""
+    from PIL import Image
+
+    from tb_cnnviz import cli
+
+    log_dir, _ = logged
+    image = tmp_path / "in.png"
+    make(image)
+    if "--step" in extra:
+        Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(image)
+    argv = ["probe", "--logdir", str(log_dir), "--run", "train", *extra, str(image)]
+    assert cli.main([*argv, "-o", str(tmp_path / "out.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tb-cnnviz probe: ") and message in err and "\n" not in err
+    assert not (tmp_path / "out.png").exists()

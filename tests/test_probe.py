@@ -39,12 +39,19 @@ def restored(log_dir, step):
 
 
 @pytest.fixture(scope="module")
-def logged(tmp_path_factory):
-    """A 3-epoch fit of the small CNN with CNNViz's defaults: `(log_dir, probe images)`."""
+def logged_run(tmp_path_factory):
+    """A 3-epoch fit of the small CNN with CNNViz's defaults: `(log_dir, probe images, viz)`."""
     log_dir = tmp_path_factory.mktemp("probe")
     probes, labels = data(n=4, seed=1)
-    fit(small_cnn(), [CNNViz(str(log_dir), probes, labels=labels, class_names=["a", "b"])], 3)
-    return log_dir, probes
+    viz = CNNViz(str(log_dir), probes, labels=labels, class_names=["a", "b"])
+    fit(small_cnn(), [viz], 3)
+    return log_dir, probes, viz
+
+
+@pytest.fixture(scope="module")
+def logged(logged_run):
+    """`(log_dir, probe images)` of `logged_run`."""
+    return logged_run[:2]
 
 
 def test_defaults_keep_the_first_and_latest_step_only(logged):
@@ -66,6 +73,13 @@ def test_defaults_keep_the_first_and_latest_step_only(logged):
     sizes = [os.path.getsize(os.path.join(snapshot_dir(log_dir), n)) for n in weight_files(log_dir)]
     assert sum(sizes) <= 2 * max(sizes)
     assert all(index["steps"][s]["seconds"] >= 0 for s in (0, 2))
+
+
+def test_snapshot_time_counts_as_the_callbacks_own(logged_run):
+    """The snapshots' writing is profiled in CNNViz's budget, inside its own time."""
+    budget = logged_run[2].time_budget
+    spent = sum(budget.profile.table()["snapshots"].values())
+    assert 0 < spent <= budget.own_seconds
 
 
 @pytest.mark.parametrize(
@@ -220,6 +234,40 @@ def test_model_checkpoint_files_are_recorded_instead_of_copies(tmp_path):
     result = probe.probe(tmp_path, "train", probes[0], step=1)
     direct = attribution.gradcam(restored(tmp_path, 1), result.image[None], target=result.target)
     np.testing.assert_allclose(result.heatmap, direct[0], atol=1e-3)
+
+
+def test_loaded_models_are_cached_within_the_bound_and_shared_safely(logged, monkeypatch):
+    """A second call reuses the loaded model; the LRU drops the oldest beyond MAX_MODELS; two
+    threads probing one model at once both get the same answer."""
+    import concurrent.futures
+
+    log_dir, probes = logged
+    probe.clear_cache()
+    probe.probe(log_dir, "train", probes[0], step=0)
+    [entry] = probe._CACHE.values()
+    probe.probe(log_dir, "train", probes[1], step=0)
+    assert list(probe._CACHE.values()) == [entry]
+    monkeypatch.setattr(probe, "MAX_MODELS", 1)
+    probe.probe(log_dir, "train", probes[0], step=2)
+    assert len(probe._CACHE) == 1 and entry not in probe._CACHE.values()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(lambda _: probe.probe(log_dir, "train", probes[2]), range(2))
+    np.testing.assert_array_equal(a.heatmap, b.heatmap)
+    np.testing.assert_array_equal(a.feature_maps, b.feature_maps)
+
+
+def test_a_replayed_run_can_be_probed(tmp_path):
+    """`tb-cnnviz replay` of .keras checkpoints keeps snapshots the probe runs."""
+    from tb_cnnviz.replay import replay
+
+    folder = tmp_path / "ckpt"
+    save = keras.callbacks.ModelCheckpoint(str(folder / "model_{epoch:02d}.keras"))
+    fit(small_cnn(), [save], epochs=2)
+    probes, _ = data(n=2, seed=1)
+    replay(folder, tmp_path / "logs", probe_images=probes, progress=False)
+    assert probe.snapshot_steps(tmp_path / "logs", "train") == [0, 1]
+    result = probe.probe(tmp_path / "logs", "train", probes[0], step=0)
+    assert result.feature_maps.shape == (8, 8, 6)
 
 
 def test_index_is_replaced_whole(logged):

@@ -18,7 +18,9 @@ no longer names is removed after the new index is in place.
 Which steps are kept (`keep`): `"first_and_latest"` (the default) keeps the first logged step
 of the run and the latest one, the latest replaced at each epoch, so the disk holds at most two
 copies of the weights; `"all"` keeps every epoch; an int `N` keeps every N-th epoch (epochs
-`N-1, 2N-1, …`, the step the callbacks log an epoch at) plus the first and the latest. Given the
+`N-1, 2N-1, …`, the step the callbacks log an epoch at) plus the first and the latest. Inside
+`CNNViz`'s time budget, a latest step the budget cannot pay for now (as the last snapshot cost)
+waits for a later epoch; the first, the every-N and the last epoch are always kept. Given the
 `keras.callbacks.ModelCheckpoint` of the same `fit()` (saving per epoch), no copy is written:
 the index records, for each step, the file the checkpoint saved (found at the next epoch end or
 when training ends, whatever order the callbacks run in); a file the checkpoint overwrote
@@ -42,7 +44,7 @@ from tb_cnnviz import backend, metadata
 from tb_cnnviz import budget as budget_lib
 from tb_cnnviz import layers as layer_lib
 
-from .base import failure_reason
+from .base import failure_reason, is_final_epoch
 
 __all__ = ["KEEP_CHOICES", "Snapshots"]
 
@@ -178,6 +180,9 @@ class Snapshots(keras.callbacks.Callback):
             return
         steps = self._index["steps"]
         role = self._role(step)
+        if role == "latest" and not is_final_epoch(self, step) and self._over_budget():
+            logger.debug("tb-cnnviz: snapshot of step %d waits: the time budget is spent", step)
+            return
         name = f"step_{step:06d}.weights.h5"
         _atomic(os.path.join(self.folder, name), self.model.save_weights)
         replaced = [s for s, e in steps.items() if e.get("role") == "latest" and s != step]
@@ -192,6 +197,12 @@ class Snapshots(keras.callbacks.Callback):
         self._write_index()
         for s in replaced:  # after the index no longer names them
             _remove(os.path.join(self.folder, f"step_{s:06d}.weights.h5"))
+
+    def _over_budget(self) -> bool:
+        """Whether the shared budget cannot pay for another snapshot now (as the last cost)."""
+        budget, steps = self._time_budget, self._index["steps"]
+        seconds = [e["seconds"] for e in steps.values() if "seconds" in e]
+        return budget is not None and bool(seconds) and budget.credit() < seconds[-1]
 
     def _role(self, step: int) -> str:
         """Why `step` is kept: `"first"`, `"kept"` (all, every N), or `"latest"` (replaced)."""

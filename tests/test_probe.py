@@ -92,6 +92,22 @@ def test_keep_policies_choose_the_steps(tmp_path, keep, steps):
     assert weight_files(tmp_path) == [f"step_{s:06d}.weights.h5" for s in steps]
 
 
+@pytest.mark.parametrize(("fraction", "seen"), [(None, [0, 1, 2, 3]), (1e-6, [0, 0, 0, 3])])
+def test_a_spent_budget_defers_the_latest_snapshot_to_the_last_epoch(tmp_path, fraction, seen):
+    """With no budget left the latest step waits; the first and the last epoch are kept."""
+    from tb_cnnviz import budget as budget_lib
+
+    snapshots = Snapshots(str(tmp_path))
+    snapshots.use_budget(budget_lib.TimeBudget(fraction, floor=0.0))
+    latest = []
+    after = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: latest.append(max(index_of(tmp_path)["steps"]))
+    )
+    fit(small_cnn(), [snapshots, after], epochs=4)
+    assert latest == seen
+    assert sorted(index_of(tmp_path)["steps"]) == [0, 3]
+
+
 def test_snapshots_none_writes_no_snapshot(tmp_path):
     """snapshots=None leaves no snapshot folder, and the probe says the run has none."""
     probes, _ = data(n=2, seed=1)

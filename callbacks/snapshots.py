@@ -114,8 +114,9 @@ class Snapshots(keras.callbacks.Callback):
         self._time_budget: budget_lib.TimeBudget | None = None
         self._warned = False
         self._index: dict | None = None
-        self._pending: list[tuple[int, str]] = []  # (step, checkpoint file) not seen yet
-        self._fit_start = 0.0
+        # (step, checkpoint file, time its epoch began ending) of files not seen yet
+        self._pending: list[tuple[int, str, float]] = []
+        self._epoch_ended = 0.0
 
     @property
     def checkpoint(self) -> keras.callbacks.ModelCheckpoint | None:
@@ -135,7 +136,7 @@ class Snapshots(keras.callbacks.Callback):
                 f"saves every {checkpoint.save_freq} batches. Received: "
                 f"save_freq={checkpoint.save_freq!r}"
             )
-        self._fit_start = time.time()
+        self._epoch_ended = time.time()
         self._pending = []
 
     def on_epoch_end(self, epoch, logs=None):
@@ -174,7 +175,10 @@ class Snapshots(keras.callbacks.Callback):
         start = time.perf_counter()
         if self.checkpoint is not None:
             path = self.checkpoint.filepath.format(epoch=step + 1, **logs)
-            self._pending.append((step, os.path.abspath(path)))
+            # The checkpoint saves this epoch after the previous epoch ended, before or after
+            # this hook: a file older than that holds an earlier epoch (save_best_only).
+            self._pending.append((step, os.path.abspath(path), self._epoch_ended))
+            self._epoch_ended = time.time()
             self._resolve_pending(final=False)
             self._write_index()
             return
@@ -253,8 +257,9 @@ class Snapshots(keras.callbacks.Callback):
     def _resolve_pending(self, *, final: bool) -> None:
         """Records the checkpoint files written since; at the end, forgets those never written."""
         steps, waiting = self._index["steps"], []
-        for step, path in self._pending:
-            if os.path.isfile(path) and os.path.getmtime(path) >= self._fit_start - 1:
+        for step, path, since in self._pending:
+            # File times come from a coarse clock: a few milliseconds of slack.
+            if os.path.isfile(path) and os.path.getmtime(path) >= since - 0.05:
                 relative = os.path.relpath(path, self.folder)
                 for s in [s for s, e in steps.items() if e.get("weights") == relative]:
                     del steps[s]  # an overwritten file holds the later step's weights only
@@ -264,7 +269,7 @@ class Snapshots(keras.callbacks.Callback):
                     "bytes": os.path.getsize(path),
                 }
             elif not final:
-                waiting.append((step, path))
+                waiting.append((step, path, since))
         self._pending = waiting
 
     def _write_index(self) -> None:

@@ -59,6 +59,7 @@ MAX_MODELS = 4
 #: Bytes of loaded weights kept at most (a single larger model is still loaded, then dropped).
 MAX_CACHE_BYTES = 1 << 30
 
+_DRIVE = re.compile(r"^[A-Za-z]:")  # a Windows drive: absolute there
 _RUN_SEARCH_LIMIT = 2000  # directories looked at to list the runs that have snapshots
 
 
@@ -207,7 +208,7 @@ def _snapshot_folder(logdir: str, run) -> str:
     if not isinstance(run, str) or not run or "\x00" in run:
         raise ValueError(f"run must be a run name. Received: run={run!r}")
     parts = re.split(r"[/\\]", run)
-    if os.path.isabs(run) or run.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+    if os.path.isabs(run) or run.startswith(("/", "\\")) or ".." in parts or _DRIVE.match(run):
         raise ValueError(f"run must be a run name inside the logdir. Received: run={run!r}")
     for candidate in (run, f"{run.rstrip('/')}/train"):
         folder = os.path.join(logdir, candidate, metadata.SNAPSHOTS_DIR)

@@ -252,6 +252,17 @@ def test_model_checkpoint_files_are_recorded_instead_of_copies(tmp_path):
     np.testing.assert_allclose(result.heatmap, direct[0], atol=1e-3)
 
 
+def test_an_overwritten_checkpoint_file_stands_for_its_latest_step_only(tmp_path):
+    """A ModelCheckpoint writing one file name each epoch is recorded for the last step alone."""
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        str(tmp_path / "last.weights.h5"), save_weights_only=True
+    )
+    fit(small_cnn(), [checkpoint, Snapshots(str(tmp_path), keep=checkpoint)], epochs=3)
+    assert {s: e["weights"] for s, e in index_of(tmp_path)["steps"].items()} == {
+        2: "../../last.weights.h5"
+    }
+
+
 def test_loaded_models_are_cached_within_the_bound_and_shared_safely(logged, monkeypatch):
     """A second call reuses the loaded model; the LRU drops the oldest beyond MAX_MODELS; two
     threads probing one model at once both get the same answer."""

@@ -140,8 +140,15 @@ class Snapshots(keras.callbacks.Callback):
         self._pending = []
 
     def on_epoch_end(self, epoch, logs=None):
-        if "://" in self.log_dir or not backend.is_chief(self.model):
-            return  # remote logdirs get no snapshots (yet); only the chief writes
+        if "://" in self.log_dir:
+            if not self._warned:  # said once: remote logdirs get no snapshots (yet)
+                self._warned = True
+                logger.warning(
+                    "tb-cnnviz: no model snapshots in a remote log_dir (%s)", self.log_dir
+                )
+            return
+        if not backend.is_chief(self.model):
+            return  # only the chief writes
         with self._own():
             try:
                 self._snapshot(epoch, logs or {})

@@ -638,7 +638,10 @@ def probe(result, *, top: int = 5, max_maps: int = 64, width: float = 10.0):
     chosen = result.predictions[:top]
     if chosen:
         labels = [p.name if p.name is not None else str(p.class_id) for p in chosen]
-        bars.barh(range(len(chosen))[::-1], [p.probability for p in chosen], color="#4a7bd0")
+        drawn = bars.barh(
+            range(len(chosen))[::-1], [p.probability for p in chosen], color="#4a7bd0"
+        )
+        bars.bar_label(drawn, [f"{p.probability:.0%}" for p in chosen], padding=2)
         bars.set_yticks(range(len(chosen))[::-1], labels)
         bars.set_xlim(0, 1)
     else:

@@ -49,6 +49,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tb_cnnviz import metadata  # noqa: E402
 from tb_cnnviz.callbacks import CNNViz  # noqa: E402
 
 #: name -> (builder, images per epoch, batch size, default epochs, default repeats)
@@ -101,10 +102,18 @@ def make_model(kind: str, seed: int):
     return model
 
 
-def folder_bytes(path: str) -> int:
-    return sum(
-        os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files
-    )
+def folder_bytes(path: str, *, snapshots: bool = False) -> int:
+    """Bytes of the pictures under `path`, or (`snapshots=True`) of the model snapshots only.
+
+    Snapshots are bounded per run (two copies of the weights at the defaults), not per epoch:
+    the per-epoch log size is that of the pictures.
+    """
+    total = 0
+    for root, _, files in os.walk(path):
+        inside = metadata.SNAPSHOTS_DIR in root.split(os.sep)
+        if inside == snapshots:
+            total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total
 
 
 def drawn_counts(run_dir: str) -> tuple[collections.Counter, collections.Counter, dict]:
@@ -175,6 +184,7 @@ def run_config(name: str, seed: int, epochs: int, repeats: int) -> dict:
                     "coverage": {k: f"{tags[k][0]}/{tags[k][1]}" for k in sorted(tags)},
                     "profile": budget.profile.table(),
                     "own_seconds": budget.own_seconds,
+                    "snapshot_mb": folder_bytes(log_dir, snapshots=True) / 2**20,
                 }
             elif variant == "keras_tb":
                 facts["keras_tb"] = {"mb": mb}

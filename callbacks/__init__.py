@@ -12,6 +12,7 @@ from .base import VizCallback
 from .cnnviz import CNNViz
 from .feature_maps import FeatureMaps
 from .references import References
+from .snapshots import Snapshots
 from .weights import FilterWeights
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "FeatureMaps",
     "FilterWeights",
     "References",
+    "Snapshots",
     "VizCallback",
 ]

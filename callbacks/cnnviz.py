@@ -16,6 +16,7 @@ from .attribution import Attribution
 from .base import Planner, check_budget, check_probe_images
 from .feature_maps import FeatureMaps
 from .references import References
+from .snapshots import Snapshots, check_keep
 from .weights import FilterWeights
 
 __all__ = ["CNNViz"]
@@ -78,6 +79,13 @@ class CNNViz(keras.callbacks.Callback):
             draws every kind at every epoch it is due.
         max_bytes: Bytes of pictures written per epoch at most (with a budget); drawings beyond
             it wait for a later epoch.
+        snapshots: Which steps of the model to keep for `tb_cnnviz.probe` and the tab's Probe
+            view (`Snapshots`, in `<log_dir>/train/cnnviz_snapshots/`): `"first_and_latest"`
+            (the default: the first logged step and the latest, replaced as training goes on,
+            so at most two copies of the weights), `"all"`, an int N (every N epochs, first
+            and latest kept too), the `keras.callbacks.ModelCheckpoint` of the same `fit()`
+            (its files are recorded instead of copies), or `None` (no snapshots). Their time
+            counts in `budget` as the callbacks' own.
 
     Attributes:
         callbacks: The per-kind callbacks in use for the current (or last) `fit()`, in logging
@@ -114,6 +122,7 @@ class CNNViz(keras.callbacks.Callback):
         max_filters=256,
         budget=budget_lib.DEFAULT_BUDGET,
         max_bytes=budget_lib.DEFAULT_MAX_BYTES,
+        snapshots="first_and_latest",
     ):
         super().__init__()
         backend.check_supported("CNNViz")
@@ -133,6 +142,7 @@ class CNNViz(keras.callbacks.Callback):
         self.actmax_steps = actmax_steps
         self.value_range = value_range
         self.max_filters = max_filters
+        self.snapshots = None if snapshots is None else check_keep(snapshots)
         common = {"layers": layers, "max_filters": max_filters}
         self.callbacks = [FilterWeights(log_dir, freq=weights_freq, **common)]
         if probe_images is not None:
@@ -170,6 +180,20 @@ class CNNViz(keras.callbacks.Callback):
         self._planner = Planner("cnnviz", os.path.join(os.fspath(log_dir), "train"), budget)
         for callback in self._kinds:
             callback.use_budget(budget)
+        self._snapshots = None
+        if self.snapshots is not None:
+            self._snapshots = Snapshots(
+                log_dir,
+                keep=self.snapshots,
+                probe_images=probe_images,
+                value_range=value_range,
+                class_names=class_names,
+            )
+            self._snapshots.use_budget(budget)
+
+    def _all(self) -> list[keras.callbacks.Callback]:
+        """Every kind, and the snapshots when they are on."""
+        return [*self._kinds, *([self._snapshots] if self._snapshots else [])]
 
     @property
     def time_budget(self) -> budget_lib.TimeBudget:
@@ -178,12 +202,12 @@ class CNNViz(keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
-        for callback in self._kinds:
+        for callback in self._all():
             callback.set_model(model)
 
     def set_params(self, params):
         super().set_params(params)
-        for callback in self._kinds:
+        for callback in self._all():
             callback.set_params(params)
 
     def on_train_begin(self, logs=None):
@@ -197,6 +221,8 @@ class CNNViz(keras.callbacks.Callback):
             self.callbacks = list(self._kinds)  # each fit() asks every kind afresh
             for callback in self.callbacks:
                 callback.on_train_begin(logs)
+            if self._snapshots is not None:
+                self._snapshots.on_train_begin(logs)
             self._deferred = not self.model.built
             self._drop_inactive()
 
@@ -222,10 +248,14 @@ class CNNViz(keras.callbacks.Callback):
         if self._deferred:  # an epoch of one batch
             self._check_when_built()
         self._planner.epoch_end(self, self.callbacks, epoch)
+        if self._snapshots is not None:  # counted in the shared budget (use_budget)
+            self._snapshots.on_epoch_end(epoch, logs)
 
     def on_train_end(self, logs=None):
         for callback in self.callbacks:
             callback.on_train_end(logs)
+        if self._snapshots is not None:
+            self._snapshots.on_train_end(logs)
         self._planner.end()
 
 

@@ -11,6 +11,8 @@ Subcommands:
   each filter's dataset examples, for runs logged with reference images.
 * `tb-cnnviz replay`: logs the pictures of a folder of saved checkpoints (one `.keras` file per
   epoch) as if the callbacks had run during training.
+* `tb-cnnviz probe`: runs an image through a run's model at a logged step (`tb_cnnviz.probe`)
+  and draws the image, the top predictions, Grad-CAM and a layer's feature maps.
 
 Bad input (a missing run, layer or step, an unwritable output, …) ends with exit status 2 and one
 line on stderr saying what is wrong and what exists instead; an existing output file is only ever
@@ -190,6 +192,26 @@ def _parser() -> argparse.ArgumentParser:
         "--layers", nargs="+", metavar="LAYER", help="layers to draw (default: every conv layer)"
     )
     replay.set_defaults(func=_replay)
+
+    probe = sub.add_parser(
+        "probe",
+        help="run an image through the model at a logged step and draw what it sees",
+        description="Run IMAGE through the model of --run at --step (rebuilt from the snapshots "
+        "the callbacks keep, in Keras' safe_mode) and draw the image, the top predictions, the "
+        "Grad-CAM heatmap and the feature maps of --layer.",
+    )
+    probe.add_argument("image", metavar="IMAGE", help="a .png, .jpg or other image file")
+    probe.add_argument("--logdir", required=True, help="the log directory")
+    probe.add_argument("--run", required=True, help="the run (NAME also finds NAME/train)")
+    probe.add_argument("--step", type=_step, help="the step (default: the latest snapshot)")
+    probe.add_argument("--layer", help="the layer whose feature maps to draw (default: last conv)")
+    probe.add_argument("--target", type=_step, help="the class Grad-CAM explains (default: top)")
+    probe.add_argument("--top", type=_positive_int, default=5, help="predictions listed (5)")
+    probe.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="FILE.png, .pdf or .svg"
+    )
+    probe.add_argument("--dpi", type=_positive_float, help="least resolution (default 200)")
+    probe.set_defaults(func=_probe)
     return parser
 
 
@@ -400,6 +422,43 @@ def _replay(args) -> int:
         f"Replayed {len(checkpoints)} checkpoints into {os.path.join(args.logdir, 'train')} "
         f"(steps {first}-{last}{skipped}). Browse with: tb-cnnviz serve --logdir {args.logdir}"
     )
+    return 0
+
+
+def _probe(args) -> int:
+    try:
+        _check_writable(args.output)
+        if os.path.splitext(args.output)[1].lower() not in (".png", ".pdf", ".svg"):
+            raise _BadInput(f"-o {args.output!r} must end in .png, .pdf or .svg")
+        if not os.path.isdir(args.logdir):
+            raise _BadInput(f"--logdir {args.logdir!r} is not a directory")
+        if not os.path.isfile(args.image):
+            raise _BadInput(f"no image file {args.image!r}")
+        if args.as_program:
+            import matplotlib
+
+            matplotlib.use("Agg")  # files only: no window, no display needed
+        from matplotlib import pyplot as plt
+
+        from tb_cnnviz import plot
+        from tb_cnnviz import probe as probe_lib
+
+        try:
+            result = probe_lib.probe(
+                args.logdir, args.run, args.image, args.step, args.layer, args.target
+            )
+        except ValueError as e:
+            raise _BadInput(str(e)) from None
+        figure = plot.probe(result, top=args.top)
+        try:
+            plot.save(figure, args.output, dpi=args.dpi)
+        except OSError as e:
+            raise _BadInput(f"cannot write -o {args.output!r}: {e.strerror or e}") from None
+        finally:
+            plt.close(figure)
+    except _BadInput as e:
+        return _fail("probe", str(e))
+    print(f"Wrote {args.output}")
     return 0
 
 

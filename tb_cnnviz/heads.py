@@ -51,6 +51,7 @@ __all__ = [
     "output_layer",
     "output_names",
     "predictions",
+    "probabilities",
     "read",
     "resolve_ids",
     "score",
@@ -469,31 +470,49 @@ def predictions(head: Head, outputs) -> dict[str, np.ndarray | None]:
         >>> p["predicted"].tolist(), [round(float(c), 2) for c in p["confidence"]]
         ([1, 0], [0.9, 0.8])
     """
-    raw = keras.tree.flatten(outputs)[head.output] if not hasattr(outputs, "shape") else outputs
-    z = np.asarray(keras.ops.convert_to_numpy(raw), np.float64)
-    z = z.reshape(len(z), -1)
-    if head.kind == "regression":
-        values = z.astype(np.float32)
+    p = probabilities(head, outputs)
+    if p is None:
+        values = _raw(head, outputs).astype(np.float32)
         return {"predicted": None, "confidence": None, "value": values[:, 0], "values": values}
+    # A binary head's class 1 only above 0.5: argmax picks class 0 at a tie, as it should.
+    predicted = p.argmax(-1).astype(np.int64)
+    confidence = p[np.arange(len(p)), predicted].astype(np.float32)
+    return {"predicted": predicted, "confidence": confidence, "value": None, "values": None}
+
+
+def probabilities(head: Head, outputs) -> np.ndarray | None:
+    """Every class's probability for each image, read as the head says (NumPy float64).
+
+    A softmax head's probabilities (logits, or an unknown squashing, go through a softmax); a
+    binary head's `[1 - p, p]` for classes 0 and 1; a multi-label head's own probability per
+    label (they need not sum to 1); None for a regression.
+
+    Returns:
+        `[n, head.classes]`, or None.
+
+    Example:
+        >>> head = Head("binary", 0, "p", 1, "sigmoid")
+        >>> probabilities(head, np.array([[0.9]])).round(2).tolist()
+        [[0.1, 0.9]]
+    """
+    z = _raw(head, outputs)
+    if head.kind == "regression":
+        return None
     if head.kind in ("binary", "multilabel"):
         p = z if head.squashing else 1.0 / (1.0 + np.exp(-z))
-        if head.kind == "binary":
-            predicted = (p[:, 0] > 0.5).astype(np.int64)
-            confidence = np.where(predicted == 1, p[:, 0], 1.0 - p[:, 0])
-        else:
-            predicted = p.argmax(-1)
-            confidence = p[np.arange(len(p)), predicted]
-        confidence = confidence.astype(np.float32)
-        return {"predicted": predicted, "confidence": confidence, "value": None, "values": None}
-    # Softmax: probabilities as they are; logits (or an unknown squashing) through a softmax.
+        return np.concatenate([1.0 - p[:, :1], p[:, :1]], -1) if head.kind == "binary" else p
     is_distribution = z.min() >= 0 and z.max() <= 1 and np.allclose(z.sum(-1), 1, atol=1e-3)
     if not is_distribution:
         shifted = np.exp(z - z.max(-1, keepdims=True))
         z = shifted / shifted.sum(-1, keepdims=True)
-    predicted = z.argmax(-1)
-    confidence = z[np.arange(len(z)), predicted].astype(np.float32)
-    predicted = predicted.astype(np.int64)
-    return {"predicted": predicted, "confidence": confidence, "value": None, "values": None}
+    return z
+
+
+def _raw(head: Head, outputs) -> np.ndarray:
+    """The head's output as float64 NumPy `[n, units]`."""
+    raw = keras.tree.flatten(outputs)[head.output] if not hasattr(outputs, "shape") else outputs
+    z = np.asarray(keras.ops.convert_to_numpy(raw), np.float64)
+    return z.reshape(len(z), -1)
 
 
 @contextlib.contextmanager

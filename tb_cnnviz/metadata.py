@@ -16,6 +16,10 @@ in event files:
   each layer's responses to them (`"responses"`, tag `"<layer>/responses"`), from which
   `tb_cnnviz.compare` computes layer similarity (CKA), filter alignment and dataset examples.
 
+Beside the event files, a run may hold *snapshots* of the model (`SNAPSHOTS_DIR`, written by
+`tb_cnnviz.callbacks.Snapshots`, read by `tb_cnnviz.probe`): the architecture once, the weights at
+some steps, and a versioned JSON index (`SNAPSHOTS_INDEX`, see `parse_snapshot_index`).
+
 Readers meet data written by a newer version with a single warning and skip it; they never crash.
 """
 
@@ -39,6 +43,8 @@ __all__ = [
     "REFERENCES_KIND",
     "REFERENCES_TAG",
     "RESPONSES_KIND",
+    "SNAPSHOTS_DIR",
+    "SNAPSHOTS_INDEX",
     "PluginMetadata",
     "check_index",
     "create_summary_metadata",
@@ -47,6 +53,7 @@ __all__ = [
     "names_text",
     "natural_key",
     "parse_plugin_metadata",
+    "parse_snapshot_index",
     "plan_tag",
     "tag_for",
 ]
@@ -81,6 +88,12 @@ REFERENCES_TAG = f"reference_images/{REFERENCES_KIND}"
 #: "Every point" for a data provider's `downsample` when reading: 0 would return nothing
 #: (TensorBoard issue 5550).
 ALL_POINTS = 10**6
+
+#: The folder of a run (`<log_dir>/train/cnnviz_snapshots`) that holds the model's snapshots.
+SNAPSHOTS_DIR = "cnnviz_snapshots"
+
+#: The snapshot folder's index: which step's weights are where, and how to feed the model.
+SNAPSHOTS_INDEX = "index.json"
 
 _MAX_LISTED = 20  # names quoted in a message before it says "and N more"
 
@@ -345,6 +358,60 @@ def names_text(items) -> str:
     if len(items) > _MAX_LISTED:
         shown += f", and {len(items) - _MAX_LISTED} more"
     return shown
+
+
+def parse_snapshot_index(raw: bytes) -> dict[str, Any] | None:
+    """Parses a snapshot folder's index, the contract between the callbacks and the probe.
+
+    The index is versioned JSON:
+
+    ```
+    {"version": 1,
+     "architecture": "model.json",        # model.to_json(), beside the index
+     "backend": "tensorflow", "keras_version": "3.11.3",
+     "input_shape": [32, 32, 3],          # one image, without the batch axis; null: unknown
+     "value_range": [0.0, 1.0],           # min and max over the probe images
+     "class_names": ["cat", "dog"],       # or null
+     "steps": {"0": {"weights": "step_000000.weights.h5", "bytes": 41000, "seconds": 0.01},
+               "4": {"weights": "../../ckpt/model_05.keras", "checkpoint": true}}}
+    ```
+
+    Paths are relative to the snapshot folder; a reader opens only those inside its logdir.
+    A `checkpoint` entry is a `keras.callbacks.ModelCheckpoint` file (weights or a whole model)
+    recorded instead of a copy.
+
+    Args:
+        raw: The index file's bytes.
+
+    Returns:
+        The index with defaults filled and `steps` keyed by int, or None (with one warning) for
+        an index of a newer version.
+
+    Raises:
+        ValueError: If it is not such an index.
+
+    Example:
+        >>> index = parse_snapshot_index(b'{"version": 1, "architecture": "model.json", '
+        ...     b'"steps": {"3": {"weights": "step_000003.weights.h5"}}}')
+        >>> sorted(index["steps"]), index["value_range"]
+        ([3], None)
+    """
+    obj = _load_json(raw, "snapshot index")
+    if obj is None:
+        return None
+    steps = obj.get("steps")
+    if not isinstance(obj.get("architecture"), str) or not isinstance(steps, dict):
+        raise ValueError("cnnviz snapshot index needs 'architecture' (a file) and 'steps'")
+    parsed = {}
+    for step, entry in steps.items():
+        if not (isinstance(step, str) and step.isdigit()):
+            raise ValueError(f"cnnviz snapshot index has a step that is not one: {step!r}")
+        if not isinstance(entry, dict) or not isinstance(entry.get("weights"), str):
+            raise ValueError(f"cnnviz snapshot index: step {step} names no weights file")
+        parsed[int(step)] = entry
+    for key in ("backend", "keras_version", "input_shape", "value_range", "class_names"):
+        obj.setdefault(key, None)
+    return {**obj, "steps": dict(sorted(parsed.items()))}
 
 
 def _load_json(raw: bytes, what: str) -> dict[str, Any] | None:

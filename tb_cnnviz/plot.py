@@ -9,6 +9,8 @@ The functions behind `tb-cnnviz export`, usable on their own:
 * `similarity`: linear CKA heatmaps (a layer over time, runs against runs, layers against layers)
   of runs logged with reference images;
 * `examples`: each filter's dataset examples, crops of the reference images that excite it most;
+* `probe`: what the model at a logged step makes of a new image (`tb_cnnviz.probe`): the image,
+  its top predictions, the Grad-CAM overlay and one layer's feature maps;
 * `save`: writes a figure (.png, .pdf, .svg) or an animation (.gif) without blurring the pixels,
   and without leaving a half-written file behind on failure.
 
@@ -54,6 +56,7 @@ __all__ = [
     "examples",
     "figure_of",
     "layer_grid",
+    "probe",
     "save",
     "similarity",
 ]
@@ -595,6 +598,84 @@ def examples(
         color="0.35",
     )
     return fig
+
+
+def probe(result, *, top: int = 5, max_maps: int = 64, width: float = 10.0):
+    """Draws a `tb_cnnviz.probe.ProbeResult`: the image, top predictions, Grad-CAM, feature maps.
+
+    The feature maps are sorted by each filter's mean activation, strongest first, each
+    stretched to its own range and labelled with its filter id.
+
+    Args:
+        result: What `tb_cnnviz.probe` returned.
+        top: How many predictions to list.
+        max_maps: How many feature maps to show at most (the strongest).
+        width: Figure width in inches.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Example:
+        >>> from tb_cnnviz.probe import Prediction, ProbeResult
+        >>> result = ProbeResult(run="train", step=3, steps=[0, 3],
+        ...     image=np.random.rand(8, 8, 3).astype("float32"), value_range=(0.0, 1.0),
+        ...     head="softmax", predictions=[Prediction(1, "dog", 0.8), Prediction(0, "cat", 0.2)],
+        ...     target=1, heatmap=np.random.rand(8, 8).astype("float32"), heatmap_layer="c2",
+        ...     layer="c2", feature_maps=np.random.rand(4, 4, 6).astype("float32"),
+        ...     filter_strength=np.arange(6, dtype="float32"))
+        >>> fig = probe(result)
+        >>> [ax.get_title() for ax in fig.axes][:2]
+        ['input (step 3)', 'top predictions']
+    """
+    low, high = result.value_range
+    image = np.clip((result.image - low) / ((high - low) or 1.0), 0.0, 1.0)
+    grey = image.shape[-1] == 1
+    image = image[..., 0] if grey else image[..., :3]
+    fig, axes = plt.subplots(1, 4, figsize=(width, width / 3.6), layout="constrained")
+    shown, bars, cam, maps = axes
+    shown.imshow(image, cmap="gray" if grey else None, vmin=0, vmax=1, interpolation="nearest")
+    shown.set_title(f"input (step {result.step})")
+    chosen = result.predictions[:top]
+    if chosen:
+        labels = [p.name if p.name is not None else str(p.class_id) for p in chosen]
+        drawn = bars.barh(
+            range(len(chosen))[::-1], [p.probability for p in chosen], color="#4a7bd0"
+        )
+        bars.bar_label(drawn, [f"{p.probability:.0%}" for p in chosen], padding=2)
+        bars.set_yticks(range(len(chosen))[::-1], labels)
+        bars.set_xlim(0, 1)
+    else:
+        bars.text(0.5, 0.5, f"{result.head}: no classes", ha="center", va="center")
+        bars.set_yticks([])
+    bars.set_title("top predictions")
+    cam.imshow(image, cmap="gray" if grey else None, vmin=0, vmax=1, interpolation="nearest")
+    cam.imshow(result.heatmap, cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
+    named = {p.class_id: p.name for p in result.predictions}
+    target = named.get(result.target) or result.target
+    cam.set_title(f"Grad-CAM: {target}", fontsize="medium")
+    order = np.argsort(-result.filter_strength, kind="stable")[:max_maps]
+    maps.imshow(_map_grid(result.feature_maps, order), cmap="viridis", interpolation="nearest")
+    maps.set_title(f"{result.layer}: {len(order)} of {result.feature_maps.shape[-1]} maps")
+    for ax in (shown, cam, maps):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{result.run} at step {result.step}")
+    return fig
+
+
+def _map_grid(maps: np.ndarray, order) -> np.ndarray:
+    """The maps of `order` in a square-ish grid, each in [0, 1], one NaN pixel between them."""
+    h, w = maps.shape[:2]
+    cols = math.ceil(math.sqrt(len(order)))
+    rows = math.ceil(len(order) / cols)
+    grid = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan, np.float32)
+    for i, f in enumerate(order):
+        tile = maps[..., f]
+        span = float(tile.max() - tile.min())
+        tile = (tile - tile.min()) / span if span > 0 else np.zeros_like(tile)
+        r, c = divmod(i, cols)
+        grid[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = tile
+    return grid
 
 
 def save(

@@ -108,7 +108,15 @@ def core_suite_imports() -> set[str]:
                 found |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 found.add(node.module.split(".")[0])
-    local = {"tb_cnnviz", "zoo", "tbserver", "conftest", "test_backends", "test_compare"}
+    local = {
+        "tb_cnnviz",
+        "zoo",
+        "tbserver",
+        "conftest",
+        "test_backends",
+        "test_callbacks",
+        "test_compare",
+    }
     return {m for m in found - local if m not in sys.stdlib_module_names and m != "__future__"}
 
 

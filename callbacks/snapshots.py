@@ -1,0 +1,348 @@
+"""`Snapshots`: the model kept at logged steps, so that `tb_cnnviz.probe` can run it later.
+
+On disk (`tb_cnnviz.metadata.SNAPSHOTS_DIR`, in the run beside the event files):
+
+```
+<log_dir>/train/cnnviz_snapshots/
+    index.json                  # tb_cnnviz.metadata.parse_snapshot_index
+    model.json                  # the architecture, model.to_json(), written once per run
+    step_000000.weights.h5      # model.save_weights() at a kept step
+    step_000009.weights.h5
+```
+
+Every file is written under a temporary name in the same folder and moved into place
+(`os.replace`), and the index is replaced only after the weights it names are complete, so a
+job killed mid-write leaves the previous index and its files intact. A weights file the index
+no longer names is removed after the new index is in place.
+
+Which steps are kept (`keep`): `"first_and_latest"` (the default) keeps the first logged step
+of the run and the latest one, the latest replaced at each epoch, so the disk holds at most two
+copies of the weights; `"all"` keeps every epoch; an int `N` keeps every N-th epoch (epochs
+`N-1, 2N-1, …`, the step the callbacks log an epoch at) plus the first and the latest. Inside
+`CNNViz`'s time budget, a latest step the budget cannot pay for now (as the last snapshot cost)
+waits for a later epoch; the first, the every-N and the last epoch are always kept. Given the
+`keras.callbacks.ModelCheckpoint` of the same `fit()` (saving per epoch), no copy is written:
+the index records, for each step, the file the checkpoint saved (found at the next epoch end or
+when training ends, whatever order the callbacks run in); a file the checkpoint overwrote
+(a name without `{epoch}`) stands for its latest step only. `tb_cnnviz.probe` opens only files
+inside the logdir: keep such checkpoints under `log_dir` for the probe to use them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+import warnings
+
+import keras
+import numpy as np
+
+from tb_cnnviz import backend, metadata
+from tb_cnnviz import budget as budget_lib
+from tb_cnnviz import layers as layer_lib
+
+from .base import failure_reason, is_final_epoch
+
+__all__ = ["KEEP_CHOICES", "Snapshots"]
+
+logger = logging.getLogger(__name__)
+
+#: The `keep` policies given by name (an int N and a ModelCheckpoint work too).
+KEEP_CHOICES = ("first_and_latest", "all")
+
+ARCHITECTURE = "model.json"
+
+
+class Snapshots(keras.callbacks.Callback):
+    """Keeps the model's architecture and its weights at logged steps, for `tb_cnnviz.probe`.
+
+    The architecture is written once per run in Keras' own format (`model.to_json()`, which
+    `tb_cnnviz.probe` loads with `safe_mode=True`), the weights at the kept steps
+    (`model.save_weights`), and a small JSON index: each step's weights file, the input shape,
+    the probe images' value range, the class names, the Keras backend and version. `CNNViz`
+    runs one (its `snapshots` argument); its time counts as the callbacks' own in their shared
+    `TimeBudget`, and each step's seconds and bytes are in the index. A snapshot that cannot be
+    written (disk full, a file where the folder should be) warns once; training goes on.
+
+    Args:
+        log_dir: The `log_dir` of `keras.callbacks.TensorBoard`; snapshots go to its `train`
+            run, in `cnnviz_snapshots/`.
+        keep: Which steps to keep: `"first_and_latest"`, `"all"`, an int N (every N epochs,
+            first and latest kept too), or the `keras.callbacks.ModelCheckpoint` (with
+            `save_freq="epoch"`) of the same `fit()`, whose files are recorded instead of
+            copies.
+        probe_images: The images the model is shown, `[n, *input_shape]`: their shape and
+            value range (min and max) tell the probe how to feed it new images.
+        value_range: `(low, high)` of the model's input when no `probe_images` are given.
+        class_names: Names of the model's classes, for the probe's predictions.
+
+    Raises:
+        ValueError: If `keep` is none of the above (here), or the checkpoint does not save per
+            epoch (in `on_train_begin`).
+
+    Example:
+        >>> import numpy as np, keras, tempfile, os
+        >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+        ...                           keras.layers.Flatten(), keras.layers.Dense(2)])
+        >>> model.compile("adam", "mse")
+        >>> log_dir = tempfile.mkdtemp()
+        >>> _ = model.fit(np.zeros((4, 8, 8, 3)), np.zeros((4, 2)), epochs=3, verbose=0,
+        ...               callbacks=[Snapshots(log_dir)])
+        >>> sorted(os.listdir(os.path.join(log_dir, "train", "cnnviz_snapshots")))
+        ['index.json', 'model.json', 'step_000000.weights.h5', 'step_000002.weights.h5']
+    """
+
+    def __init__(
+        self,
+        log_dir="logs",
+        *,
+        keep="first_and_latest",
+        probe_images=None,
+        value_range=(0.0, 1.0),
+        class_names=None,
+    ):
+        super().__init__()
+        self.log_dir = os.fspath(log_dir)
+        self.keep = check_keep(keep)
+        self.probe_images = probe_images
+        self.value_range = value_range
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.folder = os.path.join(self.log_dir, "train", metadata.SNAPSHOTS_DIR)
+        self._time_budget: budget_lib.TimeBudget | None = None
+        self._warned = False
+        self._index: dict | None = None
+        # (step, checkpoint file, time its epoch began ending) of files not seen yet
+        self._pending: list[tuple[int, str, float]] = []
+        self._epoch_ended = 0.0
+
+    @property
+    def checkpoint(self) -> keras.callbacks.ModelCheckpoint | None:
+        """The `ModelCheckpoint` whose files are recorded, or None when weights are copied."""
+        return self.keep if isinstance(self.keep, keras.callbacks.ModelCheckpoint) else None
+
+    def use_budget(self, time_budget: budget_lib.TimeBudget) -> None:
+        """Counts the snapshots' time in `time_budget` as the callbacks' own (`CNNViz` does)."""
+        self._time_budget = time_budget
+
+    # -- Keras hooks -------------------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        checkpoint = self.checkpoint
+        if checkpoint is not None and checkpoint.save_freq != "epoch":
+            raise ValueError(
+                "snapshots can record a ModelCheckpoint that saves once per epoch; this one "
+                f"saves every {checkpoint.save_freq} batches. Received: "
+                f"save_freq={checkpoint.save_freq!r}"
+            )
+        self._epoch_ended = time.time()
+        self._pending = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if "://" in self.log_dir:
+            if not self._warned:  # said once: remote logdirs get no snapshots (yet)
+                self._warned = True
+                logger.warning(
+                    "tb-cnnviz: no model snapshots in a remote log_dir (%s)", self.log_dir
+                )
+            return
+        if not backend.is_chief(self.model):
+            return  # only the chief writes
+        with self._own():
+            try:
+                self._snapshot(epoch, logs or {})
+            except Exception as e:  # a snapshot must never end a training run
+                self._report_failure(e)
+
+    def on_train_end(self, logs=None):
+        if self._pending and self._index is not None:
+            with self._own():
+                try:
+                    self._resolve_pending(final=True)
+                    self._write_index()
+                except Exception as e:
+                    self._report_failure(e)
+
+    # -- machinery ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _own(self):
+        """Counts the time inside as the callbacks' own, and profiles it as writing."""
+        budget = self._time_budget
+        if budget is None:
+            yield
+            return
+        with budget.own(), budget.profile.recording("snapshots", "write"):
+            yield
+
+    def _snapshot(self, step: int, logs: dict) -> None:
+        os.makedirs(self.folder, exist_ok=True)
+        if self._index is None:
+            self._index = self._start_index()
+        start = time.perf_counter()
+        if self.checkpoint is not None:
+            path = self.checkpoint.filepath.format(epoch=step + 1, **logs)
+            # The checkpoint saves this epoch after the previous epoch ended, before or after
+            # this hook: a file older than that holds an earlier epoch (save_best_only).
+            self._pending.append((step, os.path.abspath(path), self._epoch_ended))
+            self._epoch_ended = time.time()
+            self._resolve_pending(final=False)
+            self._write_index()
+            return
+        steps = self._index["steps"]
+        role = self._role(step)
+        if role == "latest" and not is_final_epoch(self, step) and self._over_budget():
+            logger.debug("tb-cnnviz: snapshot of step %d waits: the time budget is spent", step)
+            return
+        name = f"step_{step:06d}.weights.h5"
+        _atomic(os.path.join(self.folder, name), self.model.save_weights)
+        replaced = [s for s, e in steps.items() if e.get("role") == "latest" and s != step]
+        steps[step] = {
+            "weights": name,
+            "role": role,
+            "bytes": os.path.getsize(os.path.join(self.folder, name)),
+            "seconds": round(time.perf_counter() - start, 4),
+        }
+        for s in replaced:
+            del steps[s]
+        self._write_index()
+        for s in replaced:  # after the index no longer names them
+            _remove(os.path.join(self.folder, f"step_{s:06d}.weights.h5"))
+
+    def _over_budget(self) -> bool:
+        """Whether the shared budget cannot pay for another snapshot now (as the last cost)."""
+        budget, steps = self._time_budget, self._index["steps"]
+        seconds = [e["seconds"] for e in steps.values() if "seconds" in e]
+        return budget is not None and bool(seconds) and budget.credit() < seconds[-1]
+
+    def _role(self, step: int) -> str:
+        """Why `step` is kept: `"first"`, `"kept"` (all, every N), or `"latest"` (replaced)."""
+        steps = self._index["steps"]
+        if not any(e.get("role") == "first" for s, e in steps.items() if s != step):
+            return "first"
+        if self.keep == "all" or (isinstance(self.keep, int) and (step + 1) % self.keep == 0):
+            return "kept"
+        return "latest"
+
+    def _start_index(self) -> dict:
+        """The index of this run: continued where an earlier `fit()` left it, or a new one."""
+        index = None
+        try:
+            with open(os.path.join(self.folder, metadata.SNAPSHOTS_INDEX), "rb") as f:
+                index = metadata.parse_snapshot_index(f.read())
+        except FileNotFoundError:
+            pass
+        except ValueError as e:  # a damaged index is replaced, not trusted
+            logger.warning("tb-cnnviz: replacing the damaged snapshot index (%s)", e)
+        model = self.model
+        _atomic(os.path.join(self.folder, ARCHITECTURE), lambda p: _write_text(p, model.to_json()))
+        shape, value_range = self._input()
+        return {
+            "version": 1,
+            "architecture": ARCHITECTURE,
+            "backend": keras.backend.backend(),
+            "keras_version": keras.version(),
+            "input_shape": shape,
+            "value_range": value_range,
+            "class_names": self.class_names,
+            "steps": dict(index["steps"]) if index else {},
+        }
+
+    def _input(self) -> tuple[list | None, list[float]]:
+        """The shape of one input image and the value range it is fed in."""
+        low, high = (float(v) for v in self.value_range)
+        images = self.probe_images
+        if images is not None and not isinstance(images, list | tuple):
+            images = np.asarray(images, np.float32)
+            return list(images.shape[1:]), [float(images.min()), float(images.max())]
+        shapes = layer_lib.input_shapes(self.model)
+        shape = list(shapes[0][1:]) if len(shapes) == 1 else None
+        if shape is not None and any(d is None for d in shape):
+            shape = None
+        return shape, [low, high]
+
+    def _resolve_pending(self, *, final: bool) -> None:
+        """Records the checkpoint files written since; at the end, forgets those never written."""
+        steps, waiting = self._index["steps"], []
+        for step, path, since in self._pending:
+            # File times come from a coarse clock: a few milliseconds of slack.
+            if os.path.isfile(path) and os.path.getmtime(path) >= since - 0.05:
+                relative = os.path.relpath(path, self.folder)
+                for s in [s for s, e in steps.items() if e.get("weights") == relative]:
+                    del steps[s]  # an overwritten file holds the later step's weights only
+                steps[step] = {
+                    "weights": relative,
+                    "checkpoint": True,
+                    "bytes": os.path.getsize(path),
+                }
+            elif not final:
+                waiting.append((step, path, since))
+        self._pending = waiting
+
+    def _write_index(self) -> None:
+        index = {
+            **self._index,
+            "steps": {str(s): e for s, e in sorted(self._index["steps"].items())},
+        }
+        path = os.path.join(self.folder, metadata.SNAPSHOTS_INDEX)
+        _atomic(path, lambda p: _write_text(p, json.dumps(index, indent=1)))
+
+    def _report_failure(self, error: Exception) -> str:
+        """Warns once (later failures at DEBUG level); training goes on."""
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"tb-cnnviz: Snapshots could not keep the model in {self.folder!r} "
+                f"({type(error).__name__}: {error}). Training continues and the pictures are "
+                "logged as before; further snapshot failures are only logged at DEBUG level.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        else:
+            logger.debug("Snapshots could not keep the model", exc_info=error)
+        return failure_reason(error)
+
+
+def check_keep(keep):
+    """Validates a snapshot policy: a name of `KEEP_CHOICES`, an int >= 1, or a ModelCheckpoint.
+
+    Example:
+        >>> check_keep("all"), check_keep(3)
+        ('all', 3)
+    """
+    if isinstance(keep, keras.callbacks.ModelCheckpoint) or keep in KEEP_CHOICES:
+        return keep
+    if isinstance(keep, int | np.integer) and not isinstance(keep, bool) and keep >= 1:
+        return int(keep)
+    raise ValueError(
+        "snapshots must be 'first_and_latest', 'all', a number of epochs N >= 1 (every N "
+        "epochs), the ModelCheckpoint of the same fit(), or None (no snapshots). "
+        f"Received: snapshots={keep!r}"
+    )
+
+
+def _atomic(path: str, write) -> None:
+    """Calls `write(temporary)` beside `path`, then moves the complete file into place."""
+    folder, name = os.path.split(path)
+    # Keras picks the format by the name's ending (`.weights.h5`): the temporary keeps it.
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass

@@ -136,8 +136,11 @@ def probe(
     Returns:
         `{"run", "step", "steps", "layer", "input_shape", "value_range", "head",
         "predictions": [{"class", "name", "probability"}], "target",
-        "heatmap": {"layer", "shape", "values"}, "image", "index", "atlases"}`: `image` is
-        the image as fed (a PNG data URL, [low, high] drawn as 0-255), `index` and `atlases`
+        "heatmap": {"layer", "shape", "values"}, "image", "overlay", "fed", "index",
+        "atlases"}`:
+        `image` is the image as fed (a PNG data URL, [low, high] drawn as 0-255), `overlay` that
+        image under the heatmap (red to yellow), `fed` a sentence saying how it was fed, `index`
+        and `atlases`
         the feature maps as `/layer` gives a logged step (atlases as PNG data URLs), with each
         filter's `response` (mean activation) among `index.stats`.
 
@@ -267,6 +270,15 @@ def _answer(result, known: dict[str, Any]) -> dict[str, Any]:
     if seen.shape[-1] not in (1, 3):
         seen = seen.mean(-1, keepdims=True).astype(np.uint8)
     heat = result.heatmap
+    # Drawn here, so the browser shows one picture: the image under a red (weak) to yellow
+    # (strong) ramp, as opaque as the map is strong (`heatmap` holds the values themselves).
+    v = np.clip(heat, 0, 1).reshape(heat.shape[0], -1)[..., None]
+    under = np.broadcast_to(seen.reshape(*v.shape[:2], -1), (*v.shape[:2], 3)) / 255.0
+    ramp = np.concatenate([np.ones_like(v), v, np.zeros_like(v)], -1)
+    overlay = under * (1 - 0.7 * v) + ramp * 0.7 * v
+    fed = "resized to {}, 0-255 mapped onto [{:.4g}, {:.4g}]".format(
+        "×".join(map(str, result.image.shape[:-1])), low, high
+    )
     return {
         "run": result.run,
         "step": result.step,
@@ -286,6 +298,8 @@ def _answer(result, known: dict[str, Any]) -> dict[str, Any]:
             "values": np.round(heat.astype(np.float64), 5).ravel().tolist(),
         },
         "image": _data_url(tiles.encode_png(seen[..., 0] if seen.shape[-1] == 1 else seen)),
+        "overlay": _data_url(tiles.encode_png(np.round(overlay * 255).astype(np.uint8))),
+        "fed": fed,
         "index": index,
         "atlases": [_data_url(a.png) for a in atlases],
     }

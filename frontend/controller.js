@@ -3,7 +3,7 @@
 
 import {defaultColormap} from "./colormaps.js"
 import * as G from "./grid.js"
-import {Model} from "./model.js"
+import {decodeAtlas, Model, url} from "./model.js"
 import * as S from "./state.js"
 
 const PLAY_MS = 600
@@ -142,7 +142,8 @@ export async function refresh() {
 
 export const stepsOf = (run, tag) => tags[run]?.[tag]?.steps || []
 export const currentTag = () => S.currentTag(state, catalog)
-export const currentSteps = () => G.unionSteps(tags, state.runs, currentTag())
+export const currentSteps = () =>
+	state.view === "probe" ? probeSteps(state.runs) : G.unionSteps(tags, state.runs, currentTag())
 export const currentLayer = () => catalog.layers.find(l => l.name === state.layer)
 export const effectiveCmap = (kind = state.kind) => state.cmap || defaultColormap(kind)
 export const runIndex = run => Math.max(0, catalog.runs.indexOf(run))
@@ -176,4 +177,38 @@ export function stopPlay() {
 	playing = false
 	clearTimeout(playTimer)
 	hooks.steps()
+}
+
+// Probe view: answers shaped as Model.layer's, for the same grid.
+export const snaps = {} // run -> /snapshots
+export const probeImg = {blob: null, name: "", target: null}
+const answers = new Map()
+
+export const loadSnaps = runs =>
+	Promise.all(
+		runs.map(async r => (snaps[r] = await model.get(url("snapshots", {run: r})).catch(e => ({why: e.message}))))
+	)
+export const snapSteps = run => snaps[run]?.steps || []
+const probeSteps = runs => [...new Set(runs.flatMap(snapSteps))].sort((a, b) => a - b)
+
+export function setProbeImage(blob) {
+	Object.assign(probeImg, {blob, name: blob.name, target: null})
+	answers.clear()
+}
+
+export function probeLayer(run, step, layer) {
+	const q = url("probe", {run, step, layer, ...(probeImg.target === null ? {} : {target: probeImg.target})})
+	if (!answers.has(q)) answers.set(q, ask(q, run))
+	return answers.get(q)
+}
+
+async function ask(q, run) {
+	const res = await fetch(q, {method: "POST", body: probeImg.blob})
+	const a = await res.json().catch(() => ({}))
+	if (!res.ok) throw Error(a.error || res.status)
+	// connect-src forbids fetching data: URLs
+	const png = u => new Blob([Uint8Array.from(atob(u.slice(22)), c => c.charCodeAt(0))])
+	const {index, step} = a
+	const atlases = await Promise.all(a.atlases.map(u => decodeAtlas(png(u))))
+	return {run, step, index, atlases, locations: G.tileLocations(index), answer: a}
 }

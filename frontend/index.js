@@ -111,6 +111,11 @@ function wireEvents() {
 		} else if (action === "set-slice") C.update({slice: v === "all" || v.startsWith("o") ? v : Number(v)})
 		else if (action === "set-sort") C.update({sort: v, desc: v !== "id"})
 		else if (action === "set-show") C.update({show: v})
+		else if (action === "probe-file") probeImage(t.files[0])
+		else if (action === "probe-target") {
+			C.probeImg.target = Number(v)
+			C.commit(C.state)
+		}
 	})
 	ui.app.addEventListener("input", e => {
 		const t = e.target
@@ -122,6 +127,11 @@ function wireEvents() {
 				C.update({step})
 			}
 		} else if (t.dataset.action === "set-alpha") C.update({alpha: Number(t.value)})
+	})
+	ui.app.addEventListener("dragover", e => e.preventDefault())
+	ui.app.addEventListener("drop", e => {
+		e.preventDefault()
+		probeImage(e.dataTransfer.files[0])
 	})
 	ui.app.addEventListener("keydown", P.onGridKey, true)
 	// Enter in the layer search opens the first layer it finds; Escape clears it.
@@ -146,6 +156,12 @@ function wireEvents() {
 		const tile = e.target.closest?.(".cv-tile")
 		if (tile) P.focusTile(Number(tile.dataset.filter))
 	})
+}
+
+function probeImage(file) {
+	if (!file) return
+	C.setProbeImage(file)
+	C.update({view: "probe"})
 }
 
 function act(action, t = null) {

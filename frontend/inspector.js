@@ -44,7 +44,7 @@ export function refreshNeighbours() {
 
 export async function renderInspector() {
 	const open =
-		C.state.filter !== null && C.state.view === "filters" && Boolean(C.currentLayer()) && C.state.runs.length > 0
+		C.state.filter !== null && C.state.view !== "similarity" && Boolean(C.currentLayer()) && C.state.runs.length > 0
 	const wasOpen = !ui.inspector.hidden
 	ui.inspector.hidden = !open
 	ui.app.classList.toggle("has-inspector", open)

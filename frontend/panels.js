@@ -64,16 +64,21 @@ export function renderChrome() {
 	const tabs = (C.currentLayer()?.tags || []).map(t => {
 		return {tag: t.tag, label: S.kindLabel(t.kind), held: has(t), left: left.get(t.tag)}
 	})
-	const views = options(["filters", "similarity"], {filters: "Filters", similarity: "Similarity"})
+	const views = options(["filters", "similarity", "probe"], {
+		filters: "Filters",
+		similarity: "Similarity",
+		probe: "Probe",
+	})
 	V.swapContent(ui.views, V.segmented("set-view", views, state.view, "View (V)"))
 	if (state.view === "filters") V.swapContent(ui.kinds, ...V.kindTabs(tabs, tag))
+	else if (state.view === "probe") V.swapContent(ui.kinds)
 	else {
 		const modes = V.segmented("set-sim", options(Object.keys(SIM_LABELS), SIM_LABELS), state.sim, "Compare")
 		const scales = options(["data", "unit"], {data: "Data range", unit: "0–1"})
 		V.swapContent(ui.kinds, modes, V.segmented("set-hscale", scales, state.hscale, "Colour scale"))
 	}
 	// The Display controls act on filter grids only: the Similarity view hides them.
-	ui.display.closest("section").hidden = state.view !== "filters"
+	ui.display.closest("section").hidden = state.view === "similarity"
 	renderSteps()
 }
 
@@ -141,7 +146,9 @@ function renderTools(index, stats, hasDead) {
 	const shows = options(G.SHOW_MODES, G.SHOW_LABELS)
 	const [run, other] = state.runs
 	const align = other && state.kind !== "attribution" && {run, on: state.align}
-	V.swapContent(ui.tools, ...V.gridTools({slices, slice, sorts, sort, desc, shows, show, hasDead, alpha, align}))
+	const file = V.el("input", {data: {action: "probe-file"}, attrs: {type: "file", accept: "image/*"}})
+	const pick = state.view === "probe" && V.el("label", "cv-btn", "Choose an image…", file)
+	V.swapContent(ui.tools, pick, ...V.gridTools({slices, slice, sorts, sort, desc, shows, show, hasDead, alpha, align}))
 }
 
 export function zoomBy(delta) {
@@ -165,9 +172,16 @@ export async function renderGrid() {
 		V.swapContent(ui.panels, V.messageCard("No CNN Viz data yet", why, {code: EMPTY}))
 		return renderTools(null, new Map(), false)
 	}
-	if (state.view !== "filters") {
+	if (state.view === "similarity") {
 		V.swapContent(ui.tools)
 		return renderSimilarity(ui.panels)
+	}
+	const pv = state.view === "probe"
+	if (pv) {
+		const steps = (await C.loadSnaps(state.runs)) && C.currentSteps()
+		if (!ticket.live) return
+		const step = state.step === null ? steps.at(-1) : G.closestStep(steps, state.step)
+		if (steps.length && step !== state.step) return C.update({step})
 	}
 	for (const run of panels.keys()) {
 		if (state.runs.includes(run)) continue
@@ -180,9 +194,9 @@ export async function renderGrid() {
 	ui.panels.classList.toggle("is-compare", nodes.length > 1)
 	const tag = C.currentTag()
 	const jobs = state.runs.map(run => {
-		const steps = C.stepsOf(run, tag)
-		const step = steps.includes(state.step) ? state.step : null // never another step's pictures
-		const data = step === null ? null : model.layer(run, tag, step)
+		const steps = pv ? C.snapSteps(run) : C.stepsOf(run, tag)
+		const step = steps.includes(state.step) && (!pv || C.probeImg.blob) ? state.step : null // never another step's pictures
+		const data = step === null ? null : pv ? C.probeLayer(run, step, state.layer) : model.layer(run, tag, step)
 		return {run, step, near: G.closestStep(steps, state.step), plan: model.plan(run).catch(() => null), data}
 	})
 	let busy = 0
@@ -216,7 +230,7 @@ export async function renderGrid() {
 		const steps = C.stepsOf(j.run, tag)
 		const i = steps.indexOf(j.step)
 		const near = [steps[i + 1], steps[i - 1], steps[i + 2], steps[i - 2]].filter(s => s !== undefined)
-		if (i >= 0) model.prefetch(j.run, tag, near)
+		if (i >= 0 && !pv) model.prefetch(j.run, tag, near)
 	}
 	if (!firstGridMarked && ui.panels.querySelector(".cv-tile")) {
 		firstGridMarked = true
@@ -229,6 +243,10 @@ function panelProblem(job, result, runLeft, tag, head) {
 	const {state} = C
 	const what = `${state.layer} · ${S.kindLabel(state.kind)}`
 	const {step, near} = job
+	if (state.view === "probe" && step === null)
+		return near === null
+			? V.messageCard("No snapshots of the model in this run", C.snaps[job.run]?.why, {tone: "warn"})
+			: V.messageCard("Choose an image, or drop one here")
 	if (tag in runLeft) return V.messageCard(`${what} was not drawn in this run`, runLeft[tag], {tone: "warn"})
 	if (near === null)
 		return V.messageCard(
@@ -285,6 +303,7 @@ function paintAll(jobs, settled, extra) {
 				: `Not aligned: ${errorText(a.error)}`)
 		const notes = [...(index.notes || []), note].filter(Boolean)
 		V.updatePanelHead(panel, {...head, wallTime: data.wall_time, ...info, notes: notes.map(String)})
+		if (data.answer) panel.children[1].prepend(probeCard(data.answer))
 		first ||= data
 	}
 	renderTools(first?.index, sortStats, anyDead)
@@ -431,4 +450,21 @@ export function onGridKey(e) {
 	tile.tabIndex = -1
 	target.tabIndex = 0
 	target.focus()
+}
+
+// Predictions are the class picker
+function probeCard(a) {
+	const pct = p => `${p.name ?? p.class} ${(p.probability * 100).toFixed(1)}%`
+	const opts = a.predictions.map(p =>
+		V.el("option", {text: pct(p), attrs: {value: p.class, selected: p.class === a.target}})
+	)
+	return V.el(
+		"p",
+		"cv-probe",
+		V.el("img", {attrs: {src: a.overlay, alt: "Grad-CAM"}}),
+		V.el("b", "", a.predictions.slice(0, 3).map(pct).join(" · ")),
+		V.el("label", "", " Grad-CAM of ", V.el("select", {data: {action: "probe-target"}}, ...opts)),
+		V.el("br"),
+		`${C.probeImg.name} ${a.fed}`
+	)
 }

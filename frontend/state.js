@@ -83,7 +83,7 @@ export function paramsToState(params) {
 		else if (k === "alpha") s.alpha = int(v, 0, 100) ?? DEFAULT_ALPHA
 		else if (k === "sort") s.sort = v && v.length < 200 ? v : "id"
 		else if (k === "desc" || k === "align") s[k] = v === "1" || v === "true"
-		else if (k === "view") s.view = oneOf(v, ["filters", "similarity"], "filters")
+		else if (k === "view") s.view = oneOf(v, ["filters", "similarity", "probe"], "filters")
 		else if (k === "sim") s.sim = oneOf(v, ["time", "runs", "layers"], "time")
 		else if (k === "hscale") s.hscale = oneOf(v, ["data", "unit"], "data")
 		else if (k === "show") s.show = oneOf(v, SHOW_MODES, "all")
@@ -232,7 +232,8 @@ export function reconcile(state, catalog, tags, left = {}) {
 	s.kind = info ? info.kind : null
 	const steps = info ? s.runs.flatMap(r => tags[r]?.[info.tag]?.steps || []).sort((a, b) => a - b) : []
 	if (!info) s.step = null
-	else if (steps.length) s.step = s.step === null ? steps[steps.length - 1] : closestStep(steps, s.step)
+	else if (steps.length && s.view !== "probe")
+		s.step = s.step === null ? steps[steps.length - 1] : closestStep(steps, s.step)
 	// The inspected filter stays while the Similarity view shows (the inspector hides, and
 	// comes back with the Filters view).
 	if (s.filter === null || !s.runs.includes(s.frun)) s.frun = null

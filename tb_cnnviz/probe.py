@@ -47,10 +47,12 @@ from tb_cnnviz import metadata
 __all__ = [
     "MAX_CACHE_BYTES",
     "MAX_MODELS",
+    "ModelLoadError",
     "Prediction",
     "ProbeResult",
     "clear_cache",
     "probe",
+    "snapshot_index",
     "snapshot_steps",
 ]
 
@@ -61,6 +63,11 @@ MAX_CACHE_BYTES = 1 << 30
 
 _DRIVE = re.compile(r"^[A-Za-z]:")  # a Windows drive: absolute there
 _RUN_SEARCH_LIMIT = 2000  # directories looked at to list the runs that have snapshots
+
+
+class ModelLoadError(ValueError):
+    """The snapshot's model cannot be rebuilt or its weights loaded here; the message says why
+    and what to change (a server answers it apart from a bad request)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +197,22 @@ def snapshot_steps(logdir, run) -> list[int]:
     return list(_read_index(_snapshot_folder(os.fspath(logdir), run))["steps"])
 
 
+def snapshot_index(logdir, run) -> dict:
+    """The run's parsed snapshot index (`tb_cnnviz.metadata.parse_snapshot_index`): its steps,
+    input shape, value range and class names, read without loading the model or Keras.
+
+    Raises:
+        ValueError: If the run has no snapshots or leaves the logdir.
+
+    Example:
+        >>> import tempfile
+        >>> snapshot_index(tempfile.mkdtemp(), "../x")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ValueError: run must be a run name inside the logdir. Received: run='../x'
+    """
+    return _read_index(_snapshot_folder(os.fspath(logdir), run))
+
+
 def clear_cache() -> None:
     """Forgets every loaded model (the next call of each loads it again).
 
@@ -297,11 +320,11 @@ def _load(architecture: str, weights: str):
     try:
         model = keras.saving.deserialize_keras_object(config, safe_mode=True)
     except Exception as e:  # Keras raises TypeError for unknown classes, ValueError for lambdas
-        raise ValueError(_load_error(e)) from e
+        raise ModelLoadError(_load_error(e)) from e
     try:
         model.load_weights(weights)
     except Exception as e:
-        raise ValueError(f"cannot load the weights {weights!r}: {_short(e)}") from e
+        raise ModelLoadError(f"cannot load the weights {weights!r}: {_short(e)}") from e
     return model
 
 

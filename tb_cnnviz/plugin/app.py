@@ -1,9 +1,11 @@
 """`CNNVizPlugin`: TensorBoard's plugin interface and the tab's routes, each one thin.
 
 A route parses its request (`tb_cnnviz.plugin.wsgi`), calls one answer and responds: the
-pictures (`pictures`), the plans (`plans`), the comparisons (`comparisons`) or the dashboard's
-files (`static`). Every read of the logdir goes through one `Data` (`data`), which owns the
-caches. Routes live under `/data/plugin/cnnviz/`; `tb_cnnviz/http_api.md` documents each one.
+pictures (`pictures`), the plans (`plans`), the comparisons (`comparisons`), the model run on
+an image (`probing`) or the dashboard's files (`static`). Every read of the logdir goes
+through one `Data` (`data`), which owns the caches; the probe alone opens the run's snapshot
+files, inside `--logdir`. Routes live under `/data/plugin/cnnviz/`; `tb_cnnviz/http_api.md`
+documents each one.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 
 from tb_cnnviz import metadata
-from tb_cnnviz.plugin import pictures, static
+from tb_cnnviz.plugin import pictures, probing, static
 from tb_cnnviz.plugin.comparisons import Comparisons
 from tb_cnnviz.plugin.data import Data, read_downsample
 from tb_cnnviz.plugin.plans import Plans
 from tb_cnnviz.plugin.wsgi import (
+    body,
     json_response,
     parse_runs,
     query,
@@ -59,6 +62,7 @@ class CNNVizPlugin(base_plugin.TBPlugin):
     plugin_name = metadata.PLUGIN_NAME
 
     def __init__(self, context: base_plugin.TBContext):
+        self._logdir = getattr(context, "logdir", None)
         self._data = Data(context.data_provider, read_downsample(context.sampling_hints))
         self._plans = Plans(self._data)
         self._comparisons = Comparisons(self._data)
@@ -94,6 +98,8 @@ class CNNVizPlugin(base_plugin.TBPlugin):
             "/similarity": self._serve_similarity,
             "/alignment": self._serve_alignment,
             "/examples": self._serve_examples,
+            "/snapshots": self._serve_snapshots,
+            "/probe": self._serve_probe,
         }
 
     def is_active(self) -> bool:
@@ -194,6 +200,20 @@ class CNNVizPlugin(base_plugin.TBPlugin):
         ctx, eid = request_context(request)
         return json_response(request, self.examples_impl(ctx, eid, run, layer, step))
 
+    @route
+    def _serve_snapshots(self, request):
+        run = required(query(request), "run")
+        return json_response(request, self.snapshots_impl(run))
+
+    @route
+    def _serve_probe(self, request):
+        params = query(request)
+        run, step = required(params, "run"), step_param(params)
+        target = step_param(params, "target")
+        image = body(request, probing.MAX_UPLOAD_BYTES, probing.PayloadTooLargeError)
+        answer = self.probe_impl(run, image, step, params.get("layer") or None, target)
+        return json_response(request, answer)
+
     # -- the plain-data answers (see the modules named) -------------------------------------
     def static_impl(self, relative_path: str) -> tuple[bytes, str]:
         """`static.read_file`: a dashboard file's bytes and MIME type."""
@@ -235,3 +255,11 @@ class CNNVizPlugin(base_plugin.TBPlugin):
     def examples_impl(self, ctx, experiment_id, run, layer, step=None) -> dict[str, Any]:
         """`comparisons.Comparisons.examples`: each filter's dataset examples."""
         return self._comparisons.examples(ctx, experiment_id, run, layer, step)
+
+    def snapshots_impl(self, run: str) -> dict[str, Any]:
+        """`probing.snapshots`: the run's snapshot steps and how images are fed (no Keras)."""
+        return probing.snapshots(self._logdir, run)
+
+    def probe_impl(self, run, image: bytes, step=None, layer=None, target=None) -> dict[str, Any]:
+        """`probing.probe`: the model at a step run on an uploaded image."""
+        return probing.probe(self._logdir, run, image, step, layer, target)

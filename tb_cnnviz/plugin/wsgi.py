@@ -23,6 +23,7 @@ from werkzeug import wrappers
 
 __all__ = [
     "Answer",
+    "body",
     "encode_json",
     "json_response",
     "parse_runs",
@@ -123,6 +124,19 @@ def required(params: Mapping[str, str], name: str) -> str:
     if value is None:
         raise errors.InvalidArgumentError(f"missing required parameter {name!r}")
     return value
+
+
+def body(request: wrappers.Request, limit: int, too_large: type[errors.PublicError]) -> bytes:
+    """The request body, refused with `too_large` (a 413) beyond `limit` bytes before more than
+    `limit + 1` bytes are read, and as a 405-like 400 unless the method is POST."""
+    if request.method != "POST":
+        raise errors.InvalidArgumentError(f"send the image with POST. Received: {request.method}")
+    if (request.content_length or 0) > limit:
+        raise too_large(f"the body is larger than {limit} bytes")
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise too_large(f"the body is larger than {limit} bytes")
+    return data
 
 
 def step_param(params: Mapping[str, str], name: str = "step") -> int | None:

@@ -206,3 +206,50 @@ def test_a_preempted_job_resumed_with_initial_epoch_continues_without_duplicates
     assert new[2] > old[3] and new[3] > old[3]  # the resumed process's pictures
     steps = plan_steps(logs.client())
     assert [s["step"] for s in steps] == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_long_run_is_thinned_and_its_plan_says_so(tmp_path, read_logdir):
+    """40 epochs with thin_after=4: pictures at the scheduled steps and the last; every other
+    step has a plan record saying `thinned`, which /plan passes on."""
+    from test_callbacks import fit, small_cnn
+
+    from tb_cnnviz import thinning
+    from tb_cnnviz.callbacks import CNNViz
+
+    viz = CNNViz(str(tmp_path), budget=None, actmax_freq=0, snapshots=None, thin_after=4)
+    fit(small_cnn(), [viz], epochs=40)
+    expected = [s for s in range(40) if thinning.Thinning(4).scheduled(s)] + [39]
+    assert expected == [0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 39]
+    logs = read_logdir(tmp_path)
+    assert logs.steps("train", "conv_a/weights") == expected
+    steps = plan_steps(logs.client())
+    assert [s["step"] for s in steps] == list(range(40))
+    for s in steps:
+        assert ("thinned" in s) == (s["step"] not in expected), s
+    assert steps[33]["thinned"].startswith("thinned: every 16th step is drawn from step 32 on")
+
+
+def test_max_run_bytes_caps_the_run(tmp_path, read_logdir):
+    """With max_run_bytes of about three steps' pictures, 8 epochs draw at most four steps (the
+    count of bytes lags the background writer by a step), the plan says why the others are not
+    drawn; a bad value is a ValueError naming the argument."""
+    from test_callbacks import fit, small_cnn
+
+    from tb_cnnviz.callbacks import CNNViz
+
+    with pytest.raises(ValueError, match="max_run_bytes"):
+        CNNViz(str(tmp_path), max_run_bytes=0)
+    probe = CNNViz(str(tmp_path / "probe"), budget=None, actmax_freq=0, snapshots=None)
+    fit(small_cnn(), [probe], epochs=1)
+    one_step = read_logdir(tmp_path / "probe").datum("train", "cnnviz/plan", 0)[0]["costs"]
+    step_bytes = sum(c["bytes"] for c in one_step.values())
+    cap = 3 * step_bytes + 4096  # the event file's own header and scalars aside
+    viz = CNNViz(str(tmp_path / "capped"), budget=None, actmax_freq=0, snapshots=None,
+                 max_run_bytes=cap)  # fmt: skip
+    fit(small_cnn(), [viz], epochs=8)
+    logs = read_logdir(tmp_path / "capped")
+    drawn = logs.steps("train", "conv_a/weights")
+    assert 1 <= len(drawn) <= 4, drawn
+    plan = plan_steps(logs.client())
+    capped = [s["step"] for s in plan if "max_run_bytes" in s.get("thinned", "")]
+    assert capped and set(capped).isdisjoint(drawn) and len(capped) + len(drawn) == 8, plan

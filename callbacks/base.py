@@ -30,6 +30,9 @@ import numpy as np
 from tb_cnnviz import backend, background, checks, events, metadata, summary
 from tb_cnnviz import budget as budget_lib
 from tb_cnnviz import layers as layer_lib
+from tb_cnnviz import thinning as thinning_lib
+
+from . import runstate
 
 __all__ = [
     "Planner",
@@ -55,11 +58,46 @@ class _Run:
     """
 
     def __init__(self, run_dir: str):
-        self.writer = events.FileWriter(run_dir)
+        self.run_dir = run_dir
+        try:
+            self.claim = runstate.claim(run_dir)
+        except OSError as e:  # an unwritable folder: the writer below says so, once
+            logger.debug("tb-cnnviz: cannot record who writes %s: %s", run_dir, e)
+            self.claim = runstate.Claim()
+        #: Bytes of event files the run held before this process opened it (the run's cap).
+        self.bytes_before = _event_bytes(run_dir)
+        self.writer = None
+        if self.claim.taken_by is None:
+            # One event per step: a process killed while writing leaves no partial step.
+            self.writer = events.FileWriter(run_dir, whole_steps=True)
         self.worker = background.Worker()
         self.users = 0
+        self.last_step: int | None = None  # the last step on disk, written by this process
+        self.bytes_written = 0  # bytes of pictures written through this writer
+        self.steps_drawn = 0
+        self.started = False
+        self.lease = 0.0  # seconds another host waits for our next step before taking over
         self._failures: list[tuple[budget_lib.Drawing, Exception]] = []
         self._lock = threading.Lock()
+
+    def start(self, step: int) -> None:
+        """Marks, once per writer, where this process's steps start (`FileWriter.session_start`):
+        TensorBoard then drops what an earlier process wrote at `step` and later."""
+        if not self.started:
+            self.started = True
+            self.writer.session_start(step)
+
+    def step_written(self, step: int, nbytes: int, lease: float) -> None:
+        """Records that `step` (with `nbytes` of pictures) is on disk (any thread)."""
+        with self._lock:
+            self.last_step = step if self.last_step is None else max(self.last_step, step)
+            self.bytes_written += nbytes
+            self.steps_drawn += nbytes > 0
+        if self.writer.failure is None:
+            try:
+                runstate.record(self.run_dir, self.last_step, live=True, lease=lease)
+            except OSError as e:
+                logger.debug("tb-cnnviz: cannot record the run's state: %s", e)
 
     def failed(self, drawing: budget_lib.Drawing, error: Exception) -> None:
         """Keeps a background job's failure for the training thread (any thread may call it)."""
@@ -76,7 +114,38 @@ class _Run:
     def flush(self) -> None:
         """Waits for every job submitted so far, then flushes the event file."""
         self.worker.join()
-        self.writer.flush()
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        """Stops the worker, closes the file, and lets another process claim the run."""
+        self.worker.close()
+        if self.writer is None:
+            return
+        self.writer.close()
+        if self.writer.failure is None:
+            try:
+                runstate.record(self.run_dir, self.last_step, live=False)
+            except OSError as e:
+                logger.debug("tb-cnnviz: cannot record the run's state: %s", e)
+
+
+def _event_bytes(run_dir: str) -> int:
+    """Bytes of the event files in a local `run_dir` (0 for a remote or missing one)."""
+    if "://" in run_dir:
+        return 0
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        return 0
+    total = 0
+    for name in names:
+        if "tfevents" in name:
+            try:
+                total += os.path.getsize(os.path.join(run_dir, name))
+            except OSError:
+                pass
+    return total
 
 
 class _WriterPool:
@@ -110,8 +179,7 @@ class _WriterPool:
         run.flush()
         run.report_failures()
         if last:
-            run.worker.close()
-            run.writer.close()
+            run.close()
 
 
 WRITERS = _WriterPool()
@@ -509,10 +577,21 @@ class Planner:
     worker, and at each epoch end runs `log_epoch` as the chief. `end` waits for the worker, so
     `fit()` returns with every picture on disk.
 
+    It also keeps each step of the run once (`callbacks.runstate`): a second `fit()` in this
+    process continues the steps after the last one written; a resumed job (`initial_epoch`)
+    replaces what the old process wrote from there on and says so in its first plan record;
+    a run another live process writes is left to it, with a warning. With a `thinning`, long
+    runs draw fewer steps as they grow (`tb_cnnviz.thinning`), within a byte cap.
+
     Args:
         owner: The name its plan records are written under.
         run_dir: The run folder pictures go to.
         budget: The `TimeBudget` the callbacks share.
+        thinning: Which steps to draw in a long run; None draws every step.
+
+    Attributes:
+        offset: What this `fit()` adds to an epoch to get its step (0 unless a second `fit()`
+            continues the steps of an earlier one).
 
     Example:
         >>> planner = Planner("cnnviz", "logs/run1/train", budget_lib.TimeBudget(0.05))
@@ -520,13 +599,27 @@ class Planner:
         0.05
     """
 
-    def __init__(self, owner: str, run_dir: str, budget: budget_lib.TimeBudget):
+    def __init__(
+        self,
+        owner: str,
+        run_dir: str,
+        budget: budget_lib.TimeBudget,
+        thinning: thinning_lib.Thinning | None = None,
+    ):
         self.owner = owner
         self.run_dir = run_dir
         self.budget = budget
+        self.thinning = thinning
+        self.offset = 0
         self._run: _Run | None = None
         self._first_epoch = None
         self._layers: list[str] | None = None  # the model's conv layers, in forward order
+        self._convs: list[tuple[str, keras.layers.Layer]] = []
+        self._refused = False
+        self._last_step: int | None = None  # the last step this planner logged, any fit()
+        self._resumed: dict | None = None  # said in the first plan record of a fit()
+        self._norms: dict[str, np.ndarray] = {}  # filter norms at the last drawn step
+        self._epoch_time: float | None = None
 
     def begin(self, host: keras.callbacks.Callback) -> None:
         """Starts timing a `fit()` of `host.model` (call first thing in `on_train_begin`)."""
@@ -534,25 +627,153 @@ class Planner:
         self.budget.start_fit(fit_params(host).get("epochs"))
         self._first_epoch = None
         self._layers = None
+        self._refused = False
+        self.offset = 0
 
     def epoch_end(self, host: keras.callbacks.Callback, callbacks, epoch: int) -> None:
         """Logs `epoch` for `callbacks` (the chief only), timing it as the callbacks' own."""
-        if not backend.is_chief(host.model):
+        if not backend.is_chief(host.model) or self._refused:
             return
         self.budget.tick()
         self.budget.end_epoch()
         with self.budget.own():
-            if self._first_epoch is None:
+            first = self._first_epoch is None
+            if first:
                 self._first_epoch = epoch
                 self.budget.set_epochs(epochs_left(host, epoch))
-            if self._run is None:
-                self._run = WRITERS.acquire(self.run_dir)
+                if self._run is None:
+                    self._run = WRITERS.acquire(self.run_dir)
+                if not self._start(epoch):
+                    return
             if self._layers is None:  # the network's order, for the tab (the plan's metadata)
-                self._layers = [path for path, _ in layer_lib.conv_layers(host.model)]
+                self._convs = list(layer_lib.conv_layers(host.model))
+                self._layers = [path for path, _ in self._convs]
+            step = epoch + self.offset
             final = is_final_epoch(host, epoch)
+            run = self._run
+            run.start(step)
+            now = time.monotonic()
+            if self._epoch_time is not None:  # another host may take over after 3 epochs' time
+                run.lease = max(run.lease, 3 * (now - self._epoch_time))
+            self._epoch_time = now
+            thinned = None
+            if self.thinning is not None:
+                thinned = self._thin(step, final=final, first=first)
+            resumed, self._resumed = self._resumed, None
             log_epoch(
-                self.owner, callbacks, self.budget, self._run, epoch, final, layers=self._layers
+                self.owner,
+                callbacks,
+                self.budget,
+                run,
+                step,
+                final,
+                layers=self._layers,
+                thinned=thinned,
+                resumed=resumed,
             )
+            self._last_step = step
+
+    def _start(self, epoch: int) -> bool:
+        """Decides where this fit()'s steps go in the run; False when another process has it."""
+        claim = self._run.claim
+        if claim.taken_by is not None:
+            self._refused = True
+            WRITERS.release(self.run_dir)
+            self._run = None
+            warnings.warn(
+                f"tb-cnnviz: {self.run_dir} is being written by {claim.taken_by}, which wins: "
+                "this process logs no pictures there in this fit(), so no step is written "
+                "twice. Give each process its own log_dir.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return False
+        before = [s for s in (claim.last_step if claim.same_process else None, self._last_step)]
+        before = max((s for s in before if s is not None), default=None)
+        if before is not None and epoch <= before:
+            self.offset = before + 1 - epoch
+            warnings.warn(
+                f"tb-cnnviz: this fit() starts at epoch {epoch}, but {self.run_dir} already holds "
+                f"steps up to {before} from an earlier fit() in this process: its steps continue "
+                f"at {before + 1}, so none is written twice. Pass initial_epoch={before + 1} to "
+                "fit() to number the epochs the same way (as keras.callbacks.TensorBoard does).",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        elif claim.last_step is not None and not claim.same_process:
+            replaced = epoch <= claim.last_step
+            self._resumed = {
+                "previous_last_step": claim.last_step,
+                "from_step": epoch,
+                "replaced": replaced,
+            }
+            if replaced and epoch == 0:
+                warnings.warn(
+                    f"tb-cnnviz: {self.run_dir} holds steps up to {claim.last_step} written by "
+                    "an earlier process; this fit() starts again at step 0, so TensorBoard shows "
+                    "its pictures instead of those. Use a new log_dir to keep both, or "
+                    "initial_epoch to resume.",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            elif replaced:
+                logger.info(
+                    "tb-cnnviz: resuming %s at step %d: steps %d-%d of the earlier process are "
+                    "replaced",
+                    self.run_dir,
+                    epoch,
+                    epoch,
+                    claim.last_step,
+                )
+        return True
+
+    def _thin(self, step: int, *, final: bool, first: bool) -> str | None:
+        """Why `step` is thinned, or None to draw it."""
+        run = self._run
+        drawn = max(run.steps_drawn, 1)
+        run_bytes = run.bytes_before + run.bytes_written
+        changed = None
+        if not (final or first or self.thinning.scheduled(step)):
+            changed = self._changed()
+        why = self.thinning.decide(
+            step,
+            final=final,
+            first=first,
+            changed=changed,
+            run_bytes=run_bytes,
+            step_bytes=run.bytes_written // drawn,
+        )
+        if why is None:
+            self._norms = self._filter_norms()
+        return why
+
+    def _filter_norms(self) -> dict[str, np.ndarray]:
+        """Each conv layer's per-filter kernel norms (one pass over the weights, on the host)."""
+        norms = {}
+        for path, layer in self._convs:
+            kernels = [w for w in layer.weights if len(w.shape) >= 3]
+            if kernels:
+                k = keras.ops.convert_to_numpy(kernels[0]).astype(np.float32)
+                norms[path] = np.sqrt(np.square(k.reshape(-1, k.shape[-1])).sum(axis=0))
+        return norms
+
+    def _changed(self) -> str | None:
+        """Why the weights changed a lot since the last drawn step, or None."""
+        if not self._norms:
+            return None
+        now = self._filter_norms()
+        for path, before in self._norms.items():
+            after = now.get(path)
+            if after is None or after.shape != before.shape:
+                continue
+            alive = before > 1e-3 * max(float(np.median(before)), 1e-12)
+            died = alive & (after <= 1e-3 * max(float(np.median(after)), 1e-12))
+            if died.any():
+                return f"a filter of {path} died (its kernel collapsed to zero)"
+            moved = np.linalg.norm(after - before) / max(float(np.linalg.norm(before)), 1e-12)
+            if moved > BIG_CHANGE:
+                return f"the filter norms of {path} moved by {moved:.0%}"
+        return None
 
     def end(self) -> None:
         """Waits for the background writer, flushes, reports what failed there, and lets go of
@@ -565,6 +786,11 @@ class Planner:
                 with self.budget.profile.recording("plan", "write"):
                     WRITERS.release(self.run_dir)
             self._run = None
+
+
+#: A thinned step is drawn anyway when a layer's filter norms moved by more than this fraction
+#: since the last drawn step.
+BIG_CHANGE = 0.5
 
 
 def fit_params(callback: keras.callbacks.Callback) -> dict:
@@ -596,6 +822,8 @@ def log_epoch(
     final: bool,
     *,
     layers: list[str] | None = None,
+    thinned: str | None = None,
+    resumed: dict | None = None,
 ) -> dict[str, list]:
     """Plans, draws and records one epoch for `callbacks` sharing `budget`.
 
@@ -619,6 +847,9 @@ def log_epoch(
         epoch: The epoch, written as the step.
         final: Whether this is the last epoch of `fit()`.
         layers: The model's conv layers in forward order, for the plan record's metadata.
+        thinned: Why this step is not drawn in a long run (`tb_cnnviz.thinning`): only its
+            plan record is written, saying so. None draws it.
+        resumed: What the plan record says of the run this `fit()` resumed, on its first step.
 
     Returns:
         `{"drawn": [tags], "skipped": {tag: reason}}` as planned; a drawing that fails in the
@@ -626,6 +857,9 @@ def log_epoch(
         training ends), not here.
     """
     run.report_failures()  # of earlier epochs' background jobs, on this thread
+    if thinned is not None:
+        _submit_plan(owner, budget, run, epoch, [], {}, {}, {}, layers, thinned, resumed)
+        return {"drawn": [], "skipped": {}}
     drawings, held = [], {}
     with budget.profile.recording("plan"):  # estimates may time the model once
         for callback in callbacks:
@@ -673,14 +907,24 @@ def log_epoch(
         )
         wait_for_worker(budget, lambda job=job: run.worker.submit(job), counts)
 
+    _submit_plan(owner, budget, run, epoch, drawn, skipped, outcome, costs, layers, None, resumed)
+    return {"drawn": drawn, "skipped": skipped}
+
+
+def _submit_plan(
+    owner, budget, run, step, drawn, skipped, outcome, costs, layers, thinned, resumed
+):
+    """Queues the plan record of `step`, after its drawings; it commits the step to disk."""
+    counts = not backend.has_accelerator()
+
     def write_plan():
         cpu = time.thread_time()
         failed = {t: r for t, r in outcome.items() if r is not None}
         record = budget.profile.recording("plan", "write", time.thread_time)
-        with run.writer.as_default(step=epoch), record:
+        with run.writer.as_default(step=step), record:
             summary.write_plan(
                 owner,
-                epoch,
+                step,
                 drawn=[t for t in drawn if t not in failed],
                 skipped={**skipped, **failed},
                 costs=costs,
@@ -688,13 +932,15 @@ def log_epoch(
                 train_seconds=budget.train_seconds,
                 own_seconds=budget.own_seconds,
                 layers=layers,
+                thinned=thinned,
+                resumed=resumed,
             )
-            run.writer.flush()
+            run.writer.flush()  # the step's one event: on disk whole, or not at all
+        run.step_written(step, sum(c["bytes"] for c in costs.values()), run.lease)
         if counts:
             budget.add_own(time.thread_time() - cpu)
 
     wait_for_worker(budget, lambda: run.worker.submit(write_plan), counts)
-    return {"drawn": drawn, "skipped": skipped}
 
 
 def wait_for_worker(budget: budget_lib.TimeBudget, wait, counts: bool) -> None:

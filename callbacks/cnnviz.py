@@ -10,6 +10,7 @@ import numpy as np
 from tb_cnnviz import backend, checks
 from tb_cnnviz import budget as budget_lib
 from tb_cnnviz import layers as layer_lib
+from tb_cnnviz import thinning as thinning_lib
 
 from .actmax import ActivationMaximization
 from .attribution import Attribution
@@ -79,6 +80,15 @@ class CNNViz(keras.callbacks.Callback):
             draws every kind at every epoch it is due.
         max_bytes: Bytes of pictures written per epoch at most (with a budget); drawings beyond
             it wait for a later epoch.
+        max_run_bytes: Bytes of pictures the whole run may hold (every `fit()` and process
+            writing it), 1 GiB by default; near it, only the last epoch of a `fit()` is drawn.
+            None for no cap.
+        thin_after: Long runs are thinned: every epoch is drawn up to this many (16), then
+            every 2nd up to twice as many, every 4th up to four times, and so on; the first
+            and last epoch of each `fit()` always, and any epoch at which a conv filter died
+            or a layer's filter norms moved by more than half. So 300 epochs draw about 50
+            steps, 30 draw 23 (`tb_cnnviz.thinning`). A thinned epoch's plan record says
+            `thinned`, so the tab does not take it for missing data. None draws every epoch.
         snapshots: Which steps of the model to keep for `tb_cnnviz.probe` and the tab's Probe
             view (`Snapshots`, in `<log_dir>/train/cnnviz_snapshots/`): `"first_and_latest"`
             (the default: the first logged step and the latest, replaced as training goes on,
@@ -122,12 +132,16 @@ class CNNViz(keras.callbacks.Callback):
         max_filters=256,
         budget=budget_lib.DEFAULT_BUDGET,
         max_bytes=budget_lib.DEFAULT_MAX_BYTES,
+        max_run_bytes=thinning_lib.DEFAULT_MAX_RUN_BYTES,
+        thin_after=thinning_lib.DEFAULT_KEEP_FIRST,
         snapshots="first_and_latest",
     ):
         super().__init__()
         backend.check_supported("CNNViz")
         self.budget = check_budget(budget)
         self.max_bytes = checks.integer("max_bytes", max_bytes, minimum=1, none=True)
+        self.max_run_bytes = checks.integer("max_run_bytes", max_run_bytes, minimum=1, none=True)
+        self.thin_after = checks.integer("thin_after", thin_after, minimum=1, none=True)
         self.log_dir = log_dir
         self.probe_images = probe_images
         self.layers = layers
@@ -177,7 +191,10 @@ class CNNViz(keras.callbacks.Callback):
         self._kinds = list(self.callbacks)  # every kind, whether or not it applies to a model
         self._deferred = False  # checks wait for fit() to build the model
         budget = budget_lib.TimeBudget(self.budget, max_bytes)
-        self._planner = Planner("cnnviz", os.path.join(os.fspath(log_dir), "train"), budget)
+        thinning = thinning_lib.Thinning(self.thin_after, self.max_run_bytes)
+        self._planner = Planner(
+            "cnnviz", os.path.join(os.fspath(log_dir), "train"), budget, thinning
+        )
         for callback in self._kinds:
             callback.use_budget(budget)
         self._snapshots = None
@@ -249,7 +266,7 @@ class CNNViz(keras.callbacks.Callback):
             self._check_when_built()
         self._planner.epoch_end(self, self.callbacks, epoch)
         if self._snapshots is not None:  # counted in the shared budget (use_budget)
-            self._snapshots.on_epoch_end(epoch, logs)
+            self._snapshots.on_epoch_end(epoch + self._planner.offset, logs)
 
     def on_train_end(self, logs=None):
         for callback in self.callbacks:

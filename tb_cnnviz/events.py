@@ -8,19 +8,35 @@ through it; the `tb_cnnviz.summary` functions write to it when it is the default
 
 Only summaries of the TF2 kind are written: a tensor with its plugin's metadata, which is what
 TensorBoard's data providers read for every plugin, scalars included.
+
+Two guarantees the callbacks rely on, for faults while writing:
+
+* *Whole steps* (`FileWriter(whole_steps=True)`): the summaries of a step are held in memory and
+  written as ONE event (one record, one checksum) when the step is committed (`flush`). A
+  process killed while writing leaves at most a torn last record, which TensorBoard's readers
+  skip: a step is in the file completely or not at all.
+* *Failing storage* (a full disk, a file-size limit, a vanished bucket): the first error is
+  warned about once, naming the file and the error; later writes are dropped, so nothing is
+  appended after a torn record and what was written before stays readable. No exception
+  reaches the code that trains.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import os
+import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+from tensorboard.compat import tf as tf_compat
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.scalar import metadata as scalar_metadata
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.summary.writer.record_writer import RecordWriter
 from tensorboard.util import tensor_util
 
 from tb_cnnviz import profile
@@ -28,16 +44,22 @@ from tb_cnnviz import profile
 __all__ = ["FileWriter", "default_writer"]
 
 _local = threading.local()
+_file_ids = itertools.count()
 
 
 class FileWriter:
     """An event-file writer for one run directory that needs no TensorFlow.
 
+    Records are written on the calling thread (the callbacks call it from their background
+    worker), so a failing disk raises nowhere: it is warned about once (`failure`).
+
     Args:
         logdir: The run directory (created if missing). With TensorFlow installed, remote paths
             (`gs://...`) work as they do for TensorBoard.
-        max_queue: Events held in memory before they are written.
-        flush_secs: Seconds between automatic flushes.
+        max_queue: Kept for compatibility; records go to the file's buffer at once.
+        flush_secs: Seconds after which a write also flushes the file.
+        whole_steps: Hold each step's summaries until `flush` and write them as one event, so
+            a step is on disk completely or not at all (the callbacks' writer).
 
     Example:
         >>> import tempfile
@@ -49,12 +71,40 @@ class FileWriter:
         >>> writer.close()
     """
 
-    def __init__(self, logdir: str, *, max_queue: int = 10, flush_secs: float = 120):
+    def __init__(
+        self,
+        logdir: str,
+        *,
+        max_queue: int = 10,
+        flush_secs: float = 120,
+        whole_steps: bool = False,
+    ):
         self.logdir = str(logdir)
-        self._writer = EventFileWriter(self.logdir, max_queue, flush_secs)
+        self.whole_steps = whole_steps
+        self._flush_secs = flush_secs
         self._lock = threading.Lock()
         self._closed = False
+        self._held: dict[int, list[summary_pb2.Summary.Value]] = {}
+        #: The first error writing met, or None; after one, nothing more is written.
+        self.failure: Exception | None = None
         self.step: int | None = None
+        self.path = ""
+        self._records = None
+        self._last_flush = time.monotonic()
+        try:
+            tf_compat.io.gfile.makedirs(self.logdir)
+            self.path = os.path.join(
+                self.logdir,
+                f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+                f"{os.getpid()}.{next(_file_ids)}",
+            )
+            self._file = tf_compat.io.gfile.GFile(self.path, "wb")
+            self._records = RecordWriter(self._file)
+            version = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
+            self._records.write(version.SerializeToString())
+            self._records.flush()
+        except Exception as e:  # an unwritable or full disk is warned about, never raised
+            self._fail(e)
 
     def write(
         self,
@@ -66,7 +116,8 @@ class FileWriter:
         """Writes one tensor summary: `values` (strings as bytes, or numbers) at `step`.
 
         Returns:
-            True (the summary is queued; it reaches the file at the next flush).
+            True when the summary is queued (it reaches the file at the next flush); False when
+            the writer is closed or writing failed earlier.
 
         Example:
             >>> import tempfile
@@ -85,11 +136,16 @@ class FileWriter:
         else:
             items = [bytes(v) for v in values]
             tensor = tensor_util.make_tensor_proto(items, dtype="string", shape=[len(items)])
-        summary = summary_pb2.Summary(
-            value=[summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=metadata)]
-        )
-        self._add(event_pb2.Event(step=int(step), summary=summary))
-        return True
+        value = summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=metadata)
+        with self._lock:
+            if self._closed or self.failure is not None:
+                return False
+            if self.whole_steps:
+                self._held.setdefault(int(step), []).append(value)
+                return True
+            return self._add(
+                event_pb2.Event(step=int(step), summary=summary_pb2.Summary(value=[value]))
+            )
 
     def scalar(self, tag: str, value: float, step: int, description: str | None = None) -> None:
         """Writes a scalar that TensorBoard's Scalars tab shows, like `tf.summary.scalar`.
@@ -101,16 +157,31 @@ class FileWriter:
         md = scalar_metadata.create_summary_metadata(display_name=tag, description=description)
         self.write(tag, np.asarray(float(value), np.float32), step, md)
 
+    def session_start(self, step: int) -> None:
+        """Marks that training (re)starts at `step`: TensorBoard drops what an earlier
+        process wrote at `step` and later to this run (a resumed or restarted job).
+
+        Example:
+            >>> import tempfile
+            >>> FileWriter(tempfile.mkdtemp()).session_start(0)
+        """
+        start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+        with self._lock:
+            if not self._closed and self.failure is None:
+                self._commit()
+                self._add(event_pb2.Event(step=int(step), session_log=start))
+
     def flush(self) -> None:
-        """Writes every queued event to disk.
+        """Writes every held step (one event each) and every buffered record to disk.
 
         Example:
             >>> import tempfile
             >>> FileWriter(tempfile.mkdtemp()).flush()
         """
         with self._lock:
-            if not self._closed:
-                self._writer.flush()
+            if not self._closed and self.failure is None:
+                self._commit()
+                self._flush()
 
     def close(self) -> None:
         """Flushes and closes the file; later writes are dropped.
@@ -120,9 +191,17 @@ class FileWriter:
             >>> w = FileWriter(tempfile.mkdtemp()); w.close(); w.close()
         """
         with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._writer.close()
+            if self._closed:
+                return
+            self._closed = True
+            if self.failure is None:
+                self._commit()
+                self._flush()
+            if self._records is not None:
+                try:
+                    self._records.close()
+                except Exception as e:
+                    self._fail(e)
 
     @contextlib.contextmanager
     def as_default(self, step: int | None = None) -> Iterator[FileWriter]:
@@ -147,11 +226,48 @@ class FileWriter:
             stack.pop()
             self.step = previous
 
-    def _add(self, event: event_pb2.Event) -> None:
+    # -- under self._lock --------------------------------------------------------------------
+    def _commit(self) -> None:
+        """Writes each held step as one event, steps in the order they were begun."""
+        held, self._held = self._held, {}
+        for step, values in held.items():
+            if not self._add(event_pb2.Event(step=step, summary=summary_pb2.Summary(value=values))):
+                return
+
+    def _add(self, event: event_pb2.Event) -> bool:
+        if self.failure is not None:
+            return False
         event.wall_time = time.time()
-        with self._lock:
-            if not self._closed:
-                self._writer.add_event(event)
+        try:
+            self._records.write(event.SerializeToString())
+            if time.monotonic() - self._last_flush > self._flush_secs:
+                self._flush()
+        except Exception as e:
+            self._fail(e)
+        return self.failure is None
+
+    def _flush(self) -> None:
+        if self.failure is not None:
+            return
+        try:
+            self._records.flush()
+        except Exception as e:
+            self._fail(e)
+        self._last_flush = time.monotonic()
+
+    def _fail(self, error: Exception) -> None:
+        """Remembers the first error and warns once; nothing is appended after it."""
+        if self.failure is not None:
+            return
+        self.failure = error
+        self._held = {}
+        warnings.warn(
+            f"tb-cnnviz: cannot write {self.path or self.logdir} ({type(error).__name__}: "
+            f"{error}). Nothing more is written to it in this process; what was written "
+            "before stays readable, and training continues.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def default_writer() -> FileWriter | None:

@@ -902,6 +902,8 @@ def write_plan(
     train_seconds: float | None = None,
     own_seconds: float | None = None,
     layers: Sequence[str] | None = None,
+    thinned: str | None = None,
+    resumed: dict[str, Any] | None = None,
 ) -> bool:
     """Writes a callback's plan record for one step: what it drew and what it left out, and why.
 
@@ -918,6 +920,10 @@ def write_plan(
         own_seconds: The callback's own time so far.
         layers: The model's conv layers in the order a forward pass meets them, stored as a
             static fact of the plan tag (its first write counts): the tab lists layers so.
+        thinned: Why this step has no pictures although training logged it: a long run
+            keeps fewer steps as it grows (`tb_cnnviz.thinning`). Recorded as `"thinned"`.
+        resumed: On the first step a process writes to a run another process wrote before
+            (a preempted job resumed): `{"previous_last_step", "from_step", "replaced"}`.
 
     Returns:
         True when a summary was written, False when no default writer records.
@@ -946,6 +952,10 @@ def write_plan(
         "train_seconds": None if train_seconds is None else round(float(train_seconds), 3),
         "own_seconds": None if own_seconds is None else round(float(own_seconds), 3),
     }
+    if thinned is not None:
+        record["thinned"] = str(thinned)
+    if resumed is not None:
+        record["resumed"] = dict(resumed)
     static = {} if layers is None else {"layers": [str(name) for name in layers]}
     md = metadata.create_summary_metadata(
         metadata.PLAN_KIND,

@@ -396,18 +396,20 @@ def plans(logs, owner="cnnviz"):
     return out
 
 
-def test_a_second_one_epoch_fit_draws_its_own_step_zero(tmp_path, read_logdir):
-    """Two fit() calls of one epoch (same step 0; the second with another model) each run their
-    own probe pass: no stale or missing outputs, no warning."""
+def test_a_second_one_epoch_fit_draws_its_own_step(tmp_path, read_logdir):
+    """Two fit() calls of one epoch (both epoch 0; the second with another model) each run their
+    own probe pass: no stale or missing outputs; the second one's step continues at 1, with the
+    one warning saying so (issue 22: each step kept once)."""
     probes, labels = data(n=3, seed=1)
     viz = CNNViz(str(tmp_path), probe_images=probes, labels=labels, budget=None, actmax_freq=0)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         fit(small_cnn(), [viz], epochs=1)
         fit(small_cnn(), [viz], epochs=1)
-    assert [str(w.message) for w in seen if "tb-cnnviz" in str(w.message)] == []
+    said = [str(w.message) for w in seen if "tb-cnnviz" in str(w.message)]
+    assert len(said) == 1 and "steps continue at 1" in said[0], said
     logs = read_logdir(tmp_path)
-    assert logs.steps("train", "conv_b/feature_maps") == [0]
+    assert logs.steps("train", "conv_b/feature_maps") == [0, 1]
     assert ("train", "gradcam/attribution") in logs.cnnviz_tags()
 
 

@@ -142,12 +142,16 @@ def _finite(value) -> bool:
 def merge_plans(records, picture_tags) -> dict[str, Any]:
     """Merges `(owner tag, datum, record)` triples into the body of a `/plan` answer."""
     by_step: dict[int, tuple[dict[str, None], dict[str, str], dict[str, Any]]] = {}
+    notes: dict[int, dict[str, Any]] = {}  # a step's "thinned" and "resumed", as recorded
     latest: dict[str, tuple[int, float, dict[str, Any]]] = {}  # per owner
     for tag, datum, record in records:
         drawn, skipped, costs = by_step.setdefault(datum.step, ({}, {}, {}))
         drawn.update(dict.fromkeys(record.get("drawn", [])))
         skipped.update(record.get("skipped", {}))
         costs.update(record.get("costs", {}))
+        for name in ("thinned", "resumed"):
+            if record.get(name) is not None:
+                notes.setdefault(datum.step, {})[name] = record[name]
         if tag not in latest or (datum.step, datum.wall_time) > latest[tag][:2]:
             latest[tag] = (datum.step, datum.wall_time, record)
     steps, drawn_ever, reasons, last_costs = [], set(picture_tags), {}, {}
@@ -158,7 +162,10 @@ def merge_plans(records, picture_tags) -> dict[str, Any]:
         drawn_ever.update(drawn)
         reasons.update(skipped)  # steps ascend, so the latest reason stays
         last_costs.update({t: {**c, "step": step} for t, c in costs.items()})
-        steps.append({"step": step, "drawn": list(drawn), "skipped": skipped, "costs": costs})
+        entry = {"step": step, "drawn": list(drawn), "skipped": skipped, "costs": costs}
+        if drawn:  # a step one owner drew is not thinned
+            notes.get(step, {}).pop("thinned", None)
+        steps.append({**entry, **notes.get(step, {})})
 
     def newest(name):  # the value of the latest record that gives one
         given = [(d.step, d.wall_time, r[name]) for _, d, r in records if r.get(name) is not None]

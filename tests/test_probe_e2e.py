@@ -169,7 +169,7 @@ def test_probe_view_answers_equal_the_restored_model_at_two_steps(logdir, tmp_pa
     those computed here from the snapshots."""
     program = os.path.join(os.path.dirname(sys.executable), "tensorboard")
     run_and_check(logdir, tmp_path, [program], "probe")
-    shutil.copy(SHOTS / "probe-step1.png", README_SHOT)
+    shutil.copy(SHOTS / "probe-side-by-side.png", README_SHOT)
 
 
 def test_probe_view_on_jax_without_tensorflow(logdir, tmp_path):

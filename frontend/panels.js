@@ -362,6 +362,7 @@ function paintPanel(panel, job, data, stats) {
 		V.putPixels(canvas, draw(data, pos, slice, scratch))
 	}
 	shown.set(job.key, {order: order.map(i => index.filters[i]), dead})
+	if (data.answer) pairActmax(panel, job, w)
 	const none = `No ${noun(index.kind).toLowerCase()} is ${state.show} at step ${job.step}`
 	V.panelMessage(panel, order.length ? null : V.messageCard(none, "", {action: "show-all", label: "Show all"}))
 	const n = index.filters.length
@@ -418,6 +419,29 @@ function predictionCaptions(index, run) {
 }
 
 /** One filter as `slice` shows it: a mosaic of slices, or a heatmap over its image. */
+// Deep Visualization Toolbox: under each probe map, the image its filter wants to see (actmax at
+// the nearest logged step), matched by filter id.
+function pairActmax(panel, job, w) {
+	const tag = `${C.state.layer}/actmax`
+	const at = G.closestStep(C.stepsOf(job.run, tag), job.step)
+	if (at === null) return
+	model
+		.layer(job.run, tag, at)
+		.then(am => {
+			for (const [filter, tile] of panel.querySelector(".cv-grid")?._tiles || []) {
+				const pos = am.index.filters.indexOf(filter)
+				let c = tile.querySelector(".cv-actmax")
+				if (pos < 0) c?.remove()
+				if (pos < 0) continue
+				const title = `Activation maximization of filter ${filter}, step ${at}`
+				c ??= tile.appendChild(V.el("canvas", {class: "cv-actmax", data: {filter}, attrs: {title}}))
+				const px = draw(am, pos, G.defaultSlice(am.index.slices))
+				V.paintCanvas(c, px, Math.max(1, Math.round(((C.state.zoom || autoZoom) * w) / px.width)), dpr())
+			}
+		})
+		.catch(() => {})
+}
+
 export function draw(data, pos, slice, out) {
 	const {index, atlases, locations} = data
 	const common = {index, atlases, locations, position: pos, colormap: C.effectiveCmap(index.kind)}

@@ -96,6 +96,13 @@ def probe_in_browser(port: int, upload_path: pathlib.Path, shot: str) -> dict[in
         frame.wait_for_selector(".cv-probe img", timeout=60000)
         frame.wait_for_selector(".cv-tile canvas")
         SHOTS.mkdir(parents=True, exist_ok=True)
+        # Beside each filter's map, its actmax image where the run logged one: paired by id.
+        frame.wait_for_selector(".cv-tile .cv-actmax")
+        pairs = frame.eval_on_selector_all(
+            ".cv-tile",
+            "ts => ts.map(t => [t.dataset.filter, t.querySelector('.cv-actmax')?.dataset.filter])",
+        )
+        assert len(pairs) == 4 and all(a == b for a, b in pairs), pairs
         page.screenshot(path=str(SHOTS / f"{shot}-step1.png"))
         answers[1] = frame.evaluate(RECEIVED, 1)
         assert "resized to 12×12" in frame.inner_text(".cv-probe")

@@ -46,7 +46,7 @@ from tb_cnnviz import layers as layer_lib
 
 from .base import failure_reason, is_final_epoch
 
-__all__ = ["KEEP_CHOICES", "Snapshots"]
+__all__ = ["COMMON_RANGES", "KEEP_CHOICES", "Snapshots", "input_range"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,46 @@ logger = logging.getLogger(__name__)
 KEEP_CHOICES = ("first_and_latest", "all")
 
 ARCHITECTURE = "model.json"
+#: The input ranges models are commonly fed in, smallest first.
+COMMON_RANGES = ((0.0, 1.0), (-1.0, 1.0), (0.0, 255.0))
+
+
+def input_range(value_range, images) -> list[float]:
+    """The value range a model's input pixels are recorded in, for the probe to feed it.
+
+    The `value_range` the callbacks were given, when the probe images lie inside it; else the
+    smallest of `COMMON_RANGES` that holds them (so an image uploaded to the probe is mapped
+    as the training images were); else the images' own minimum and maximum. The images' own
+    extremes are not used when a range holds them: a few probe images rarely reach both ends
+    (`[0.002, 0.999]` is `[0, 1]`).
+
+    Args:
+        value_range: `(low, high)` given to the callbacks (`CNNViz`'s `value_range`).
+        images: The probe images, any shape.
+
+    Returns:
+        `[low, high]` as floats.
+
+    Example:
+        >>> import numpy as np
+        >>> input_range((0, 1), np.array([0.002, 0.999]))
+        [0.0, 1.0]
+        >>> input_range((0, 1), np.array([3.0, 250.0]))
+        [0.0, 255.0]
+        >>> input_range((0, 1), np.array([-0.5, 0.9]))
+        [-1.0, 1.0]
+        >>> input_range((0, 1), np.array([-3.0, 3.0]))
+        [-3.0, 3.0]
+    """
+    low, high = (float(v) for v in value_range)
+    images = np.asarray(images, np.float32)
+    if images.size == 0 or not np.isfinite(images).all():
+        return [low, high]
+    lo, hi = float(images.min()), float(images.max())
+    for a, b in ((low, high), *COMMON_RANGES):
+        if a <= lo and hi <= b:
+            return [a, b]
+    return [lo, hi]
 
 
 class Snapshots(keras.callbacks.Callback):
@@ -62,10 +102,11 @@ class Snapshots(keras.callbacks.Callback):
     The architecture is written once per run in Keras' own format (`model.to_json()`, which
     `tb_cnnviz.probe` loads with `safe_mode=True`), the weights at the kept steps
     (`model.save_weights`), and a small JSON index: each step's weights file, the input shape,
-    the probe images' value range, the class names, the Keras backend and version. `CNNViz`
-    runs one (its `snapshots` argument); its time counts as the callbacks' own in their shared
-    `TimeBudget`, and each step's seconds and bytes are in the index. A snapshot that cannot be
-    written (disk full, a file where the folder should be) warns once; training goes on.
+    the input's value range (`input_range`), the class names, the Keras backend and version.
+    `CNNViz` runs one (its `snapshots` argument); its time counts as the callbacks' own in their
+    shared `TimeBudget`, and each step's seconds and bytes are in the index. A snapshot that
+    cannot be written (disk full, a file where the folder should be) warns once; training goes
+    on.
 
     Args:
         log_dir: The `log_dir` of `keras.callbacks.TensorBoard`; snapshots go to its `train`
@@ -74,9 +115,10 @@ class Snapshots(keras.callbacks.Callback):
             first and latest kept too), or the `keras.callbacks.ModelCheckpoint` (with
             `save_freq="epoch"`) of the same `fit()`, whose files are recorded instead of
             copies.
-        probe_images: The images the model is shown, `[n, *input_shape]`: their shape and
-            value range (min and max) tell the probe how to feed it new images.
-        value_range: `(low, high)` of the model's input when no `probe_images` are given.
+        probe_images: The images the model is shown, `[n, *input_shape]`: their shape tells
+            the probe how to feed it new images, and their values check `value_range`.
+        value_range: `(low, high)` of the model's input pixels, recorded for the probe; when
+            the probe images fall outside it, the range that holds them (`input_range`).
         class_names: Names of the model's classes, for the probe's predictions.
 
     Raises:
@@ -249,12 +291,12 @@ class Snapshots(keras.callbacks.Callback):
         }
 
     def _input(self) -> tuple[list | None, list[float]]:
-        """The shape of one input image and the value range it is fed in."""
-        low, high = (float(v) for v in self.value_range)
+        """The shape of one input image and the value range it is fed in (`input_range`)."""
         images = self.probe_images
         if images is not None and not isinstance(images, list | tuple):
             images = np.asarray(images, np.float32)
-            return list(images.shape[1:]), [float(images.min()), float(images.max())]
+            return list(images.shape[1:]), input_range(self.value_range, images)
+        low, high = (float(v) for v in self.value_range)
         shapes = layer_lib.input_shapes(self.model)
         shape = list(shapes[0][1:]) if len(shapes) == 1 else None
         if shape is not None and any(d is None for d in shape):

@@ -145,7 +145,7 @@ export const currentTag = () => S.currentTag(state, catalog)
 export const currentSteps = () =>
 	state.view === "probe" ? probeSteps(state.runs) : G.unionSteps(tags, state.runs, currentTag())
 export const currentLayer = () => catalog.layers.find(l => l.name === state.layer)
-export const effectiveCmap = (kind = state.kind) => state.cmap || defaultColormap(kind)
+export const effectiveCmap = (kind = S.drawnKind(state)) => state.cmap || defaultColormap(kind)
 export const runIndex = run => Math.max(0, catalog.runs.indexOf(run))
 export const inspectedRun = () => state.frun || state.runs[0]
 export const sliceOf = index => (state.slice === null && index ? G.defaultSlice(index.slices) : (state.slice ?? 0))
@@ -181,23 +181,31 @@ export function stopPlay() {
 
 // Probe view: answers shaped as Model.layer's, for the same grid.
 export const snaps = {} // run -> /snapshots
-export const probeImg = {blob: null, name: "", target: null}
+// `source`: an image the run logged (an entry of /probe_images), sent instead of `blob`.
+export const probeImg = {blob: null, source: null, name: "", target: null}
+export const logged = {} // run -> its /probe_images entries
 const answers = new Map()
 
 export const loadSnaps = runs =>
 	Promise.all(
 		runs.map(async r => (snaps[r] = await model.get(url("snapshots", {run: r})).catch(e => ({why: e.message}))))
 	)
+export const loadLogged = async run =>
+	(logged[run] ??= (await model.get(url("probe_images", {run})).catch(() => ({images: []}))).images)
+export const hasProbe = () => Boolean(probeImg.blob || probeImg.source)
 export const snapSteps = run => snaps[run]?.steps || []
 const probeSteps = runs => [...new Set(runs.flatMap(snapSteps))].sort((a, b) => a - b)
 
-export function setProbeImage(blob) {
-	Object.assign(probeImg, {blob, name: blob.name, target: null})
+export function setProbeImage(blob, source = null) {
+	Object.assign(probeImg, {blob, source, name: source ? source.label : blob.name, target: null})
 	answers.clear()
 }
 
 export function probeLayer(run, step, layer) {
-	const q = url("probe", {run, step, layer, ...(probeImg.target === null ? {} : {target: probeImg.target})})
+	const t = probeImg.target === null ? {} : {target: probeImg.target}
+	const s = probeImg.source
+	const from = s ? {source_run: s.run, source_tag: s.tag, source_image: s.image, source_step: s.step} : {}
+	const q = url("probe", {run, step, layer, ...t, ...from})
 	if (!answers.has(q)) answers.set(q, ask(q, run))
 	return answers.get(q)
 }

@@ -112,6 +112,7 @@ function wireEvents() {
 		else if (action === "set-sort") C.update({sort: v, desc: v !== "id"})
 		else if (action === "set-show") C.update({show: v})
 		else if (action === "probe-file") probeImage(t.files[0])
+		else if (action === "probe-vs") C.update({vs: v === "" ? null : Number(v)})
 		else if (action === "probe-target") {
 			C.probeImg.target = Number(v)
 			C.commit(C.state)
@@ -168,6 +169,12 @@ function act(action, t = null) {
 	const d = t?.dataset || {}
 	const actions = {
 		"only-run": () => C.update({runs: [d.run]}),
+		"probe-logged": () => {
+			const run = C.state.runs[0]
+			const img = C.logged[run]?.[Number(d.i)]
+			if (img) C.setProbeImage(null, {...img, run})
+			C.update({view: "probe"})
+		},
 		"select-layer": () => C.update({layer: d.layer, filter: null}),
 		"select-kind": () => {
 			const info = C.catalog.byTag.get(d.tag)

@@ -147,8 +147,14 @@ function renderTools(index, stats, hasDead) {
 	const [run, other] = state.runs
 	const align = other && state.kind !== "attribution" && {run, on: state.align}
 	const file = V.el("input", {data: {action: "probe-file"}, attrs: {type: "file", accept: "image/*"}})
-	const pick = state.view === "probe" && V.el("label", "cv-btn", "Choose an image…", file)
-	V.swapContent(ui.tools, pick, ...V.gridTools({slices, slice, sorts, sort, desc, shows, show, hasDead, alpha, align}))
+	const pv = state.view === "probe"
+	const pick = pv && V.el("label", "cv-btn", "Choose an image…", file)
+	V.swapContent(
+		ui.tools,
+		pick,
+		...(pv ? probeTools() : []),
+		...V.gridTools({slices, slice, sorts, sort, desc, shows, show, hasDead, alpha, align})
+	)
 }
 
 export function zoomBy(delta) {
@@ -178,33 +184,38 @@ export async function renderGrid() {
 	}
 	const pv = state.view === "probe"
 	if (pv) {
-		const steps = (await C.loadSnaps(state.runs)) && C.currentSteps()
+		const [steps] = await Promise.all([C.loadSnaps(state.runs).then(C.currentSteps), C.loadLogged(state.runs[0])])
 		if (!ticket.live) return
 		const step = state.step === null ? steps.at(-1) : G.closestStep(steps, state.step)
 		if (steps.length && step !== state.step) return C.update({step})
 	}
-	for (const run of panels.keys()) {
-		if (state.runs.includes(run)) continue
-		panels.delete(run)
-		shown.delete(run)
+	// One column per run at `step`; in the Probe view, the first run again at step `vs` beside it.
+	const cols = state.runs.map(run => ({run, key: run, at: state.step}))
+	const [first] = state.runs
+	if (pv && state.vs !== null && state.vs !== state.step && C.snapSteps(first).includes(state.vs))
+		cols.splice(1, 0, {run: first, key: `${first}\u0000${state.vs}`, at: state.vs})
+	for (const key of panels.keys()) {
+		if (cols.some(c => c.key === key)) continue
+		panels.delete(key)
+		shown.delete(key)
 	}
-	const nodes = state.runs.map(run => panels.get(run) || panels.set(run, V.buildPanel(run)).get(run))
+	const nodes = cols.map(c => panels.get(c.key) || panels.set(c.key, V.buildPanel(c.run)).get(c.key))
 	const moved = nodes.some((n, i) => ui.panels.children[i] !== n)
 	if (moved || ui.panels.children.length !== nodes.length) ui.panels.replaceChildren(...nodes)
 	ui.panels.classList.toggle("is-compare", nodes.length > 1)
 	const tag = C.currentTag()
-	const jobs = state.runs.map(run => {
+	const jobs = cols.map(({run, key, at}) => {
 		const steps = pv ? C.snapSteps(run) : C.stepsOf(run, tag)
-		const step = steps.includes(state.step) && (!pv || C.probeImg.blob) ? state.step : null // never another step's pictures
+		const step = steps.includes(at) && (!pv || C.hasProbe()) ? at : null // never another step's pictures
 		const data = step === null ? null : pv ? C.probeLayer(run, step, state.layer) : model.layer(run, tag, step)
-		return {run, step, near: G.closestStep(steps, state.step), plan: model.plan(run).catch(() => null), data}
+		return {run, key, step, near: G.closestStep(steps, at), plan: model.plan(run).catch(() => null), data}
 	})
 	let busy = 0
 	if (jobs.some(j => j.data && !model.hasLayer(j.run, tag, j.step))) {
 		busy = setTimeout(() => ticket.live && ui.main.classList.add("is-busy"), 120)
 		for (const j of jobs) {
-			if (j.data && !shown.has(j.run))
-				V.panelMessage(panels.get(j.run), V.loadingCard(`Loading ${tag} at step ${j.step}…`))
+			if (j.data && !shown.has(j.key))
+				V.panelMessage(panels.get(j.key), V.loadingCard(`Loading ${tag} at step ${j.step}…`))
 		}
 	}
 	const plans = jobs.map(async j => {
@@ -276,7 +287,7 @@ function paintAll(jobs, settled, extra) {
 	let first = null
 	let anyDead = false
 	for (const [k, job] of jobs.entries()) {
-		const panel = panels.get(job.run)
+		const panel = panels.get(job.key)
 		const runLeft = S.leftOut(job.plan, tags[job.run])
 		const left = S.groupLeftOut(runLeft, catalog.byTag)
 		const color = V.runColor(C.runIndex(job.run))
@@ -284,7 +295,7 @@ function paintAll(jobs, settled, extra) {
 		const data = settled[k].value
 		const message = panelProblem(job, settled[k], runLeft, tag, head)
 		if (message) {
-			shown.delete(job.run)
+			shown.delete(job.key)
 			V.updatePanelHead(panel, {...head, wallTime: data?.wall_time || 0, notes: []})
 			V.panelMessage(panel, message)
 			continue
@@ -350,7 +361,8 @@ function paintPanel(panel, job, data, stats) {
 		Object.assign(canvas, {_data: data, _look: look})
 		V.putPixels(canvas, draw(data, pos, slice, scratch))
 	}
-	shown.set(job.run, {order: order.map(i => index.filters[i]), dead})
+	shown.set(job.key, {order: order.map(i => index.filters[i]), dead})
+	if (data.answer) pairActmax(panel, job, w)
 	const none = `No ${noun(index.kind).toLowerCase()} is ${state.show} at step ${job.step}`
 	V.panelMessage(panel, order.length ? null : V.messageCard(none, "", {action: "show-all", label: "Show all"}))
 	const n = index.filters.length
@@ -407,6 +419,29 @@ function predictionCaptions(index, run) {
 }
 
 /** One filter as `slice` shows it: a mosaic of slices, or a heatmap over its image. */
+// Deep Visualization Toolbox: under each probe map, the image its filter wants to see (actmax at
+// the nearest logged step), matched by filter id.
+function pairActmax(panel, job, w) {
+	const tag = `${C.state.layer}/actmax`
+	const at = G.closestStep(C.stepsOf(job.run, tag), job.step)
+	if (at === null) return
+	model
+		.layer(job.run, tag, at)
+		.then(am => {
+			for (const [filter, tile] of panel.querySelector(".cv-grid")?._tiles || []) {
+				const pos = am.index.filters.indexOf(filter)
+				let c = tile.querySelector(".cv-actmax")
+				if (pos < 0) c?.remove()
+				if (pos < 0) continue
+				const title = `Activation maximization of filter ${filter}, step ${at}`
+				c ??= tile.appendChild(V.el("canvas", {class: "cv-actmax", data: {filter}, attrs: {title}}))
+				const px = draw(am, pos, G.defaultSlice(am.index.slices))
+				V.paintCanvas(c, px, Math.max(1, Math.round(((C.state.zoom || autoZoom) * w) / px.width)), dpr())
+			}
+		})
+		.catch(() => {})
+}
+
 export function draw(data, pos, slice, out) {
 	const {index, atlases, locations} = data
 	const common = {index, atlases, locations, position: pos, colormap: C.effectiveCmap(index.kind)}
@@ -450,6 +485,38 @@ export function onGridKey(e) {
 	tile.tabIndex = -1
 	target.tabIndex = 0
 	target.focus()
+}
+
+// The Probe view's own tools: a second step to compare with, and the run's logged images to pick.
+function probeTools() {
+	const {state} = C
+	const [run] = state.runs
+	const steps = C.snapSteps(run).filter(s => s !== state.step)
+	const opt = (value, text) => V.el("option", {text, attrs: {value, selected: String(state.vs ?? "") === value}})
+	const vs =
+		steps.length > 0 &&
+		V.el(
+			"label",
+			"cv-field",
+			"Compare with step ",
+			V.el("select", {data: {action: "probe-vs"}}, opt("", "none"), ...steps.map(s => opt(String(s), `${s}`)))
+		)
+	const picked = C.probeImg.source
+	const strip = (C.logged[run] || []).map((img, i) =>
+		V.el(
+			"button",
+			{
+				class: `cv-thumb${picked?.tag === img.tag && picked.image === img.image ? " is-on" : ""}`,
+				data: {action: "probe-logged", i},
+				attrs: {title: img.label, type: "button"},
+			},
+			V.el("img", {attrs: {src: img.src, alt: img.label}})
+		)
+	)
+	return [
+		vs,
+		strip.length && V.el("div", {class: "cv-strip", attrs: {role: "group", "aria-label": "Logged images"}}, ...strip),
+	]
 }
 
 // Predictions are the class picker

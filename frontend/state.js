@@ -37,6 +37,8 @@ export function defaultState() {
 		// CKA colours span the data ("data": 0.97 and 1.0 look apart) or 0-1 ("unit").
 		hscale: "data",
 		align: false,
+		// Probe view: a second snapshot step of the first run, shown beside `step` (null: none).
+		vs: null,
 	}
 }
 
@@ -60,6 +62,9 @@ export function decodeList(text) {
 const int = (v, lo, hi) => (/^\d{1,15}$/.test(v) && +v >= lo && +v <= hi ? +v : null)
 const oneOf = (v, list, fallback) => (list.includes(v) ? v : fallback)
 
+/** The kind the grid draws: the Probe view's answers are feature maps, whatever `kind` says. */
+export const drawnKind = s => (s.view === "probe" ? "feature_maps" : s.kind)
+
 /** Non-default values, in `defaultState` order. */
 export function stateToParams(s) {
 	const d = defaultState()
@@ -78,7 +83,7 @@ export function paramsToState(params) {
 		const v = String(raw)
 		if (k === "run") s.runs = [...new Set(decodeList(v))].filter(Boolean)
 		else if (k === "layer" || k === "kind" || k === "frun") s[k] = v || null
-		else if (k === "step") s.step = int(v, 0, Number.MAX_SAFE_INTEGER)
+		else if (k === "step" || k === "vs") s[k] = int(v, 0, Number.MAX_SAFE_INTEGER)
 		else if (k === "slice") s.slice = v === "all" || /^o\d{1,6}$/.test(v) ? v : int(v, 0, 1e6)
 		else if (k === "alpha") s.alpha = int(v, 0, 100) ?? DEFAULT_ALPHA
 		else if (k === "sort") s.sort = v && v.length < 200 ? v : "id"

@@ -370,7 +370,7 @@ def parse_snapshot_index(raw: bytes) -> dict[str, Any] | None:
      "architecture": "model.json",        # model.to_json(), beside the index
      "backend": "tensorflow", "keras_version": "3.11.3",
      "input_shape": [32, 32, 3],          # one image, without the batch axis; null: unknown
-     "value_range": [0.0, 1.0],           # min and max over the probe images
+     "value_range": [0.0, 1.0],           # the input's range (the callbacks' value_range)
      "class_names": ["cat", "dog"],       # or null
      "steps": {"0": {"weights": "step_000000.weights.h5", "bytes": 41000, "seconds": 0.01},
                "4": {"weights": "../../ckpt/model_05.keras", "checkpoint": true}}}

@@ -24,8 +24,10 @@ How an image is fed to the model
 3. Channels are matched to the model's input: grey is repeated to RGB, an alpha channel is
    dropped, RGB becomes grey by its channel mean for a one-channel model.
 4. The image is resized (bilinear, antialiased) to the input size recorded in the index.
-5. [0, 1] is mapped linearly onto the value range recorded with the snapshots: the minimum and
-   maximum of the probe images the callbacks were given (`value_range` without them).
+5. [0, 1] is mapped linearly onto the value range recorded with the snapshots: the
+   `value_range` the callbacks were given (default `(0, 1)`), or where the probe images fall
+   outside it, the smallest of [0, 1], [-1, 1] and [0, 255] that holds them (else their own
+   minimum and maximum): `tb_cnnviz.callbacks.snapshots.input_range`.
 """
 
 from __future__ import annotations

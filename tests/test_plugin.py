@@ -35,6 +35,7 @@ from tensorboard.plugins.core import core_plugin
 from werkzeug.wrappers import Response
 
 from tb_cnnviz import frontend, metadata, plugin, summary, tiles
+from tb_cnnviz.plugin import static
 from tb_cnnviz.plugin.data import LRUCache
 
 PREFIX = "/data/plugin/cnnviz/"
@@ -44,6 +45,12 @@ ODD_RUN = "odd"
 FRONTEND = pathlib.Path(frontend.__file__).parent
 # The routes' own source: what a traversal must never serve.
 PLUGIN_SOURCE = (pathlib.Path(plugin.__file__).parent / "app.py").read_bytes()
+
+
+def served(path: pathlib.Path) -> bytes:
+    """A frontend file as `tb_cnnviz.plugin.static` serves it: without whole-line comments."""
+    language = "css" if path.suffix == ".css" else "js"
+    return static.strip_comments(path.read_text(encoding="utf-8"), language).encode("utf-8")
 
 
 def kernel_at(run_index: int, step: int) -> np.ndarray:
@@ -187,12 +194,12 @@ def test_plugins_listing_disabled_on_an_empty_logdir(tmp_path):
 
 
 def test_index_js_is_served_as_javascript(client):
-    """/index.js is the frontend's index.js with a JS MIME type (TensorBoard sends nosniff)."""
+    """/index.js is the frontend's index.js, comments aside, with a JS MIME type (nosniff)."""
     response = client.get(PREFIX + "index.js")
     assert response.status_code == 200
     assert response.mimetype == "text/javascript"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert response.get_data() == (FRONTEND / "index.js").read_bytes()
+    assert response.get_data() == served(FRONTEND / "index.js")
     assert client.get(PREFIX + "index.js/").status_code == 200  # TensorBoard strips the slash
 
 
@@ -202,11 +209,12 @@ def test_index_js_is_served_as_javascript(client):
     + [("style.css", "text/css")],
 )
 def test_static_files_have_explicit_mime_types(client, name, mimetype):
-    """Every frontend module and the stylesheet come back under static/ byte for byte, typed."""
+    """Every frontend module and the stylesheet come back under static/, typed, comments aside."""
     response = client.get(PREFIX + "static/" + name)
     assert response.status_code == 200
     assert response.mimetype == mimetype
-    assert response.get_data() == (FRONTEND / name).read_bytes()
+    assert response.get_data() == served(FRONTEND / name)
+    assert len(response.get_data()) < (FRONTEND / name).stat().st_size
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,8 @@ def test_defaults_keep_the_first_and_latest_step_only(logged):
     index = index_of(log_dir)
     assert sorted(index["steps"]) == [0, 2]
     assert index["input_shape"] == [12, 12, 3]
-    assert index["value_range"] == pytest.approx([probes.min(), probes.max()])
+    assert 0 <= probes.min() < probes.max() <= 1
+    assert index["value_range"] == [0.0, 1.0]  # CNNViz's value_range, not the probes' extremes
     assert index["class_names"] == ["a", "b"]
     assert index["backend"] == keras.backend.backend()
     assert index["keras_version"] == keras.version()
@@ -115,6 +116,30 @@ def test_snapshots_none_writes_no_snapshot(tmp_path):
     assert not os.path.exists(snapshot_dir(tmp_path))
     with pytest.raises(ValueError, match="has no model snapshots"):
         probe.probe(tmp_path, "train", probes[0])
+
+
+@pytest.mark.parametrize(
+    "value_range, low, high, expected",
+    [
+        ((0, 1), 0.01, 0.98, [0.0, 1.0]),
+        ((0, 1), -0.7, 0.9, [-1.0, 1.0]),
+        ((0, 1), 0.0, 200.0, [0.0, 255.0]),
+        ((0, 1), -5.0, 300.0, [-5.0, 300.0]),
+        ((-2, 2), -1.5, 1.5, [-2.0, 2.0]),
+        ((0, 255), 0.2, 0.7, [0.0, 255.0]),
+    ],
+)
+def test_recorded_range_is_the_given_one_or_the_smallest_common_that_holds_the_probes(
+    tmp_path, value_range, low, high, expected
+):
+    """The index records `value_range`, else [0,1], [-1,1] or [0,255] holding the probes, else
+    their min and max."""
+    probes = np.linspace(low, high, 2 * 12 * 12 * 3, dtype=np.float32).reshape(2, 12, 12, 3)
+    model = small_cnn()
+    x, y = data(n=4, seed=2)
+    snapshots = Snapshots(str(tmp_path), probe_images=probes, value_range=value_range)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[snapshots])
+    assert index_of(tmp_path)["value_range"] == expected
 
 
 def test_bad_snapshots_argument_names_the_choices():

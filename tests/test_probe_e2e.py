@@ -96,6 +96,13 @@ def probe_in_browser(port: int, upload_path: pathlib.Path, shot: str) -> dict[in
         frame.wait_for_selector(".cv-probe img", timeout=60000)
         frame.wait_for_selector(".cv-tile canvas")
         SHOTS.mkdir(parents=True, exist_ok=True)
+        # Beside each filter's map, its actmax image where the run logged one: paired by id.
+        frame.wait_for_selector(".cv-tile .cv-actmax")
+        pairs = frame.eval_on_selector_all(
+            ".cv-tile",
+            "ts => ts.map(t => [t.dataset.filter, t.querySelector('.cv-actmax')?.dataset.filter])",
+        )
+        assert len(pairs) == 4 and all(a == b for a, b in pairs), pairs
         page.screenshot(path=str(SHOTS / f"{shot}-step1.png"))
         answers[1] = frame.evaluate(RECEIVED, 1)
         assert "resized to 12×12" in frame.inner_text(".cv-probe")
@@ -104,9 +111,32 @@ def probe_in_browser(port: int, upload_path: pathlib.Path, shot: str) -> dict[in
         frame.wait_for_selector(".cv-probe img")
         page.screenshot(path=str(SHOTS / f"{shot}-step0.png"))
         answers[0] = frame.evaluate(RECEIVED, 0)
+        # Step 0 and, chosen beside it, step 1: both columns' numbers on screen at once.
+        frame.select_option("select[data-action=probe-vs]", "1")
+        frame.wait_for_function("document.querySelectorAll('.cv-probe b').length === 2")
+        chips = frame.eval_on_selector_all(".cv-panel .cv-chip", "cs => cs.map(c => c.textContent)")
+        assert chips == ["step 0", "step 1"]
+        shown = frame.eval_on_selector_all(".cv-probe b", "bs => bs.map(b => b.textContent)")
+        for step, text in zip((0, 1), shown, strict=True):
+            assert text == " · ".join(pct(p) for p in answers[step]["predictions"][:3])
+            assert frame.evaluate(RECEIVED, step) == answers[step]  # the same request, cached
+        page.screenshot(path=str(SHOTS / f"{shot}-side-by-side.png"))
+        # A logged probe image, picked from the strip instead of a file.
+        assert frame.eval_on_selector_all(".cv-thumb", "ts => ts.length") == 4
+        frame.click(".cv-thumb >> nth=1")
+        frame.wait_for_function(
+            "[...document.querySelectorAll('.cv-probe')].every(p => p.textContent.includes("
+            "'probe image 1'))"
+        )
+        answers["logged"] = frame.evaluate(RECEIVED, 0)
         browser.close()
     assert not errors, errors
     return answers
+
+
+def pct(p: dict) -> str:
+    """A prediction as the Probe card writes it."""
+    return f"{p['name'] if p['name'] is not None else p['class']} {p['probability'] * 100:.1f}%"
 
 
 def run_and_check(logdir, tmp_path, argv, shot: str, env=None) -> None:
@@ -128,9 +158,16 @@ def run_and_check(logdir, tmp_path, argv, shot: str, env=None) -> None:
     finally:
         proc.terminate()
         output = proc.communicate(timeout=30)[0]
+    logged = answers.pop("logged")
     assert sorted(answers) == [0, 1], output[-3000:]
     for answer in answers.values():
         check(logdir, upload, answer)
+    probes = data(n=4, seed=1)[0]
+    direct = tb_probe.probe(logdir, "train", probes[1], step=0)
+    assert logged["predictions"][0]["class"] == direct.predictions[0].class_id
+    assert logged["predictions"][0]["probability"] == pytest.approx(
+        direct.predictions[0].probability, abs=0.02
+    )
     assert answers[0]["heatmap"]["values"] != answers[1]["heatmap"]["values"]
 
 
@@ -139,7 +176,7 @@ def test_probe_view_answers_equal_the_restored_model_at_two_steps(logdir, tmp_pa
     those computed here from the snapshots."""
     program = os.path.join(os.path.dirname(sys.executable), "tensorboard")
     run_and_check(logdir, tmp_path, [program], "probe")
-    shutil.copy(SHOTS / "probe-step1.png", README_SHOT)
+    shutil.copy(SHOTS / "probe-side-by-side.png", README_SHOT)
 
 
 def test_probe_view_on_jax_without_tensorflow(logdir, tmp_path):

@@ -69,12 +69,12 @@ def post(client, body: bytes, **params):
 
 
 def test_snapshots_lists_the_steps_and_how_images_are_fed(client, logged):
-    """/snapshots gives steps 0 and 2, the input shape, the probes' value range and classes."""
+    """/snapshots gives steps 0 and 2, the input shape, CNNViz's value range and the classes."""
     got = client.get(PREFIX + "snapshots?run=train").get_json()
     probes = logged[1]
     assert got["steps"] == [0, 2] and got["why"] is None
     assert got["input_shape"] == [12, 12, 3] and got["class_names"] == ["a", "b"]
-    assert got["value_range"] == pytest.approx([probes.min(), probes.max()])
+    assert got["value_range"] == [0.0, 1.0] and 0 <= probes.min() < probes.max() <= 1
 
 
 def test_snapshots_of_a_run_without_any_say_what_to_log(client):
@@ -261,3 +261,41 @@ def test_probe_says_so_without_keras_and_other_routes_serve(logged):
         "501 this TensorBoard process cannot run models",
         "['train']",
     ]
+
+
+def test_logged_probe_images_are_listed_and_probed_without_an_upload(client, logged):
+    """/probe_images lists the run's logged probe images; /probe with source_tag= runs one of
+    them (empty body) as tb_cnnviz.probe runs the original array: same predictions and input."""
+    log_dir, probes = logged
+    listed = client.get(PREFIX + "probe_images?run=train").get_json()["images"]
+    attributed = [i for i in listed if i["tag"].endswith("/attribution")]
+    assert [i["image"] for i in attributed] == [0, 1, 2, 3]
+    shown = Image.open(io.BytesIO(base64.b64decode(attributed[1]["src"].split(",", 1)[1])))
+    assert shown.size == (12, 12)
+    source = {"source_tag": attributed[1]["tag"], "source_image": 1}
+    got = client.post(PREFIX + "probe", query_string={"run": "train", "step": 0, **source})
+    assert got.status_code == 200, got.get_json()
+    got = got.get_json()
+    direct = tb_probe.probe(log_dir, "train", probes[1], step=0)
+    assert got["predictions"][0]["class"] == direct.predictions[0].class_id
+    assert got["predictions"][0]["probability"] == pytest.approx(
+        direct.predictions[0].probability, abs=0.02
+    )
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(got["image"].split(",", 1)[1]))))
+    assert np.abs(seen / 255.0 - probes[1]).max() <= 2 / 255  # the logged values, fed
+
+
+@pytest.mark.parametrize(
+    "params, status, message",
+    [
+        ({"source_tag": "conv_a/weights"}, 400, "holds no logged images"),
+        ({"source_tag": "gradcam/attribution", "source_image": 9}, 404, "it holds 4"),
+        ({"source_tag": "gradcam/attribution", "source_step": 7}, 404, "logged steps"),
+        ({"source_tag": "nope/attribution"}, 404, "no cnnviz tag"),
+        ({"source_tag": "gradcam/attribution", "source_run": "other"}, 404, "other"),
+    ],
+)
+def test_logged_sources_that_do_not_exist_are_4xx(client, params, status, message):
+    """A source that is no logged image of this logdir is a 400/404 saying why, never a 500."""
+    got = client.post(PREFIX + "probe", query_string={"run": "train", **params})
+    assert got.status_code == status and message in got.get_json()["error"]

@@ -100,6 +100,7 @@ class CNNVizPlugin(base_plugin.TBPlugin):
             "/examples": self._serve_examples,
             "/snapshots": self._serve_snapshots,
             "/probe": self._serve_probe,
+            "/probe_images": self._serve_probe_images,
         }
 
     def is_active(self) -> bool:
@@ -210,9 +211,28 @@ class CNNVizPlugin(base_plugin.TBPlugin):
         params = query(request)
         run, step = required(params, "run"), step_param(params)
         target = step_param(params, "target")
-        image = body(request, probing.MAX_UPLOAD_BYTES, probing.PayloadTooLargeError)
+        if "source_tag" in params:  # an image the run logged, read from this logdir's data
+            ctx, eid = request_context(request)
+            image = probing.logged_image(
+                self._data,
+                ctx,
+                eid,
+                self._logdir,
+                params.get("source_run") or run,
+                params["source_tag"],
+                int(step_param(params, "source_image") or 0),
+                step_param(params, "source_step"),
+            )
+        else:
+            image = body(request, probing.MAX_UPLOAD_BYTES, probing.PayloadTooLargeError)
         answer = self.probe_impl(run, image, step, params.get("layer") or None, target)
         return json_response(request, answer)
+
+    @route
+    def _serve_probe_images(self, request):
+        run = required(query(request), "run")
+        ctx, eid = request_context(request)
+        return json_response(request, probing.logged_images(self._data, ctx, eid, run))
 
     # -- the plain-data answers (see the modules named) -------------------------------------
     def static_impl(self, relative_path: str) -> tuple[bytes, str]:
@@ -261,5 +281,5 @@ class CNNVizPlugin(base_plugin.TBPlugin):
         return probing.snapshots(self._logdir, run)
 
     def probe_impl(self, run, image: bytes, step=None, layer=None, target=None) -> dict[str, Any]:
-        """`probing.probe`: the model at a step run on an uploaded image."""
+        """`probing.probe`: the model at a step run on an uploaded (or logged) image."""
         return probing.probe(self._logdir, run, image, step, layer, target)

@@ -14,6 +14,11 @@ maps are answered as `/layer` answers a logged step, so the dashboard draws them
 grid: an index and PNG atlases, each tile stretched over its own value range, so the values are
 recovered within 1/255 of that range. The atlases come inline (base64 in the JSON), since
 nothing of the answer is kept on the server.
+
+Instead of an upload, the image can be one the run already logged (`logged_images`): a probe
+image kept beside its attribution maps, or a reference image. It is read through TensorBoard's
+data provider (so only from the logdir served), cut from its atlas, brought back to its logged
+values (within 1/255 of its range) and fed as those values.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 
 import numpy as np
 from tensorboard import errors
+from tensorboard.data import provider
 
 from tb_cnnviz import metadata, tiles
 
@@ -37,6 +43,8 @@ __all__ = [
     "PayloadTooLargeError",
     "ProbeUnavailableError",
     "decode_upload",
+    "logged_image",
+    "logged_images",
     "probe",
     "snapshots",
 ]
@@ -47,6 +55,8 @@ MAX_UPLOAD_BYTES = 16 * 2**20
 MAX_PIXELS = 40 * 2**20
 #: Seconds a request waits while another one runs the same model (then a 503).
 PROBE_TIMEOUT_SECONDS = 30.0
+#: Logged images offered to the probe, at most, per run.
+MAX_LOGGED_IMAGES = 64
 #: Pillow modes accepted, and what each becomes before the probe matches channels.
 _MODES = {"1": "L", "L": "L", "LA": "RGBA", "P": "RGBA", "PA": "RGBA", "RGB": "RGB", "RGBA": "RGBA"}
 ACCEPTED = (
@@ -118,7 +128,7 @@ def snapshots(logdir: str | None, run: str) -> dict[str, Any]:
 def probe(
     logdir: str | None,
     run: str,
-    body: bytes,
+    body: bytes | np.ndarray,
     step: int | None = None,
     layer: str | None = None,
     target: int | None = None,
@@ -128,7 +138,7 @@ def probe(
     Args:
         logdir: The logdir TensorBoard serves.
         run: The run.
-        body: The encoded image (see `decode_upload`).
+        body: The encoded image (see `decode_upload`), or pixels in [0, 1] (`logged_image`).
         step: A step with a snapshot; None for the latest.
         layer: The layer whose feature maps to answer; None for the last conv layer.
         target: The class Grad-CAM explains; None for the predicted one.
@@ -154,7 +164,7 @@ def probe(
     """
     from tb_cnnviz import probe as probe_lib
 
-    pixels = decode_upload(body)
+    pixels = body if isinstance(body, np.ndarray) else decode_upload(body)
     known = snapshots(logdir, run)
     if not known["steps"]:
         raise errors.NotFoundError(known["why"])
@@ -180,6 +190,127 @@ def probe(
     except ValueError as e:  # the layer, the target, or an image the model cannot take
         raise errors.InvalidArgumentError(str(e)) from None
     return _answer(result, known)
+
+
+def logged_images(data, ctx, experiment_id: str, run: str) -> dict[str, Any]:
+    """The images `run` logged that the probe can take instead of an upload, as thumbnails.
+
+    The probe images kept beside the first attribution tag's maps (at its latest step), then
+    the reference images; at most `MAX_LOGGED_IMAGES`. Each names what `logged_image` takes.
+
+    Args:
+        data: The plugin's `tb_cnnviz.plugin.data.Data` (reads through the data provider).
+        ctx: The request's TensorBoard context.
+        experiment_id: The experiment.
+        run: The run.
+
+    Returns:
+        `{"run", "images": [{"tag", "step", "image", "label", "src"}]}`: `src` is the image as
+        logged, a PNG data URL; `images` is empty when the run logged none.
+
+    Example:
+        >>> from tensorboard import context
+        >>> from tb_cnnviz.plugin.data import Data
+        >>> logged_images(Data.from_logdir("/none"), context.RequestContext(), "", "r")
+        {'run': 'r', 'images': []}
+    """
+    listing = data.list(ctx, experiment_id, provider.RunTagFilter(runs=[run])).get(run) or {}
+    sources = []
+    for tag, series in sorted(listing.items()):
+        parsed = data.parse_tag(experiment_id, run, tag, series)
+        if parsed is None:
+            continue
+        if parsed.kind == "attribution" and not any(s[0] == "attribution" for s in sources):
+            sources.append(("attribution", tag, "probe image"))
+        elif tag == metadata.REFERENCES_TAG:
+            sources.append(("references", tag, "reference image"))
+    images = []
+    for _, tag, label in sorted(sources):
+        datum = data.series(ctx, experiment_id, run, tag).data[-1]
+        try:
+            pixels, _ = _logged_tiles(data, ctx, datum)
+        except ValueError:
+            continue  # unreadable here: /layer says why
+        for i, tile in enumerate(pixels[: MAX_LOGGED_IMAGES - len(images)]):
+            tile = np.round(tile).astype(np.uint8)
+            images.append(
+                {
+                    "tag": tag,
+                    "step": datum.step,
+                    "image": i,
+                    "label": f"{label} {i}",
+                    "src": _data_url(
+                        tiles.encode_png(tile[..., 0] if tile.shape[-1] == 1 else tile)
+                    ),
+                }
+            )
+    return {"run": run, "images": images}
+
+
+def logged_image(
+    data, ctx, experiment_id: str, logdir, run: str, tag: str, image: int, step=None
+) -> np.ndarray:
+    """One logged image (see `logged_images`) as pixels in [0, 1], to feed like an upload.
+
+    Its logged values are mapped from the run's recorded input `value_range` onto [0, 1], so
+    the probe (mapping [0, 1] back onto that range) feeds the model the logged values.
+
+    Raises:
+        tensorboard.errors.NotFoundError: No such run, tag, step or image.
+        tensorboard.errors.InvalidArgumentError: The tag holds no images.
+    """
+    kinds = {"attribution", "references"}
+    series = data.series(ctx, experiment_id, run, tag, step)
+    parsed = data.parse_tag(
+        experiment_id,
+        run,
+        tag,
+        data.list(ctx, experiment_id, provider.RunTagFilter(runs=[run], tags=[tag]))[run][tag],
+    )
+    if parsed is None or parsed.kind not in kinds:
+        raise errors.InvalidArgumentError(
+            f"tag {tag!r} of run {run!r} holds no logged images; use an attribution tag "
+            f"or {metadata.REFERENCES_TAG!r}"
+        )
+    datum = series.data[-1] if step is None else series.by_step.get(step)
+    if datum is None:
+        raise errors.NotFoundError(
+            f"no step {step} in run {run!r}, tag {tag!r}; logged steps: "
+            + metadata.names_text(series.by_step)
+        )
+    try:
+        _, values = _logged_tiles(data, ctx, datum)
+    except ValueError as e:
+        raise errors.InvalidArgumentError(f"tag {tag!r} cannot be read here: {e}") from None
+    if not 0 <= image < len(values):
+        raise errors.NotFoundError(
+            f"no image {image} in run {run!r}, tag {tag!r} at step {datum.step}; "
+            f"it holds {len(values)}"
+        )
+    low, high = snapshots(logdir, run)["value_range"] or (0.0, 1.0)
+    span = (high - low) or 1.0
+    return np.clip((values[image] - low) / span, 0.0, 1.0).astype(np.float32)
+
+
+def _logged_tiles(data, ctx, datum) -> tuple[np.ndarray, np.ndarray]:
+    """The images of an attribution or references datum: `(pixels 0-255, logged values)`, each
+    `[n, h, w, c]` (raises ValueError when the index cannot be read)."""
+    index, warning = data.index(ctx, datum)
+    if index is None:
+        raise ValueError(warning or "no index")
+    labels = index["slices"].get("labels") or ["image"]
+    if "image" not in labels:
+        raise ValueError("no image tiles")
+    count, which = index["slices"]["count"], labels.index("image")
+    atlases = [
+        (data.blob(ctx, datum.values[a["blob"]].blob_key), a["cols"]) for a in index["atlases"]
+    ]
+    pixels = tiles.unpack_tiles(atlases, tuple(index["tile"]))
+    chosen = np.arange(len(index["filters"])) * count + which
+    ranges = np.asarray(index["ranges"], np.float64)[chosen]
+    pixels = pixels[chosen]
+    lo, hi = ranges[:, 0, None, None, None], ranges[:, 1, None, None, None]
+    return pixels, lo + pixels / 255.0 * (hi - lo)
 
 
 def decode_upload(body: bytes) -> np.ndarray:

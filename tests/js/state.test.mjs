@@ -2,6 +2,7 @@
 
 import assert from "node:assert/strict"
 import {test} from "node:test"
+import {defaultColormap} from "../../frontend/colormaps.js"
 import * as S from "../../frontend/state.js"
 
 const TAGS = {
@@ -293,4 +294,18 @@ test("the heatmap scale survives the URL and falls back to the data's range", ()
 	assert.equal(S.stateFromHash("hscale=unit").hscale, "unit")
 	assert.equal(S.stateFromHash("hscale=nonsense").hscale, "data")
 	assert.equal(S.stateToHash({...S.defaultState(), hscale: "data"}), "")
+})
+
+test("the Probe view's colormap label names what its maps are drawn in", () => {
+	// The Probe grid draws feature maps whatever kind the sidebar had: its auto colormap must too.
+	const s = {...S.defaultState(), view: "probe", kind: "weights"}
+	assert.equal(S.drawnKind(s), "feature_maps")
+	assert.equal(defaultColormap(S.drawnKind(s)), "viridis")
+	assert.equal(defaultColormap(S.drawnKind({...s, view: "filters"})), "diverging")
+})
+
+test("the Probe view's second step survives the hash", () => {
+	const s = {...S.defaultState(), view: "probe", runs: ["train"], step: 0, vs: 9}
+	assert.equal(S.stateFromHash(S.stateToHash(s)).vs, 9)
+	assert.equal(S.stateFromHash("vs=-1").vs, null)
 })

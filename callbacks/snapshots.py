@@ -189,6 +189,17 @@ class Snapshots(keras.callbacks.Callback):
                     "tb-cnnviz: no model snapshots in a remote log_dir (%s)", self.log_dir
                 )
             return
+        if self.checkpoint is None and backend.process_count(self.model) > 1:
+            # Saving weights that live in several processes is a collective every process
+            # must enter; the chief alone would wait for the others for ever (and did, on JAX).
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "tb-cnnviz: no copies of the weights while training spans several "
+                    "processes; pass the fit()'s ModelCheckpoint as snapshots= to let the "
+                    "probe use its files"
+                )
+            return
         if not backend.is_chief(self.model):
             return  # only the chief writes
         with self._own():

@@ -37,6 +37,7 @@ __all__ = [
     "has_accelerator",
     "is_chief",
     "name",
+    "process_count",
     "native_resampler",
     "stateless_normal",
     "tensor_spec",
@@ -343,6 +344,42 @@ def is_chief(model: keras.Model | None = None) -> bool:
         return True
     has_chief = "chief" in (resolver.cluster_spec().as_dict() or {})
     return task_type == "worker" and not has_chief and (resolver.task_id or 0) == 0
+
+
+def process_count(model: keras.Model | None = None) -> int:
+    """How many processes train the model together (1 for a single process).
+
+    JAX: `jax.process_count()` (`keras.distribution` across hosts). PyTorch: the world size of
+    an initialized `torch.distributed`. TensorFlow: the chief and workers of a multi-worker
+    `tf.distribute` strategy's cluster.
+
+    Args:
+        model: The model being trained (its `distribute_strategy` on TensorFlow).
+
+    Example:
+        >>> process_count()
+        1
+    """
+    backend = name()
+    if backend == "jax":
+        import jax
+
+        return int(jax.process_count())
+    if backend == "torch":
+        import torch.distributed as dist
+
+        initialized = dist.is_available() and dist.is_initialized()
+        return int(dist.get_world_size()) if initialized else 1
+    if backend != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return 1
+    spec = resolver.cluster_spec().as_dict() or {}
+    return max(1, sum(len(spec.get(job, ())) for job in ("chief", "worker")))
 
 
 @functools.cache

@@ -191,6 +191,9 @@ def test_two_jax_processes_write_each_step_exactly_once(tmp_path, read_logdir):
     assert losses[0] == losses[1]  # one model, trained data-parallel
     files = [f for _, _, fs in os.walk(logdir) for f in fs if "tfevents" in f]
     assert len(files) == 1, files  # one event file: process 1 wrote nothing
+    # Saving weights spread over processes is a collective: the chief alone would hang.
+    assert not [d for d, _, _ in os.walk(logdir) if d.endswith("cnnviz_snapshots")]
+    assert "no copies of the weights while training spans several processes" in outputs[0][1]
     logs = read_logdir(logdir)
     tags = logs.cnnviz_tags()
     assert {("train", "c1/weights"), ("train", "c1/feature_maps")} <= tags

@@ -11,9 +11,13 @@ Playwright and Debian's Chromium (`/usr/bin/chromium`):
     docs/screenshots/similarity.png the Similarity view: CKA of the two runs, layer by layer
     docs/screenshots/aligned.png    dark: conv2's dataset examples, lr_1e-4 aligned to lr_1e-3
     docs/screenshots/narrow.png     a 420-pixel-wide window
+    docs/screenshots/probe.png      the Probe view: a new demo shape (drawn at 96x96, resized by
+                                    the probe) through lr_1e-3 at its first and latest snapshot
+                                    steps side by side, conv2's maps with their actmax images
 
 Usage: .venv/bin/python scripts/screenshots.py [--epochs 4] [--samples 2000] [--logdir DIR]
-(an existing `--logdir` holding both runs is served as it is, without training again).
+[--only probe.png ...] (an existing `--logdir` holding both runs is served as it is, without
+training again).
 """
 
 from __future__ import annotations
@@ -146,12 +150,71 @@ def shoot(port: int, out: pathlib.Path, shots=SHOTS) -> None:
         browser.close()
 
 
+PROBE_LAYER = "conv2"
+PROBE_CLASS = "triangle"
+
+
+def probe_upload(path: pathlib.Path) -> None:
+    """Writes a demo shape the runs never saw (a new seed), drawn at 96x96, as a PNG."""
+    import numpy as np
+    from PIL import Image
+
+    from tb_cnnviz.demo.data import CLASS_NAMES, make_shapes
+
+    images, labels = make_shapes(64, size=96, seed=2026)
+    pick = int(np.flatnonzero(labels == CLASS_NAMES.index(PROBE_CLASS))[0])
+    Image.fromarray(np.round(images[pick] * 255).astype(np.uint8)).save(path)
+
+
+def shoot_probe(port: int, out: pathlib.Path, logdir: pathlib.Path) -> None:
+    """Saves probe.png: the Probe view of the first run, a new image uploaded in the tab, the
+    run's first and latest snapshot steps side by side (its own snapshot index says which)."""
+    from playwright.sync_api import sync_playwright
+
+    from tb_cnnviz import probe
+
+    steps = probe.snapshot_steps(logdir, RUNS[0])
+    if len(steps) < 2:
+        raise RuntimeError(f"{RUNS[0]} has snapshots at {steps}; the view needs two")
+    first, latest = steps[0], steps[-1]
+    upload = pathlib.Path(tempfile.mkdtemp(prefix="cnnviz-probe-")) / "shape.png"
+    probe_upload(upload)
+    hash_ = (
+        f"{ONE}&p.cnnviz.view=probe&p.cnnviz.layer={PROBE_LAYER}"
+        f"&p.cnnviz.step={first}&p.cnnviz.vs={latest}"
+    )
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"http://127.0.0.1:{port}/#cnnviz{hash_}")
+        frame = page.wait_for_selector(
+            "iframe[src*='plugin_entry']", state="attached", timeout=60000
+        ).content_frame()
+        frame.wait_for_selector("input[data-action=probe-file]", state="attached", timeout=60000)
+        frame.set_input_files("input[data-action=probe-file]", str(upload))
+        # Both columns answered: two prediction lines, maps drawn, actmax images under them.
+        frame.wait_for_function(
+            "document.querySelectorAll('.cv-probe b').length === 2"
+            " && document.querySelectorAll('.cv-probe img').length >= 2"
+            " && document.querySelectorAll('.cv-tile .cv-actmax').length > 0",
+            timeout=120000,
+        )
+        frame.wait_for_timeout(1500)  # the last canvases paint
+        page.screenshot(path=str(out / "probe.png"))
+        print(f"Saved {out / 'probe.png'} (steps {first} and {latest})")
+        browser.close()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run (default 4)")
     parser.add_argument("--samples", type=int, default=2000, help="training images (default 2000)")
     parser.add_argument("--logdir", type=pathlib.Path, help="default: a temporary directory")
     parser.add_argument("--out", type=pathlib.Path, default=REPO / "docs" / "screenshots")
+    names = [shot[0] for shot in SHOTS] + ["probe.png"]
+    parser.add_argument("--only", nargs="+", choices=names, help="take only these (default: all)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="cnnviz-demo-") as tmp:
         logdir = args.logdir or pathlib.Path(tmp)
@@ -161,7 +224,12 @@ def main(argv=None) -> int:
             with tbserver.tensorboard(logdir) as (port, output):
                 steps = wait_for_runs(port)
                 print(f"TensorBoard on port {port} serves steps {steps} of both runs")
-                shoot(port, args.out)
+                only = set(args.only or names)
+                chosen = [shot for shot in SHOTS if shot[0] in only]
+                if chosen:
+                    shoot(port, args.out, chosen)
+                if "probe.png" in only:
+                    shoot_probe(port, args.out, logdir)
         except Exception:
             print("".join(output) or "(TensorBoard printed nothing)", file=sys.stderr)
             raise

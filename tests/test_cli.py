@@ -6,15 +6,18 @@ import os
 import subprocess
 import sys
 
-from tbserver import free_port, serve, wait_for_steps
+from tbserver import free_port, get_json, serve, wait_for_steps
 
 from tb_cnnviz import cli
+from tb_cnnviz.demo.data import CLASS_NAMES
 
 CLI = os.path.join(os.path.dirname(sys.executable), "tb-cnnviz")
+RUNS = ("lr_1e-3/train", "lr_1e-4/train")
 
 
 def test_demo_trains_two_runs_and_serves_them(tmp_path, read_logdir):
-    """`tb-cnnviz demo` logs two runs with every kind and their responses, and serves them."""
+    """`tb-cnnviz demo` logs two runs with every kind, their responses and model snapshots at
+    the first and latest step with the class names, and serves them (the Probe view has data)."""
     port = free_port()
     logdir = tmp_path / "demo"
     proc = serve(
@@ -34,17 +37,21 @@ def test_demo_trains_two_runs_and_serves_them(tmp_path, read_logdir):
     try:
         _, steps = wait_for_steps(port, "lr_1e-4/train", "conv4/weights", [0, 1], timeout=240)
         assert steps == [0, 1]
+        base = f"http://127.0.0.1:{port}/data/plugin/cnnviz"
+        snapshots = {run: get_json(f"{base}/snapshots?run={run}") for run in RUNS}
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert f"http://127.0.0.1:{port}/#cnnviz" in out
     tags = read_logdir(logdir).cnnviz_tags()
-    assert {run for run, _ in tags} == {"lr_1e-3/train", "lr_1e-4/train"}
-    for run in ("lr_1e-3/train", "lr_1e-4/train"):
+    assert {run for run, _ in tags} == set(RUNS)
+    for run in RUNS:
         for layer in ("conv1", "conv2", "conv3", "conv4"):
             assert (run, f"{layer}/weights") in tags
             assert (run, f"{layer}/feature_maps") in tags
             assert (run, f"{layer}/responses") in tags  # the tab's comparison views have data
+        assert snapshots[run]["steps"] == [0, 1], snapshots[run]
+        assert snapshots[run]["class_names"] == list(CLASS_NAMES)
 
 
 def test_demo_no_serve_exits_and_says_how_to_browse(tmp_path):

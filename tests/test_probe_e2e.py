@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import os
 import pathlib
-import shutil
 import sys
 
 import keras
@@ -27,7 +26,6 @@ from tb_cnnviz.callbacks import CNNViz
 pytestmark = pytest.mark.browser
 
 SHOTS = pathlib.Path("/tmp/probe-shots")
-README_SHOT = pathlib.Path(__file__).resolve().parent.parent / "docs" / "screenshots" / "probe.png"
 # TensorBoard in a process where `import tensorflow` fails, as where it is not installed.
 # The /probe answer the page holds for a step (its cached request: no new one is sent).
 RECEIVED = """(step) => import("./static/controller.js").then((C) =>
@@ -176,7 +174,6 @@ def test_probe_view_answers_equal_the_restored_model_at_two_steps(logdir, tmp_pa
     those computed here from the snapshots."""
     program = os.path.join(os.path.dirname(sys.executable), "tensorboard")
     run_and_check(logdir, tmp_path, [program], "probe")
-    shutil.copy(SHOTS / "probe-side-by-side.png", README_SHOT)
 
 
 def test_probe_view_on_jax_without_tensorflow(logdir, tmp_path):

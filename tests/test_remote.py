@@ -40,13 +40,16 @@ FIT = textwrap.dedent(
         keras.layers.Dense(2),
     ])
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    x = np.random.default_rng(0).random((8, 12, 12, 3), dtype=np.float32)
-    viz = CNNViz(sys.argv[1], probe_images=x[:2], budget=None, attribution_freq=0, actmax_freq=0)
-    model.fit(x, np.zeros(8), epochs={EPOCHS}, batch_size=4, verbose=0, callbacks=[viz])
+    x = np.random.default_rng(0).random((16, 12, 12, 3), dtype=np.float32)
+    viz = CNNViz(
+        sys.argv[1], probe_images=x[:2], reference_images=x, budget=None,
+        attribution_freq=0, actmax_freq=0,
+    )
+    model.fit(x, np.zeros(16), epochs={EPOCHS}, batch_size=8, verbose=0, callbacks=[viz])
     """
 )
-# Reads argv[1] back through tb_cnnviz.reader and the plugin's WSGI app over TensorBoard's
-# data provider; prints what each saw as JSON.
+# Reads argv[1] back through tb_cnnviz.reader, compare, plot, `tb-cnnviz export` (to argv[3])
+# and the plugin's WSGI app over TensorBoard's data provider; prints what each saw as JSON.
 READ = textwrap.dedent(
     """
     import json, sys
@@ -55,11 +58,16 @@ READ = textwrap.dedent(
     from tensorboard.backend import application
     from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
     from tensorboard.plugins import base_plugin
-    from tb_cnnviz import plugin, reader
+    import matplotlib
+    matplotlib.use("Agg")
+    from tb_cnnviz import cli, compare, plot, plugin, reader
 
-    logdir, run = sys.argv[1], sys.argv[2]
+    logdir, run, figure = sys.argv[1:4]
     logs = reader.Logdir(logdir)
     pictures = logs.read(run, "c1", "weights")
+    plotted = plot.layer_grid(logdir, run, "c2", "weights")
+    exported = cli.main(["export", "--logdir", logdir, "--run", run, "--layer", "c1",
+                         "--kind", "weights", "-o", figure])
     mux = plugin_event_multiplexer.EventMultiplexer()
     mux.AddRunsFromDirectory(logdir)
     mux.Reload()
@@ -72,6 +80,9 @@ READ = textwrap.dedent(
     print("RESULT " + json.dumps({
         "runs": logs.runs(),
         "layers": logs.layers(run),
+        "compare_layers": compare.layers(logdir, run),
+        "plot": type(plotted).__name__,
+        "export_status": exported,
         "weights_shape": list(pictures.tiles.shape),
         "tags_steps": tags[run]["c1/weights"]["steps"],
         "layer_status": layer.status_code,
@@ -161,9 +172,9 @@ def run_python(code: str, *args: str, backend: str):
     return result.stdout
 
 
-def read_back(run: str) -> dict:
-    """What tb_cnnviz.reader and the plugin's WSGI app read of `run` in the bucket (TF hidden)."""
-    out = run_python(READ, LOGS, run, backend="jax")
+def read_back(run: str, figure) -> dict:
+    """What the readers and the plugin's WSGI app read of `run` in the bucket (TF hidden)."""
+    out = run_python(READ, LOGS, run, str(figure), backend="jax")
     return json.loads(out.split("RESULT ", 1)[1])
 
 
@@ -186,27 +197,30 @@ def written(s3):
 
 
 @pytest.mark.tensorflow
-def test_a_fit_on_tensorflow_writes_s3_that_the_reader_and_plugin_read(written):
-    """A fit() on TensorFlow logging to s3:// is read back by tb_cnnviz.reader and by the
-    plugin's /tags and /layer over TensorBoard's data provider (TensorFlow not installed)."""
-    got = read_back("run1/train")
+def test_a_fit_on_tensorflow_writes_s3_that_the_readers_and_plugin_read(written, tmp_path):
+    """A fit() on TensorFlow logging to s3:// is read back by the reader, compare, plot, export
+    and the plugin's /tags and /layer over TensorBoard's data provider (TensorFlow hidden)."""
+    figure = tmp_path / "c1.png"
+    got = read_back("run1/train", figure)
     assert not got["has_tf"]
     assert {"run1/train", "run2/train"} <= set(got["runs"])
-    assert {"c1", "c2"} <= set(got["layers"])
+    assert {"c1", "c2"} <= set(got["layers"]) and {"c1", "c2"} <= set(got["compare_layers"])
+    assert got["plot"] == "Axes" and got["export_status"] == 0
+    assert figure.read_bytes().startswith(b"\x89PNG")
     assert got["weights_shape"][0] == 4  # the 4 filters of c1
     assert got["tags_steps"] == list(range(EPOCHS))
     assert got["layer_status"] == 200
 
 
 @pytest.mark.tensorflow
-def test_a_fit_on_jax_without_tensorflow_writes_s3_that_the_reader_reads(written):
+def test_a_fit_on_jax_without_tensorflow_writes_s3_that_the_reader_reads(written, tmp_path):
     """A fit() on JAX with TensorFlow hidden logs every epoch to s3:// as objects in the bucket."""
     keys = [
         o["Key"] for o in written.list_objects_v2(Bucket=BUCKET, Prefix="logs/run2/")["Contents"]
     ]
     assert "logs/run2/train/cnnviz_run.json" in keys  # the run claim file goes there too
     assert any("tfevents" in key for key in keys)
-    got = read_back("run2/train")
+    got = read_back("run2/train", tmp_path / "c1.png")
     assert got["tags_steps"] == list(range(EPOCHS))
     assert got["layer_status"] == 200
 

@@ -78,6 +78,10 @@ setup(
             "hypothesis>=6",
             "playwright>=1.45",
             "ruff>=0.17,<0.18",  # the test command checks formatting: one version formats
+            # tests/test_remote.py: a real S3-compatible server (moto_server) on loopback, and
+            # boto3, which TensorBoard's own S3 layer writes and reads with.
+            "moto[server]>=5",
+            "boto3>=1.28",
         ],
     },
     entry_points={

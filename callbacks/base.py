@@ -27,7 +27,7 @@ import weakref
 import keras
 import numpy as np
 
-from tb_cnnviz import backend, background, checks, events, metadata, summary
+from tb_cnnviz import backend, background, checks, events, metadata, storage, summary
 from tb_cnnviz import budget as budget_lib
 from tb_cnnviz import layers as layer_lib
 from tb_cnnviz import thinning as thinning_lib
@@ -131,19 +131,17 @@ class _Run:
 
 
 def _event_bytes(run_dir: str) -> int:
-    """Bytes of the event files in a local `run_dir` (0 for a remote or missing one)."""
-    if "://" in run_dir:
-        return 0
+    """Bytes of the event files in `run_dir` (0 for a missing one)."""
     try:
-        names = os.listdir(run_dir)
-    except OSError:
+        names = storage.listdir(run_dir)
+    except Exception:  # a missing folder or bucket: the log_dir check says so
         return 0
     total = 0
     for name in names:
         if "tfevents" in name:
             try:
-                total += os.path.getsize(os.path.join(run_dir, name))
-            except OSError:
+                total += storage.size(storage.join(run_dir, name))
+            except Exception:
                 pass
     return total
 
@@ -347,7 +345,7 @@ class VizCallback(keras.callbacks.Callback):
         self.freq = check_freq("freq", freq)
         self.max_filters = checks.integer("max_filters", max_filters, minimum=1)
         self.budget = check_budget(budget)
-        self._run_dir = os.path.join(self.log_dir, "train")
+        self._run_dir = storage.join(self.log_dir, "train")
         self._planner: Planner | None = None
         self._selected: list[tuple[str, keras.layers.Layer]] = []
         # Selected convs this kind cannot draw: (path, layer, reason), from _select.
@@ -534,16 +532,8 @@ class VizCallback(keras.callbacks.Callback):
         return failure_reason(error)
 
     def _check_log_dir(self) -> None:
-        if "://" in self.log_dir:  # remote filesystems (gs://, s3://) are tf.io's business
-            return
-        try:
-            os.makedirs(self._run_dir, exist_ok=True)
-        except OSError as e:
-            raise ValueError(
-                f"log_dir cannot be created: {e}. Received: log_dir={self.log_dir!r}"
-            ) from e
-        if not os.access(self._run_dir, os.W_OK):
-            raise ValueError(f"log_dir is not writable. Received: log_dir={self.log_dir!r}")
+        # Local or remote (a missing bucket, missing credentials): a clear error before any epoch.
+        storage.check_writable(self._run_dir, "log_dir", self.log_dir)
 
 
 # model -> the paths whose weights-only reason the log has given (once per model and layer).

@@ -16,8 +16,9 @@ or mix two trainings into one series; this file tells them apart:
 
 The file is rewritten (atomically) after each step is on disk: `{"pid", "host", "last_step",
 "live", "expires"}`. A claim is live while its process runs (same host: the process exists;
-another host: until `expires`, renewed at every step). Remote log_dirs (`gs://`) have no such
-file: there, runs are not guarded.
+another host: until `expires`, renewed at every step). In a remote log_dir (`s3://`, `gs://`;
+`tb_cnnviz.storage`) the file is an object, written whole; two processes that claim one run in
+the same instant are not told apart there (an object store has no exclusive create).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import json
 import os
 import socket
 import time
+
+from tb_cnnviz import storage
 
 __all__ = ["FILE", "Claim", "claim", "record"]
 
@@ -58,8 +61,7 @@ def _me() -> tuple[int, str]:
 
 def _read(run_dir: str) -> dict | None:
     try:
-        with open(os.path.join(run_dir, FILE), encoding="utf-8") as f:
-            state = json.load(f)
+        state = json.loads(storage.read_bytes(storage.join(run_dir, FILE)))
         return state if isinstance(state, dict) else None
     except (OSError, ValueError):
         return None
@@ -84,7 +86,7 @@ def claim(run_dir: str) -> Claim:
     """Claims `run_dir` for this process unless another live process writes it.
 
     Args:
-        run_dir: A local run directory.
+        run_dir: The run directory, local or remote.
 
     Returns:
         A `Claim`.
@@ -99,9 +101,7 @@ def claim(run_dir: str) -> Claim:
         >>> claim(run).last_step, claim(run).same_process
         (4, True)
     """
-    if "://" in run_dir:
-        return Claim()
-    os.makedirs(run_dir, exist_ok=True)
+    storage.makedirs(run_dir)
     with _locked(run_dir):
         return _claim(run_dir)
 
@@ -120,7 +120,11 @@ def _claim(run_dir: str) -> Claim:
 
 @contextlib.contextmanager
 def _locked(run_dir: str):
-    """Holds `<FILE>.lock` (created exclusively) so that two processes claim one at a time."""
+    """Holds `<FILE>.lock` (created exclusively) so that two processes claim one at a time
+    (in a local folder: an object store has no exclusive create)."""
+    if storage.is_remote(run_dir):
+        yield
+        return
     lock = os.path.join(run_dir, FILE + ".lock")
     deadline = time.monotonic() + 10
     while True:
@@ -142,14 +146,12 @@ def record(run_dir: str, last_step: int | None, *, live: bool, lease: float = 0.
     """Writes the run's state: this process, the last step on disk, whether it still writes.
 
     Args:
-        run_dir: A local run directory.
+        run_dir: The run directory, local or remote.
         last_step: The last step written, or None.
         live: Whether this process goes on writing the run.
         lease: Seconds another host should wait for the next step before it may take over
             (at least `MIN_LEASE_SECONDS`).
     """
-    if "://" in run_dir:
-        return
     pid, host = _me()
     state = {
         "pid": pid,
@@ -158,9 +160,5 @@ def record(run_dir: str, last_step: int | None, *, live: bool, lease: float = 0.
         "live": bool(live),
         "expires": time.time() + max(MIN_LEASE_SECONDS, lease),
     }
-    os.makedirs(run_dir, exist_ok=True)
-    path = os.path.join(run_dir, FILE)
-    tmp = f"{path}.{pid}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(state, f)
-    os.replace(tmp, path)
+    storage.makedirs(run_dir)
+    storage.write_bytes(storage.join(run_dir, FILE), json.dumps(state).encode("utf-8"))

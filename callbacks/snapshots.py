@@ -40,7 +40,7 @@ import warnings
 import keras
 import numpy as np
 
-from tb_cnnviz import backend, metadata
+from tb_cnnviz import backend, metadata, storage
 from tb_cnnviz import budget as budget_lib
 from tb_cnnviz import layers as layer_lib
 
@@ -182,11 +182,13 @@ class Snapshots(keras.callbacks.Callback):
         self._pending = []
 
     def on_epoch_end(self, epoch, logs=None):
-        if "://" in self.log_dir:
-            if not self._warned:  # said once: remote logdirs get no snapshots (yet)
+        if storage.is_remote(self.log_dir):
+            if not self._warned:  # said once: snapshots are local-only
                 self._warned = True
                 logger.warning(
-                    "tb-cnnviz: no model snapshots in a remote log_dir (%s)", self.log_dir
+                    "tb-cnnviz: model snapshots are written to local log_dirs only; none go "
+                    "to %s (its pictures do)",
+                    self.log_dir,
                 )
             return
         if self.checkpoint is None and backend.process_count(self.model) > 1:

@@ -19,11 +19,19 @@ Two guarantees the callbacks rely on, for faults while writing:
   warned about once, naming the file and the error; later writes are dropped, so nothing is
   appended after a torn record and what was written before stays readable. No exception
   reaches the code that trains.
+
+*Remote logdirs* (`s3://`, `gs://`, any fsspec URL; `tb_cnnviz.storage`): an object cannot be
+appended to, so each flush writes the records since the last one as a new object, a complete
+event file of its own named after the one before (`...<pid>.<writer>.000001`), which
+TensorBoard's readers take in name order as one run. Each flush costs one PUT of the new bytes
+and a 24-byte file header, whatever the run's size (rewriting one growing object would upload
+the whole file again at every flush); a run of N flushes leaves N objects.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import os
 import socket
@@ -33,13 +41,12 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-from tensorboard.compat import tf as tf_compat
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.summary.writer.record_writer import RecordWriter
 from tensorboard.util import tensor_util
 
-from tb_cnnviz import profile
+from tb_cnnviz import profile, storage
 
 __all__ = ["FileWriter", "default_writer"]
 
@@ -54,8 +61,8 @@ class FileWriter:
     worker), so a failing disk raises nowhere: it is warned about once (`failure`).
 
     Args:
-        logdir: The run directory (created if missing). With TensorFlow installed, remote paths
-            (`gs://...`) work as they do for TensorBoard.
+        logdir: The run directory (created if missing): a local path, or a URL TensorBoard
+            reads (`s3://bucket/logs/run1`, `gs://...`), written as one object per flush.
         max_queue: Kept for compatibility; records go to the file's buffer at once.
         flush_secs: Seconds after which a write also flushes the file.
         whole_steps: Hold each step's summaries until `flush` and write them as one event, so
@@ -91,17 +98,17 @@ class FileWriter:
         self.path = ""
         self._records = None
         self._last_flush = time.monotonic()
+        self._remote = storage.is_remote(self.logdir)
+        self._file_id = next(_file_ids)
+        self._parts = 0  # objects written so far (remote logdirs)
+        self._unsent = 0  # events not yet in an object (remote logdirs)
         try:
-            tf_compat.io.gfile.makedirs(self.logdir)
-            self.path = os.path.join(
-                self.logdir,
-                f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
-                f"{os.getpid()}.{next(_file_ids)}",
-            )
-            self._file = tf_compat.io.gfile.GFile(self.path, "wb")
+            storage.makedirs(self.logdir)
+            self.path = self._next_path()
+            # A remote file is built in memory and written whole at each flush (`_flush`).
+            self._file = io.BytesIO() if self._remote else open(self.path, "wb")  # noqa: SIM115
             self._records = RecordWriter(self._file)
-            version = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
-            self._records.write(version.SerializeToString())
+            self._records.write(_file_version())
             self._records.flush()
         except Exception as e:  # an unwritable or full disk is warned about, never raised
             self._fail(e)
@@ -240,6 +247,7 @@ class FileWriter:
         event.wall_time = time.time()
         try:
             self._records.write(event.SerializeToString())
+            self._unsent += 1
             if time.monotonic() - self._last_flush > self._flush_secs:
                 self._flush()
         except Exception as e:
@@ -251,9 +259,33 @@ class FileWriter:
             return
         try:
             self._records.flush()
+            if self._remote:
+                self._put_part()
         except Exception as e:
             self._fail(e)
         self._last_flush = time.monotonic()
+
+    def _next_path(self) -> str:
+        """The next file's path: names sort in the order the files are begun."""
+        name = (
+            f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+            f"{os.getpid()}.{self._file_id}"
+        )
+        if self._remote:
+            name += f".{self._parts:06d}"
+        return storage.join(self.logdir, name)
+
+    def _put_part(self) -> None:
+        """Writes the records since the last flush as one new object (a remote logdir)."""
+        if not self._unsent:
+            return  # nothing new: no object of a header alone
+        storage.write_bytes(self.path, self._file.getvalue())
+        self._unsent = 0
+        self._parts += 1
+        self.path = self._next_path()
+        self._file.seek(0)
+        self._file.truncate()
+        self._records.write(_file_version())
 
     def _fail(self, error: Exception) -> None:
         """Remembers the first error and warns once; nothing is appended after it."""
@@ -268,6 +300,12 @@ class FileWriter:
             RuntimeWarning,
             stacklevel=2,
         )
+
+
+def _file_version() -> bytes:
+    """The first record of every event file: the format version TensorBoard checks."""
+    version = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
+    return version.SerializeToString()
 
 
 def default_writer() -> FileWriter | None:

@@ -133,7 +133,7 @@ class Logdir:
         from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
 
         self.path = os.fspath(path)
-        if not os.path.isdir(self.path):
+        if not _isdir(self.path):
             raise NotFoundError(f"logdir {self.path!r} is not a directory")
         # A reservoir of 0 keeps every step of the cnnviz series (TensorBoard keeps 10 otherwise).
         self._mux = plugin_event_multiplexer.EventMultiplexer(
@@ -439,6 +439,24 @@ class Logdir:
 natural_key = metadata.natural_key
 #: Lists names for a message (`tb_cnnviz.metadata.names_text`).
 names_text = metadata.names_text
+
+
+def _isdir(path: str) -> bool:
+    """Whether `path` is a folder, through the filesystem TensorBoard's readers use (remote
+    URLs included: `s3://` through TensorBoard's own layer, which needs no TensorFlow)."""
+    if "://" not in path:
+        return os.path.isdir(path)
+    from tensorboard.compat import tf
+
+    try:
+        return tf.io.gfile.isdir(path)
+    except Exception as e:
+        raise NotFoundError(
+            f"logdir {path!r} cannot be read: {type(e).__name__}: {e}. TensorBoard's readers "
+            "use TensorFlow's file system where TensorFlow is installed, which has no s3:// "
+            "(since TensorFlow 2.6): read a bucket where TensorFlow is not installed, or "
+            "install tensorflow-io."
+        ) from e
 
 
 def _steps_text(steps: list[int]) -> str:

@@ -56,13 +56,25 @@ def wait_for_steps(port: int, run: str, tag: str, expected, timeout: float = 90.
         time.sleep(1.0)
 
 
+#: `tensorboard` as where TensorFlow is not installed: TensorBoard's own filesystem layer reads.
+WITHOUT_TENSORFLOW = (
+    "import sys; sys.modules['tensorflow'] = None; sys.argv[0] = 'tensorboard'; "
+    "from tensorboard.main import run_main; run_main()"
+)
+
+
 @contextlib.contextmanager
-def tensorboard(logdir, *flags: str):
-    """Runs the real `tensorboard` on loopback; yields `(port, output)`, `output` filled at exit."""
+def tensorboard(logdir, *flags: str, hide_tensorflow: bool = False):
+    """Runs the real `tensorboard` on loopback; yields `(port, output)`, `output` filled at exit.
+
+    With `hide_tensorflow`, it runs as where TensorFlow is not installed (`s3://` logdirs: only
+    TensorBoard's own filesystem layer reads them)."""
     port = free_port()
-    program = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    program = [os.path.join(os.path.dirname(sys.executable), "tensorboard")]
+    if hide_tensorflow:
+        program = [sys.executable, "-c", WITHOUT_TENSORFLOW]
     proc = serve(
-        [program, "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port), *flags]
+        [*program, "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port), *flags]
     )
     output: list[str] = []
     try:

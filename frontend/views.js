@@ -37,7 +37,7 @@ export const runColor = i =>
 export function swapContent(box, ...nodes) {
 	const active = document.activeElement
 	const k = active && box.contains(active) ? active.dataset.key : undefined
-	box.replaceChildren(...nodes)
+	box.replaceChildren(...nodes.filter(n => n != null && n !== false))
 	if (k !== undefined)
 		[...box.querySelectorAll("[data-key]")].find(n => n.dataset.key === k)?.focus({preventScroll: true})
 }

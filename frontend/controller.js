@@ -140,6 +140,14 @@ export async function refresh() {
 	refreshing = false
 }
 
+/** The note under the step slider: thinned spans and resumed jobs of the shown runs (null: none). */
+export const stepNote = () =>
+	state.view === "probe"
+		? null
+		: S.stepNote(
+				state.runs.filter(r => plans[r]).map(r => [r, plans[r]]),
+				state.step
+			)
 export const stepsOf = (run, tag) => tags[run]?.[tag]?.steps || []
 export const currentTag = () => S.currentTag(state, catalog)
 export const currentSteps = () =>

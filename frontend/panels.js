@@ -125,6 +125,7 @@ function renderDisplay(rgb = false, range = null) {
 export function renderSteps() {
 	const steps = C.currentSteps()
 	V.updateStepControls(ui.steps, {steps, index: Math.max(0, steps.indexOf(C.state.step)), playing: C.playing})
+	V.updateStepNote(ui.stepNote, C.stepNote())
 }
 
 function renderTools(index, stats, hasDead) {
@@ -268,9 +269,12 @@ function panelProblem(job, result, runLeft, tag, head) {
 		head.step = state.step
 		// What drawing it last cost tells what a larger budget would spend on it.
 		const last = S.cost(job.plan, tag)
+		const thinned = S.thinnedReason(job.plan, state.step)
+		const go = {action: "goto-step", label: `Go to step ${near}, the nearest drawn`, data: {step: near}}
+		// Not missing data: a long run draws fewer steps as it grows.
+		if (thinned) return V.messageCard(`Step ${state.step} was thinned in this run`, `${thinned}.`, go)
 		let why = S.skipReason(job.plan, tag, state.step) || "No picture was logged at this step."
 		if (last) why += `${/[.!?]$/.test(why) ? "" : "."} Last drawn at step ${last.step}, for ${S.costText(last)}.`
-		const go = {action: "goto-step", label: `Go to step ${near}, the nearest drawn`, data: {step: near}}
 		return V.messageCard(`${what} was not drawn at step ${state.step} in this run`, why, {tone: "warn", ...go})
 	}
 	const {status, reason, value} = result

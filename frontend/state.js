@@ -291,3 +291,67 @@ export function groupLeftOut(left, byTag) {
 	for (const g of Object.values(groups)) g.layers.sort(natural.compare)
 	return Object.values(groups).sort((a, b) => byKind(a, b) || natural.compare(a.reason, b.reason))
 }
+
+// Long runs are thinned (tb_cnnviz.thinning): a step training logged but the callbacks did not draw
+// has a plan record saying `thinned` and why. The slider only ever holds drawn steps; these say
+// where the others went, so a jump from step 16 to 18 does not read as lost data.
+
+const why = reason => String(reason).replace(/^thinned:\s*/, "")
+
+/**
+ * A plan's thinned steps as spans `{from, to, count, reason}`: records in step order with the same
+ * reason join one span whatever drawn steps lie between them (every 2nd step of 16-31 is one span).
+ */
+export function thinnedSpans(plan) {
+	const spans = []
+	for (const s of Array.isArray(plan?.steps) ? plan.steps : []) {
+		if (typeof s?.thinned !== "string" || !Number.isInteger(s.step)) continue
+		const last = spans.at(-1)
+		if (last && last.reason === s.thinned) Object.assign(last, {to: s.step, count: last.count + 1})
+		else spans.push({from: s.step, to: s.step, count: 1, reason: s.thinned})
+	}
+	return spans
+}
+
+/** Steps where a resumed job took over the run: `{step, from, previous}`. */
+export const resumedSteps = plan =>
+	(Array.isArray(plan?.steps) ? plan.steps : [])
+		.filter(s => s?.resumed && typeof s.resumed === "object" && Number.isInteger(s.step))
+		.map(s => ({step: s.step, from: s.resumed.from_step ?? s.step, previous: s.resumed.previous_last_step ?? null}))
+
+/** "steps 17–31 thinned (8): every 2nd step is drawn from step 16 on (a long run)". */
+export const spanText = s =>
+	`${s.from === s.to ? `step ${s.from}` : `steps ${s.from}–${s.to}`} thinned${s.count > 1 ? ` (${s.count})` : ""}: ${why(s.reason)}`
+
+/**
+ * The note under the step slider for the shown runs (`[run, plan]` pairs) at `step`:
+ * `{text, title, resumed}` or null when no run was thinned or resumed. `text` names the first
+ * spans (the run too when several are shown), `title` all of them; `resumed` is true at a step
+ * where a job resumed, and the text then starts with "Resumed here".
+ */
+export function stepNote(runPlans, step) {
+	const lines = []
+	let here = null
+	for (const [run, plan] of runPlans) {
+		const who = runPlans.length > 1 ? `${run}: ` : ""
+		for (const s of thinnedSpans(plan)) lines.push(who + spanText(s))
+		for (const r of resumedSteps(plan)) {
+			const text = `resumed at step ${r.step}${r.previous === null ? "" : ` (the earlier job had reached step ${r.previous})`}`
+			if (r.step === step)
+				here ??= `Resumed here${runPlans.length > 1 ? ` in ${run}` : ""}: a new job took over from step ${r.from}`
+			else lines.push(who + text)
+		}
+	}
+	if (!lines.length && !here) return null
+	const shown = lines.slice(0, 2)
+	const more = lines.length > shown.length ? ` · +${lines.length - shown.length} more` : ""
+	const text = [here, ...shown].filter(Boolean).join(" · ") + more
+	const cap = s => s.charAt(0).toUpperCase() + s.slice(1)
+	return {text: cap(text), title: [here, ...lines].filter(Boolean).map(cap).join("\n"), resumed: Boolean(here)}
+}
+
+/** Why `step` of a run has no pictures because it was thinned, else undefined. */
+export const thinnedReason = (plan, step) => {
+	const s = Array.isArray(plan?.steps) ? plan.steps.find(x => x?.step === step) : undefined
+	return typeof s?.thinned === "string" ? why(s.thinned) : undefined
+}

@@ -37,7 +37,7 @@ export const runColor = i =>
 export function swapContent(box, ...nodes) {
 	const active = document.activeElement
 	const k = active && box.contains(active) ? active.dataset.key : undefined
-	box.replaceChildren(...nodes)
+	box.replaceChildren(...nodes.filter(n => n != null && n !== false))
 	if (k !== undefined)
 		[...box.querySelectorAll("[data-key]")].find(n => n.dataset.key === k)?.focus({preventScroll: true})
 }
@@ -74,6 +74,7 @@ export function buildShell() {
 			icon("next", "›", "Next step (.)"),
 			el("span", "cv-step-label", el("b", "cv-step-num"), el("span", "cv-step-of cv-muted"))
 		),
+		stepNote: el("p", {class: "cv-step-note", attrs: {hidden: true, "aria-live": "polite"}}),
 		tools: el("div", "cv-tools"),
 		panels: el("div", "cv-panels"),
 		inspector: el("aside", {
@@ -84,7 +85,7 @@ export function buildShell() {
 	r.main = el(
 		"main",
 		"cv-main",
-		el("div", "cv-bar", el("div", "cv-bar-row", r.views, r.kinds, r.steps), r.tools),
+		el("div", "cv-bar", el("div", "cv-bar-row", r.views, r.kinds, r.steps), r.stepNote, r.tools),
 		el("div", {class: "cv-progress", attrs: {"aria-hidden": "true"}}),
 		r.panels
 	)
@@ -239,6 +240,14 @@ export function updateStepControls(box, {steps, index, playing}) {
 	play.classList.toggle("is-on", playing)
 	box.querySelector(".cv-step-num").textContent = n ? `Step ${steps[index]}` : "No steps"
 	box.querySelector(".cv-step-of").textContent = n ? `${index + 1} of ${n}` : ""
+}
+
+/** The thinned/resumed note under the slider (`S.stepNote`), hidden when null. */
+export function updateStepNote(box, note) {
+	box.hidden = !note
+	box.textContent = note ? note.text : ""
+	box.title = note ? note.title : ""
+	box.classList.toggle("is-resumed", Boolean(note?.resumed))
 }
 
 /** `alpha`: heatmap opacity %, null: none. */

@@ -283,15 +283,39 @@ def _export_checked(args) -> int:
     from tb_cnnviz import plot
     from tb_cnnviz.reader import Logdir, NotFoundError
 
+    note = None
     try:
         logs = Logdir(args.logdir)
         if args.kind in COMPARE_KINDS:
             target = _compare_figure(logs, args, plot)
         else:
             target = _picture_figure(logs, args, plot, slices)
+            if args.animate:
+                note = _thinned_note(logs, args)
     except (NotFoundError, ValueError) as e:
         raise _BadInput(str(e)) from None
-    return _write_figure(target, output, args, plot, plt)
+    code = _write_figure(target, output, args, plot, plt)
+    if note:
+        print(note)
+    return code
+
+
+def _thinned_note(logs, args) -> str | None:
+    """What `--animate` says of a long run's thinned steps: its frames are the drawn steps."""
+    from tb_cnnviz.reader import thinned_spans
+
+    runs = list(args.compare) if args.compare else [_pick_run(logs, args.run)]
+    lines = []
+    for run in runs:
+        for first, last, count, why in thinned_spans(logs.thinned(run)):
+            where = f"step {first}" if first == last else f"steps {first}-{last}"
+            lines.append(f"  {run}: {where} ({count}) {why}")
+    if not lines:
+        return None
+    return (
+        "Steps were thinned (a long run draws fewer steps as it grows); the frames go from "
+        "drawn step to drawn step, each titled with its step:\n" + "\n".join(lines)
+    )
 
 
 def _compare_figure(logs, args, plot):

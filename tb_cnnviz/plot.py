@@ -221,6 +221,10 @@ def animate(
         fps: Frames per second when shown in a notebook; `save` takes its own.
         width: Figure width in inches; 7 for one run, 10 for several.
 
+    A long run's thinned steps (`tb_cnnviz.thinning`) have no pictures: the frames go from drawn
+    step to drawn step, each titled with its real step, and a frame after thinned steps says how
+    many were thinned before it.
+
     Returns:
         A `matplotlib.animation.FuncAnimation` whose frames are the steps. Show it in a notebook
         with `IPython.display.HTML(anim.to_jshtml())`, or write a GIF with `save`.
@@ -259,6 +263,14 @@ def animate(
         if not steps:
             raise ValueError("steps must name at least one step. Received: steps=[]")
     several = len(runs) > 1
+    # A long run draws fewer steps as it grows: a frame says which steps were thinned since the
+    # one before, so the jump reads as thinning, not as lost data.
+    thinned = sorted({s for r in runs for s in logs.thinned(r)})
+    since: dict[int, int] = {}
+    for before, step in zip([None, *steps], steps, strict=False):
+        between = [s for s in thinned if (before is None or s > before) and s < step]
+        if between:
+            since[step] = len(between)
 
     def panels_at(step):
         pictures = [logs.read(r, layer, kind, step) for r in runs]
@@ -275,6 +287,9 @@ def animate(
     def draw(step):
         pictures, panels = (first_pictures, first_panels) if step == steps[0] else panels_at(step)
         title, subtitle = panel_lib.titles(pictures, panels[0], normalization)
+        if step in since:
+            n = since[step]
+            subtitle += f" · {n} step{'s' if n > 1 else ''} thinned before it"
         fig.clear()
         panel_lib.draw_figure(
             fig,

@@ -24,7 +24,15 @@ import numpy as np
 
 from tb_cnnviz import metadata, tiles
 
-__all__ = ["LayerPictures", "Logdir", "NotFoundError", "Record", "names_text", "natural_key"]
+__all__ = [
+    "LayerPictures",
+    "Logdir",
+    "NotFoundError",
+    "Record",
+    "names_text",
+    "natural_key",
+    "thinned_spans",
+]
 
 _MAX_STEPS_LISTED = 20  # steps quoted in a message before they are cut short
 
@@ -178,6 +186,56 @@ class Logdir:
             NotFoundError: If the run, layer or kind is not there.
         """
         return [datum.step for datum in self._data(run, layer, kind)]
+
+    def thinned(self, run: str) -> dict[int, str]:
+        """Returns `{step: why}` for the steps of a run that training logged but a long run's
+        thinning left without pictures (`tb_cnnviz.thinning`), as its plan records say.
+
+        A step some callback drew is not thinned. Logs without plan records give `{}`.
+
+        Example:
+            >>> import tempfile, numpy as np
+            >>> from tb_cnnviz import summary
+            >>> path = tempfile.mkdtemp()
+            >>> with summary.create_file_writer(path + "/run1").as_default():
+            ...     for step in (0, 2):
+            ...         _ = summary.filter_weights("conv1", np.ones((3, 3, 1, 2)), step=step)
+            ...         _ = summary.write_plan("cnnviz", step, drawn=["conv1/weights"])
+            ...     _ = summary.write_plan("cnnviz", 1, thinned="thinned: every 2nd step is drawn")
+            >>> Logdir(path).thinned("run1")
+            {1: 'thinned: every 2nd step is drawn'}
+        """
+        from tensorboard.data import provider
+
+        run = self.resolve_run(run)
+        tags = self._plan_tags.get(run, [])
+        if not tags:
+            return {}
+        found = self._provider.read_blob_sequences(
+            self._ctx(),
+            experiment_id="",
+            plugin_name=metadata.PLUGIN_NAME,
+            downsample=metadata.ALL_POINTS,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=tags),
+        )
+        why: dict[int, str] = {}
+        drawn: set[int] = set()
+        for data in found.get(run, {}).values():
+            for datum in data:
+                if not datum.values:
+                    continue
+                blob = self._provider.read_blob(self._ctx(), blob_key=datum.values[0].blob_key)
+                try:
+                    record = metadata.decode_index(bytes(blob))
+                except (TypeError, ValueError):
+                    continue  # a malformed record: the tab skips it too
+                if not isinstance(record, dict):
+                    continue
+                if record.get("drawn"):
+                    drawn.add(datum.step)
+                elif isinstance(record.get("thinned"), str):
+                    why[datum.step] = record["thinned"]
+        return {step: why[step] for step in sorted(why) if step not in drawn}
 
     def read(self, run: str, layer: str, kind: str, step: int | None = None) -> LayerPictures:
         """Reads one layer's pictures of one kind at one step.
@@ -367,6 +425,7 @@ class Logdir:
             self._ctx(), experiment_id="", plugin_name=metadata.PLUGIN_NAME
         )
         series: dict[str, dict[tuple[str, str], tuple[str, Any]]] = {}
+        self._plan_tags: dict[str, list[str]] = {}
         for run, tags in listed.items():
             for tag, info in tags.items():
                 try:
@@ -374,7 +433,9 @@ class Logdir:
                 except (TypeError, ValueError):
                     continue  # not ours, or damaged: TensorBoard's tab skips it too
                 # None: a newer format, already warned about. A plan record holds no pictures.
-                if parsed is not None and parsed.kind != metadata.PLAN_KIND:
+                if parsed is not None and parsed.kind == metadata.PLAN_KIND:
+                    self._plan_tags.setdefault(run, []).append(tag)
+                elif parsed is not None:
                     series.setdefault(run, {})[(parsed.layer, parsed.kind)] = (tag, parsed)
         return series
 
@@ -457,6 +518,25 @@ def _isdir(path: str) -> bool:
             "(since TensorFlow 2.6): read a bucket where TensorFlow is not installed, or "
             "install tensorflow-io."
         ) from e
+
+
+def thinned_spans(thinned: dict[int, str]) -> list[tuple[int, int, int, str]]:
+    """`(first, last, count, why)` spans of thinned steps (`Logdir.thinned`): steps in order with
+    one reason make one span, whatever drawn steps lie between them.
+
+    Example:
+        >>> thinned_spans({5: "every 2nd", 7: "every 2nd", 9: "every 4th"})
+        [(5, 7, 2, 'every 2nd'), (9, 9, 1, 'every 4th')]
+    """
+    spans: list[tuple[int, int, int, str]] = []
+    for step in sorted(thinned):
+        why = thinned[step]
+        if spans and spans[-1][3] == why:
+            first, _, count, _ = spans[-1]
+            spans[-1] = (first, step, count + 1, why)
+        else:
+            spans.append((step, step, 1, why))
+    return spans
 
 
 def _steps_text(steps: list[int]) -> str:

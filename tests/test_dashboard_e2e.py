@@ -1193,3 +1193,57 @@ def test_new_steps_appear_while_training_runs(tab, logdir):
     assert t.frame.get_attribute(".cv-slider", "max") == str(STEPS + 1)
     # It was following the latest step, so it moves on to the new one.
     t.wait_for(f"document.querySelector('.cv-step-num').textContent === 'Step {STEPS + 1}'")
+
+
+# ---------------------------------------------------------------------------------------------
+# A long run, thinned: a real fit() whose CNNViz thins after 4 epochs.
+
+THIN_DRAWN = [0, 1, 2, 3, 4, 6, 8, 12, 16, 19]  # Thinning(4) over 20 epochs, and the last
+
+
+def write_thinned_logdir(root: pathlib.Path) -> None:
+    """20 epochs of a small CNN with `CNNViz(thin_after=4)`: 10 drawn steps, 10 thinned."""
+    from test_callbacks import fit, small_cnn
+
+    from tb_cnnviz.callbacks import CNNViz
+
+    viz = CNNViz(str(root), budget=None, actmax_freq=0, snapshots=None, thin_after=4)
+    fit(small_cnn(), [viz], epochs=20)
+
+
+@pytest.fixture(scope="session")
+def thinned_tensorboard(tmp_path_factory):
+    """A live TensorBoard on the thinned run; yields its base URL."""
+    yield from _write_and_serve(tmp_path_factory, "cnnviz_thinned", write_thinned_logdir, 1)
+
+
+def test_a_thinned_run_slides_over_drawn_steps_and_names_the_thinned_ones(
+    browser, thinned_tensorboard
+):
+    """The slider holds the 10 drawn steps of a thinned 20-epoch fit() (its labels the real step
+    numbers) and a note under it names the thinned spans and why, rather than showing gaps."""
+    for t in _tabs(browser, thinned_tensorboard):
+        t = t(hash_="&p.cnnviz.layer=conv_a&p.cnnviz.kind=weights")
+        t.wait_for("!document.querySelector('.cv-step-note').hidden")
+        slider = ".cv-slider"
+        assert t.frame.get_attribute(slider, "max") == str(len(THIN_DRAWN) - 1)
+        assert t.step_label() == "Step 19"
+        assert t.frame.inner_text(".cv-step-of") == "10 of 10"
+        note = t.frame.inner_text(".cv-step-note")
+        assert note == (
+            "Steps 5–7 thinned (2): every 2nd step is drawn from step 4 on (a long run) · "
+            "steps 9–15 thinned (6): every 4th step is drawn from step 8 on (a long run) · +1 more"
+        )
+        title = t.frame.get_attribute(".cv-step-note", "title")
+        assert title.endswith(
+            "Steps 17–18 thinned (2): every 8th step is drawn from step 16 on (a long run)"
+        )
+        seen = [int(t.step_label().split()[1])]
+        for _ in THIN_DRAWN[1:]:  # "‹" steps back through every drawn step, and only those
+            t.frame.click('[data-action="prev"]')
+            t.wait_for(f"document.querySelector('.cv-step-num').textContent !== 'Step {seen[-1]}'")
+            seen.append(int(t.step_label().split()[1]))
+        assert seen[::-1] == THIN_DRAWN
+        t.wait_for("document.querySelectorAll('.cv-tile canvas').length === 4")
+        assert t.tiles() == list(range(4))
+        _shot(t, "thinned-light.png", 1280, 800)

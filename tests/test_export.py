@@ -504,3 +504,36 @@ def test_a_run_without_reference_images_is_told_how_to_log_them(logdir, tmp_path
         "--logdir", logdir, "--kind", "similarity", "--run", "a", "-o", tmp_path / "x.png"
     )
     assert_one_line_error(capsys, code, "reference_images=x_val[:256]")
+
+
+def test_animate_a_thinned_run_goes_from_drawn_step_to_drawn_step_and_says_so(tmp_path, capsys):
+    """A fit() thinned after 2 epochs animates its drawn steps 0, 1, 2, 4, 7 as frames titled
+    with those steps; a frame after thinned steps counts them, and `export` says steps were
+    thinned and where."""
+    model = tiny_cnn(0)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((12, 10, 10, 3), dtype=np.float32), rng.integers(0, 3, 12)
+    viz = CNNViz(str(tmp_path / "logs"), budget=None, actmax_freq=0, snapshots=None, thin_after=2)
+    model.fit(x, y, epochs=8, batch_size=6, verbose=0, callbacks=[viz])
+    logs = Logdir(tmp_path / "logs")
+    assert logs.steps("train", "conv1", "weights") == [0, 1, 2, 4, 7]
+    assert sorted(logs.thinned("train")) == [3, 5, 6]
+
+    anim = plot.animate(logs, "train", "conv1", "weights")
+    assert list(anim.new_frame_seq()) == [0, 1, 2, 4, 7]
+    plot.save(anim, tmp_path / "last.gif")  # draws every frame; the figure keeps the last
+    texts = [t.get_text() for t in plot.figure_of(anim).findobj(matplotlib.text.Text)]
+    assert any(t.endswith("· step 7") for t in texts), texts
+    assert any(t.endswith("· 2 steps thinned before it") for t in texts), texts
+
+    out = tmp_path / "conv1.gif"
+    args = ("--logdir", tmp_path / "logs", "--layer", "conv1", "--kind", "weights", "--animate")
+    assert export(*args, "-o", out) == 0
+    with Image.open(out) as gif:
+        assert gif.n_frames == 5
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1].startswith("Steps were thinned")
+    assert printed[2:] == [
+        "  train: step 3 (1) thinned: every 2nd step is drawn from step 2 on (a long run)",
+        "  train: steps 5-6 (2) thinned: every 4th step is drawn from step 4 on (a long run)",
+    ]

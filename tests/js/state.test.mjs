@@ -309,3 +309,68 @@ test("the Probe view's second step survives the hash", () => {
 	assert.equal(S.stateFromHash(S.stateToHash(s)).vs, 9)
 	assert.equal(S.stateFromHash("vs=-1").vs, null)
 })
+
+// A 40-step run thinned as tb_cnnviz.thinning does: every step to 15, every 2nd to 31, every 4th on.
+const every2 = "thinned: every 2nd step is drawn from step 16 on (a long run)"
+const every4 = "thinned: every 4th step is drawn from step 32 on (a long run)"
+const LONG = {
+	steps: Array.from({length: 40}, (_, step) => {
+		const thinned = step >= 32 ? step % 4 && step !== 39 && every4 : step >= 16 && step % 2 && every2
+		return thinned ? {step, drawn: [], skipped: {}, thinned} : {step, drawn: ["c/weights"], skipped: {}}
+	}),
+}
+
+test("thinned steps join one span per reason across the drawn steps between them", () => {
+	assert.deepEqual(S.thinnedSpans(LONG), [
+		{from: 17, to: 31, count: 8, reason: every2},
+		{from: 33, to: 38, count: 5, reason: every4},
+	])
+	assert.equal(
+		S.spanText(S.thinnedSpans(LONG)[0]),
+		"steps 17–31 thinned (8): every 2nd step is drawn from step 16 on (a long run)"
+	)
+	assert.deepEqual(S.thinnedSpans({steps: [{step: 3, thinned: 7}, null]}), [])
+	assert.deepEqual(S.thinnedSpans(null), [])
+})
+
+test("the slider note names thinned spans, the run when several show, and a resumed step", () => {
+	const note = S.stepNote([["r", LONG]], 20)
+	assert.equal(
+		note.text,
+		"Steps 17–31 thinned (8): every 2nd step is drawn from step 16 on (a long run) · steps 33–38 thinned (5): every 4th step is drawn from step 32 on (a long run)"
+	)
+	assert.equal(note.resumed, false)
+	assert.equal(S.stepNote([["r", {steps: [{step: 0, drawn: ["c/weights"]}]}]], 0), null)
+	const resumed = {
+		steps: [
+			...LONG.steps.slice(0, 5),
+			{step: 5, drawn: ["c/weights"], resumed: {previous_last_step: 7, from_step: 5, replaced: true}},
+		],
+	}
+	const two = S.stepNote(
+		[
+			["a", LONG],
+			["b", resumed],
+		],
+		5
+	)
+	assert.equal(two.resumed, true)
+	assert.match(two.text, /^Resumed here in b: a new job took over from step 5 · a: steps 17–31 thinned/)
+	assert.doesNotMatch(two.text, /more/)
+	const three = S.stepNote(
+		[
+			["a", LONG],
+			["b", resumed],
+		],
+		3
+	)
+	assert.match(three.text, /· \+1 more$/)
+	assert.match(three.title, /\nB: resumed at step 5/)
+	assert.match(S.stepNote([["b", resumed]], 3).text, /^Resumed at step 5 \(the earlier job had reached step 7\)$/)
+})
+
+test("a thinned step's reason reads without its prefix; a drawn or unknown step has none", () => {
+	assert.equal(S.thinnedReason(LONG, 17), "every 2nd step is drawn from step 16 on (a long run)")
+	assert.equal(S.thinnedReason(LONG, 18), undefined)
+	assert.equal(S.thinnedReason({steps: "x"}, 17), undefined)
+})

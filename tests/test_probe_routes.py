@@ -24,7 +24,7 @@ from test_callbacks import data, fit, small_cnn
 from test_probe import restored
 from werkzeug.wrappers import Response
 
-from tb_cnnviz import attribution, plugin, tiles
+from tb_cnnviz import attribution, metadata, plugin, tiles
 from tb_cnnviz import probe as tb_probe
 from tb_cnnviz.callbacks import CNNViz
 from tb_cnnviz.plugin import probing
@@ -299,3 +299,27 @@ def test_logged_sources_that_do_not_exist_are_4xx(client, params, status, messag
     """A source that is no logged image of this logdir is a 400/404 saying why, never a 500."""
     got = client.post(PREFIX + "probe", query_string={"run": "train", **params})
     assert got.status_code == status and message in got.get_json()["error"]
+
+
+def test_a_dataset_example_probed_by_its_source_equals_its_reference_image(tmp_path):
+    """A filter's top dataset example from /examples, probed by source (references tag, its
+    image index and step), answers as tb_cnnviz.probe does on that reference array."""
+    references = data(n=16, seed=5)[0]
+    probes, labels = data(n=4, seed=1)
+    fit(small_cnn(), [CNNViz(str(tmp_path), probes, labels=labels, reference_images=references)], 1)
+    client = make_client(tmp_path)
+    examples = client.get(PREFIX + "examples?run=train&layer=conv_a").get_json()
+    best, images = examples["examples"][2][0][0], examples["images"]
+    source = {"source_tag": metadata.REFERENCES_TAG, "source_image": best}
+    got = client.post(
+        PREFIX + "probe", query_string={"run": "train", "source_step": images["step"], **source}
+    )
+    assert got.status_code == 200, got.get_json()
+    got = got.get_json()
+    direct = tb_probe.probe(tmp_path, "train", references[best], step=got["step"])
+    assert got["predictions"][0]["class"] == direct.predictions[0].class_id
+    assert got["predictions"][0]["probability"] == pytest.approx(
+        direct.predictions[0].probability, abs=0.02
+    )
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(got["image"].split(",", 1)[1]))))
+    assert np.abs(seen / 255.0 - references[best]).max() <= 2 / 255

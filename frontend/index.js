@@ -175,6 +175,11 @@ function act(action, t = null) {
 			if (img) C.setProbeImage(null, {...img, run})
 			C.update({view: "probe"})
 		},
+		"probe-example": () => {
+			const source = {run: d.run, tag: "reference_images/references", image: Number(d.image), step: Number(d.step)}
+			C.setProbeImage(null, {...source, label: `dataset example #${d.image}`})
+			C.update({view: "probe"})
+		},
 		"select-layer": () => C.update({layer: d.layer, filter: null}),
 		"select-kind": () => {
 			const info = C.catalog.byTag.get(d.tag)

@@ -366,7 +366,10 @@ function paintPanel(panel, job, data, stats) {
 		V.putPixels(canvas, draw(data, pos, slice, scratch))
 	}
 	shown.set(job.key, {order: order.map(i => index.filters[i]), dead})
-	if (data.answer) pairActmax(panel, job, w)
+	if (data.answer) {
+		pairActmax(panel, job, w)
+		pairExamples(panel, job)
+	}
 	const none = `No ${noun(index.kind).toLowerCase()} is ${state.show} at step ${job.step}`
 	V.panelMessage(panel, order.length ? null : V.messageCard(none, "", {action: "show-all", label: "Show all"}))
 	const n = index.filters.length
@@ -441,6 +444,33 @@ function pairActmax(panel, job, w) {
 				c ??= tile.appendChild(V.el("canvas", {class: "cv-actmax", data: {filter}, attrs: {title}}))
 				const px = draw(am, pos, G.defaultSlice(am.index.slices))
 				V.paintCanvas(c, px, Math.max(1, Math.round(((C.state.zoom || autoZoom) * w) / px.width)), dpr())
+			}
+		})
+		.catch(() => {})
+}
+
+// ...and its top dataset examples where the run logged references (nearest step), cropped as
+// the inspector crops them; a click probes the whole reference image.
+function pairExamples(panel, job) {
+	const {layer} = C.state
+	const at = G.closestStep(C.stepsOf(job.run, `${layer}/responses`), job.step)
+	if (at === null) return
+	model
+		.examples(job.run, layer, at)
+		.then(({body, pics}) => {
+			if (!body.images) return
+			for (const [filter, tile] of panel.querySelector(".cv-grid")?._tiles || []) {
+				const crops = K.exampleCrops(body, pics, filter).slice(0, 3)
+				const thumbs = crops.map((crop, k) => {
+					const image = body.examples[filter][k][0]
+					const c = V.el("canvas")
+					V.paintCanvas(c, crop.pixels, Math.max(1, Math.round(20 / crop.pixels.width)), dpr())
+					const title = `Dataset example #${image} of filter ${filter} (step ${at}): probe it`
+					const data = {action: "probe-example", run: job.run, image, step: body.images.step}
+					return V.el("button", {class: "cv-thumb", data, attrs: {title, type: "button"}}, c)
+				})
+				tile.querySelector(".cv-ex")?.remove()
+				if (thumbs.length) tile.append(V.el("span", {class: "cv-ex", data: {filter}}, ...thumbs))
 			}
 		})
 		.catch(() => {})

@@ -26,6 +26,8 @@ from tb_cnnviz.callbacks import CNNViz
 pytestmark = pytest.mark.browser
 
 SHOTS = pathlib.Path("/tmp/probe-shots")
+EXAMPLE_SHOTS = pathlib.Path("/tmp/probe-ex")
+REFERENCES = data(n=16, seed=5)[0]
 # TensorBoard in a process where `import tensorflow` fails, as where it is not installed.
 # The /probe answer the page holds for a step (its cached request: no new one is sent).
 RECEIVED = """(step) => import("./static/controller.js").then((C) =>
@@ -37,12 +39,19 @@ NO_TF = (
 
 @pytest.fixture(scope="module")
 def logdir(tmp_path_factory):
-    """A 2-epoch fit of the small CNN with CNNViz keeping every epoch's snapshot."""
+    """A 2-epoch fit of the small CNN with CNNViz keeping every epoch's snapshot and logging
+    responses to 16 reference images (so each filter has dataset examples)."""
     _require_browser()
     path = tmp_path_factory.mktemp("probe_e2e")
     probes, labels = data(n=4, seed=1)
     viz = CNNViz(
-        str(path), probes, labels=labels, class_names=["a", "b"], snapshots="all", budget=None
+        str(path),
+        probes,
+        labels=labels,
+        class_names=["a", "b"],
+        reference_images=REFERENCES,
+        snapshots="all",
+        budget=None,
     )
     fit(small_cnn(), [viz], 2)
     return path
@@ -120,16 +129,44 @@ def probe_in_browser(port: int, upload_path: pathlib.Path, shot: str) -> dict[in
             assert frame.evaluate(RECEIVED, step) == answers[step]  # the same request, cached
         page.screenshot(path=str(SHOTS / f"{shot}-side-by-side.png"))
         # A logged probe image, picked from the strip instead of a file.
-        assert frame.eval_on_selector_all(".cv-thumb", "ts => ts.length") == 4
-        frame.click(".cv-thumb >> nth=1")
+        assert frame.eval_on_selector_all(".cv-strip .cv-thumb", "ts => ts.length") == 4 + 16
+        frame.click(".cv-strip .cv-thumb >> nth=1")
         frame.wait_for_function(
             "[...document.querySelectorAll('.cv-probe')].every(p => p.textContent.includes("
             "'probe image 1'))"
         )
         answers["logged"] = frame.evaluate(RECEIVED, 0)
+        answers["example"] = pick_an_example(frame, page, shot)
         browser.close()
     assert not errors, errors
     return answers
+
+
+def pick_an_example(frame, page, shot: str) -> tuple[int, dict]:
+    """In the step-0 column: under each tile, its filter's top 3 dataset examples as /examples
+    lists them; clicking the first one probes it. Returns its image index and the answer."""
+    frame.wait_for_selector(".cv-panel:first-child .cv-tile .cv-ex")
+    listed = frame.evaluate(
+        """() => import("./static/controller.js").then(C => fetch(
+            `examples?run=train&layer=${C.state.layer}&step=0`).then(r => r.json()))"""
+    )
+    shown = frame.eval_on_selector_all(
+        ".cv-panel:first-child .cv-tile",
+        "ts => ts.map(t => [t.dataset.filter, [...t.querySelectorAll('.cv-ex .cv-thumb')]"
+        ".map(b => Number(b.dataset.image))])",
+    )
+    assert len(shown) == listed["filters"] == 4, shown
+    for filter, images in shown:
+        assert images == [e[0] for e in listed["examples"][int(filter)][:3]], (filter, images)
+    EXAMPLE_SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(EXAMPLE_SHOTS / f"{shot}-examples.png"))
+    image = shown[0][1][0]
+    frame.click(".cv-panel:first-child .cv-tile .cv-ex .cv-thumb >> nth=0")
+    frame.wait_for_function(
+        f"document.querySelector('.cv-probe')?.textContent.includes('dataset example #{image}')"
+    )
+    page.screenshot(path=str(EXAMPLE_SHOTS / f"{shot}-probed.png"))
+    return image, frame.evaluate(RECEIVED, 0)
 
 
 def pct(p: dict) -> str:
@@ -157,6 +194,12 @@ def run_and_check(logdir, tmp_path, argv, shot: str, env=None) -> None:
         proc.terminate()
         output = proc.communicate(timeout=30)[0]
     logged = answers.pop("logged")
+    image, example = answers.pop("example")
+    direct = tb_probe.probe(logdir, "train", REFERENCES[image], step=0)
+    assert example["predictions"][0]["class"] == direct.predictions[0].class_id
+    assert example["predictions"][0]["probability"] == pytest.approx(
+        direct.predictions[0].probability, abs=0.02
+    )
     assert sorted(answers) == [0, 1], output[-3000:]
     for answer in answers.values():
         check(logdir, upload, answer)
@@ -171,7 +214,7 @@ def run_and_check(logdir, tmp_path, argv, shot: str, env=None) -> None:
 
 def test_probe_view_answers_equal_the_restored_model_at_two_steps(logdir, tmp_path):
     """In a real TensorBoard, an uploaded PNG's Grad-CAM and feature maps at steps 1 and 0 equal
-    those computed here from the snapshots."""
+    those computed here from the snapshots; a clicked dataset example probes as its array."""
     program = os.path.join(os.path.dirname(sys.executable), "tensorboard")
     run_and_check(logdir, tmp_path, [program], "probe")
 

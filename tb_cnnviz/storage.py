@@ -64,6 +64,18 @@ def _gfile():
     # TensorFlow's own file system has had no s3:// since 2.6.
     from tensorboard.compat.tensorflow_stub.io import gfile
 
+    # Its S3 layer reads S3_ENDPOINT once, when the module is first imported: a process that
+    # imported TensorBoard before setting it (a notebook, a test session) would write to AWS
+    # instead. A fresh one is registered whenever the setting changed since.
+    s3 = getattr(gfile, "S3FileSystem", None)
+    if s3 is not None:
+        try:
+            current = gfile.get_filesystem("s3://")
+        except Exception:  # boto3 missing: the S3 layer was never registered
+            current = None
+        endpoint = os.environ.get("S3_ENDPOINT")
+        if current is not None and getattr(current, "_s3_endpoint", endpoint) != endpoint:
+            gfile.register_filesystem("s3", s3())
     return gfile
 
 

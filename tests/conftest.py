@@ -123,3 +123,21 @@ def plugin_client(reader: LogdirReader):
     )
     app = application.TensorBoardWSGI([CNNVizPlugin(ctx)], data_provider=reader.provider)
     return werkzeug.test.Client(app, werkzeug.wrappers.Response)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Chromium under one Playwright for every browser test of the session.
+
+    Playwright's sync API runs an event loop on the calling thread: a second `sync_playwright()`
+    started while another is open there refuses to run ("inside the asyncio loop"), so browser
+    test modules share this one instead of each starting their own.
+    """
+    from playwright.sync_api import sync_playwright
+    from test_dashboard_e2e import CHROMIUM, CHROMIUM_ARGS, _require_browser
+
+    _require_browser()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -212,13 +212,9 @@ def _serve(logdir, runs: int):
 
 
 @pytest.fixture(scope="session")
-def browser(tensorboard):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+def browser(tensorboard, chromium):
+    """The session's Chromium (`conftest.chromium`), once the tab's TensorBoard runs."""
+    return chromium
 
 
 class Tab:

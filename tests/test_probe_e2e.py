@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tbserver
 from test_callbacks import data, fit, small_cnn
-from test_dashboard_e2e import CHROMIUM, CHROMIUM_ARGS, _require_browser
+from test_dashboard_e2e import _require_browser
 from test_probe import restored
 from test_probe_routes import png
 
@@ -81,16 +81,14 @@ def check(logdir, upload: bytes, answer: dict) -> None:
     assert np.abs(np.moveaxis(decoded, 0, -1) - maps).max() <= (float(np.ptp(maps)) or 1) / 255
 
 
-def probe_in_browser(port: int, upload_path: pathlib.Path, shot: str) -> dict[int, dict]:
+def probe_in_browser(browser, port: int, upload_path: pathlib.Path, shot: str) -> dict[int, dict]:
     """Opens the Probe view, uploads the PNG, goes from the latest step to step 0; returns the
     /probe answers the page received, by step, and leaves a screenshot of each step."""
-    from playwright.sync_api import sync_playwright
-
     answers: dict[int, dict] = {}
     errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("console", lambda m: "Content Security Policy" in m.text and errors.append(m.text))
 
@@ -137,7 +135,8 @@ def probe_in_browser(port: int, upload_path: pathlib.Path, shot: str) -> dict[in
         )
         answers["logged"] = frame.evaluate(RECEIVED, 0)
         answers["example"] = pick_an_example(frame, page, shot)
-        browser.close()
+    finally:
+        context.close()
     assert not errors, errors
     return answers
 
@@ -174,7 +173,7 @@ def pct(p: dict) -> str:
     return f"{p['name'] if p['name'] is not None else p['class']} {p['probability'] * 100:.1f}%"
 
 
-def run_and_check(logdir, tmp_path, argv, shot: str, env=None) -> None:
+def run_and_check(browser, logdir, tmp_path, argv, shot: str, env=None) -> None:
     upload = png(np.random.default_rng(7).integers(0, 256, (24, 20, 3), dtype=np.uint8))
     path = tmp_path / "upload.png"
     path.write_bytes(upload)
@@ -189,7 +188,7 @@ def run_and_check(logdir, tmp_path, argv, shot: str, env=None) -> None:
         os.environ.update(old)
     try:
         tbserver.wait_for_steps(port, "train", "conv_a/weights", [0, 1])
-        answers = probe_in_browser(port, path, shot)
+        answers = probe_in_browser(browser, port, path, shot)
     finally:
         proc.terminate()
         output = proc.communicate(timeout=30)[0]
@@ -212,14 +211,14 @@ def run_and_check(logdir, tmp_path, argv, shot: str, env=None) -> None:
     assert answers[0]["heatmap"]["values"] != answers[1]["heatmap"]["values"]
 
 
-def test_probe_view_answers_equal_the_restored_model_at_two_steps(logdir, tmp_path):
+def test_probe_view_answers_equal_the_restored_model_at_two_steps(chromium, logdir, tmp_path):
     """In a real TensorBoard, an uploaded PNG's Grad-CAM and feature maps at steps 1 and 0 equal
     those computed here from the snapshots; a clicked dataset example probes as its array."""
     program = os.path.join(os.path.dirname(sys.executable), "tensorboard")
-    run_and_check(logdir, tmp_path, [program], "probe")
+    run_and_check(chromium, logdir, tmp_path, [program], "probe")
 
 
-def test_probe_view_on_jax_without_tensorflow(logdir, tmp_path):
+def test_probe_view_on_jax_without_tensorflow(chromium, logdir, tmp_path):
     """The same in a TensorBoard running Keras on JAX where TensorFlow cannot be imported."""
     env = {"KERAS_BACKEND": "jax", "TB_CNNVIZ_HIDE_TENSORFLOW": "1"}
-    run_and_check(logdir, tmp_path, [sys.executable, "-c", NO_TF], "probe-jax", env)
+    run_and_check(chromium, logdir, tmp_path, [sys.executable, "-c", NO_TF], "probe-jax", env)

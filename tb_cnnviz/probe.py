@@ -322,7 +322,7 @@ def _load(architecture: str, weights: str):
     try:
         model = keras.saving.deserialize_keras_object(config, safe_mode=True)
     except Exception as e:  # Keras raises TypeError for unknown classes, ValueError for lambdas
-        raise ModelLoadError(_load_error(e)) from e
+        raise ModelLoadError(_load_error(e, config)) from e
     try:
         model.load_weights(weights)
     except Exception as e:
@@ -330,12 +330,13 @@ def _load(architecture: str, weights: str):
     return model
 
 
-def _load_error(error: Exception) -> str:
+def _load_error(error: Exception, config=None) -> str:
     text = str(error)
     missing = re.search(r"Could not locate (?:class|function|\w+) '([^']+)'", text)
-    if missing:
+    name = missing.group(1) if missing else _unresolved(config)
+    if name:
         return (
-            f"the model uses the class {missing.group(1)!r}, which cannot be imported here. "
+            f"the model uses the class {name!r}, which cannot be imported here. "
             "Make it importable in this process (install and import the module that defines "
             "it) and register it with @keras.saving.register_keras_serializable()"
         )
@@ -346,6 +347,50 @@ def _load_error(error: Exception) -> str:
             "(@keras.saving.register_keras_serializable())"
         )
     return f"cannot rebuild the model from its architecture: {_short(error)}"
+
+
+def _unresolved(config) -> str | None:
+    """The first class the architecture names that this process cannot find, or None.
+
+    Keras words this differently from version to version (3.6 reports the whole model as not
+    deserializable): the config says itself which class it needs, by module and name, or by the
+    name it was registered under.
+
+    Example:
+        >>> _unresolved({"module": "keras.layers", "class_name": "Conv2D", "config": {}})
+        >>> _unresolved({"module": "no_such_module", "class_name": "NoSuchConv"})
+        'NoSuchConv'
+    """
+    import importlib
+
+    import keras
+
+    if isinstance(config, list):
+        for item in config:
+            found = _unresolved(item)
+            if found:
+                return found
+        return None
+    if not isinstance(config, dict):
+        return None
+    name, module = config.get("class_name"), config.get("module")
+    if isinstance(name, str) and (module is not None or config.get("registered_name")):
+        registered = config.get("registered_name")
+        known = registered and keras.saving.get_registered_object(registered) is not None
+        if not known and isinstance(module, str):
+            try:
+                known = hasattr(importlib.import_module(module), name)
+            except Exception:  # not importable here
+                known = False
+        if not known and not (registered and registered != name):
+            known = keras.saving.get_registered_object(name) is not None
+        if not known:
+            return name
+    for value in config.values():
+        found = _unresolved(value)
+        if found:
+            return found
+    return None
 
 
 def _short(error: Exception) -> str:

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 
-import keras
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from demo.model import build_demo_cnn
-from tb_cnnviz.callbacks import CNNViz
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from demo.model import build_demo_cnn  # noqa: E402
+from tb_cnnviz.callbacks import CNNViz  # noqa: E402
 
 
 def run_bytes(log_dir: str) -> int:

@@ -172,7 +172,7 @@ def test_a_timed_compiled_pass_replaces_the_eager_per_image_cost_in_estimates():
     timing.observe_compiled(8, 0.12)
     timing.observe_compiled(8, 0.08)  # a faster pass does not make it optimistic
     assert timing.compiled_forward(8) == pytest.approx(0.12)
-    assert timing.backward(16) == pytest.approx(3.0 * 0.015 * 16)
+    assert timing.backward(16) == pytest.approx(ModelTiming.COMPILED_BACKWARD_FACTOR * 0.015 * 16)
     assert timing.forward(8) == pytest.approx(0.05 + 0.07 * 8)  # eager passes stay eager
 
 

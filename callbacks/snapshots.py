@@ -16,9 +16,11 @@ job killed mid-write leaves the previous index and its files intact. A weights f
 no longer names is removed after the new index is in place.
 
 Which steps are kept (`keep`): `"first_and_latest"` (the default) keeps the first logged step
-of the run and the latest one, the latest replaced at each epoch, so the disk holds at most two
-copies of the weights; `"all"` keeps every epoch; an int `N` keeps every N-th epoch (epochs
-`N-1, 2N-1, …`, the step the callbacks log an epoch at) plus the first and the latest. Inside
+of the run and the latest one, the latest replaced as training goes on (under a time budget
+at most every `LATEST_INTERVAL` seconds, and at the last epoch of each `fit()`), so the disk
+holds at most two copies of the weights; `"all"` keeps every epoch; an int `N` keeps every
+N-th epoch (epochs `N-1, 2N-1, …`, the step the callbacks log an epoch at) plus the first and
+the latest. Inside
 `CNNViz`'s time budget, a latest step the budget cannot pay for now (as the last snapshot cost)
 waits for a later epoch; the first, the every-N and the last epoch are always kept. Given the
 `keras.callbacks.ModelCheckpoint` of the same `fit()` (saving per epoch), no copy is written:
@@ -33,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 import warnings
@@ -54,6 +57,10 @@ logger = logging.getLogger(__name__)
 KEEP_CHOICES = ("first_and_latest", "all")
 
 ARCHITECTURE = "model.json"
+
+#: Seconds between two replacements of the latest snapshot before the last epoch (which always
+#: gets one): a job that dies loses at most this much of the probe's most recent model.
+LATEST_INTERVAL = 60.0
 #: The input ranges models are commonly fed in, smallest first.
 COMMON_RANGES = ((0.0, 1.0), (-1.0, 1.0), (0.0, 255.0))
 
@@ -159,6 +166,7 @@ class Snapshots(keras.callbacks.Callback):
         # (step, checkpoint file, time its epoch began ending) of files not seen yet
         self._pending: list[tuple[int, str, float]] = []
         self._epoch_ended = 0.0
+        self._last_write = -math.inf  # time.monotonic() of the last weights written
 
     @property
     def checkpoint(self) -> keras.callbacks.ModelCheckpoint | None:
@@ -246,11 +254,19 @@ class Snapshots(keras.callbacks.Callback):
             return
         steps = self._index["steps"]
         role = self._role(step)
-        if role == "latest" and not is_final_epoch(self, step) and self._over_budget():
-            logger.debug("tb-cnnviz: snapshot of step %d waits: the time budget is spent", step)
-            return
+        if role == "latest" and not is_final_epoch(self, step):
+            # The latest copy stands in for the last epoch if the job dies before it: replacing
+            # it at every epoch of a run of short epochs cost a tutorial-sized run a third of
+            # its budget. Under a budget it is replaced at most every LATEST_INTERVAL seconds,
+            # and only while the budget pays for it.
+            budgeted = self._time_budget is not None and self._time_budget.fraction is not None
+            recent = time.monotonic() - self._last_write < LATEST_INTERVAL
+            if (budgeted and recent) or self._over_budget():
+                logger.debug("tb-cnnviz: snapshot of step %d waits for a later epoch", step)
+                return
         name = f"step_{step:06d}.weights.h5"
         _atomic(os.path.join(self.folder, name), self.model.save_weights)
+        self._last_write = time.monotonic()
         replaced = [s for s, e in steps.items() if e.get("role") == "latest" and s != step]
         steps[step] = {
             "weights": name,

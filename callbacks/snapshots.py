@@ -267,6 +267,8 @@ class Snapshots(keras.callbacks.Callback):
         name = f"step_{step:06d}.weights.h5"
         _atomic(os.path.join(self.folder, name), self.model.save_weights)
         self._last_write = time.monotonic()
+        if self._time_budget is not None:  # the last epoch writes one whatever the credit
+            self._time_budget.reserved = time.perf_counter() - start
         replaced = [s for s, e in steps.items() if e.get("role") == "latest" and s != step]
         steps[step] = {
             "weights": name,

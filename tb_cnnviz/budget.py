@@ -296,6 +296,9 @@ class TimeBudget:
         self._epochs_done = 0
         self._turn = 0  # plans made so far: how long ago a drawing was drawn, across fits
         self._setup_seconds = 0.0
+        #: Seconds of own work the last epoch of a fit will do after its pictures whatever the
+        #: credit (the model's snapshot, `tb_cnnviz.callbacks.Snapshots`): kept back for it.
+        self.reserved = 0.0
         self._cheap_seconds = 0.0  # what the cheap drawings of this fit cost so far
         self._drawn_in_fit: set[str] = set()
         self._depth = 0
@@ -532,7 +535,7 @@ class TimeBudget:
         run_budget = self.fraction * self.projected_train_seconds() + self.allowance()
         room = run_budget
         if self._epochs is not None:
-            room -= self._setup_seconds + self._cheap_projection(drawings)
+            room -= self._setup_seconds + self._cheap_projection(drawings) + self.reserved
         affordable = []
         for d in self._kinds_in_turn(d for d in drawings if not d.cheap):
             if self._epochs is None or self._cheapest(d) <= room:
@@ -542,6 +545,8 @@ class TimeBudget:
                 left_out[d.tag] = skipped[d.tag] = self._too_costly(d, run_budget, room)
 
         available = self.credit() - sum(self.estimate(d) for d, _ in chosen)
+        if final:
+            available -= self.reserved
         if not final:
             # Keep back what the last epoch needs to draw everything once, beyond what the
             # epochs still to come will earn.

@@ -116,6 +116,22 @@ def test_a_drawing_the_last_epoch_cannot_fit_is_reported_left_out_not_deferred()
     assert list(clock.budget.never_drawn(plan.left_out)) == ["b/actmax"]  # a was drawn
 
 
+def test_reserved_seconds_are_kept_back_for_the_last_epochs_own_work():
+    """`reserved` (the last epoch's snapshot) comes off what the run and its last epoch afford:
+    a drawing that fits without it is left out with it."""
+    plans = []
+    for reserved in (0.0, 0.3):
+        clock = Clock(fraction=0.1, epochs=2)
+        clock.budget.reserved = reserved
+        actmax = drawing("c/actmax", 0.3, kind="actmax")
+        clock.train(2.0)
+        clock.run(0, [actmax])
+        clock.train(2.0)
+        plans.append(clock.run(1, [actmax], final=True))
+    assert [tags(p) for p in plans] == [["c/actmax"], []]
+    assert plans[1].left_out["c/actmax"].startswith("left out")
+
+
 def test_scalable_drawings_take_fewer_steps_when_credit_is_short():
     """A measured drawing with steps is drawn with fewer steps (not below min_steps) when short."""
     clock = Clock(fraction=0.1, epochs=100)

@@ -196,7 +196,7 @@ def snapshot_steps(logdir, run) -> list[int]:
         Traceback (most recent call last):
         ValueError: run 'run1' has no model snapshots in ...
     """
-    return list(_read_index(_snapshot_folder(os.fspath(logdir), run))["steps"])
+    return list(snapshot_index(logdir, run)["steps"])
 
 
 def snapshot_index(logdir, run) -> dict:

@@ -63,13 +63,13 @@ class LogdirReader:
 
     def steps(self, run: str, tag: str) -> list[int]:
         """Every logged step of one cnnviz tag."""
-        return [d.step for d in self._data(run, tag)]
+        return [d.step for d in self.data(run, tag)]
 
     def datum(self, run: str, tag: str, step: int):
         """`(index, atlas_pngs)` of one step, decoded."""
         from tb_cnnviz import metadata
 
-        [d] = [d for d in self._data(run, tag) if d.step == step]
+        [d] = [d for d in self.data(run, tag) if d.step == step]
         blobs = [self.provider.read_blob(self.ctx, blob_key=ref.blob_key) for ref in d.values]
         return metadata.decode_index(blobs[0]), blobs[1:]
 
@@ -90,7 +90,8 @@ class LogdirReader:
         """A client of the real plugin WSGI app over this logdir."""
         return plugin_client(self)
 
-    def _data(self, run, tag):
+    def data(self, run, tag):
+        """Every logged datum of one cnnviz tag (TensorBoard's blob sequence), by step."""
         from tensorboard.data import provider as provider_lib
 
         got = self.provider.read_blob_sequences(
@@ -134,9 +135,9 @@ def chromium():
     test modules share this one instead of each starting their own.
     """
     from playwright.sync_api import sync_playwright
-    from test_dashboard_e2e import CHROMIUM, CHROMIUM_ARGS, _require_browser
+    from test_dashboard_e2e import CHROMIUM, CHROMIUM_ARGS, require_browser
 
-    _require_browser()
+    require_browser()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser

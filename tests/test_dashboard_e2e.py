@@ -42,7 +42,8 @@ STEPS = 12
 SCREENSHOTS = pathlib.Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 
 
-def _require_browser():
+def require_browser():
+    """Skips a browser test where Chromium or Playwright is missing; fails in CI instead."""
     missing = None
     if not os.path.exists(CHROMIUM):
         missing = f"{CHROMIUM} is missing"
@@ -152,7 +153,7 @@ def _get_json(url: str):
 
 @pytest.fixture(scope="session")
 def logdir(tmp_path_factory):
-    _require_browser()
+    require_browser()
     root = tmp_path_factory.mktemp("cnnviz_e2e")
     write_logdir(root)
     return root
@@ -603,7 +604,7 @@ def write_plan_logdir(root: pathlib.Path, steps: int = 4) -> None:
 
 def _write_and_serve(tmp_path_factory, name: str, write, runs: int):
     """Writes a new logdir with `write(root)` and serves it (see `_serve`)."""
-    _require_browser()
+    require_browser()
     root = tmp_path_factory.mktemp(name)
     write(root)
     yield from _serve(root, runs)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tbserver
 from test_callbacks import data, fit, small_cnn
-from test_dashboard_e2e import _require_browser
+from test_dashboard_e2e import require_browser
 from test_probe import restored
 from test_probe_routes import png
 
@@ -41,7 +41,7 @@ NO_TF = (
 def logdir(tmp_path_factory):
     """A 2-epoch fit of the small CNN with CNNViz keeping every epoch's snapshot and logging
     responses to 16 reference images (so each filter has dataset examples)."""
-    _require_browser()
+    require_browser()
     path = tmp_path_factory.mktemp("probe_e2e")
     probes, labels = data(n=4, seed=1)
     viz = CNNViz(

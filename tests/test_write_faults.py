@@ -201,8 +201,8 @@ def test_a_preempted_job_resumed_with_initial_epoch_continues_without_duplicates
     plan = {s: logs.datum("train", "cnnviz/plan", s)[0] for s in range(6)}
     assert plan[2]["resumed"] == {"previous_last_step": 3, "from_step": 2, "replaced": True}
     assert all("resumed" not in plan[s] for s in (0, 1, 3, 4, 5))
-    old = {d.step: d.wall_time for d in before._data("train", "conv_a/weights")}
-    new = {d.step: d.wall_time for d in logs._data("train", "conv_a/weights")}
+    old = {d.step: d.wall_time for d in before.data("train", "conv_a/weights")}
+    new = {d.step: d.wall_time for d in logs.data("train", "conv_a/weights")}
     assert new[2] > old[3] and new[3] > old[3]  # the resumed process's pictures
     steps = plan_steps(logs.client())
     assert [s["step"] for s in steps] == [0, 1, 2, 3, 4, 5]

@@ -192,6 +192,16 @@ def test_a_timed_compiled_pass_replaces_the_eager_per_image_cost_in_estimates():
     assert timing.forward(8) == pytest.approx(0.05 + 0.07 * 8)  # eager passes stay eager
 
 
+def test_an_eager_backends_backward_estimate_is_never_zero():
+    """On PyTorch (nothing compiles) a backward pass pays the fixed part: a per-image cost
+    timed as 0 on a small model no longer makes activation maximization look free."""
+    eager = ModelTiming(fixed=0.002, per_image=0.0, compiles=False)
+    assert eager.backward(4) == pytest.approx(3.0 * 0.002)
+    assert ModelTiming(fixed=0.002, per_image=0.001, compiles=False).backward(4) == pytest.approx(
+        3.0 * (0.002 + 0.004)
+    )
+
+
 def test_calibration_measured_on_eager_estimates_does_not_shrink_compiled_ones():
     """A ratio measured against an eager-basis estimate does not apply once estimates come from
     a compiled pass (they would shrink twice)."""

@@ -860,18 +860,6 @@ def log_epoch(
         if not drawings and not held:
             return {"drawn": [], "skipped": {}}
         plan = budget.plan(epoch, drawings, final=final)
-    if final:  # the log says once, per kind, what the whole run went without, and why
-        by_kind: dict[str, list[str]] = {}
-        for d in drawings:
-            if d.tag in plan.left_out:
-                by_kind.setdefault(d.kind, []).append(d.tag)
-        never = budget.never_drawn(plan.left_out)
-        for tags in by_kind.values():
-            tags = sorted((t for t in tags if t in never), key=list(plan.left_out).index)
-            if tags:
-                logger.warning(
-                    "tb-cnnviz: not drawn in this run: %s. %s", ", ".join(tags), never[tags[0]]
-                )
     also = {d.tag: d.also for d in drawings}
     drawn, skipped = [], dict(held)
     for tag, reason in plan.skipped.items():
@@ -880,22 +868,59 @@ def log_epoch(
     outcome: dict[str, str | None] = {}  # tag -> None (drawn) or why it failed
     costs: dict[str, dict[str, float]] = {}
     counts = not backend.has_accelerator()
-    for drawing, steps in plan.draw:
-        start = time.perf_counter()
-        try:
-            with budget.profile.recording(drawing.kind):
-                later = drawing.draw(*([steps] if drawing.steps else []))
-        except Exception as e:  # a picture must never end a training run
-            reason = drawing.source._report_failure(drawing.tag, e)
-            skipped.update(dict.fromkeys((drawing.tag, *drawing.also), reason))
-            budget.record(drawing, time.perf_counter() - start, steps, 0)
-            continue
-        drawn.extend((drawing.tag, *drawing.also))
-        seconds = time.perf_counter() - start
-        job = _drawing_job(
-            run, budget, drawing, steps, later, seconds, epoch, counts, outcome, costs
-        )
-        wait_for_worker(budget, lambda job=job: run.worker.submit(job), counts)
+
+    def draw_all(chosen) -> set[str]:
+        """Draws `chosen`; returns the kinds of the first drawings among them."""
+        first = set()
+        for drawing, steps in chosen:
+            if not budget.measured(drawing):
+                first.add(drawing.kind)
+            start = time.perf_counter()
+            try:
+                with budget.profile.recording(drawing.kind):
+                    later = drawing.draw(*([steps] if drawing.steps else []))
+            except Exception as e:  # a picture must never end a training run
+                reason = drawing.source._report_failure(drawing.tag, e)
+                skipped.update(dict.fromkeys((drawing.tag, *drawing.also), reason))
+                budget.record(drawing, time.perf_counter() - start, steps, 0)
+                continue
+            for tag in (drawing.tag, *drawing.also):
+                skipped.pop(tag, None)
+            drawn.extend((drawing.tag, *drawing.also))
+            seconds = time.perf_counter() - start
+            job = _drawing_job(
+                run, budget, drawing, steps, later, seconds, epoch, counts, outcome, costs
+            )
+            wait_for_worker(budget, lambda job=job: run.worker.submit(job), counts)
+        return first
+
+    left_out = dict(plan.left_out)
+    learned = draw_all(plan.draw)
+    # At the last epoch, what a first drawing really cost is what the estimates of the others
+    # of its kind lacked (they are cautious, up to 4x): once it is recorded (its encoding done
+    # on the worker), what was left out is planned again, so a short run that can afford a
+    # second layer's activation maximization draws it.
+    while final and learned & {d.kind for d in drawings if d.tag in left_out}:
+        wait_for_worker(budget, run.worker.join, counts)
+        retry = [d for d in drawings if d.tag in left_out]
+        with budget.profile.recording("plan"):
+            again = budget.plan(epoch, retry, final=True)
+        left_out = dict(again.left_out)
+        for tag, reason in again.skipped.items():
+            skipped.update(dict.fromkeys((tag, *also[tag]), reason))
+        learned = draw_all(again.draw)
+    if final:  # the log says once, per kind, what the whole run went without, and why
+        by_kind: dict[str, list[str]] = {}
+        for d in drawings:
+            if d.tag in left_out:
+                by_kind.setdefault(d.kind, []).append(d.tag)
+        never = budget.never_drawn(left_out)
+        for tags in by_kind.values():
+            tags = sorted((t for t in tags if t in never), key=list(left_out).index)
+            if tags:
+                logger.warning(
+                    "tb-cnnviz: not drawn in this run: %s. %s", ", ".join(tags), never[tags[0]]
+                )
 
     _submit_plan(owner, budget, run, epoch, drawn, skipped, outcome, costs, layers, None, resumed)
     return {"drawn": drawn, "skipped": skipped}

@@ -35,6 +35,7 @@ import io
 import itertools
 import os
 import socket
+import struct
 import threading
 import time
 import warnings
@@ -43,10 +44,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.scalar import metadata as scalar_metadata
-from tensorboard.summary.writer.record_writer import RecordWriter
 from tensorboard.util import tensor_util
 
-from tb_cnnviz import profile, storage
+from tb_cnnviz import crc, profile, storage
 
 __all__ = ["FileWriter", "default_writer"]
 
@@ -107,7 +107,7 @@ class FileWriter:
             self.path = self._next_path()
             # A remote file is built in memory and written whole at each flush (`_flush`).
             self._file = io.BytesIO() if self._remote else open(self.path, "wb")  # noqa: SIM115
-            self._records = RecordWriter(self._file)
+            self._records = Records(self._file)
             self._records.write(_file_version())
             self._records.flush()
         except Exception as e:  # an unwritable or full disk is warned about, never raised
@@ -300,6 +300,41 @@ class FileWriter:
             RuntimeWarning,
             stacklevel=2,
         )
+
+
+class Records:
+    """Writes TFRecords (length, data and their masked CRC-32C) to a binary file object.
+
+    TensorBoard's own record writer computes the checksums in pure Python, at about 8 MB/s;
+    `tb_cnnviz.crc` does it about ten times as fast, which a step of megabytes of pictures
+    feels.
+
+    Example:
+        >>> import io
+        >>> out = io.BytesIO()
+        >>> Records(out).write(b"event")
+        >>> len(out.getvalue())  # 8 + 4 + 5 + 4
+        21
+    """
+
+    def __init__(self, file):
+        self._file = file
+
+    def write(self, data: bytes) -> None:
+        """Appends one record holding `data`."""
+        header = struct.pack("<Q", len(data))
+        self._file.write(
+            header
+            + struct.pack("<I", crc.masked_crc32c(header))
+            + data
+            + struct.pack("<I", crc.masked_crc32c(data))
+        )
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _file_version() -> bytes:

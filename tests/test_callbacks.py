@@ -483,6 +483,50 @@ def test_a_run_too_short_for_a_kind_keeps_cheap_kinds_and_says_why(tmp_path, rea
     assert last["skipped"]["conv_a/actmax"].startswith("left out")
 
 
+def test_the_last_epoch_plans_again_once_a_kinds_first_drawing_was_measured(tmp_path, caplog):
+    """Last epoch: a second layer left out on a cautious estimate (0.8 s) is drawn once the
+    first layer's real cost (0.05 s) is known, and the plan record says it was drawn."""
+    import time
+
+    from tb_cnnviz.budget import Drawing, TimeBudget
+    from tb_cnnviz.callbacks import base as callback_base
+
+    budget = TimeBudget(1.0, floor=0.0)
+    budget.start_fit(1, now=0.0)
+    budget.tick(now=1.0)  # one second of training: a one-second budget
+    budget.end_epoch()
+    drawn = []
+
+    def drawer(tag):
+        def draw():
+            time.sleep(0.05)
+            drawn.append(tag)
+
+        return draw
+
+    drawings = [
+        Drawing(f"l{i}/actmax", "actmax", drawer(f"l{i}/actmax"), estimate=0.8, order=i)
+        for i in range(2)
+    ]
+
+    class Source(callback_base.VizCallback):
+        def _drawings(self, step):
+            return drawings
+
+    source = Source(str(tmp_path))
+    source._selected = [("l0", None)]
+    run = callback_base._Run(str(tmp_path / "train"))
+    try:
+        with budget.own(), caplog.at_level("WARNING", logger="tb_cnnviz"):
+            out = callback_base.log_epoch("cnnviz", [source], budget, run, 0, final=True)
+        run.flush()
+    finally:
+        run.close()
+    assert drawn == ["l0/actmax", "l1/actmax"]
+    assert out["drawn"] == ["l0/actmax", "l1/actmax"] and not out["skipped"]
+    assert not [r for r in caplog.records if "not drawn" in r.getMessage()]
+
+
 @pytest.mark.parametrize("value", [0, -0.1, 1.5, "5%", True, float("nan")])
 def test_bad_budget_raises_a_value_error_naming_it(tmp_path, value):
     """budget outside (0, 1] or not a number: ValueError naming it, at construction."""

@@ -40,21 +40,21 @@ if fault == "tear_step_2":
     # Dies in the middle of writing step 2's plan record (the step's last summary): half of
     # the record holding it reaches the file.
     from tensorboard.compat.proto import event_pb2
-    from tensorboard.summary.writer import record_writer
-    original = record_writer.RecordWriter.write
+    from tb_cnnviz import events
+    original = events.Records.write
     def write(self, data):
         event = event_pb2.Event.FromString(data)
         if event.step == 2 and any(v.tag == "cnnviz/plan" for v in event.summary.value):
-            self._writer.write(struct.pack("<Q", len(data)) + b"\0" * 4 + data[: len(data) // 2])
-            self._writer.flush()
+            self._file.write(struct.pack("<Q", len(data)) + b"\0" * 4 + data[: len(data) // 2])
+            self._file.flush()
             os.kill(os.getpid(), signal.SIGKILL)
         return original(self, data)
-    record_writer.RecordWriter.write = write
+    events.Records.write = write
 
 class Fault(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if fault == "slow":
-            time.sleep(1.5)
+            time.sleep(3.0)  # holds the run while the second process imports and starts
         if fault == "kill_after_3" and epoch == 3:
             viz._planner._run.flush()  # step 3 on disk, then preempted
             os.kill(os.getpid(), signal.SIGKILL)

@@ -372,7 +372,7 @@ def parse_snapshot_index(raw: bytes) -> dict[str, Any] | None:
      "input_shape": [32, 32, 3],          # one image, without the batch axis; null: unknown
      "value_range": [0.0, 1.0],           # the input's range (the callbacks' value_range)
      "class_names": ["cat", "dog"],       # or null
-     "steps": {"0": {"weights": "step_000000.weights.h5", "bytes": 41000, "seconds": 0.01},
+     "steps": {"0": {"weights": "step_000000.weights.npz", "bytes": 41000, "seconds": 0.01},
                "4": {"weights": "../../ckpt/model_05.keras", "checkpoint": true}}}
     ```
 
@@ -392,7 +392,7 @@ def parse_snapshot_index(raw: bytes) -> dict[str, Any] | None:
 
     Example:
         >>> index = parse_snapshot_index(b'{"version": 1, "architecture": "model.json", '
-        ...     b'"steps": {"3": {"weights": "step_000003.weights.h5"}}}')
+        ...     b'"steps": {"3": {"weights": "step_000003.weights.npz"}}}')
         >>> sorted(index["steps"]), index["value_range"]
         ([3], None)
     """

@@ -324,10 +324,34 @@ def _load(architecture: str, weights: str):
     except Exception as e:  # Keras raises TypeError for unknown classes, ValueError for lambdas
         raise ModelLoadError(_load_error(e, config)) from e
     try:
-        model.load_weights(weights)
+        if weights.endswith(".npz"):
+            _set_weights(model, weights)
+        else:  # Keras' own files (a ModelCheckpoint's `.weights.h5` or `.keras`)
+            model.load_weights(weights)
     except Exception as e:
         raise ModelLoadError(f"cannot load the weights {weights!r}: {_short(e)}") from e
     return model
+
+
+def _set_weights(model, path: str) -> None:
+    """Puts the arrays of a `.weights.npz` snapshot (`model.get_weights()` in order) back."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = [data[f"arr_{i}"] for i in range(len(data.files))]
+    expected = [tuple(w.shape) for w in model.weights]
+    found = [tuple(a.shape) for a in arrays]
+    if found != expected:
+        raise ValueError(
+            f"the snapshot holds {len(found)} arrays and the model {len(expected)} weights; "
+            f"the first that differs: {_first_difference(expected, found)}"
+        )
+    model.set_weights(arrays)
+
+
+def _first_difference(expected, found) -> str:
+    for i, (e, f) in enumerate(zip(expected, found, strict=False)):
+        if e != f:
+            return f"weight {i} has shape {e}, the snapshot's array {f}"
+    return f"weight {min(len(expected), len(found))} is missing from one of them"
 
 
 def _load_error(error: Exception, config=None) -> str:

@@ -21,7 +21,7 @@ def snapshot_dir(log_dir) -> str:
 
 
 def weight_files(log_dir) -> list[str]:
-    return sorted(n for n in os.listdir(snapshot_dir(log_dir)) if n.endswith(".weights.h5"))
+    return sorted(n for n in os.listdir(snapshot_dir(log_dir)) if n.endswith(".weights.npz"))
 
 
 def index_of(log_dir) -> dict:
@@ -34,7 +34,12 @@ def restored(log_dir, step):
     folder = snapshot_dir(log_dir)
     with open(os.path.join(folder, "model.json"), encoding="utf-8") as f:
         model = keras.models.model_from_json(f.read())
-    model.load_weights(os.path.join(folder, index_of(log_dir)["steps"][step]["weights"]))
+    path = os.path.join(folder, index_of(log_dir)["steps"][step]["weights"])
+    if not path.endswith(".npz"):  # a ModelCheckpoint's file
+        model.load_weights(path)
+        return model
+    with np.load(path) as arrays:
+        model.set_weights([arrays[f"arr_{i}"] for i in range(len(arrays.files))])
     return model
 
 
@@ -60,8 +65,8 @@ def test_defaults_keep_the_first_and_latest_step_only(logged):
     assert sorted(os.listdir(snapshot_dir(log_dir))) == [
         "index.json",
         "model.json",
-        "step_000000.weights.h5",
-        "step_000002.weights.h5",
+        "step_000000.weights.npz",
+        "step_000002.weights.npz",
     ]
     index = index_of(log_dir)
     assert sorted(index["steps"]) == [0, 2]
@@ -90,7 +95,7 @@ def test_keep_policies_choose_the_steps(tmp_path, keep, steps):
     """'all', every 2 epochs (first and latest too) and the default keep exactly these steps."""
     fit(small_cnn(), [Snapshots(str(tmp_path), keep=keep)], epochs=4)
     assert sorted(index_of(tmp_path)["steps"]) == steps
-    assert weight_files(tmp_path) == [f"step_{s:06d}.weights.h5" for s in steps]
+    assert weight_files(tmp_path) == [f"step_{s:06d}.weights.npz" for s in steps]
 
 
 @pytest.mark.parametrize(
@@ -246,6 +251,20 @@ def test_unimportable_custom_layer_is_named(tmp_path):
     fit(model, [Snapshots(str(tmp_path))], epochs=1)
     with pytest.raises(ValueError, match=r"'Doubler'.*register_keras_serializable"):
         probe.probe(tmp_path, "train", np.zeros((12, 12, 3)))
+
+
+def test_weights_that_do_not_fit_the_architecture_are_named_and_nothing_is_lost(tmp_path):
+    """A snapshot whose arrays do not fit model.json: a ModelLoadError naming the first
+    mismatched weight, and the run's other step still probes."""
+    fit(small_cnn(), [Snapshots(str(tmp_path))], epochs=2)
+    folder = snapshot_dir(tmp_path)
+    first = os.path.join(folder, index_of(tmp_path)["steps"][0]["weights"])
+    with np.load(first) as arrays:
+        kept = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+    np.savez(first, kept[0][:2], *kept[1:])  # the first kernel cut short
+    with pytest.raises(probe.ModelLoadError, match=r"weight 0 has shape \(3, 3, 3, 4\)"):
+        probe.probe(tmp_path, "train", np.zeros((12, 12, 3)), step=0)
+    assert probe.probe(tmp_path, "train", np.zeros((12, 12, 3)), step=1).step == 1
 
 
 def test_failed_snapshot_warns_once_and_the_pictures_are_intact(tmp_path, read_logdir):

@@ -876,6 +876,7 @@ def log_epoch(
             if not budget.measured(drawing):
                 first.add(drawing.kind)
             start = time.perf_counter()
+            once = budget.profile.one_time(drawing.kind)
             try:
                 with budget.profile.recording(drawing.kind):
                     later = drawing.draw(*([steps] if drawing.steps else []))
@@ -888,8 +889,9 @@ def log_epoch(
                 skipped.pop(tag, None)
             drawn.extend((drawing.tag, *drawing.also))
             seconds = time.perf_counter() - start
+            once = budget.profile.one_time(drawing.kind) - once  # tracing, setup
             job = _drawing_job(
-                run, budget, drawing, steps, later, seconds, epoch, counts, outcome, costs
+                run, budget, drawing, steps, later, (seconds, once), epoch, counts, outcome, costs
             )
             wait_for_worker(budget, lambda job=job: run.worker.submit(job), counts)
         return first
@@ -982,9 +984,14 @@ def wait_for_worker(budget: budget_lib.TimeBudget, wait, counts: bool) -> None:
         budget.profile.add("plan", "write", waited)
 
 
-def _drawing_job(run, budget, drawing, steps, later, seconds, epoch, counts, outcome, costs):
-    """The background part of one drawing: encodes and writes it, records what it cost."""
+def _drawing_job(run, budget, drawing, steps, later, timed, epoch, counts, outcome, costs):
+    """The background part of one drawing: encodes and writes it, records what it cost.
+
+    `timed`: `(seconds, one_time)` of its part on the training thread, and of those the
+    seconds a later drawing does not pay again (`TimeBudget.record`).
+    """
     tags = (drawing.tag, *drawing.also)
+    seconds, one_time = timed
 
     def job():
         cpu, before, error = time.thread_time(), summary.written_bytes(), None
@@ -1003,7 +1010,7 @@ def _drawing_job(run, budget, drawing, steps, later, seconds, epoch, counts, out
             seconds_in_all = seconds + spent
         else:
             seconds_in_all = seconds
-        budget.record(drawing, seconds_in_all, steps, written)
+        budget.record(drawing, seconds_in_all, steps, written, one_time)
         if error is not None:
             run.failed(drawing, error)
             outcome.update(dict.fromkeys(tags, failure_reason(error)))

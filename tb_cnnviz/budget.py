@@ -134,6 +134,7 @@ class Plan:
 class _Cost:
     first: float | None = None  # the first drawing's seconds (tracing included)
     steady: float | None = None  # seconds of a later drawing (EMA), per full `steps`
+    guessed: bool = False  # `steady` is the first drawing less its one-time part, not measured
     bytes: float | None = None
     last_turn: int = -1  # the planning turn it was last drawn at
 
@@ -429,31 +430,39 @@ class TimeBudget:
         return self._fit_train_start + per_epoch * self._epochs
 
     # -- costs -------------------------------------------------------------------------------
-    def record(self, drawing: Drawing, seconds: float, steps=None, written=None):
+    def record(self, drawing: Drawing, seconds: float, steps=None, written=None, one_time=0.0):
         """Records what drawing `drawing` (with `steps`) cost: seconds and bytes written.
+
+        `one_time`: the seconds of it a later drawing does not pay again (tracing, setup). A
+        first drawing's cost less those is what the next one is expected to cost: Grad-CAM's
+        first drawing on MobileNetV2 takes 2.7 s, nearly all of it finding its layer and
+        tracing, and the next ones 0.4 s.
 
         Safe to call from a background thread.
         """
         with self._lock:
-            self._record(drawing, seconds, steps, written)
+            self._record(drawing, seconds, steps, written, one_time)
 
-    def _record(self, drawing: Drawing, seconds: float, steps, written) -> None:
+    def _record(self, drawing: Drawing, seconds: float, steps, written, one_time=0.0) -> None:
         cost = self._costs.setdefault(drawing.tag, _Cost())
         if drawing.cheap:
             self._cheap_seconds += seconds
         self._drawn_in_fit.add(drawing.tag)
-        full = seconds
-        if drawing.steps and steps:
-            full = seconds * drawing.steps / steps
+        scale = drawing.steps / steps if drawing.steps and steps else 1.0
+        full = seconds * scale
         if cost.first is None:
             cost.first = seconds
+            if 0.0 < one_time < seconds:
+                cost.steady, cost.guessed = (seconds - one_time) * scale, True
             in_full = not drawing.steps or not steps or steps >= drawing.steps
             if in_full and drawing.estimate > 0:
                 ratio = seconds / drawing.estimate
                 key = (drawing.kind, drawing.compiled_basis)
                 self._ratios[key] = max(ratio, self._ratios.get(key, 0.0))
         else:
-            cost.steady = full if cost.steady is None else _EMA * full + (1 - _EMA) * cost.steady
+            known = cost.steady is not None and not cost.guessed
+            cost.steady = _EMA * full + (1 - _EMA) * cost.steady if known else full
+            cost.guessed = False
         if written is not None:
             cost.bytes = float(written)
         cost.last_turn = self._turn

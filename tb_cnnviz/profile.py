@@ -64,6 +64,20 @@ class Profile:
             out.setdefault(kind, {})[name] = seconds
         return out
 
+    def one_time(self, kind: str) -> float:
+        """Seconds of `kind`'s phases that a later drawing does not pay again: tracing and
+        compiling, and setup (such as finding the layer Grad-CAM reads).
+
+        Example:
+            >>> profile = Profile()
+            >>> profile.add("actmax", "trace", 0.4)
+            >>> profile.add("actmax", "compute", 0.1)
+            >>> profile.one_time("actmax")
+            0.4
+        """
+        with self._lock:
+            return self._seconds[(kind, "trace")] + self._seconds[(kind, "setup")]
+
     def total(self, kind: str | None = None) -> float:
         """Seconds recorded, for one kind or all of them."""
         with self._lock:

@@ -362,3 +362,17 @@ def test_the_floor_fades_out_between_five_and_ten_seconds_of_training():
     assert allowances[5.0] == pytest.approx(2.0 - 0.25)
     assert allowances[7.5] == pytest.approx(1.0 - 0.375)
     assert allowances[10.0] == allowances[12.5] == 0.0
+
+
+def test_a_first_drawings_one_time_part_is_not_expected_of_the_next():
+    """A first drawing of 2.7 s, 2.3 s of it tracing and setup: the next is expected to cost
+    0.4 s (not 2.7), and the next measured cost replaces that guess outright."""
+    budget = TimeBudget(0.05)
+    gradcam = drawing("gradcam/attribution", 1.0, kind="attribution")
+    budget.record(gradcam, 2.7, one_time=2.3)
+    assert budget.estimate(gradcam) == pytest.approx(0.4)
+    assert budget.largest_drawing() == pytest.approx(2.7)  # what the budget may run over by
+    budget.record(gradcam, 0.5)
+    assert budget.estimate(gradcam) == pytest.approx(0.5)
+    budget.record(gradcam, 0.3)
+    assert budget.estimate(gradcam) == pytest.approx(0.3 * 0.3 + 0.7 * 0.5)  # then an average

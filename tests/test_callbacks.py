@@ -527,6 +527,21 @@ def test_the_last_epoch_plans_again_once_a_kinds_first_drawing_was_measured(tmp_
     assert not [r for r in caplog.records if "not drawn" in r.getMessage()]
 
 
+def test_the_drawing_after_a_first_grad_cam_is_expected_without_its_tracing(tmp_path):
+    """After one Grad-CAM drawing, the next is expected to cost the first less what a later one
+    does not pay again (tracing, finding the layer), never more than the first."""
+    from tb_cnnviz.budget import Drawing
+
+    probes, labels = data(n=4, seed=1)
+    viz = Attribution(str(tmp_path), probe_images=probes, labels=labels, budget=None)
+    fit(small_cnn(), [viz], epochs=1)
+    budget = viz.time_budget
+    first = budget.largest_drawing()  # the only drawing: its first cost
+    expected = budget.estimate(Drawing("gradcam/attribution", "attribution", lambda: None))
+    assert 0 < expected < first
+    assert first - expected <= budget.profile.one_time("attribution") + 1e-9
+
+
 @pytest.mark.parametrize("value", [0, -0.1, 1.5, "5%", True, float("nan")])
 def test_bad_budget_raises_a_value_error_naming_it(tmp_path, value):
     """budget outside (0, 1] or not a number: ValueError naming it, at construction."""

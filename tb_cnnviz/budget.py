@@ -585,7 +585,11 @@ class TimeBudget:
             if waiting is not None and not final:  # the last epoch has no later turn to wait for
                 skipped[d.tag] = _waits(waiting)
                 continue
-            if not self.measured(d) and unmeasured_started and not final:
+            # A drawing never drawn costs what its estimate says, to within 4x either way:
+            # one such per epoch, unless a drawing of its kind was measured already (its
+            # estimate is calibrated by that one).
+            unknown = not self.measured(d) and not self._calibrated(d.kind)
+            if unknown and unmeasured_started and not final:
                 skipped[d.tag] = "first drawings are spread over epochs; it is drawn at a later one"
                 continue
             steps = self._steps_that_fit(d, available)
@@ -609,8 +613,12 @@ class TimeBudget:
             costly_chosen += 1
             available -= self.estimate(d, steps)
             bytes_left -= self.estimate_bytes(d)
-            unmeasured_started |= not self.measured(d)
+            unmeasured_started |= unknown
         return Plan(chosen, skipped, left_out)
+
+    def _calibrated(self, kind: str) -> bool:
+        """Whether a first drawing of `kind` was measured against its estimate."""
+        return any(k == kind for k, _ in self._ratios)
 
     def _kinds_in_turn(self, drawings) -> list[Drawing]:
         """The cheapest drawing of each kind, then the second cheapest of each, and so on."""

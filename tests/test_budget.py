@@ -145,8 +145,9 @@ def test_scalable_drawings_take_fewer_steps_when_credit_is_short():
     assert clock.run(2, [actmax]).draw == []
 
 
-def test_only_one_never_measured_drawing_starts_per_epoch():
-    """Before their first drawing, costs are estimates: only one such drawing starts per epoch."""
+def test_only_one_never_measured_drawing_starts_per_epoch_until_its_kind_is_calibrated():
+    """Before a kind's first drawing, costs are estimates: one such drawing starts per epoch;
+    once one of its kind was measured, its other layers may start together."""
     clock = Clock(fraction=0.5, epochs=10)
     costly = [drawing(f"l{i}/actmax", 0.01, kind="actmax", order=i) for i in range(3)]
     clock.train(10.0)
@@ -154,7 +155,10 @@ def test_only_one_never_measured_drawing_starts_per_epoch():
     assert tags(plan) == ["l0/actmax"]
     assert "later" in plan.skipped["l1/actmax"]
     clock.train(10.0)
-    assert tags(clock.run(1, costly)) == ["l1/actmax", "l0/actmax"]
+    assert tags(clock.run(1, costly)) == ["l1/actmax", "l2/actmax", "l0/actmax"]
+    other = [drawing(f"l{i}/feature_maps", 0.01, order=i) for i in range(2)]
+    clock.train(10.0)
+    assert tags(clock.run(2, other)) == ["l0/feature_maps"]  # another kind: not calibrated
 
 
 def test_measured_first_drawings_calibrate_their_kinds_other_estimates_downward_only():

@@ -380,3 +380,19 @@ def test_a_first_drawings_one_time_part_is_not_expected_of_the_next():
     assert budget.estimate(gradcam) == pytest.approx(0.5)
     budget.record(gradcam, 0.3)
     assert budget.estimate(gradcam) == pytest.approx(0.3 * 0.3 + 0.7 * 0.5)  # then an average
+
+
+def test_a_costly_first_drawing_waiting_its_turn_does_not_hold_back_cheap_first_drawings():
+    """Never-drawn drawings go cheapest first: a Grad-CAM estimated at 0.66 s that the credit
+    cannot pay yet does not keep four 0.01 s feature maps waiting behind it."""
+    clock = Clock(fraction=0.05, epochs=10)
+    gradcam = drawing("gradcam/attribution", 0.66, kind="attribution")
+    maps = [drawing(f"l{i}/feature_maps", 0.01, order=i) for i in range(4)]
+    clock.train(4.0)  # 0.2 s of credit
+    first = clock.run(0, [gradcam, *maps])
+    assert tags(first) == ["l0/feature_maps"]  # one never-drawn kind starts per epoch
+    assert "later" in first.skipped["gradcam/attribution"]
+    clock.train(4.0)
+    later = clock.run(1, [gradcam, *maps])
+    assert tags(later) == ["l1/feature_maps", "l2/feature_maps", "l3/feature_maps"]
+    assert later.skipped["gradcam/attribution"].startswith("deferred by the time budget")

@@ -396,3 +396,29 @@ def test_a_costly_first_drawing_waiting_its_turn_does_not_hold_back_cheap_first_
     later = clock.run(1, [gradcam, *maps])
     assert tags(later) == ["l1/feature_maps", "l2/feature_maps", "l3/feature_maps"]
     assert later.skipped["gradcam/attribution"].startswith("deferred by the time budget")
+
+
+def test_drawings_sharing_one_pass_start_together():
+    """Feature maps of several layers come from one pass: never drawn, they all start at the
+    epoch the first one does, while other never-drawn kinds still start one per epoch."""
+    clock = Clock(fraction=0.5, epochs=10)
+    maps = [drawing(f"l{i}/feature_maps", 0.01, order=i, shares_pass=True) for i in range(3)]
+    actmax = [drawing(f"l{i}/actmax", 0.01, kind="actmax", order=i) for i in range(2)]
+    clock.train(10.0)
+    plan = clock.run(0, [*maps, *actmax])
+    assert tags(plan) == ["l0/feature_maps", "l1/feature_maps", "l2/feature_maps"]
+    assert "later" in plan.skipped["l0/actmax"]
+
+
+def test_a_timed_forward_trace_replaces_the_eager_guess_of_tracing_costs():
+    """Once a forward trace of the model was timed, trace() scales from it (the slowest kept),
+    not from the eager pass's fixed part; PyTorch still traces nothing."""
+    timing = ModelTiming(fixed=0.15, per_image=0.05)
+    assert timing.trace() == pytest.approx(ModelTiming.TRACE_FACTOR * 0.15)
+    timing.observe_trace(0.9)
+    timing.observe_trace(0.5)
+    timing.observe_trace(float("nan"))
+    assert timing.trace() == pytest.approx(ModelTiming.BACKWARD_TRACE_FACTOR * 0.9)
+    eager = ModelTiming(fixed=0.15, per_image=0.05, compiles=False)
+    eager.observe_trace(0.9)
+    assert eager.trace() == 0.0

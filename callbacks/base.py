@@ -36,6 +36,7 @@ from . import runstate
 
 __all__ = [
     "Planner",
+    "RunWriter",
     "VizCallback",
     "check_budget",
     "check_freq",
@@ -50,8 +51,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class _Run:
+class RunWriter:
     """One run directory's event-file writer, and the background worker that writes to it.
+
+    `log_epoch` draws through one (its `run`); callbacks sharing a run directory share one
+    (`Planner` acquires it).
 
     Background jobs (`log_epoch`) put their failures here; the training thread reports them
     (`report_failures`), so a warning comes from the code that trains, as in line writing did.
@@ -155,13 +159,13 @@ class _WriterPool:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._runs: dict[str, _Run] = {}
+        self._runs: dict[str, RunWriter] = {}
 
-    def acquire(self, run_dir: str) -> _Run:
+    def acquire(self, run_dir: str) -> RunWriter:
         with self._lock:
             run = self._runs.get(run_dir)
             if run is None:
-                run = self._runs[run_dir] = _Run(run_dir)
+                run = self._runs[run_dir] = RunWriter(run_dir)
             run.users += 1
             return run
 
@@ -601,7 +605,7 @@ class Planner:
         self.budget = budget
         self.thinning = thinning
         self.offset = 0
-        self._run: _Run | None = None
+        self._run: RunWriter | None = None
         self._first_epoch = None
         self._layers: list[str] | None = None  # the model's conv layers, in forward order
         self._convs: list[tuple[str, keras.layers.Layer]] = []
@@ -807,7 +811,7 @@ def log_epoch(
     owner: str,
     callbacks: list[VizCallback],
     budget: budget_lib.TimeBudget,
-    run: _Run,
+    run: RunWriter,
     epoch: int,
     final: bool,
     *,

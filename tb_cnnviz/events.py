@@ -48,7 +48,7 @@ from tensorboard.util import tensor_util
 
 from tb_cnnviz import crc, profile, storage
 
-__all__ = ["FileWriter", "default_writer"]
+__all__ = ["FileWriter", "Records", "default_writer"]
 
 _local = threading.local()
 _file_ids = itertools.count()

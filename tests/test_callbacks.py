@@ -421,9 +421,9 @@ def test_the_feature_maps_first_drawing_times_a_compiled_pass_for_estimates(tmp_
     probes, _ = data(n=4, seed=1)
     viz = CNNViz(str(tmp_path), probe_images=probes, budget=1.0, attribution_freq=0, actmax_freq=0)
     eager = backend.name() == "torch"
-    for epochs in (1, 1):  # each model is timed afresh
+    for _ in range(2):  # each model is timed afresh
         model = small_cnn()
-        fit(model, [viz], epochs=epochs)
+        fit(model, [viz], epochs=1)
         timing = viz.time_budget.timing
         assert viz.time_budget.timed(model)
         assert (timing.compiled_per_image is None) == eager
@@ -514,12 +514,15 @@ def test_the_last_epoch_plans_again_once_a_kinds_first_drawing_was_measured(tmp_
     ]
 
     class Source(callback_base.VizCallback):
+        def __init__(self, log_dir):
+            super().__init__(log_dir)
+            self._selected = [("l0", None)]  # as `_select` would: a layer to draw
+
         def _drawings(self, step):
             return drawings
 
     source = Source(str(tmp_path))
-    source._selected = [("l0", None)]
-    run = callback_base._Run(str(tmp_path / "train"))
+    run = callback_base.RunWriter(str(tmp_path / "train"))
     try:
         with budget.own(), caplog.at_level("WARNING", logger="tb_cnnviz"):
             out = callback_base.log_epoch("cnnviz", [source], budget, run, 0, final=True)

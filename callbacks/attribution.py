@@ -8,6 +8,7 @@ import numpy as np
 
 from tb_cnnviz import attribution as attribution_lib
 from tb_cnnviz import budget as budget_lib
+from tb_cnnviz import layers as layer_lib
 from tb_cnnviz import metadata, summary
 
 from .base import VizCallback, check_probe_images
@@ -122,12 +123,16 @@ class Attribution(VizCallback):
     def _validate(self, model):
         arrays = attribution_lib.check_images(model, self.probe_images, argument="probe_images")
         image_inputs = [i for i, a in enumerate(arrays) if a.ndim in (3, 4, 5)]
-        # A named layer is checked now. Without one, the layer Grad-CAM reads is found by a
-        # forward and backward pass of the model (about a second on MobileNetV2 at 224, most
-        # of this kind's setup): that waits for the first Grad-CAM drawing, so a run that
-        # cannot afford one does not pay for it, and the plan counts it in that drawing.
+        # A named layer is checked now. Without one, in a model whose convs live inside
+        # custom layers or nested models, the layer Grad-CAM reads is found by a forward and
+        # backward pass of the model: that waits for the first Grad-CAM drawing, so a run
+        # that cannot afford one does not pay for it, and the plan counts it in that drawing.
+        # Where every conv layer is a node of the model's own graph, the graph and the cached
+        # forward trace tell the layer at no cost (`layers.graph_inputs`): found now.
         self._target_layers = None
-        if self.layer is not None and any(m != "smoothgrad" for m in self.methods):
+        reads = layer_lib.graph_inputs(model)
+        cheap = reads is not None and all(id(c) in reads for _, c in layer_lib.conv_layers(model))
+        if (self.layer is not None or cheap) and any(m != "smoothgrad" for m in self.methods):
             self._target_layers = attribution_lib.gradcam_layers(
                 model, self.probe_images, self.layer
             )

@@ -801,10 +801,36 @@ def _probe(model, arrays) -> dict:
     return entries[key]
 
 
+def _probe_from_graph(model, example, arrays, convs) -> dict | None:
+    """`_probe`'s answer read from a Functional or Sequential graph, without running the model.
+
+    Where every readable conv layer is a node of the model's own graph (keras.applications,
+    the Functional models of Keras' guides), the graph says which inputs each reads and that
+    it leads to an output, and the cached `layers.forward_trace` has its output shape: the
+    eager forward and backward passes of `_probe_now` (about a second on MobileNetV2 at 224)
+    are not needed. None where a conv lives inside a nested model or a custom layer.
+    """
+    reads = layer_lib.graph_inputs(model)
+    trace = layer_lib.forward_trace(model, example)
+    if reads is None or trace is None or not convs:
+        return None
+    if any(id(c) not in reads or id(c) not in trace.shapes for _, c in convs):
+        return None
+    images = {i for i, a in enumerate(arrays) if _spatial(a)}
+    return {
+        "shapes": {p: tuple(int(s) for s in trace.shapes[id(c)]) for p, c in convs},
+        "feeding": {p for p, _ in convs},
+        "reach": {p: set(reads[id(c)]) & images for p, c in convs},
+    }
+
+
 def _probe_now(model, arrays) -> dict:
     example = _model_inputs([a[:1] for a in arrays])
     unreadable = layer_lib.weights_only(model, example)
     convs = [(p, c) for p, c in layer_lib.conv_layers(model, example) if p not in unreadable]
+    known = _probe_from_graph(model, example, arrays, convs)
+    if known is not None:
+        return known
     layers = [c for _, c in convs]
     xs = [ops.convert_to_tensor(a[:2]) for a in arrays]
     with keras.StatelessScope(), layer_lib.capture_outputs(layers) as seen:

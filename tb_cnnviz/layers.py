@@ -59,6 +59,7 @@ __all__ = [
     "extractor",
     "find_layer",
     "forward_trace",
+    "graph_inputs",
     "has_graph",
     "input_shapes",
     "is_conv",
@@ -696,6 +697,69 @@ def has_graph(model: keras.layers.Layer) -> bool:
         (True, False)
     """
     return bool(_graph(model))
+
+
+def graph_inputs(model: keras.layers.Layer) -> dict[int, frozenset[int]] | None:
+    """Which of a graph model's inputs each of its own layers reads, from the graph alone.
+
+    Walks the Functional (or Sequential) graph from the model's outputs back to its inputs; no
+    forward pass runs, so it costs nothing next to the eager passes it spares (a second or more
+    on a 224-pixel keras.applications model). Every layer in the graph leads to an output:
+    Keras keeps only the operations between the inputs and the outputs.
+
+    Args:
+        model: A Keras model.
+
+    Returns:
+        `id(layer)` -> the indices (in `model.inputs`) of the inputs it depends on, for each
+        layer the graph calls exactly once; None for a model without a graph (subclassed) or
+        whose graph cannot be read. Layers inside a nested model or a custom layer are not
+        graph nodes of `model` and are not listed.
+
+    Example:
+        >>> a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+        >>> d = keras.layers.Dense(2, name="d")
+        >>> m = keras.Model([a, b], keras.layers.Add()([d(a), b]))
+        >>> sorted(graph_inputs(m)[id(d)])
+        [0]
+    """
+    if not has_graph(model):
+        return None
+    try:
+        inputs = keras.tree.flatten(model.inputs)
+        outputs = keras.tree.flatten(model.outputs)
+        index = {id(t): i for i, t in enumerate(inputs)}
+        reach: dict[int, frozenset[int]] = {}  # id(node) -> inputs it depends on
+        calls: collections.Counter = collections.Counter()
+        layer_reach: dict[int, frozenset[int]] = {}
+
+        def node_of(tensor):
+            op, node_index, _ = tensor._keras_history
+            return op._inbound_nodes[node_index]
+
+        # Depth first, without recursion: a 500-layer graph would exceed Python's stack.
+        stack = [(node_of(t), False) for t in outputs]
+        while stack:
+            node, expanded = stack.pop()
+            if id(node) in reach:
+                continue
+            tensors = keras.tree.flatten(node.input_tensors)
+            if not expanded:
+                stack.append((node, True))
+                stack.extend((node_of(t), False) for t in tensors if id(t) not in index)
+                continue
+            found = {index[id(t)] for t in tensors if id(t) in index}
+            if node.is_input:
+                found |= {index[id(t)] for t in keras.tree.flatten(node.output_tensors)}
+            for t in tensors:
+                if id(t) not in index:
+                    found |= reach[id(node_of(t))]
+            reach[id(node)] = frozenset(found)
+            calls[id(node.operation)] += 1
+            layer_reach[id(node.operation)] = reach[id(node)]
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return None  # a graph this Keras lays out otherwise: callers run the model instead
+    return {key: found for key, found in layer_reach.items() if calls[key] == 1}
 
 
 def run_model(model: keras.layers.Layer, inputs, *, any_size: bool = False):

@@ -156,6 +156,46 @@ def test_a_layer_reached_twice_is_listed_once():
     assert [p for p, _ in layer_lib.conv_layers(model)] == ["a/conv"]
 
 
+def test_graph_inputs_tells_which_inputs_each_graph_layer_reads_and_skips_the_rest():
+    """Read from the graph: a merge reads both inputs; nested, shared and subclassed say nothing."""
+    model, *_ = zoo.two_inputs()
+    reads = layer_lib.graph_inputs(model)
+    by_name = {name: reads.get(id(model.get_layer(name))) for name in ("rgb_conv", "depth_conv")}
+    assert by_name == {"rgb_conv": {0}, "depth_conv": {1}}
+    assert reads[id(model.get_layer("fused_conv"))] == {0, 1}
+    nested, *_ = zoo.nested()
+    reads = layer_lib.graph_inputs(nested)
+    assert id(nested.get_layer("stem")) in reads
+    assert id(nested.get_layer("block").get_layer("deep")) not in reads  # not a node of its own
+    shared = keras.layers.Conv2D(3, 3, padding="same")
+    inp = keras.Input((8, 8, 3))
+    twice = keras.Model(inp, shared(shared(inp)))
+    assert id(shared) not in layer_lib.graph_inputs(twice)
+    subclassed, x, *_ = zoo.subclassed()
+    assert layer_lib.graph_inputs(subclassed) is None
+
+
+def test_gradcam_finds_its_layer_in_a_graph_model_without_running_the_model():
+    """On a Functional model the layer search reads the graph: no forward or backward pass."""
+    calls = []
+
+    class Count(keras.layers.Layer):
+        def call(self, x):
+            calls.append(1)
+            return x
+
+    inp = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="first")(inp)
+    x = Count()(x)
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="last")(x)
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+    images = np.random.default_rng(0).random((2, 12, 12, 3)).astype("float32")
+    layer_lib.forward_trace(model, images[:1])  # what every kind's discovery runs once
+    before = len(calls)
+    assert attribution.gradcam_layers(model, images) == ["last"]
+    assert len(calls) == before
+
+
 def test_a_model_whose_only_conv_is_inside_a_custom_layer_has_one():
     """No more "has no convolution layer": the encoder's conv is found and selected."""
     model, *_ = zoo.only_conv_in_a_custom_layer()

@@ -422,3 +422,20 @@ def test_a_timed_forward_trace_replaces_the_eager_guess_of_tracing_costs():
     eager = ModelTiming(fixed=0.15, per_image=0.05, compiles=False)
     eager.observe_trace(0.9)
     assert eager.trace() == 0.0
+
+
+def test_time_inside_an_open_own_block_is_already_spent_when_planning_again():
+    """The last epoch's second plan (after its first drawings) sees what they took: no overdraw."""
+    import time
+
+    budget = TimeBudget(0.5, floor=0.0)
+    budget.start_fit(1)
+    time.sleep(0.4)  # training earns 0.2 s
+    budget.tick()
+    budget.end_epoch()
+    layers = [drawing(f"l{i}/feature_maps", 0.15, order=i) for i in range(2)]
+    with budget.own():
+        assert tags(budget.plan(0, layers[:1], final=True)) == ["l0/feature_maps"]
+        time.sleep(0.15)  # drawing it took its estimate, not yet added to own_seconds
+        assert budget.credit() < 0.1
+        assert tags(budget.plan(0, layers[1:], final=True)) == []

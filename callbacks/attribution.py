@@ -138,9 +138,7 @@ class Attribution(VizCallback):
             )
         self._checked = None
         if self.target is None:  # the first output, which may have nothing to explain
-            # The head is read from what the model outputs: one image tells.
-            first = [a[:1] for a in arrays]
-            head, _ = attribution_lib.predictions(model, first if len(first) > 1 else first[0])
+            head = attribution_lib.head(model, arrays if len(arrays) > 1 else arrays[0])
             if head.classes is not None or head.units == 1:
                 self._checked = attribution_lib.check_target(model, self.probe_images)
         else:

@@ -514,8 +514,11 @@ class VizCallback(keras.callbacks.Callback):
                 batch = [np.resize(a[:n], (k, *a.shape[1:])) for a in arrays]
                 model(batch if isinstance(images, list) else batch[0], training=False)
 
+            # Discovery ran the model once on one example (cached per model): a warm-up.
+            example = [a[:1] for a in arrays]
+            warm = layer_lib.forward_trace(model, example if len(example) > 1 else example[0])
             budget.timing = budget_lib.ModelTiming.measure(
-                forward, max(n, 4), compiles=backend.name() != "torch"
+                forward, max(n, 4), compiles=backend.name() != "torch", warm=warm is not None
             )
             budget.timing_model = model
         return budget.timing

@@ -58,6 +58,7 @@ __all__ = [
     "gradcam",
     "gradcam_layers",
     "gradcam_plus_plus",
+    "head",
     "num_classes",
     "predicted_classes",
     "predictions",
@@ -276,6 +277,37 @@ def predictions(model, images, output=None) -> tuple[heads.Head, dict]:
     outputs = model(_model_inputs(arrays), training=False)
     head = heads.read(model, output, units=[_units(o) for o in keras.tree.flatten(outputs)])
     return head, heads.predictions(head, outputs)
+
+
+def head(model, images, output=None) -> heads.Head:
+    """How to read one output of the model (`tb_cnnviz.heads.Head`), without a forward pass
+    where the graph knows every output's shape.
+
+    A subclassed model, or one whose outputs have free dimensions, runs on the first image
+    (`predictions`) to tell.
+
+    Args:
+        model: A Keras model.
+        images: Images, or a list with one array per model input (one is enough).
+        output: The output's name or position; `None` for the first.
+
+    Returns:
+        A `tb_cnnviz.heads.Head`.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="z")])
+        >>> head(model, np.zeros((1, 4))).kind
+        'softmax'
+    """
+    try:
+        shapes = [tuple(t.shape) for t in keras.tree.flatten(model.outputs)]
+    except (AttributeError, ValueError, TypeError):
+        shapes = []
+    if shapes and all(d is not None for shape in shapes for d in shape[1:]):
+        return heads.read(model, output, units=[math.prod(shape[1:]) for shape in shapes])
+    arrays, _ = _as_arrays(images)
+    first = [a[:1] for a in arrays]
+    return predictions(model, first if len(first) > 1 else first[0], output)[0]
 
 
 def predicted_classes(model, images, output=None) -> tuple[np.ndarray, np.ndarray]:

@@ -128,7 +128,7 @@ def current():
     writer = events.default_writer()
     if writer is not None:
         return writer
-    tf = sys.modules.get("tensorflow")  # tf.summary's writers exist only where TF is in use
+    tf = _tensorflow()  # tf.summary's writers exist only where TF is in use
     if tf is not None and tf.summary.should_record_summaries():
         return TFWriter(tf)
     return None
@@ -136,9 +136,22 @@ def current():
 
 def check_eager() -> None:
     """Raises `RuntimeError(COMPILED)` while TensorFlow traces a graph."""
-    tf = sys.modules.get("tensorflow")
+    tf = _tensorflow()
     if tf is not None and not tf.executing_eagerly():
         raise RuntimeError(COMPILED)
+
+
+def _tensorflow():
+    """TensorFlow where it is imported and in use, else None.
+
+    Another thread may be importing it right now (Keras on JAX imports it for `tf.data` while
+    the background writer runs): the module is in `sys.modules` half initialized, without
+    `executing_eagerly` or `summary` yet, and nothing of it can be tracing or recording.
+    """
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not hasattr(tf, "executing_eagerly") or not hasattr(tf, "summary"):
+        return None
+    return tf
 
 
 def to_numpy(x) -> np.ndarray:

@@ -783,3 +783,24 @@ def test_own_time_is_what_the_profile_shows_waits_for_the_worker_counted_once(tm
     budget = viz.time_budget
     # What the profile does not see: taking the writer, the layer order, the log's last words.
     assert abs(budget.own_seconds - budget.profile.total()) <= 0.05 + 0.05 * budget.own_seconds
+
+
+def test_a_tensorflow_half_imported_by_another_thread_is_taken_as_not_in_use(
+    tmp_path, monkeypatch, read_logdir
+):
+    """Keras on JAX imports TF on the training thread while the writer runs: no AttributeError."""
+    import sys
+    import types
+
+    from tb_cnnviz import events, summary, writers
+
+    # What another thread's `import tensorflow` leaves in sys.modules before it finishes.
+    monkeypatch.setitem(sys.modules, "tensorflow", types.ModuleType("tensorflow"))
+    writers.check_eager()
+    assert writers.current() is None
+    writer = events.FileWriter(str(tmp_path / "train"))
+    with writer.as_default(step=0):
+        summary.filter_weights("conv", np.ones((3, 3, 1, 2), np.float32), step=0)
+    writer.close()
+    monkeypatch.undo()
+    assert read_logdir(tmp_path).steps("train", "conv/weights") == [0]

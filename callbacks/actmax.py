@@ -118,6 +118,7 @@ class ActivationMaximization(VizCallback):
         self._renderers = {}
         self._previous = {}
         self._rendered_model = None  # the model `_renderers` and `_previous` belong to
+        self._once = {}  # path -> seconds of its estimate that do not scale with the steps
 
     def _validate(self, model):
         if model is not self._rendered_model:
@@ -165,6 +166,8 @@ class ActivationMaximization(VizCallback):
         drawings = super()._drawings(step)
         for d in drawings:
             d.steps, d.min_steps = self.steps, max(1, min(MIN_STEPS, self.steps), self.steps // 4)
+            # Tracing is paid whole; a first drawing short of credit takes fewer steps.
+            d.estimate_once = self._once.get(d.tag.rsplit("/", 1)[0], 0.0)
         return drawings
 
     def _estimate(self, path, layer):
@@ -183,9 +186,9 @@ class ActivationMaximization(VizCallback):
         depth = max(0.25, (paths.index(path) + 1) / len(paths)) if path in paths else 1.0
         # Transforms and the Fourier decode add about a third to each forward and backward pass;
         # tracing them and the optimization loop costs about half a second on its own.
-        seconds = TRACE_SECONDS * timing.compiles + depth * (
-            timing.trace() + 1.3 * self.steps * timing.backward(filters) * share
-        )
+        once = TRACE_SECONDS * timing.compiles + depth * timing.trace()
+        seconds = once + depth * 1.3 * self.steps * timing.backward(filters) * share
+        self._once[path] = once
         return seconds, filters * h * w * renderer.channels
 
     def _draw(self, path, layer, step, steps=None):

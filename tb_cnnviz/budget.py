@@ -102,6 +102,9 @@ class Drawing:
         shares_pass: Whether the drawings of its kind at one step share one pass of the
             model (feature maps): once one of them is chosen, the others cost only their own
             part, so they are not held back as first drawings of unknown cost.
+        estimate_once: Of a scalable drawing's `estimate`, the seconds that do not scale with
+            its steps (tracing the optimization step): a first drawing short of credit may
+            then take fewer steps too, paying its tracing once and its steps in part.
     """
 
     tag: str
@@ -117,6 +120,7 @@ class Drawing:
     order: int = 0
     compiled_basis: bool = False
     shares_pass: bool = False
+    estimate_once: float = 0.0
 
 
 @dataclasses.dataclass
@@ -499,8 +503,15 @@ class TimeBudget:
             if 0.0 < one_time < seconds:
                 cost.steady, cost.guessed = (seconds - one_time) * scale, True
             in_full = not drawing.steps or not steps or steps >= drawing.steps
-            if in_full and drawing.estimate > 0:
-                ratio = seconds / drawing.estimate
+            # A first drawing with fewer steps calibrates too, where its estimate tells its
+            # tracing from its steps.
+            expected = drawing.estimate
+            if not in_full and 0.0 < drawing.estimate_once < drawing.estimate:
+                once = drawing.estimate_once
+                expected = once + (drawing.estimate - once) * steps / drawing.steps
+                in_full = True
+            if in_full and expected > 0:
+                ratio = seconds / expected
                 key = (drawing.kind, drawing.compiled_basis)
                 self._ratios[key] = max(ratio, self._ratios.get(key, 0.0))
         else:
@@ -515,8 +526,13 @@ class TimeBudget:
         """Seconds `drawing` is expected to cost now (with `steps`, or its full steps)."""
         cost = self._costs.get(drawing.tag)
         if cost is None or cost.first is None:
-            # One-time costs (tracing) do not shrink with the steps.
-            return drawing.estimate * self._calibration(drawing.kind)
+            # One-time costs (tracing) do not shrink with the steps; the rest does, where the
+            # drawing says which part is which.
+            seconds = drawing.estimate
+            once = min(max(drawing.estimate_once, 0.0), seconds)
+            if drawing.steps and steps and once > 0.0:
+                seconds = once + (seconds - once) * min(steps, drawing.steps) / drawing.steps
+            return seconds * self._calibration(drawing.kind)
         full = cost.steady if cost.steady is not None else cost.first
         if drawing.steps and steps:
             return full * steps / drawing.steps
@@ -697,11 +713,17 @@ class TimeBudget:
         """The steps to draw `d` with in `available` seconds: its full steps, fewer, or False."""
         if self.estimate(d) <= available:
             return d.steps
-        if not d.steps or not self.measured(d):
+        if not d.steps:
             return False
-        per_step = self.estimate(d) / d.steps
-        steps = int(available / per_step) if per_step > 0 else d.steps
-        return steps if steps >= (d.min_steps or d.steps) else False
+        if self.measured(d):
+            once = 0.0
+        elif d.estimate_once > 0.0:  # its tracing is paid whole, its steps in part
+            once = min(d.estimate_once, d.estimate) * self._calibration(d.kind)
+        else:
+            return False
+        per_step = (self.estimate(d) - once) / d.steps
+        steps = int((available - once) / per_step) if per_step > 0 else d.steps
+        return min(steps, d.steps) if steps >= (d.min_steps or d.steps) else False
 
     def _too_costly(self, d: Drawing, run_budget: float, room: float) -> str:
         percent = f"{self.fraction:.0%}" if self.fraction >= 0.01 else f"{self.fraction:g}"

@@ -439,3 +439,21 @@ def test_time_inside_an_open_own_block_is_already_spent_when_planning_again():
         time.sleep(0.15)  # drawing it took its estimate, not yet added to own_seconds
         assert budget.credit() < 0.1
         assert tags(budget.plan(0, layers[1:], final=True)) == []
+
+
+def test_a_first_scalable_drawing_short_of_credit_pays_its_tracing_whole_and_fewer_steps():
+    """Tracing 0.5 s + 32 steps of 0.5 s in all, on 0.7 s of credit: drawn with 12 steps."""
+
+    def actmax(**kw):
+        return drawing("c/actmax", 1.0, kind="actmax", steps=32, min_steps=8, **kw)
+
+    clock = Clock(fraction=0.1, epochs=1)
+    clock.train(7.0)
+    plan = clock.budget.plan(0, [actmax(estimate_once=0.5)], final=True)
+    assert [(d.tag, steps) for d, steps in plan.draw] == [("c/actmax", 12)]
+    assert clock.budget.estimate(plan.draw[0][0], 8) == pytest.approx(0.625)
+    # Without the split, the whole estimate is tracing for all the budget knows: left out.
+    clock = Clock(fraction=0.1, epochs=1)
+    clock.train(7.0)
+    plan = clock.budget.plan(0, [actmax()], final=True)
+    assert plan.draw == [] and "c/actmax" in plan.left_out

@@ -718,7 +718,7 @@ def graph_inputs(model: keras.layers.Layer) -> dict[int, frozenset[int]] | None:
 
     Example:
         >>> a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
-        >>> d = keras.layers.Dense(2, name="d")
+        >>> d = keras.layers.Dense(4, name="d")
         >>> m = keras.Model([a, b], keras.layers.Add()([d(a), b]))
         >>> sorted(graph_inputs(m)[id(d)])
         [0]

@@ -545,8 +545,12 @@ def test_the_drawing_after_a_first_grad_cam_is_expected_without_its_tracing(tmp_
     budget = viz.time_budget
     first = budget.largest_drawing()  # the only drawing: its first cost
     expected = budget.estimate(Drawing("gradcam/attribution", "attribution", lambda: None))
-    assert 0 < expected < first
+    assert 0 < expected <= first
     assert first - expected <= budget.profile.one_time("attribution") + 1e-9
+    # The layer of a Sequential model is found before the first epoch, from its graph, so on
+    # PyTorch, which traces nothing, the first drawing pays nothing once.
+    if keras.backend.backend() != "torch":
+        assert expected < first
 
 
 @pytest.mark.parametrize("value", [0, -0.1, 1.5, "5%", True, float("nan")])

@@ -624,14 +624,24 @@ class TimeBudget:
             else:
                 left_out[d.tag] = skipped[d.tag] = self._too_costly(d, run_budget, room)
 
-        available = self.credit() - sum(self.estimate(d) for d, _ in chosen)
+        # The setup is amortized over the fit's epochs, as the budget is: charged whole before
+        # the first epoch, it left the first epochs of a run nothing to draw with (the demo
+        # CNN's setup is most of what its first epoch earns). What is not charged yet is
+        # kept back from what the epochs to come will earn, so the total still holds.
+        deferred = 0.0
+        if not final and self._epochs is not None:
+            deferred = self._setup_seconds * max(self._epochs - self._epochs_done, 0)
+            deferred /= self._epochs
+        available = self.credit() + deferred - sum(self.estimate(d) for d, _ in chosen)
         if final:
             available -= self.reserved
         if not final:
             # Keep back what the last epoch needs to draw everything once, beyond what the
             # epochs still to come will earn.
             remaining = max(self.projected_train_seconds() - self.train_seconds, 0.0)
-            needed = sum(self.estimate(d) for d in affordable)
+            # Once each, at the fewest steps worth drawing: a first activation maximization
+            # kept back at its full steps held back every feature map of a short run.
+            needed = sum(self._cheapest(d) for d in affordable) + deferred
             available -= max(needed - self.fraction * remaining, 0.0)
 
         def staleness(d: Drawing):

@@ -457,3 +457,17 @@ def test_a_first_scalable_drawing_short_of_credit_pays_its_tracing_whole_and_few
     clock.train(7.0)
     plan = clock.budget.plan(0, [actmax()], final=True)
     assert plan.draw == [] and "c/actmax" in plan.left_out
+
+
+def test_the_setup_is_amortized_over_the_epochs_and_the_total_still_holds():
+    """0.5 s of setup on a 1 s run budget: the first epoch draws all 4 layers, the run stays in."""
+    clock = Clock(fraction=0.05, epochs=5)
+    clock.now += 0.5  # checks, tracing and timing before the first epoch
+    clock.budget.own_seconds += 0.5
+    layers = [drawing(f"l{i}/feature_maps", 0.02, order=i, shares_pass=True) for i in range(4)]
+    drawn = []
+    for epoch in range(5):
+        clock.train(4.0)
+        drawn.append(len(clock.run(epoch, layers, final=epoch == 4).draw))
+    assert drawn[0] == 4 and sum(drawn) >= 12
+    assert clock.budget.own_seconds <= 0.05 * clock.budget.train_seconds + 0.02

@@ -356,6 +356,7 @@ class TimeBudget:
         self._drawn_in_fit: set[str] = set()
         self._depth = 0
         self._own_since: float | None = None  # the start of the open `own()`, if any
+        self._final = False  # whether the plan being made is a fit's last epoch's
         #: `ModelTiming` of the model being trained, shared by the callbacks that estimate.
         self.timing: ModelTiming | None = None
         self.timing_model: object = None
@@ -595,6 +596,7 @@ class TimeBudget:
 
     def _plan(self, epoch: int, drawings: Sequence[Drawing], final: bool) -> Plan:
         self._turn += 1
+        self._final = final
         basis = self._compiled_basis()
         for d in drawings:
             d.compiled_basis = basis
@@ -617,10 +619,17 @@ class TimeBudget:
         if self._epochs is not None:
             room -= self._setup_seconds + self._cheap_projection(drawings) + self.reserved
         affordable = []
+        # First drawings the run affords only at their fewest steps, before its last epoch:
+        # drawn where this epoch's credit pays for them, but nothing is kept back for them
+        # and nothing waits for them (see `_cheapest`).
+        if_credit = set()
         for d in self._kinds_in_turn(d for d in drawings if not d.cheap):
             if self._epochs is None or self._cheapest(d) <= room:
                 affordable.append(d)
                 room -= self._cheapest(d)
+            elif not final and self.estimate(d, d.min_steps) <= room:
+                affordable.append(d)
+                if_credit.add(d.tag)
             else:
                 left_out[d.tag] = skipped[d.tag] = self._too_costly(d, run_budget, room)
 
@@ -641,7 +650,8 @@ class TimeBudget:
             remaining = max(self.projected_train_seconds() - self.train_seconds, 0.0)
             # Once each, at the fewest steps worth drawing: a first activation maximization
             # kept back at its full steps held back every feature map of a short run.
-            needed = sum(self._cheapest(d) for d in affordable) + deferred
+            needed = sum(self._cheapest(d) for d in affordable if d.tag not in if_credit)
+            needed += deferred
             available -= max(needed - self.fraction * remaining, 0.0)
 
         def staleness(d: Drawing):
@@ -674,7 +684,8 @@ class TimeBudget:
             # cap would otherwise wait for ever); the others wait for a later epoch.
             too_big = costly_chosen and bytes_left < self.estimate_bytes(d)
             if steps is False or too_big:
-                waiting = d
+                if d.tag not in if_credit:
+                    waiting = d
                 skipped[d.tag] = self._short(d, available, bytes_left if too_big else math.inf)
                 if final and d.tag not in self._drawn_in_fit:
                     # No later epoch will draw it: this fit goes without it, and says so.
@@ -717,6 +728,11 @@ class TimeBudget:
         return self._cheap_seconds + rate * max(self._epochs - drawn_epochs, 0)
 
     def _cheapest(self, d: Drawing) -> float:
+        if not self._final and not self.measured(d):
+            # Before the last epoch a first drawing counts whole: kept back at its fewest
+            # steps on a cautious estimate, a first activation maximization held back the
+            # feature maps and Grad-CAM of the epochs before, then did not fit the last one.
+            return self.estimate(d)
         return self.estimate(d, d.min_steps)
 
     def _steps_that_fit(self, d: Drawing, available: float):

@@ -471,3 +471,22 @@ def test_the_setup_is_amortized_over_the_epochs_and_the_total_still_holds():
         drawn.append(len(clock.run(epoch, layers, final=epoch == 4).draw))
     assert drawn[0] == 4 and sum(drawn) >= 12
     assert clock.budget.own_seconds <= 0.05 * clock.budget.train_seconds + 0.02
+
+
+def test_a_first_drawing_affordable_only_at_its_fewest_steps_holds_nothing_back():
+    """Before the last epoch it is drawn where credit pays for it; nothing waits for it."""
+    clock = Clock(fraction=0.05, epochs=5)
+    maps = [drawing(f"l{i}/feature_maps", 0.02, order=i, shares_pass=True) for i in range(2)]
+    actmax = drawing("l0/actmax", 1.0, kind="actmax", steps=32, min_steps=8, estimate_once=0.5)
+    steps = []
+    for epoch in range(4):  # 0.2 s earned per epoch, 1.0 s over the run: 0.625 s fits, 1 s not
+        clock.train(4.0)
+        plan = clock.run(epoch, [*maps, actmax])
+        chosen = dict((d.tag, s) for d, s in plan.draw)
+        if "l0/actmax" in chosen:
+            steps.append(chosen["l0/actmax"])
+        else:  # the feature maps never wait for it
+            assert {"l0/feature_maps", "l1/feature_maps"} <= set(chosen), epoch
+            assert not any("waiting for l0/actmax" in r for r in plan.skipped.values())
+    # Drawn once, with fewer steps, when an epoch's credit paid its tracing and 8 steps or more.
+    assert len(steps) == 1 and 8 <= steps[0] < 32

@@ -17,7 +17,12 @@ training, amortized over the run:
 * The drawings the whole run can afford once each (after the setup and the cheap drawings of
   every epoch; kinds in turn, each kind's cheapest first) take turns; the others are *left out*,
   and the reason names their cost and how to get them (a larger `budget`, or `budget=None`).
-* Drawings that scale (activation-maximization steps) take fewer steps when credit is short.
+* Drawings that scale (activation-maximization steps) take fewer steps when credit is short;
+  a first one too (its tracing paid whole, `Drawing.estimate_once`). One the run affords only
+  at its fewest steps is drawn before the last epoch where an epoch's credit pays for it, and
+  nothing is kept back for it or waits for it.
+* The setup (checks, timing, tracing before the first epoch) is amortized over the fit's
+  epochs like the rest: what is not charged yet is kept back from later earnings.
 
 Costs are measured whenever something is drawn; before its first drawing, a drawing's cost is
 the callback's estimate (`ModelTiming`), and at most one such unmeasured drawing starts per epoch,

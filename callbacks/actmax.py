@@ -118,7 +118,6 @@ class ActivationMaximization(VizCallback):
         self._renderers = {}
         self._previous = {}
         self._rendered_model = None  # the model `_renderers` and `_previous` belong to
-        self._once = {}  # path -> seconds of its estimate that do not scale with the steps
 
     def _validate(self, model):
         if model is not self._rendered_model:
@@ -164,13 +163,18 @@ class ActivationMaximization(VizCallback):
 
     def _drawings(self, step):
         drawings = super()._drawings(step)
-        for d in drawings:
+        for d, (path, _) in zip(drawings, self._selected, strict=True):
             d.steps, d.min_steps = self.steps, max(1, min(MIN_STEPS, self.steps), self.steps // 4)
             # Tracing is paid whole; a first drawing short of credit takes fewer steps.
-            d.estimate_once = self._once.get(d.tag.rsplit("/", 1)[0], 0.0)
+            d.estimate_once = self._estimate_parts(path)[0]
         return drawings
 
     def _estimate(self, path, layer):
+        once, steps, size = self._estimate_parts(path)
+        return once + steps, size
+
+    def _estimate_parts(self, path):
+        """`(tracing seconds, seconds of all the steps, bytes)` of one drawing of `path`."""
         renderer = self._renderers[path]
         h, w = renderer.run_size
         full_h, full_w = renderer.model_size or (h, w)
@@ -187,9 +191,8 @@ class ActivationMaximization(VizCallback):
         # Transforms and the Fourier decode add about a third to each forward and backward pass;
         # tracing them and the optimization loop costs about half a second on its own.
         once = TRACE_SECONDS * timing.compiles + depth * timing.trace()
-        seconds = once + depth * 1.3 * self.steps * timing.backward(filters) * share
-        self._once[path] = once
-        return seconds, filters * h * w * renderer.channels
+        steps = depth * 1.3 * self.steps * timing.backward(filters) * share
+        return once, steps, filters * h * w * renderer.channels
 
     def _draw(self, path, layer, step, steps=None):
         steps = self.steps if steps is None else steps

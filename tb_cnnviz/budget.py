@@ -127,6 +127,21 @@ class Drawing:
     shares_pass: bool = False
     estimate_once: float = 0.0
 
+    def estimate_at(self, steps: int | None) -> float:
+        """`estimate` with `steps` (its full steps for None): the part that does not scale
+        (`estimate_once`; all of it where that is not given) whole, the rest in proportion.
+
+        Example:
+            >>> d = Drawing("c/actmax", "actmax", print, estimate=1.0, steps=32,
+            ...             estimate_once=0.5)
+            >>> d.estimate_at(8)
+            0.625
+        """
+        if not self.steps or not steps:
+            return self.estimate
+        once = self.estimate_once if 0.0 < self.estimate_once < self.estimate else self.estimate
+        return once + (self.estimate - once) * min(steps, self.steps) / self.steps
+
 
 @dataclasses.dataclass
 class Plan:
@@ -511,12 +526,9 @@ class TimeBudget:
             in_full = not drawing.steps or not steps or steps >= drawing.steps
             # A first drawing with fewer steps calibrates too, where its estimate tells its
             # tracing from its steps.
-            expected = drawing.estimate
-            if not in_full and 0.0 < drawing.estimate_once < drawing.estimate:
-                once = drawing.estimate_once
-                expected = once + (drawing.estimate - once) * steps / drawing.steps
-                in_full = True
-            if in_full and expected > 0:
+            split = 0.0 < drawing.estimate_once < drawing.estimate
+            expected = drawing.estimate_at(steps)
+            if (in_full or split) and expected > 0:
                 ratio = seconds / expected
                 key = (drawing.kind, drawing.compiled_basis)
                 self._ratios[key] = max(ratio, self._ratios.get(key, 0.0))
@@ -534,11 +546,7 @@ class TimeBudget:
         if cost is None or cost.first is None:
             # One-time costs (tracing) do not shrink with the steps; the rest does, where the
             # drawing says which part is which.
-            seconds = drawing.estimate
-            once = min(max(drawing.estimate_once, 0.0), seconds)
-            if drawing.steps and steps and once > 0.0:
-                seconds = once + (seconds - once) * min(steps, drawing.steps) / drawing.steps
-            return seconds * self._calibration(drawing.kind)
+            return drawing.estimate_at(steps) * self._calibration(drawing.kind)
         full = cost.steady if cost.steady is not None else cost.first
         if drawing.steps and steps:
             return full * steps / drawing.steps
@@ -746,12 +754,13 @@ class TimeBudget:
             return d.steps
         if not d.steps:
             return False
-        if self.measured(d):
-            once = 0.0
-        elif d.estimate_once > 0.0:  # its tracing is paid whole, its steps in part
-            once = min(d.estimate_once, d.estimate) * self._calibration(d.kind)
-        else:
-            return False
+        once = 0.0
+        if not self.measured(d):
+            # A first drawing pays its tracing whole and its steps in part; one whose
+            # estimate does not tell them apart cannot take fewer steps.
+            if not 0.0 < d.estimate_once < d.estimate:
+                return False
+            once = d.estimate_once * self._calibration(d.kind)
         per_step = (self.estimate(d) - once) / d.steps
         steps = int((available - once) / per_step) if per_step > 0 else d.steps
         return min(steps, d.steps) if steps >= (d.min_steps or d.steps) else False

@@ -144,8 +144,9 @@ def check_eager() -> None:
 def _tensorflow():
     """TensorFlow where it is imported and in use, else None.
 
-    Another thread may be importing it right now (Keras on JAX imports it for `tf.data` while
-    the background writer runs): the module is in `sys.modules` half initialized, without
+    Another thread may be importing it right now (Keras on JAX imports it when it serializes a
+    model, as a snapshot's `to_json` does, while the background writer runs): the module is in
+    `sys.modules` half initialized, without
     `executing_eagerly` or `summary` yet, and nothing of it can be tracing or recording.
     """
     tf = sys.modules.get("tensorflow")

@@ -212,6 +212,9 @@ class ModelTiming:
         self.compiles = bool(compiles)
         #: Seconds per image of a compiled forward pass, once one was timed; else None.
         self.compiled_per_image: float | None = None
+        #: Seconds of a compiled forward pass that do not grow with the batch (the call's own
+        #: overhead), where a one-image pass was timed too; else 0.
+        self.compiled_fixed = 0.0
         #: Seconds tracing a forward pass of the model took, once one was timed; else None.
         self.forward_trace: float | None = None
 
@@ -230,8 +233,15 @@ class ModelTiming:
         if math.isfinite(seconds) and seconds > 0:
             self.forward_trace = max(seconds, self.forward_trace or 0.0)
 
-    def observe_compiled(self, images: int, seconds: float) -> None:
+    def observe_compiled(self, images: int, seconds: float, *, one: float | None = None) -> None:
         """Records a timed compiled forward pass of `images` images (traced before).
+
+        `one`: the seconds of a one-image pass of the same compiled function, where timing it
+        needs no new trace (TensorFlow traces the feature maps' pass for any batch). The two
+        split the pass into the call's fixed part and a part per image: the average over
+        eight probe images carries the fixed part (a millisecond or more of the demo CNN's
+        5 ms pass) into every image of activation maximization's 64-image steps. Later
+        passes of `images` count their time beyond the fixed part.
 
         The slowest observation is kept, the most cautious one: a pass slowed down by the
         background worker competing for the processor makes later estimates larger, never
@@ -242,10 +252,22 @@ class ModelTiming:
             >>> timing.observe_compiled(8, 0.016)
             >>> round(timing.compiled_forward(8), 3), round(timing.backward(8), 3)
             (0.016, 0.048)
+            >>> split = ModelTiming(fixed=0.02, per_image=0.01)
+            >>> split.observe_compiled(8, 0.016, one=0.002)
+            >>> round(split.compiled_fixed, 4), round(split.compiled_forward(64), 4)
+            (0.0, 0.128)
+            >>> split = ModelTiming(fixed=0.02, per_image=0.01)
+            >>> split.observe_compiled(8, 0.005, one=0.0015)
+            >>> round(split.compiled_fixed, 4), round(split.compiled_forward(64), 4)
+            (0.001, 0.033)
         """
         if images <= 0 or not math.isfinite(seconds) or seconds < 0:
             return
-        per_image = seconds / images
+        if one is not None and images > 1 and math.isfinite(one) and 0 <= one <= seconds:
+            per_image = (seconds - one) / (images - 1)
+            self.compiled_fixed = max(one - per_image, 0.0)
+        else:
+            per_image = max(seconds - self.compiled_fixed, 0.0) / images
         known = self.compiled_per_image
         self.compiled_per_image = per_image if known is None else max(known, per_image)
 
@@ -299,7 +321,7 @@ class ModelTiming:
         compiled pass was observed)."""
         if self.compiled_per_image is None:
             return self.forward(images)
-        return self.compiled_per_image * images
+        return self.compiled_fixed + self.compiled_per_image * images
 
     def backward(self, images: int) -> float:
         """Seconds of a compiled forward and backward pass of `images` images.
@@ -313,7 +335,7 @@ class ModelTiming:
             0.03
         """
         if self.compiled_per_image is not None:
-            return self.COMPILED_BACKWARD_FACTOR * self.compiled_per_image * images
+            return self.COMPILED_BACKWARD_FACTOR * self.compiled_forward(images)
         if not self.compiles:
             return self.BACKWARD_FACTOR * self.forward(images)
         return self.BACKWARD_FACTOR * self.per_image * images
@@ -361,6 +383,9 @@ class TimeBudget:
         # (kind, compiled basis) -> the largest measured / estimated seconds of a first
         # drawing drawn in full
         self._ratios: dict[tuple[str, bool], float] = {}
+        # The same, of the two parts of split estimates (`Drawing.estimate_once` and the steps),
+        # where a first drawing measured its one-time part: `(kind, basis, part)` -> ratio.
+        self._part_ratios: dict[tuple[str, bool, str], float] = {}
         self._reported: set[str] = set()
         self._fit_start: float | None = None
         self._fit_own_start = 0.0
@@ -394,6 +419,7 @@ class TimeBudget:
         if model is not self.timing_model:
             self._costs.clear()
             self._ratios.clear()
+            self._part_ratios.clear()
             self.timing, self.timing_model = None, model
 
     def start_fit(self, epochs: int | None, now: float | None = None) -> None:
@@ -532,6 +558,18 @@ class TimeBudget:
                 ratio = seconds / expected
                 key = (drawing.kind, drawing.compiled_basis)
                 self._ratios[key] = max(ratio, self._ratios.get(key, 0.0))
+            if split and 0.0 < one_time < seconds and expected > drawing.estimate_once:
+                # Each part against its own estimate: a first activation maximization of the
+                # demo CNN's first layer is mostly tracing, estimated about right, while the
+                # steps of its deeper layers were estimated at 4-5x their cost. One ratio of
+                # the whole cannot correct the steps of a drawing whose tracing it was.
+                parts = (
+                    ("once", one_time / drawing.estimate_once),
+                    ("steps", (seconds - one_time) / (expected - drawing.estimate_once)),
+                )
+                for part, ratio in parts:
+                    key = (drawing.kind, drawing.compiled_basis, part)
+                    self._part_ratios[key] = max(ratio, self._part_ratios.get(key, 0.0))
         else:
             known = cost.steady is not None and not cost.guessed
             cost.steady = _EMA * full + (1 - _EMA) * cost.steady if known else full
@@ -545,17 +583,30 @@ class TimeBudget:
         cost = self._costs.get(drawing.tag)
         if cost is None or cost.first is None:
             # One-time costs (tracing) do not shrink with the steps; the rest does, where the
-            # drawing says which part is which.
-            return drawing.estimate_at(steps) * self._calibration(drawing.kind)
+            # drawing says which part is which. Each part is calibrated on its own.
+            whole = drawing.estimate_at(steps)
+            if not 0.0 < drawing.estimate_once < drawing.estimate:
+                return whole * self._calibration(drawing.kind)
+            once = drawing.estimate_once
+            return once * self._calibration(drawing.kind, "once") + (
+                whole - once
+            ) * self._calibration(drawing.kind, "steps")
         full = cost.steady if cost.steady is not None else cost.first
         if drawing.steps and steps:
             return full * steps / drawing.steps
         return full
 
-    def _calibration(self, kind: str) -> float:
+    def _calibration(self, kind: str, part: str | None = None) -> float:
         """What the kind's measured first drawings cost against their estimates: the largest
-        ratio (the most cautious), at most 1 and at least `_LEAST_CALIBRATION`."""
-        ratio = self._ratios.get((kind, self._compiled_basis()))
+        ratio (the most cautious), at most 1 and at least `_LEAST_CALIBRATION`.
+
+        `part`: `"once"` or `"steps"`, the part of split estimates (`Drawing.estimate_once`)
+        to calibrate, by measurements of that part where there are some, else of the whole.
+        """
+        basis = self._compiled_basis()
+        ratio = self._part_ratios.get((kind, basis, part)) if part else None
+        if ratio is None:
+            ratio = self._ratios.get((kind, basis))
         return 1.0 if ratio is None else min(max(ratio, _LEAST_CALIBRATION), 1.0)
 
     def _compiled_basis(self) -> bool:
@@ -760,7 +811,7 @@ class TimeBudget:
             # estimate does not tell them apart cannot take fewer steps.
             if not 0.0 < d.estimate_once < d.estimate:
                 return False
-            once = d.estimate_once * self._calibration(d.kind)
+            once = d.estimate_once * self._calibration(d.kind, "once")
         per_step = (self.estimate(d) - once) / d.steps
         steps = int((available - once) / per_step) if per_step > 0 else d.steps
         return min(steps, d.steps) if steps >= (d.min_steps or d.steps) else False

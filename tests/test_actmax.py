@@ -656,3 +656,22 @@ def test_a_conv_inside_a_custom_block_has_its_field_measured():
     model = keras.Model(inputs, Block(name="block")(keras.layers.Conv2D(4, 3, name="c")(inputs)))
     assert forward.derived_field(model, "block/inner") is None
     assert forward.receptive_field(model, "block/inner") == (7, 7)
+
+
+def test_picking_each_images_own_unit_matches_indexing_and_its_gradient():
+    """`Activations.pick` (a one-hot product, cheaper to trace than a gather's gradient) gives
+    each image's own unit of maps and of their vectors, and a gradient only there."""
+    from tb_cnnviz.actmax import objectives as obj_lib
+
+    values = np.random.default_rng(0).normal(size=(3, 4, 5, 6)).astype("float32")
+    targets = [5, 0, 2]
+    acts = obj_lib.Activations({}, np.zeros((3, 2, 2, 3), "float32"), targets)
+    picked = keras.ops.convert_to_numpy(acts.pick(keras.ops.convert_to_tensor(values), None))
+    np.testing.assert_allclose(picked, values[np.arange(3), ..., targets], rtol=1e-6)
+    flat = keras.ops.convert_to_numpy(acts.pick(keras.ops.convert_to_tensor(values[:, 0, 0]), None))
+    np.testing.assert_allclose(flat, values[np.arange(3), 0, 0, targets], rtol=1e-6)
+    grad_fn = backend.value_and_grad(lambda x: (keras.ops.sum(acts.pick(x, None)), None))
+    _, grad = grad_fn(keras.ops.convert_to_tensor(values))
+    expected = np.zeros_like(values)
+    expected[np.arange(3), ..., targets] = 1.0
+    np.testing.assert_array_equal(backend.to_numpy(grad), expected)

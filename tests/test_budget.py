@@ -196,6 +196,23 @@ def test_a_timed_compiled_pass_replaces_the_eager_per_image_cost_in_estimates():
     assert timing.forward(8) == pytest.approx(0.05 + 0.07 * 8)  # eager passes stay eager
 
 
+def test_a_one_image_pass_splits_the_compiled_pass_into_a_fixed_part_and_one_per_image():
+    """With a one-image pass timed too, a batch of 64 is estimated from what each image adds,
+    not from the 8-image pass's average, which carries the call's fixed part 64 times; later
+    passes count their time beyond the fixed part."""
+    timing = ModelTiming(fixed=0.05, per_image=0.07)
+    timing.observe_compiled(8, 0.0050, one=0.0015)
+    assert timing.compiled_fixed == pytest.approx(0.001)
+    assert timing.compiled_forward(64) == pytest.approx(0.001 + 0.0005 * 64)
+    averaged = ModelTiming(fixed=0.05, per_image=0.07)
+    averaged.observe_compiled(8, 0.0050)
+    assert timing.backward(64) < 0.85 * averaged.backward(64)
+    timing.observe_compiled(8, 0.0081)  # a slower pass later: (8.1 ms - 1 ms) / 8 per image
+    assert timing.compiled_per_image == pytest.approx(0.0071 / 8)
+    timing.observe_compiled(8, 0.0030, one=0.0040)  # a one-image pass slower than 8: ignored
+    assert timing.compiled_fixed == pytest.approx(0.001)
+
+
 def test_an_eager_backends_backward_estimate_is_never_zero():
     """On PyTorch (nothing compiles) a backward pass pays the fixed part: a per-image cost
     timed as 0 on a small model no longer makes activation maximization look free."""
@@ -490,3 +507,28 @@ def test_a_first_drawing_affordable_only_at_its_fewest_steps_holds_nothing_back(
             assert not any("waiting for l0/actmax" in r for r in plan.skipped.values())
     # Drawn once, with fewer steps, when an epoch's credit paid its tracing and 8 steps or more.
     assert len(steps) == 1 and 8 <= steps[0] < 32
+
+
+def test_a_first_drawings_tracing_and_steps_calibrate_the_next_first_drawings_apart():
+    """A first layer's activation maximization, mostly tracing, measures its steps at a fifth
+    of their estimate: a deeper layer's steps shrink by that (at most 4x), its tracing by its
+    own ratio; one ratio of the whole would have left the deeper layer at 2x its cost."""
+
+    def actmax(tag, estimate, order):
+        return drawing(
+            tag, estimate, kind="actmax", steps=16, min_steps=4, order=order, estimate_once=0.3
+        )
+
+    clock = Clock(fraction=1.0, epochs=10)
+    first, deep = actmax("c1/actmax", 1.3, 0), actmax("c4/actmax", 3.3, 1)
+    clock.train(10.0)
+    # Drawn at 4 steps: 0.3 s tracing (as estimated) + 0.05 s of steps (0.25 s estimated).
+    clock.budget.own_seconds += 0.35
+    clock.budget.record(first, 0.35, 4, 1, one_time=0.3)
+    assert clock.budget.estimate(deep) == pytest.approx(0.3 + 3.0 * 0.25)
+    assert clock.budget.estimate(deep, 4) == pytest.approx(0.3 + 0.75 * 0.25)
+    # Without the one-time part measured, the whole is calibrated by one ratio, as before.
+    clock = Clock(fraction=1.0, epochs=10)
+    clock.train(10.0)
+    clock.budget.record(first, 0.35, 4, 1)
+    assert clock.budget.estimate(deep) == pytest.approx(3.3 * 0.35 / 0.55)

@@ -432,6 +432,34 @@ def test_the_feature_maps_first_drawing_times_a_compiled_pass_for_estimates(tmp_
     assert per_image is not None and 0 < per_image < 1.0
 
 
+def test_on_tensorflow_a_one_image_pass_splits_the_compiled_pass_before_the_first_epoch(
+    tmp_path, monkeypatch
+):
+    """Where the feature maps' pass is traced for any batch (TensorFlow), one image's pass is
+    timed with the probe batch's, so estimates of larger batches do not carry the call's fixed
+    part per image; elsewhere no second trace is paid for it."""
+    from tb_cnnviz import budget as budget_lib
+
+    seen = []
+    observe = budget_lib.ModelTiming.observe_compiled
+
+    def spy(self, images, seconds, *, one=None):
+        seen.append((images, one))
+        return observe(self, images, seconds, one=one)
+
+    monkeypatch.setattr(budget_lib.ModelTiming, "observe_compiled", spy)
+    probes, _ = data(n=4, seed=1)
+    viz = CNNViz(str(tmp_path), probe_images=probes, budget=1.0, attribution_freq=0, actmax_freq=0)
+    fit(small_cnn(), [viz], epochs=1)
+    if backend.name() == "torch":
+        assert seen == []  # nothing compiles: the eager speed is the speed
+    else:
+        images, one = seen[0]
+        assert images == 4
+        assert (one is not None) == (backend.name() == "tensorflow")
+        assert one is None or one > 0
+
+
 @pytest.mark.timing
 def test_default_budget_keeps_own_time_within_five_percent(tmp_path, read_logdir):
     """CNNViz defaults: own time within 5% of training, plus what is left of the floor at ~9 s

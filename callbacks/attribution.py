@@ -207,6 +207,19 @@ class Attribution(VizCallback):
         # Before the first Grad-CAM, finding its layer costs an eager forward and backward
         # pass of two images.
         find_layer = 3 * timing.forward(2) if self._target_layers is None else 0.0
+        paths = [p for p in self._target_layers or [] if p is not None]
+        if (
+            method != "smoothgrad"
+            and len(paths) == 1
+            and attribution_lib.runs_through_tail(self.model, paths[0])
+        ):
+            # The feature maps' compiled pass, for the predictions and for the maps' rows, and
+            # the gradient of the model's small tail (traced once: TRACE_SECONDS).
+            return (
+                TRACE_SECONDS * timing.compiles
+                + timing.compiled_forward(self._count())
+                + timing.compiled_forward(rows)
+            )
         return (
             TRACE_SECONDS * timing.compiles
             + timing.trace()

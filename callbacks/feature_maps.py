@@ -79,9 +79,17 @@ class FeatureMaps(VizCallback):
             if budget.fraction is not None and not budget.timed(model):
                 # Timing the model for estimates runs it on the probe images: that is the check
                 # too (one eager pass fewer, about a third of this kind's setup on MobileNetV2).
-                self._model_timing(model, self.probe_images)
+                # Where a compiled pass of every probe is timed next, it checks the batch and
+                # gives the cost per image: the eager timing needs one image only.
+                compiled_next = bool(self._selected) and backend.name() != "torch"
+                self._model_timing(model, self.probe_images, per_image=not compiled_next)
             else:
+                compiled_next = False
                 model(self.probe_images, training=False)
+            self._trace_and_time()
+            if compiled_next and budget.timing.compiled_per_image is None:
+                self._time_budget.timing = None  # not timed after all: time it in full
+                self._model_timing(model, self.probe_images)
         except Exception as e:
             shapes = (
                 [p.shape for p in self.probe_images]
@@ -92,7 +100,6 @@ class FeatureMaps(VizCallback):
                 f"probe_images do not fit the model {model.name!r}: {type(e).__name__}: {e}. "
                 f"Received: probe_images with shape {shapes}"
             ) from e
-        self._trace_and_time()
 
     def _prepare(self, step):
         # One compiled pass for every selected layer, traced once per model and layer set.

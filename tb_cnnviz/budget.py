@@ -41,6 +41,7 @@ This module is pure Python (no TensorFlow, no Keras); `tb_cnnviz.callbacks` feed
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import math
@@ -718,15 +719,32 @@ class TimeBudget:
             needed += deferred
             available -= max(needed - self.fraction * remaining, 0.0)
 
+        # At the last epoch, among the drawings never drawn, each kind's cheapest first, then
+        # each kind's second cheapest, and so on: kinds go round here too. Cheapest first
+        # across kinds put MobileNetV2's 27 feature maps not drawn yet, at 0.01 s each,
+        # before its one Grad-CAM, and the credit ran out before it. Before the last epoch
+        # the cheapest go first whatever their kind (see `staleness`), and what the last
+        # epoch needs for every drawing once is kept back.
+        fresh = sorted(
+            (d for d in affordable if self._costs.get(d.tag) is None),
+            key=lambda d: (self.estimate(d), d.order),
+        )
+        rank: dict[str, int] = {}
+        kinds_seen: collections.Counter = collections.Counter()
+        for d in fresh:
+            rank[d.tag] = kinds_seen[d.kind]
+            kinds_seen[d.kind] += 1
+
         def staleness(d: Drawing):
-            # Least recently drawn first. Among those never drawn, the cheapest first: their
-            # measurements (a feature maps pass times the compiled model) make the estimates
-            # of the costlier ones less cautious, so a costly one waiting for its turn does
-            # not hold back, on a cautious estimate, drawings that cost a tenth of it.
+            # Least recently drawn first. Among those never drawn, the cheapest first (at the
+            # last epoch, going round the kinds: above): their measurements (a feature maps
+            # pass times the compiled model) make the estimates of the costlier ones less
+            # cautious, so a costly one waiting for its turn does not hold back, on a cautious
+            # estimate, drawings that cost a tenth of it.
             cost = self._costs.get(d.tag)
             if cost is None:
-                return (-1, self.estimate(d), d.order)
-            return (cost.last_turn, 0.0, d.order)
+                return (-1, rank[d.tag] if final else 0, self.estimate(d), d.order)
+            return (cost.last_turn, 0, 0.0, d.order)
 
         unmeasured_started = False
         costly_chosen = 0

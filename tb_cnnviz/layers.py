@@ -57,6 +57,7 @@ __all__ = [
     "capture_outputs",
     "conv_layers",
     "extractor",
+    "extractor_including",
     "find_layer",
     "forward_trace",
     "graph_inputs",
@@ -69,6 +70,7 @@ __all__ = [
     "override",
     "resolve_layers",
     "run_model",
+    "tail",
     "weights_only",
 ]
 
@@ -687,6 +689,85 @@ class StopForward(BaseException):  # noqa: N818  (a signal, not an error)
     A `BaseException`, so that no `except Exception` on the way (Keras' own error reporting)
     takes it for an error; catch it around the model call.
     """
+
+
+def extractor_including(
+    model: keras.layers.Layer, layer: keras.layers.Layer
+) -> tuple[Extractor, int] | None:
+    """An `Extractor` of `model` already made whose layers include `layer`, and its index there.
+
+    A caller that needs one layer's output reuses a pass another made (and traced) for many
+    layers instead of tracing its own: the feature maps' pass, traced before the first epoch,
+    serves Grad-CAM's last conv layer. The widest such pass is returned, None if there is none.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+        ...                       keras.layers.Conv2D(2, 3)])
+        >>> extractor_including(m, m.layers[1]) is None
+        True
+        >>> ex = extractor(m, m.layers)
+        >>> extractor_including(m, m.layers[1]) == (ex, 1)
+        True
+    """
+    found = None
+    for ex in list(_EXTRACTORS.get(model, {}).values()):
+        layers = [ref() for ref in ex._layers]
+        for index, candidate in enumerate(layers):
+            if candidate is layer and (found is None or len(layers) > len(found[0]._layers)):
+                found = (ex, index)
+    return found
+
+
+def tail(model: keras.layers.Layer, layer: keras.layers.Layer) -> keras.Function | None:
+    """The part of a graph model after one of its layers: a `keras.Function` from `layer`'s
+    output to the model's outputs, running the model's own layers (and weights); None where
+    there is none.
+
+    There is one where `layer` is a node of the model's own graph, called once, with one
+    output, and every path from the model's inputs to its outputs runs through it: the last
+    conv layer of MobileNet, EfficientNet or a plain CNN, followed by normalization, pooling and
+    dense layers. Grad-CAM then needs only the gradient of this small function at the layer's
+    output, not a backward pass of the whole model. A residual block's last conv (ResNet's),
+    whose sum also reads the block's input, has none. Nothing is added to the model's graph
+    (a `keras.Model` from an inner tensor would call its layers again).
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c"),
+        ...                       keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+        >>> t = tail(m, m.get_layer("c"))
+        >>> tuple(t(np.zeros((1, 6, 6, 4), "float32")).shape)
+        (1, 2)
+    """
+    known = _TAILS.setdefault(model, {})
+    if id(layer) not in known:
+        known[id(layer)] = _make_tail(model, layer)
+    return known[id(layer)]
+
+
+def _make_tail(model, layer) -> keras.Function | None:
+    reads = graph_inputs(model)
+    if reads is None or id(layer) not in reads:
+        return None
+    try:
+        nodes = layer._inbound_nodes
+        outputs = keras.tree.flatten(nodes[0].output_tensors) if len(nodes) == 1 else []
+        # A Sequential model that `fit()` built holds its first batch's size in its graph, and a
+        # `keras.Function` checks its inputs' shapes against it.
+        if len(outputs) != 1 or outputs[0].shape[0] is not None:
+            return None
+        try:
+            ends = model.output  # the model's own structure (a dict of named outputs stays one)
+        except (AttributeError, ValueError):  # a Sequential model keeps only the flat list
+            ends = model.outputs[0] if len(model.outputs) == 1 else model.outputs
+        # Keras refuses a function whose outputs need a tensor other than its inputs ("not
+        # connected"): exactly the models where a path bypasses the layer.
+        return keras.Function(outputs[0], ends, name=f"{model.name}_after_{layer.name}")
+    except Exception:  # any refusal means no tail: callers take the whole model
+        return None
+
+
+# model -> {id(layer): its tail or None}
+_TAILS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def has_graph(model: keras.layers.Layer) -> bool:

@@ -622,3 +622,46 @@ def test_gradcam_maps_agree_on_tensorflow_and_jax_within_1e_3(tmp_path):
         difference = np.abs(tf_maps - jax_maps).max()
         print(f"{key}: max |TF - JAX| = {difference:.2e}")
         assert difference <= 1e-3
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_gradcam_through_a_traced_pass_and_the_tail_equals_the_whole_models_and_runs_no_model(
+    binary,
+):
+    """Once a compiled pass includes the last conv (the feature maps'), Grad-CAM and the
+    predictions come from it and the model's tail: the same maps and classes as from the whole
+    model, and on a compiling backend the model itself is not run (or traced) again."""
+    inp = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="first")(inp)
+    x = keras.layers.Conv2D(6, 3, name="last")(x)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    out = keras.layers.Dense(1 if binary else 3, activation="sigmoid" if binary else "softmax")(x)
+    model = keras.Model(inp, out)
+    images = np.random.default_rng(1).random((5, 12, 12, 3)).astype("float32")
+    whole = attribution.gradcam(model, images)
+    repeated = images[[0, 3, 0]]  # a probe explained for a second class repeats it
+    whole_repeated = attribution.gradcam(model, repeated, target=[0, 1, 1])
+    _, whole_predictions = attribution.predictions(model, images)
+    assert not attribution.runs_through_tail(model, "last")
+    from tb_cnnviz import layers as layer_lib
+
+    convs = [layer for _, layer in layer_lib.conv_layers(model)]
+    layer_lib.extractor(model, convs)(images)  # the feature maps' pass, traced
+    assert attribution.runs_through_tail(model, "last")
+    calls = []
+    plain_call = model.call
+    model.call = lambda *a, **kw: calls.append(1) or plain_call(*a, **kw)
+    try:
+        tail = attribution.gradcam(model, images)
+        tail_repeated = attribution.gradcam(model, repeated, target=[0, 1, 1])
+        _, tail_predictions = attribution.predictions(model, images)
+    finally:
+        del model.call
+    np.testing.assert_allclose(tail, whole, atol=1e-5)
+    np.testing.assert_allclose(tail_repeated, whole_repeated, atol=1e-5)
+    assert tail.std() > 0.05  # maps with something in them
+    np.testing.assert_array_equal(tail_predictions["predicted"], whole_predictions["predicted"])
+    np.testing.assert_allclose(tail_predictions["confidence"], whole_predictions["confidence"])
+    if backend.name() != "torch":  # PyTorch runs the feature maps' pass eagerly, model and all
+        assert calls == []

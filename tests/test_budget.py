@@ -532,3 +532,17 @@ def test_a_first_drawings_tracing_and_steps_calibrate_the_next_first_drawings_ap
     clock.train(10.0)
     clock.budget.record(first, 0.35, 4, 1)
     assert clock.budget.estimate(deep) == pytest.approx(3.3 * 0.35 / 0.55)
+
+
+def test_at_the_last_epoch_each_kind_never_drawn_starts_before_a_kinds_second_drawing():
+    """With credit for 0.5 s at the last epoch, one Grad-CAM (0.3 s) is drawn before the
+    eleventh feature map (0.02 s each): never-drawn drawings go round the kinds there."""
+    clock = Clock(fraction=0.05, epochs=1)
+    gradcam = drawing("gradcam/attribution", 0.3, kind="attribution")
+    maps = [drawing(f"l{i}/feature_maps", 0.02, order=i, shares_pass=True) for i in range(30)]
+    clock.train(20.0)  # the run affords all of them (1 s), but 0.5 s was spent already
+    clock.budget.own_seconds += 0.5
+    plan = clock.run(0, [gradcam, *maps], final=True)
+    assert "gradcam/attribution" in tags(plan)
+    assert len(tags(plan)) == 1 + 9  # 0.3 s + 9 x 0.02 s, the first map before it
+    assert plan.skipped["l29/feature_maps"].startswith("left out")

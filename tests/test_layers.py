@@ -196,6 +196,50 @@ def test_gradcam_finds_its_layer_in_a_graph_model_without_running_the_model():
     assert len(calls) == before
 
 
+def _head_cnn(binary=False):
+    inp = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="first")(inp)
+    x = keras.layers.Conv2D(6, 3, name="last")(x)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    out = keras.layers.Dense(1 if binary else 3, activation="sigmoid" if binary else "softmax")(x)
+    return keras.Model(inp, out)
+
+
+def test_the_tail_after_a_last_conv_is_a_model_of_the_same_layers_and_none_where_a_path_skips_it():
+    """A plain CNN's last conv has a tail running the model's layers; the conv a residual sum
+    bypasses, a conv inside a nested model and a layer called twice have none; the model's
+    graph is left as it was."""
+    model = _head_cnn()
+    after = layer_lib.tail(model, model.get_layer("last"))
+    assert [type(op).__name__ for op in after.operations] == [
+        "BatchNormalization",
+        "ReLU",
+        "GlobalAveragePooling2D",
+        "Dense",
+    ]
+    assert after.operations[0] is model.get_layer("bn")
+    x = np.random.default_rng(0).random((2, 12, 12, 3)).astype("float32")
+    (maps,) = layer_lib.extractor(model, [model.get_layer("last")])(x)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(after(maps)), keras.ops.convert_to_numpy(model(x)), atol=1e-6
+    )
+    assert layer_lib.tail(model, model.get_layer("first")) is not None  # all paths run through
+    inp = keras.Input((8, 8, 3))
+    skip = keras.layers.Conv2D(3, 3, padding="same", name="skip")(inp)
+    branch = keras.layers.Conv2D(3, 3, padding="same", name="branch")(skip)
+    residual = keras.Model(inp, keras.layers.Add()([skip, branch]))
+    assert layer_lib.tail(residual, residual.get_layer("branch")) is None
+    assert layer_lib.tail(residual, residual.get_layer("skip")) is not None
+    nested, *_ = zoo.nested()
+    assert layer_lib.tail(nested, nested.get_layer("block").get_layer("deep")) is None
+    shared = keras.layers.Conv2D(3, 3, padding="same")
+    twice = keras.Model(inp, shared(shared(inp)))
+    assert layer_lib.tail(twice, shared) is None
+    # Making tails adds nothing to the model's graph: each layer is still called once.
+    assert all(len(layer._inbound_nodes) == 1 for layer in residual.layers)
+
+
 def test_a_model_whose_only_conv_is_inside_a_custom_layer_has_one():
     """No more "has no convolution layer": the encoder's conv is found and selected."""
     model, *_ = zoo.only_conv_in_a_custom_layer()

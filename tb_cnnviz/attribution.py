@@ -40,6 +40,7 @@ What they share:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import types
 import weakref
@@ -623,7 +624,9 @@ def runs_through_tail(model, layer) -> bool:
 
 
 def _tail_pass(model, arrays, layer):
-    """`(activations of layer, its tail)` from an extractor already made, or None."""
+    """`(activations of layer, its tail)` from an extractor already made, or None; the
+    activations a NumPy array (a later copy of the few small maps is cheaper than a first eager
+    gather on the device)."""
     if len(arrays) != 1:
         return None
     found = layer_lib.extractor_including(model, layer)
@@ -633,13 +636,17 @@ def _tail_pass(model, arrays, layer):
     extract, index = found
     # Grad-CAM of a callback's probes repeats the probes it explains for a second class: the
     # pass runs on each image once (on JAX, at the batch size the predictions traced it for).
-    flat = arrays[0].reshape(len(arrays[0]), -1)
-    unique, first, inverse = np.unique(flat, axis=0, return_index=True, return_inverse=True)
-    if len(unique) == len(flat):
-        return extract(arrays)[index], after
-    acts = extract([arrays[0][np.sort(first)]])[index]
-    order = np.argsort(np.argsort(first))  # unique row -> its place among the first copies
-    return ops.take(acts, ops.convert_to_tensor(order[inverse.reshape(-1)]), axis=0), after
+    # (By a digest of each image's bytes: `np.unique(axis=0)` compares rows through a
+    # structured dtype of one field per pixel, a second for eight 224-pixel images.)
+    images = np.ascontiguousarray(arrays[0])
+    keys = [hashlib.blake2b(image.tobytes(), digest_size=16).digest() for image in images]
+    place = {key: i for i, key in reversed(list(enumerate(keys)))}  # each key's first row
+    if len(place) == len(keys):
+        return backend.to_numpy(extract(arrays)[index]), after
+    firsts = sorted(place.values())
+    acts = backend.to_numpy(extract([images[firsts]])[index])
+    position = {keys[row]: i for i, row in enumerate(firsts)}
+    return acts[[position[key] for key in keys]], after
 
 
 def _outputs_through_tail(model, arrays):
@@ -671,7 +678,7 @@ def _cam_through_tail(model, arrays, targets, checked, plus_plus):
     fn = _cached(
         model, key, lambda ref: _build_tail_cam(ref, after, conv, checked, plus_plus, size, spec)
     )
-    (cam,) = _call(fn, [backend.to_numpy(acts)], _ids(checked, len(arrays[0])))
+    (cam,) = _call(fn, [acts], _ids(checked, len(arrays[0])))
     maps: list = [None] * len(arrays)
     maps[i] = np.clip(cam, 0.0, 1.0)
     return maps

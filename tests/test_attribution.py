@@ -8,6 +8,7 @@ import re
 import keras
 import numpy as np
 import pytest
+import zoo
 
 from tb_cnnviz import attribution, backend, metadata, summary, tiles
 from tb_cnnviz.callbacks import Attribution, CNNViz
@@ -631,13 +632,7 @@ def test_gradcam_through_a_traced_pass_and_the_tail_equals_the_whole_models_and_
     """Once a compiled pass includes the last conv (the feature maps'), Grad-CAM and the
     predictions come from it and the model's tail: the same maps and classes as from the whole
     model, and on a compiling backend the model itself is not run (or traced) again."""
-    inp = keras.Input((12, 12, 3))
-    x = keras.layers.Conv2D(4, 3, activation="relu", name="first")(inp)
-    x = keras.layers.Conv2D(6, 3, name="last")(x)
-    x = keras.layers.BatchNormalization(name="bn")(x)
-    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
-    out = keras.layers.Dense(1 if binary else 3, activation="sigmoid" if binary else "softmax")(x)
-    model = keras.Model(inp, out)
+    model = zoo.head_after_last_conv(binary)
     images = np.random.default_rng(1).random((5, 12, 12, 3)).astype("float32")
     whole = attribution.gradcam(model, images)
     repeated = images[[0, 3, 0]]  # a probe explained for a second class repeats it

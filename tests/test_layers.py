@@ -196,21 +196,11 @@ def test_gradcam_finds_its_layer_in_a_graph_model_without_running_the_model():
     assert len(calls) == before
 
 
-def _head_cnn(binary=False):
-    inp = keras.Input((12, 12, 3))
-    x = keras.layers.Conv2D(4, 3, activation="relu", name="first")(inp)
-    x = keras.layers.Conv2D(6, 3, name="last")(x)
-    x = keras.layers.BatchNormalization(name="bn")(x)
-    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
-    out = keras.layers.Dense(1 if binary else 3, activation="sigmoid" if binary else "softmax")(x)
-    return keras.Model(inp, out)
-
-
 def test_the_tail_after_a_last_conv_is_a_model_of_the_same_layers_and_none_where_a_path_skips_it():
     """A plain CNN's last conv has a tail running the model's layers; the conv a residual sum
     bypasses, a conv inside a nested model and a layer called twice have none; the model's
     graph is left as it was."""
-    model = _head_cnn()
+    model = zoo.head_after_last_conv()
     after = layer_lib.tail(model, model.get_layer("last"))
     assert [type(op).__name__ for op in after.operations] == [
         "BatchNormalization",

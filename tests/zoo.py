@@ -52,6 +52,18 @@ def sequential(built=True):
     return build
 
 
+def head_after_last_conv(binary=False):
+    """Two convs, then batch normalization, pooling and a dense head: a last conv whose tail
+    (`tb_cnnviz.layers.tail`) is a small model of its own, as in MobileNet or EfficientNet."""
+    inp = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="first")(inp)
+    x = keras.layers.Conv2D(6, 3, name="last")(x)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    out = keras.layers.Dense(1 if binary else 3, activation="sigmoid" if binary else "softmax")(x)
+    return keras.Model(inp, out)
+
+
 def nested():
     inner = keras.Sequential(
         [keras.Input((14, 14, 8)), keras.layers.Conv2D(8, 3, activation="relu", name="deep")],

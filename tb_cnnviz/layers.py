@@ -728,8 +728,10 @@ def tail(model: keras.layers.Layer, layer: keras.layers.Layer) -> keras.Function
     conv layer of MobileNet, EfficientNet or a plain CNN, followed by normalization, pooling and
     dense layers. Grad-CAM then needs only the gradient of this small function at the layer's
     output, not a backward pass of the whole model. A residual block's last conv (ResNet's),
-    whose sum also reads the block's input, has none. Nothing is added to the model's graph
-    (a `keras.Model` from an inner tensor would call its layers again).
+    whose sum also reads the block's input, has none, and neither has any layer where this
+    Keras builds no function from an inner tensor (Keras 3.6: "Graph disconnected"); callers
+    then run the whole model, as before. Nothing is added to the model's graph (a
+    `keras.Model` from an inner tensor would call its layers again).
 
     Example:
         >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c"),

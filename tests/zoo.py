@@ -52,6 +52,18 @@ def sequential(built=True):
     return build
 
 
+def functions_from_inner_tensors() -> bool:
+    """Whether this Keras builds a `keras.Function` from an inner tensor of a graph (Keras
+    3.6 refuses: "Graph disconnected"), which `tb_cnnviz.layers.tail` needs."""
+    x = keras.Input((2,))
+    y = keras.layers.Dense(2)(keras.layers.Dense(2)(x))  # two operations from the input
+    try:
+        keras.Function(y, keras.layers.Dense(2)(y))
+    except ValueError:
+        return False
+    return True
+
+
 def head_after_last_conv(binary=False):
     """Two convs, then batch normalization, pooling and a dense head: a last conv whose tail
     (`tb_cnnviz.layers.tail`) is a small model of its own, as in MobileNet or EfficientNet."""

@@ -88,7 +88,7 @@ class FeatureMaps(VizCallback):
                 model(self.probe_images, training=False)
             self._trace_and_time()
             if compiled_next and budget.timing.compiled_per_image is None:
-                self._time_budget.timing = None  # not timed after all: time it in full
+                budget.timing = None  # not timed after all: time it in full
                 self._model_timing(model, self.probe_images)
         except Exception as e:
             shapes = (

@@ -629,6 +629,7 @@ def _tail_pass(model, arrays, layer):
     gather on the device)."""
     if len(arrays) != 1:
         return None
+    # The pass is looked up first: a tail is made (a graph walk) only for a layer one includes.
     found = layer_lib.extractor_including(model, layer)
     after = layer_lib.tail(model, layer) if found is not None else None
     if after is None:
@@ -655,7 +656,7 @@ def _outputs_through_tail(model, arrays):
     if len(arrays) != 1 or not layer_lib.has_graph(model):
         return None
     for _, conv in reversed(layer_lib.conv_layers(model)):
-        found = _tail_pass(model, arrays, conv) if layer_lib.tail(model, conv) else None
+        found = _tail_pass(model, arrays, conv)  # a pass already made first, then a tail
         if found is not None:
             acts, after = found
             return after(acts)  # layers called without `training` run at inference

@@ -128,6 +128,17 @@ class Drawing:
     shares_pass: bool = False
     estimate_once: float = 0.0
 
+    @property
+    def splits(self) -> bool:
+        """Whether `estimate` tells its part that does not scale (`estimate_once`) from its
+        steps.
+
+        Example:
+            >>> Drawing("c/actmax", "actmax", print, estimate=1.0, estimate_once=0.5).splits
+            True
+        """
+        return 0.0 < self.estimate_once < self.estimate
+
     def estimate_at(self, steps: int | None) -> float:
         """`estimate` with `steps` (its full steps for None): the part that does not scale
         (`estimate_once`; all of it where that is not given) whole, the rest in proportion.
@@ -140,7 +151,7 @@ class Drawing:
         """
         if not self.steps or not steps:
             return self.estimate
-        once = self.estimate_once if 0.0 < self.estimate_once < self.estimate else self.estimate
+        once = self.estimate_once if self.splits else self.estimate
         return once + (self.estimate - once) * min(steps, self.steps) / self.steps
 
 
@@ -553,13 +564,12 @@ class TimeBudget:
             in_full = not drawing.steps or not steps or steps >= drawing.steps
             # A first drawing with fewer steps calibrates too, where its estimate tells its
             # tracing from its steps.
-            split = 0.0 < drawing.estimate_once < drawing.estimate
             expected = drawing.estimate_at(steps)
-            if (in_full or split) and expected > 0:
+            if (in_full or drawing.splits) and expected > 0:
                 ratio = seconds / expected
                 key = (drawing.kind, drawing.compiled_basis)
                 self._ratios[key] = max(ratio, self._ratios.get(key, 0.0))
-            if split and 0.0 < one_time < seconds and expected > drawing.estimate_once:
+            if drawing.splits and 0.0 < one_time < seconds and expected > drawing.estimate_once:
                 # Each part against its own estimate: a first activation maximization of the
                 # demo CNN's first layer is mostly tracing, estimated about right, while the
                 # steps of its deeper layers were estimated at 4-5x their cost. One ratio of
@@ -586,7 +596,7 @@ class TimeBudget:
             # One-time costs (tracing) do not shrink with the steps; the rest does, where the
             # drawing says which part is which. Each part is calibrated on its own.
             whole = drawing.estimate_at(steps)
-            if not 0.0 < drawing.estimate_once < drawing.estimate:
+            if not drawing.splits:
                 return whole * self._calibration(drawing.kind)
             once = drawing.estimate_once
             return once * self._calibration(drawing.kind, "once") + (
@@ -725,15 +735,16 @@ class TimeBudget:
         # before its one Grad-CAM, and the credit ran out before it. Before the last epoch
         # the cheapest go first whatever their kind (see `staleness`), and what the last
         # epoch needs for every drawing once is kept back.
-        fresh = sorted(
-            (d for d in affordable if self._costs.get(d.tag) is None),
-            key=lambda d: (self.estimate(d), d.order),
-        )
         rank: dict[str, int] = {}
-        kinds_seen: collections.Counter = collections.Counter()
-        for d in fresh:
-            rank[d.tag] = kinds_seen[d.kind]
-            kinds_seen[d.kind] += 1
+        if final:
+            fresh = sorted(
+                (d for d in affordable if self._costs.get(d.tag) is None),
+                key=lambda d: (self.estimate(d), d.order),
+            )
+            kinds_seen: collections.Counter = collections.Counter()
+            for d in fresh:
+                rank[d.tag] = kinds_seen[d.kind]
+                kinds_seen[d.kind] += 1
 
         def staleness(d: Drawing):
             # Least recently drawn first. Among those never drawn, the cheapest first (at the
@@ -743,7 +754,7 @@ class TimeBudget:
             # estimate, drawings that cost a tenth of it.
             cost = self._costs.get(d.tag)
             if cost is None:
-                return (-1, rank[d.tag] if final else 0, self.estimate(d), d.order)
+                return (-1, rank.get(d.tag, 0), self.estimate(d), d.order)
             return (cost.last_turn, 0, 0.0, d.order)
 
         unmeasured_started = False
@@ -827,7 +838,7 @@ class TimeBudget:
         if not self.measured(d):
             # A first drawing pays its tracing whole and its steps in part; one whose
             # estimate does not tell them apart cannot take fewer steps.
-            if not 0.0 < d.estimate_once < d.estimate:
+            if not d.splits:
                 return False
             once = d.estimate_once * self._calibration(d.kind, "once")
         per_step = (self.estimate(d) - once) / d.steps

@@ -266,10 +266,16 @@ class FileWriter:
         self._last_flush = time.monotonic()
 
     def _next_path(self) -> str:
-        """The next file's path: names sort in the order the files are begun."""
+        """The next file's path: names sort in the order the files are begun.
+
+        TensorBoard reads a run's files in the order of their names, and drops the steps of a
+        file that go back behind the last file's ("out of order event.step"): writers begun in
+        the same second (two short `fit()`s) are told apart by a zero-padded count, since the
+        10th would sort before the 9th.
+        """
         name = (
             f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
-            f"{os.getpid()}.{self._file_id}"
+            f"{os.getpid()}.{self._file_id:06d}"
         )
         if self._remote:
             name += f".{self._parts:06d}"

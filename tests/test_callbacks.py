@@ -836,3 +836,23 @@ def test_a_tensorflow_half_imported_by_another_thread_is_taken_as_not_in_use(
     writer.close()
     monkeypatch.undo()
     assert read_logdir(tmp_path).steps("train", "conv/weights") == [0]
+
+
+def test_writers_begun_in_one_second_past_the_tenth_are_read_in_the_order_they_were_begun(
+    tmp_path, monkeypatch, read_logdir
+):
+    """Files of the 9th and 10th writer of a process, begun in one second, keep their steps."""
+    import itertools
+
+    from tb_cnnviz import events, summary
+
+    monkeypatch.setattr(events, "_file_ids", itertools.count(7))  # the count crosses 9 -> 10
+    paths = []
+    for step in range(5):  # one short fit() after another: a writer each, within a second
+        writer = events.FileWriter(str(tmp_path / "train"))
+        with writer.as_default(step=step):
+            summary.filter_weights("conv", np.full((3, 3, 1, 2), step, np.float32), step=step)
+        writer.close()
+        paths.append(os.path.basename(writer.path))
+    assert sorted(paths) == paths
+    assert read_logdir(tmp_path).steps("train", "conv/weights") == [0, 1, 2, 3, 4]

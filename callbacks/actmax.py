@@ -19,9 +19,11 @@ __all__ = ["ActivationMaximization"]
 #: refines the previous epoch's images, so the images sharpen as training goes on.
 DEFAULT_STEPS = 32
 #: Seconds to trace a renderer's optimization loop, transforms and parameterization beyond the
-#: model itself, with the first run of the traced step (measured on these 2 cores: 0.26-0.34 s
-#: for the demo CNN's layers and MobileNetV2's first conv at its 24-pixel canvas).
-TRACE_SECONDS = 0.3
+#: model itself, with the first run of the traced step. Measured on these 2 cores, a renderer's
+#: whole first call (model included) takes 0.18-0.23 s beyond its steps for the demo CNN's
+#: layers, and 0.19 s for MobileNetV2's first conv at its 24-pixel canvas, since the transforms'
+#: matrices are made on the host (0.26-0.34 s before).
+TRACE_SECONDS = 0.15
 #: The fewest steps a drawing takes when the time budget is short (a quarter of `steps` if
 #: that is more): fewer barely move a warm start.
 MIN_STEPS = 4

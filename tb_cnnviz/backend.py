@@ -175,20 +175,24 @@ def compile_loop(
     """Compiles `n` repetitions of `step`: `run(n, state, *constants)` returns the final state.
 
     `step(state, *constants) -> state` maps a (nested) state of tensors to one of the same
-    structure and shapes. On TensorFlow and JAX, `step` is compiled once (`compile`) and called
-    `n` times from Python: a compiled loop (`tf.while_loop`, `fori_loop`, `scan`) runs the
-    convolutions of a forward and backward pass several times slower than the top level of a
-    compiled call (measured on CPU: 6x for a two-conv model and 2.4x for MobileNetV2 at 224 on
-    TensorFlow 2.21; 5x for the demo CNN on jax 0.10), and it traces about twice as long. The
-    calls cost a few milliseconds each; JAX dispatches them asynchronously. On PyTorch, `n`
-    eager steps.
+    structure and shapes. `run(n, state, *constants, inputs=xs)` passes step `i` one more
+    argument, `xs[i]` (all of one shape): what changes from step to step but is cheaper made on
+    the host, once for all steps, than traced into the step.
+
+    On TensorFlow and JAX, `step` is compiled once (`compile`) and called `n` times from
+    Python: a compiled loop (`tf.while_loop`, `fori_loop`, `scan`) runs the convolutions of a
+    forward and backward pass several times slower than the top level of a compiled call
+    (measured on CPU: 6x for a two-conv model and 2.4x for MobileNetV2 at 224 on TensorFlow
+    2.21; 5x for the demo CNN on jax 0.10), and it traces about twice as long. The calls cost a
+    few milliseconds each; JAX dispatches them asynchronously. On PyTorch, `n` eager steps.
 
     Args:
         step: The loop body, written in `keras.ops`.
         variables: The Keras variables `step` reads (a model's `variables`), as for `compile`.
 
     Returns:
-        `run(n, state, *constants)`; `tracing_count(run)` tells how often it traced.
+        `run(n, state, *constants, inputs=None)`; `tracing_count(run)` tells how often it
+        traced.
 
     Example:
         >>> double = compile_loop(lambda x: x * 2.0)
@@ -196,13 +200,21 @@ def compile_loop(
         8.0
         >>> tracing_count(double) == (0 if name() == "torch" else 1)  # later n reuse it
         True
+        >>> add = compile_loop(lambda x, dx: x + dx)
+        >>> xs = keras.ops.convert_to_tensor([1.0, 2.0, 3.0])  # tensors: no retrace per value
+        >>> float(to_numpy(add(3, keras.ops.convert_to_tensor(0.0), inputs=xs)))
+        6.0
     """
     check_supported()
     compiled_step = compile(step, variables)
 
-    def run(n, state, *constants):
-        for _ in range(int(n)):
-            state = compiled_step(state, *constants)
+    def run(n, state, *constants, inputs=None):
+        n = int(n)
+        if inputs is not None and len(inputs) != n:
+            raise ValueError(f"inputs must hold one value per step ({n}). Received: {len(inputs)}")
+        for i in range(n):
+            extra = () if inputs is None else (inputs[i],)
+            state = compiled_step(state, *constants, *extra)
         return state
 
     run.traces = compiled_step.traces  # type: ignore[attr-defined]

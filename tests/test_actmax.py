@@ -166,6 +166,40 @@ def test_composed_whole_pixel_transforms_are_exact_crops():
     np.testing.assert_allclose(out[1], padded[1, 1:6, 2:9], atol=1e-6)
 
 
+def test_geometry_planned_on_the_host_resamples_as_the_same_geometry_in_a_compiled_step():
+    """An Affine given NumPy draws (`plan`, then `resample`) equals the same one given tensors,
+    traced into a compiled function: the renderer's host matrices change no image."""
+    t = actmax.compose([actmax.standard(20), actmax.center_crop(20)])
+    rng = np.random.default_rng(3)
+    images = rng.random((5, 20, 20, 3), dtype=np.float32)
+    draws = rng.random((5, t.draws), dtype=np.float32)
+    rows, size = t.plan(draws, 20, 20)
+    assert rows.shape == (5, 8) and rows.dtype == np.float32 and size == (20, 20)
+    on_host = numpy(t(images, draws))
+    traced = backend.compile(lambda x, d: t(x, d))
+    in_graph = numpy(traced(ops.convert_to_tensor(images), ops.convert_to_tensor(draws)))
+    np.testing.assert_allclose(on_host, in_graph, atol=1e-5)
+    np.testing.assert_allclose(numpy(t.resample(images, rows, size)), on_host, atol=1e-6)
+
+
+def test_a_renderer_plans_the_standard_transforms_on_the_host_as_a_custom_chain_draws_them():
+    """The standard transforms' matrices made on the host give the images that a chain with a
+    custom (tensor) part, whose geometry runs inside the step from the same draws, gives."""
+    model = small_cnn()
+    planned = actmax.Renderer(model, "c2", param="pixel")
+    assert isinstance(planned.transforms, actmax.Affine)
+    chained = actmax.Renderer(
+        model, "c2", param="pixel", transforms=[actmax.standard(16), lambda images: images]
+    )
+    assert not isinstance(chained.transforms, actmax.Affine)
+    a = planned([0, 3], steps=6, seed=2)
+    b = chained([0, 3], steps=6, seed=2)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
+    np.testing.assert_allclose(a.activations, b.activations, rtol=1e-4, atol=1e-6)
+    unmoved = actmax.Renderer(model, "c2", param="pixel", transforms=None)([0, 3], steps=6, seed=2)
+    assert np.abs(np.asarray(unmoved) - np.asarray(a)).max() > 0.05  # the transforms act
+
+
 def test_regularizers_ascend_with_the_low_level_pieces():
     """A hand-written loop over a pixel parameterization raises -total_variation() and -l2()."""
     for objective in (-total_variation(), -l2()):

@@ -18,9 +18,10 @@ Per call:
    (`init=`): a warm start carries the variables and the optimizer's moments, so refining last
    epoch's image takes a few steps instead of a cold start's many.
 3. Each step: parameterization -> images in `[0, 1]` -> random transforms (their random numbers
-   hashed from `(seed, filter, step)`) -> crop to the render size -> resize to the model's input
-   size if it differs -> the model's value range -> forward -> objective per image -> gradient ->
-   an Adam step, per image (see below).
+   hashed from `(seed, filter, step)`, and for the standard geometric ones their matrices too,
+   made on the host for all steps before the first: see `_Slot.inputs`) -> crop to the render
+   size -> resize to the model's input size if it differs -> the model's value range ->
+   forward -> objective per image -> gradient -> an Adam step, per image (see below).
 4. The activation each image reached is measured on the untransformed final image.
 
 The step is Adam with one second moment per image and colour channel (the mean square of the
@@ -33,7 +34,7 @@ colour axis still moves at its own pace (`benchmarks/actmax.py` measures both).
 Every image depends only on its own filter, the seed and the steps taken, so filter `k`'s image
 is the same whichever filters share its batch (up to floating-point reordering inside batched
 convolutions). The random numbers of the transforms are hashed from `(seed, filter, step)` in
-32-bit integer arithmetic, the same on every backend.
+32-bit integer arithmetic, in NumPy: the same on every backend.
 """
 
 from __future__ import annotations
@@ -333,12 +334,12 @@ class Renderer:
         for start in range(0, len(ids), batch):
             chunk = ids[start : start + batch]
             padded = chunk + [chunk[-1]] * (batch - len(chunk))
-            state = slot.load(padded, seed, warm)
+            start_state = slot.load(padded, seed, warm)
+            inputs = slot.inputs(steps, seed, padded, start_state[3])
+            state = tuple(ops.convert_to_tensor(part) for part in start_state)
             targets = ops.convert_to_tensor(np.asarray(padded, np.int32))
             with self._reader.active():
-                state = slot.run(
-                    steps, state, ops.convert_to_tensor(np.uint32(seed & 0xFFFFFFFF)), targets
-                )
+                state = slot.run(steps, state, targets, inputs=inputs)
                 score, pictures = slot.evaluate(state[0], targets)
             keep = len(chunk)
             images.append(backend.to_numpy(pictures)[:keep])
@@ -448,7 +449,7 @@ class Renderer:
         """Crops transformed images to the render size, fits them to the model, maps the range."""
         x = images01
         if tuple(x.shape[1:3]) != self.size:  # the transforms end at the size; a custom one may not
-            x = transform_lib.center_crop(self.size)(x, ops.zeros((x.shape[0], 0)))  # pads mid-grey
+            x = transform_lib.center_crop(self.size)(x, np.zeros((x.shape[0], 0)))  # pads mid-grey
         if self.run_size != self.size:
             x = ops.image.resize(
                 x,
@@ -489,12 +490,17 @@ class _Slot:
         # The functions read the model's weights at call time (backend.compile), so a model
         # that trains between calls needs no retrace.
         weights = renderer.model.variables
-        self.run = backend.compile_loop(self._step, weights)  # run(steps, state, seed, targets)
+        self.run = backend.compile_loop(self._step, weights)  # run(steps, state, targets, inputs=)
         self.evaluate = backend.compile(self._evaluate, weights)
         self._gradient = backend.value_and_grad(self._score)
+        transforms = renderer.transforms
+        if isinstance(transforms, transform_lib.Affine):  # its output size, for `resample`
+            self.transformed_size = transforms.plan(
+                np.zeros((1, transforms.draws)), *renderer.size
+            )[1]
 
     def load(self, filters: Sequence[int], seed: int, warm: WarmStart | None) -> tuple:
-        """The starting state `(values, m, v, t)` of `filters`: warm rows, or noise."""
+        """The starting state `(values, m, v, t)` of `filters`, NumPy: warm rows, or noise."""
         rows = warm.rows() if warm is not None else {}
         cold = [f for f in filters if f not in rows]
         noise = dict(zip(cold, self.param.noise([(seed, f) for f in cold]), strict=True))
@@ -513,27 +519,51 @@ class _Slot:
                 v.append(np.zeros(self.moment_shape, np.float32))
                 t.append(0.0)
         parts = (np.stack(values), np.stack(m), np.stack(v), np.asarray(t))
-        return tuple(ops.convert_to_tensor(p.astype(np.float32)) for p in parts)
+        return tuple(p.astype(np.float32) for p in parts)
 
-    def _score(self, values, steps_taken, seed, targets):
+    def inputs(self, steps: int, seed: int, filters: Sequence[int], taken: np.ndarray):
+        """What each of `steps` steps needs of its transforms, made on the host before the first.
+
+        Image `k`'s random numbers at a step hash `(seed, filters[k], steps it has taken)`, so
+        they do not depend on its batch (`taken` counts per image: a warm start resumes its
+        count). For the standard transforms, one fused `Affine`, this is their `[n, 8]`
+        matrices (`Affine.plan`): traced into the step, the few dozen small matrix operations
+        took as long to trace as the layer's forward and backward pass. For any other
+        transform, the random numbers themselves. None without transforms.
+        """
+        transforms = self.renderer.transforms
+        if transforms is None:
+            return None
+        taken = np.asarray(taken).astype(np.uint32)
+        counts = taken[None, :] + np.arange(steps, dtype=np.uint32)[:, None]  # [steps, n]
+        draws = _uniform(seed, np.asarray(filters, np.uint32), counts, transforms.draws)
+        if isinstance(transforms, transform_lib.Affine):
+            h, w = self.renderer.size
+            flat, _ = transforms.plan(draws.reshape(-1, transforms.draws), h, w)
+            draws = flat.reshape(steps, self.batch, -1)
+        return ops.convert_to_tensor(draws)
+
+    def _score(self, values, targets, *inputs):
         """The objective summed over the chunk, at the images' own transforms of this step."""
         r = self.renderer
         images = self.param.images(values)
         x = images
         if r.transforms is not None:
-            keys = ops.cast(targets, "uint32")
-            draws = _uniform(seed, keys, ops.cast(steps_taken, "uint32"), r.transforms.draws)
-            x = r.transforms(x, draws)
+            (given,) = inputs
+            if isinstance(r.transforms, transform_lib.Affine):
+                x = r.transforms.resample(x, given, self.transformed_size)
+            else:
+                x = r.transforms(x, given)
         outputs, pre = r._reader(r._prepare(x))
         acts = obj_lib.Activations(outputs, images, targets, pre, r._reader.head)
         return ops.sum(r.objective(acts)), None
 
-    def _step(self, state, seed, targets):
+    def _step(self, state, targets, *inputs):
         """One step of gradient ascent of the chunk: Adam, with a step count per image (warm and
         cold images can share a chunk) and a second moment per image and colour channel (see
         the module docstring)."""
         values, m, v, t = state
-        _, grad = self._gradient(values, t, seed, targets)
+        _, grad = self._gradient(values, targets, *inputs)
         t = t + 1.0
         tt = ops.reshape(t, (-1,) + (1,) * len(self.param.value_shape))
         square = ops.mean(ops.square(grad), axis=self.spread, keepdims=True)
@@ -601,37 +631,31 @@ def render(
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def _u32(value: int):
-    return ops.convert_to_tensor(np.uint32(value))
+def _mix(x: np.ndarray) -> np.ndarray:
+    """A 32-bit multiply-xorshift hash of uint32s: every input bit affects every output bit."""
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x21F0AAAD)  # uint32 arrays wrap modulo 2**32
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x735A2D97)
+    return x ^ (x >> np.uint32(15))
 
 
-def _wrap(x):
-    """`x` modulo 2**32: a no-op on uint32 (TensorFlow, JAX); Keras holds uint32 as int64 on
-    PyTorch, where products and sums must be cut back to 32 bits."""
-    return ops.bitwise_and(x, _u32(0xFFFFFFFF))
+def _uniform(seed: int, keys: np.ndarray, steps: np.ndarray, count: int) -> np.ndarray:
+    """`[..., n, count]` numbers in `[0, 1)` that depend only on `(seed, keys[i], steps[.., i], j)`.
 
+    Stateless and keyed per image, so an image's transforms do not depend on its batch.
 
-def _mix(x):
-    """A 32-bit multiply-xorshift hash: every input bit affects every output bit."""
-    x = ops.bitwise_xor(x, ops.right_shift(x, _u32(16)))
-    x = _wrap(x * _u32(0x21F0AAAD))
-    x = ops.bitwise_xor(x, ops.right_shift(x, _u32(15)))
-    x = _wrap(x * _u32(0x735A2D97))
-    return ops.bitwise_xor(x, ops.right_shift(x, _u32(15)))
-
-
-def _uniform(seed, keys, steps, count: int):
-    """`[n, count]` numbers in `[0, 1)` that depend only on `(seed, keys[i], steps[i], j)`.
-
-    Stateless and keyed per image, so an image's transforms do not depend on its batch; the
-    same numbers on every backend.
+    Example:
+        >>> u = _uniform(0, np.array([3, 4], np.uint32), np.array([[0, 0], [1, 1]], np.uint32), 2)
+        >>> u.shape, bool((u >= 0).all() and (u < 1).all()), bool(u[0, 0, 0] != u[1, 0, 0])
+        ((2, 2, 2), True, True)
     """
-    j = ops.convert_to_tensor(np.arange(count, dtype=np.uint32)[None, :])
-    h = _mix(_wrap(ops.cast(seed, "uint32") + _u32(0x9E3779B9)))
-    h = _mix(ops.bitwise_xor(h, keys))
-    h = _mix(ops.bitwise_xor(h, steps))[:, None]
-    h = _mix(ops.bitwise_xor(h, j))
-    return ops.cast(ops.right_shift(h, _u32(8)), "float32") * (1.0 / (1 << 24))
+    shape = np.broadcast_shapes(np.shape(keys), np.shape(steps))
+    h = _mix(np.full(shape, (int(seed) + 0x9E3779B9) & 0xFFFFFFFF, np.uint32))
+    h = _mix(h ^ np.asarray(keys, np.uint32))
+    h = _mix(h ^ np.asarray(steps, np.uint32))[..., None]
+    h = _mix(h ^ np.arange(count, dtype=np.uint32))
+    return (h >> np.uint32(8)).astype(np.float32) * np.float32(1.0 / (1 << 24))
 
 
 def _transforms(transforms, size):

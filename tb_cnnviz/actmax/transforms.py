@@ -16,6 +16,12 @@ four gathers in `keras.ops` that compute the same values. Resampling once is bot
 sharper than a chain of interpolations; pixels that come from outside the image take the pad's
 fill value, or reflect the image. Image sizes must be known when a transform is built into a
 compiled step (they are in the renderer).
+
+Given draws as a NumPy array, an `Affine` computes its matrices on the host, in NumPy, and only
+the resampling runs on the backend (`Affine.plan`, then `Affine.resample`). The renderer does this
+for every step of a drawing at once, before its compiled step runs: the dozens of small matrix
+operations then cost nothing to trace, which halves the first call of a renderer on a small CNN.
+Given backend tensors (inside a compiled function, say), the same geometry runs in `keras.ops`.
 """
 
 from __future__ import annotations
@@ -60,12 +66,16 @@ class Transform:
         self.fn = fn
         self.draws = int(draws)
         self.description = description
+        #: Whether `fn` takes draws as a NumPy array (ours do); a user's `fn` gets tensors.
+        self.host_draws = False
 
     def __call__(self, images, draws=None):
         images = ops.convert_to_tensor(images)
         if draws is None:
             draws = keras.random.uniform((images.shape[0], self.draws))
-        return self.fn(images, ops.convert_to_tensor(draws, "float32"))
+        if self.host_draws and isinstance(draws, np.ndarray | list | tuple):
+            return self.fn(images, np.asarray(draws, np.float32))  # planned on the host
+        return self.fn(images, ops.cast(ops.convert_to_tensor(draws), "float32"))
 
     def __repr__(self) -> str:
         return self.description
@@ -93,17 +103,61 @@ class Affine(Transform):
         self.geometry = geometry
         self.fill = fill
         super().__init__(self._apply, draws, description)
+        self.host_draws = True
+
+    def plan(self, draws, h: int, w: int) -> tuple[np.ndarray, tuple[int, int]]:
+        """Computes on the host, in NumPy, what `resample` needs for images of size `(h, w)`.
+
+        Args:
+            draws: `[n, self.draws]` uniform numbers in `[0, 1)`, as a NumPy array.
+            h: The input images' height.
+            w: Their width.
+
+        Returns:
+            `(transforms, (out_h, out_w))`: `transforms` `[n, 8]` float32, each row a projective
+            transform from output to input pixel coordinates (TensorFlow's layout).
+
+        Example:
+            >>> rows, size = jitter(2).plan(np.array([[0.0, 0.99]]), 8, 8)
+            >>> rows.round(2).tolist(), size
+            ([[1.0, 0.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0]], (6, 6))
+        """
+        draws = np.asarray(draws, np.float32)
+        draws = draws.reshape(len(draws), self.draws)
+        matrices, out_h, out_w = self.geometry(draws, int(h), int(w))
+        matrices = backend.to_numpy(matrices).astype(np.float32)  # a user's geometry may use ops
+        flat = (matrices / matrices[:, 2:, 2:]).reshape(-1, 9)[:, :8]
+        return np.ascontiguousarray(flat), (int(out_h), int(out_w))
+
+    def resample(self, images, transforms, size: tuple[int, int]):
+        """Resamples `images` `[n, h, w, c]` at `transforms` `[n, 8]` to `size`, bilinearly.
+
+        Pixels sampled outside the input take the fill value, or reflect the image.
+
+        Example:
+            >>> t = pad(1)
+            >>> rows, size = t.plan(np.zeros((1, 0)), 2, 2)
+            >>> ops.convert_to_numpy(t.resample(ops.ones((1, 2, 2, 1)), rows, size))[0, :, :, 0]
+            array([[0.5, 0.5, 0.5, 0.5],
+                   [0.5, 1. , 1. , 0.5],
+                   [0.5, 1. , 1. , 0.5],
+                   [0.5, 0.5, 0.5, 0.5]], dtype=float32)
+        """
+        transforms = ops.convert_to_tensor(transforms, "float32")
+        native = backend.native_resampler()
+        if native is not None:
+            return native(images, transforms, size, self.fill)
+        return _bilinear(images, transforms, size, self.fill)
 
     def _apply(self, images, draws):
         h, w = _spatial(images)
+        if isinstance(draws, np.ndarray):
+            flat, size = self.plan(draws, h, w)
+            return self.resample(images, flat, size)
         matrices, out_h, out_w = self.geometry(draws, h, w)
         matrices = ops.cast(matrices, "float32")
         flat = ops.reshape(matrices / matrices[:, 2:, 2:], (-1, 9))[:, :8]
-        size = (int(out_h), int(out_w))
-        native = backend.native_resampler()
-        if native is not None:
-            return native(images, flat, size, self.fill)
-        return _bilinear(images, flat, size, self.fill)
+        return self.resample(images, flat, (int(out_h), int(out_w)))
 
 
 def compose(transforms: Sequence[Transform | Callable]) -> Transform:
@@ -134,7 +188,9 @@ def compose(transforms: Sequence[Transform | Callable]) -> Transform:
             start += t.draws
         return images
 
-    return Transform(fn, sum(t.draws for t in fused), description)
+    chain = Transform(fn, sum(t.draws for t in fused), description)
+    chain.host_draws = True  # each part converts for itself
+    return chain
 
 
 def pad(width: int, *, value: float | None = 0.5) -> Affine:
@@ -169,7 +225,8 @@ def jitter(pixels: int) -> Affine:
     pixels = checks.integer("pixels", pixels, minimum=0)
 
     def geometry(draws, h, w):
-        offsets = ops.minimum(ops.floor(draws * (pixels + 1)), float(pixels))  # [n, 2]
+        xp = _ops_for(draws)
+        offsets = xp.minimum(xp.floor(draws * (pixels + 1)), float(pixels))  # [n, 2]
         return _translation(draws, offsets[:, 0], offsets[:, 1]), h - pixels, w - pixels
 
     return Affine(geometry, 2, f"jitter({pixels})")
@@ -188,7 +245,7 @@ def random_scale(scales: Sequence[float]) -> Affine:
 
     def geometry(draws, h, w):
         inverse = 1.0 / _pick(choices, draws[:, 0])
-        zero = ops.zeros_like(inverse)
+        zero = _ops_for(draws).zeros_like(inverse)
         return _about_centre(inverse, zero, zero, inverse, h, w), h, w
 
     return Affine(geometry, 1, f"random_scale({_short(choices)})")
@@ -204,8 +261,9 @@ def random_rotate(degrees: Sequence[float]) -> Affine:
     choices = _choices(degrees, "degrees")
 
     def geometry(draws, h, w):
+        xp = _ops_for(draws)
         angle = _pick(choices, draws[:, 0]) * (math.pi / 180.0)
-        cos, sin = ops.cos(angle), ops.sin(angle)
+        cos, sin = xp.cos(angle), xp.sin(angle)
         return _about_centre(cos, -sin, sin, cos, h, w), h, w
 
     return Affine(geometry, 1, f"random_rotate({_short(choices)})")
@@ -311,7 +369,7 @@ def _fuse(first: Affine, second: Affine) -> Affine:
     def geometry(draws, h, w):
         m1, h1, w1 = first.geometry(draws[:, : first.draws], h, w)
         m2, h2, w2 = second.geometry(draws[:, first.draws :], h1, w1)
-        return ops.matmul(m1, m2), h2, w2
+        return _ops_for(draws).matmul(m1, m2), h2, w2
 
     fill = first.fill if first.fill is not None else second.fill
     return Affine(geometry, first.draws + second.draws, f"{first}, {second}", fill)
@@ -319,11 +377,12 @@ def _fuse(first: Affine, second: Affine) -> Affine:
 
 def _translation(draws, dx, dy):
     """Matrices sampling the input at `output + (dx, dy)`."""
+    xp = _ops_for(draws)
     n = draws.shape[0]
-    dx = ops.broadcast_to(ops.cast(dx, "float32"), (n,))
-    dy = ops.broadcast_to(ops.cast(dy, "float32"), (n,))
-    one, zero = ops.ones((n,)), ops.zeros((n,))
-    return ops.reshape(ops.stack([one, zero, dx, zero, one, dy, zero, zero, one], 1), (-1, 3, 3))
+    dx = xp.broadcast_to(xp.cast(dx, "float32"), (n,))
+    dy = xp.broadcast_to(xp.cast(dy, "float32"), (n,))
+    one, zero = xp.ones((n,), "float32"), xp.zeros((n,), "float32")
+    return xp.reshape(xp.stack([one, zero, dx, zero, one, dy, zero, zero, one], 1), (-1, 3, 3))
 
 
 def _about_centre(a, b, c, d, h, w):
@@ -332,8 +391,9 @@ def _about_centre(a, b, c, d, h, w):
     cy = (h - 1) / 2
     tx = cx - a * cx - b * cy
     ty = cy - c * cx - d * cy
-    one, zero = ops.ones_like(a), ops.zeros_like(a)
-    return ops.reshape(ops.stack([a, b, tx, c, d, ty, zero, zero, one], 1), (-1, 3, 3))
+    xp = _ops_for(a)
+    one, zero = xp.ones_like(a), xp.zeros_like(a)
+    return xp.reshape(xp.stack([a, b, tx, c, d, ty, zero, zero, one], 1), (-1, 3, 3))
 
 
 def _spatial(images) -> tuple[int, int]:
@@ -347,9 +407,29 @@ def _spatial(images) -> tuple[int, int]:
 
 
 def _pick(choices: tuple[float, ...], u):
+    xp = _ops_for(u)
     table = np.asarray(choices, np.float32)
-    index = ops.minimum(ops.cast(u * len(choices), "int32"), len(choices) - 1)
-    return ops.take(table, index)
+    index = xp.minimum(xp.cast(u * len(choices), "int32"), len(choices) - 1)
+    return xp.take(table, index)
+
+
+class _NumPyOps:
+    """The few `keras.ops` the geometries use, in NumPy: matrices planned on the host."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def cast(x, dtype):
+        return np.asarray(x).astype(dtype)
+
+
+_NUMPY_OPS = _NumPyOps()
+
+
+def _ops_for(x):
+    """NumPy for host arrays (`Affine.plan`), `keras.ops` for backend tensors."""
+    return _NUMPY_OPS if isinstance(x, np.ndarray) else ops
 
 
 def _choices(values, name: str) -> tuple[float, ...]:

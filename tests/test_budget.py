@@ -546,3 +546,37 @@ def test_at_the_last_epoch_each_kind_never_drawn_starts_before_a_kinds_second_dr
     assert "gradcam/attribution" in tags(plan)
     assert len(tags(plan)) == 1 + 9  # 0.3 s + 9 x 0.02 s, the first map before it
     assert plan.skipped["l29/feature_maps"].startswith("left out")
+
+
+def test_a_first_drawing_that_waiting_cannot_bring_before_the_last_epoch_holds_nothing_back():
+    """Once the last epoch's keep-back binds, credit an epoch earns is kept for the last epoch:
+    a first drawing that does not fit now never will before it, so the feature maps do not
+    wait for it; the last epoch draws it."""
+    clock = Clock(fraction=0.05, epochs=5)
+    maps = [drawing(f"l{i}/feature_maps", 0.01, order=i, shares_pass=True) for i in range(4)]
+    actmax = drawing("l0/actmax", 0.6, kind="actmax")
+    drawn = []
+    for epoch in range(5):  # 0.2 s earned per epoch, 1.0 s over the run
+        clock.train(4.0)
+        plan = clock.run(epoch, [*maps, actmax], final=epoch == 4)
+        assert not any("waiting for l0/actmax" in r for r in plan.skipped.values()), epoch
+        drawn.append(tags(plan))
+    assert all({d.tag for d in maps} <= set(epoch) for epoch in drawn)  # every layer, every epoch
+    assert "l0/actmax" in drawn[-1]
+    assert clock.budget.own_seconds <= 0.05 * clock.budget.train_seconds + 1e-9
+
+
+def test_at_the_last_epoch_a_scalable_drawing_takes_the_steps_that_leave_the_rest_their_turn():
+    """0.9 s of credit at the last epoch: activation maximization (tracing 0.5 s, 32 steps of
+    0.5 s in all) takes 12 steps, not 16, so the feature maps after it are drawn too."""
+    clock = Clock(fraction=0.1, epochs=1)
+    clock.train(9.0)
+    maps = [drawing(f"l{i}/feature_maps", 0.05, order=i) for i in range(2)]
+    gradcam = drawing("gradcam/attribution", 0.1, kind="attribution")
+    actmax = drawing(
+        "l0/actmax", 1.0, kind="actmax", steps=32, min_steps=8, estimate_once=0.5, order=2
+    )
+    plan = clock.budget.plan(0, [*maps, gradcam, actmax], final=True)
+    chosen = dict((d.tag, s) for d, s in plan.draw)
+    assert set(chosen) == {"l0/feature_maps", "l1/feature_maps", "gradcam/attribution", "l0/actmax"}
+    assert chosen["l0/actmax"] == 12

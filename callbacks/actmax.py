@@ -18,11 +18,12 @@ __all__ = ["ActivationMaximization"]
 #: Optimization steps per logged epoch in the callbacks' default: with warm starts, each epoch
 #: refines the previous epoch's images, so the images sharpen as training goes on.
 DEFAULT_STEPS = 32
-#: Seconds to trace a renderer's optimization loop, transforms and parameterization beyond the
-#: model itself, with the first run of the traced step. Measured on these 2 cores, a renderer's
-#: whole first call (model included) takes 0.18-0.23 s beyond its steps for the demo CNN's
-#: layers, and 0.19 s for MobileNetV2's first conv at its 24-pixel canvas, since the transforms'
-#: matrices are made on the host (0.26-0.34 s before).
+#: Seconds to trace a renderer's optimization loop, resampling and parameterization, with the
+#: first run of the traced step; the estimate adds the model's own share (`ModelTiming.trace`,
+#: scaled by the layer's depth). Measured on these 2 cores, a renderer's whole first call, model
+#: included, takes 0.18-0.23 s beyond its steps for the demo CNN's layers and 0.19 s for
+#: MobileNetV2's first conv at its 24-pixel canvas, since the transforms' matrices are made on
+#: the host (0.26-0.34 s before).
 TRACE_SECONDS = 0.15
 #: The fewest steps a drawing takes when the time budget is short (a quarter of `steps` if
 #: that is more): fewer barely move a warm start.
@@ -192,7 +193,7 @@ class ActivationMaximization(VizCallback):
         paths = [p for p, _ in layer_lib.conv_layers(self.model)]
         depth = max(0.25, (paths.index(path) + 1) / len(paths)) if path in paths else 1.0
         # Transforms and the Fourier decode add about a third to each forward and backward pass;
-        # tracing them and the optimization loop costs about half a second on its own.
+        # tracing them and the optimization loop costs TRACE_SECONDS on its own.
         once = TRACE_SECONDS * timing.compiles + depth * timing.trace()
         steps = depth * 1.3 * self.steps * timing.backward(filters) * share
         return once, steps, filters * h * w * renderer.channels

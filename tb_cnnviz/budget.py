@@ -8,11 +8,14 @@ training, amortized over the run:
 * *Costly* drawings (feature maps, attribution, activation maximization; one per layer or
   method) take turns: each epoch draws the ones drawn longest ago (never drawn first) while the
   credit (the budget earned by training so far, less what was spent) covers their estimated
-  cost. The turn stops at the first one that does not fit, so credit builds up for it instead of
-  going to smaller ones: every drawing gets its turn.
+  cost. The turn stops at the first one that does not fit where waiting lets credit build up
+  for it before the last epoch, instead of going to smaller ones: every drawing gets its turn.
+  Where waiting cannot (the last epoch's keep-back, below, takes what the epochs still earn),
+  the ones after it are drawn, and it is drawn at the last epoch.
 * The last epoch of `fit()` is preferred: earlier epochs keep back the credit that the last one
   needs to draw everything once, beyond what training will still earn by then. At the last
-  epoch nothing waits for a turn, and a drawing that still does not fit and was not drawn in
+  epoch nothing waits for a turn; a drawing that scales takes the steps that leave the
+  drawings after it their turn, and a drawing that still does not fit and was not drawn in
   this fit is left out, with the same kind of reason.
 * The drawings the whole run can afford once each (after the setup and the cheap drawings of
   every epoch; kinds in turn, each kind's cheapest first) take turns; the others are *left out*,
@@ -735,9 +738,11 @@ class TimeBudget:
                 # Each epoch before the last adds what it earns, less the setup's share and
                 # the cheap kinds, until the last epoch's keep-back binds. From then on the
                 # credit an epoch earns is kept back for the last epoch whole, and `available`
-                # grows no more: waiting for a drawing that does not fit it is waiting in vain.
+                # grows no more (it shrinks by the cheap kinds): waiting for a drawing that does
+                # not fit it is waiting in vain.
                 between = max(self._epochs - self._epochs_done - 1, 0)
-                per_epoch = self.fraction * self.projected_train_seconds() / self._epochs
+                this_fit = self.projected_train_seconds() - self._fit_train_start
+                per_epoch = self.fraction * this_fit / self._epochs
                 per_epoch -= self._setup_seconds / self._epochs + cheap_seconds
                 headroom = max(self.fraction * remaining - needed, 0.0)
                 growth = min(headroom, between * max(per_epoch, 0.0))
@@ -858,7 +863,12 @@ class TimeBudget:
         without; at 8 steps all of them fit.
         """
         own = self.estimate(d, d.min_steps)
-        later = sum(c for c in map(self._cheapest, rest) if c <= available - own)
+        if own >= self.estimate(d, steps):
+            return steps  # fewer steps would not cost less (an estimate not split: PyTorch)
+        later = 0.0
+        for cost in map(self._cheapest, rest):  # those that fit after it, in turn
+            if own + later + cost <= available:
+                later += cost
         spare = self._steps_that_fit(d, available - later)
         return min(steps, spare) if spare else d.min_steps
 

@@ -200,6 +200,35 @@ def test_a_renderer_plans_the_standard_transforms_on_the_host_as_a_custom_chain_
     assert np.abs(np.asarray(unmoved) - np.asarray(a)).max() > 0.05  # the transforms act
 
 
+# `_uniform(7, keys=[0, 5], steps=[0, 3], 3)`, as the hash computed it in `keras.ops` inside the
+# compiled step before it moved to the host (same on TensorFlow and PyTorch).
+UNIFORM_7 = [
+    [0.7147557139396667, 0.34311699867248535, 0.8334222435951233],
+    [0.9881765842437744, 0.4069598913192749, 0.26773685216903687],
+]
+
+
+def test_transforms_without_random_numbers_render_and_each_step_gets_its_own_matrices():
+    """A renderer whose transforms draw nothing (a pad) renders; with the standard ones, each
+    step's planned matrices differ from the last, and a warm start resumes its count."""
+    from tb_cnnviz.actmax import renderer as renderer_lib
+
+    model = small_cnn()
+    padded = actmax.Renderer(model, "c2", param="pixel", transforms=[actmax.pad(2)])
+    assert padded.transforms.draws == 0
+    assert np.asarray(padded([1], steps=2)).shape == (1, 16, 16, 3)
+    standard = actmax.Renderer(model, "c2", param="pixel")
+    slot = standard._slot(2)
+    rows = numpy(slot.inputs(3, 0, [0, 1], np.zeros(2)))
+    assert rows.shape == (3, 2, 8)
+    assert not np.allclose(rows[0], rows[1]) and not np.allclose(rows[:, 0], rows[:, 1])
+    resumed = numpy(slot.inputs(2, 0, [0, 1], np.ones(2)))
+    np.testing.assert_array_equal(resumed, rows[1:])
+    # The hash is pinned: the same seed gives the same images as every earlier version.
+    got = renderer_lib._uniform(7, np.array([0, 5], np.uint32), np.array([0, 3], np.uint32), 3)
+    np.testing.assert_array_equal(got, np.array(UNIFORM_7, np.float32))
+
+
 def test_regularizers_ascend_with_the_low_level_pieces():
     """A hand-written loop over a pixel parameterization raises -total_variation() and -l2()."""
     for objective in (-total_variation(), -l2()):

@@ -548,10 +548,10 @@ def test_at_the_last_epoch_each_kind_never_drawn_starts_before_a_kinds_second_dr
     assert plan.skipped["l29/feature_maps"].startswith("left out")
 
 
-def test_a_first_drawing_that_waiting_cannot_bring_before_the_last_epoch_holds_nothing_back():
+def test_a_drawing_that_waiting_cannot_bring_before_the_last_epoch_holds_nothing_back():
     """Once the last epoch's keep-back binds, credit an epoch earns is kept for the last epoch:
-    a first drawing that does not fit now never will before it, so the feature maps do not
-    wait for it; the last epoch draws it."""
+    a drawing that does not fit now never will before it, so the feature maps do not wait for
+    it; the last epoch draws it."""
     clock = Clock(fraction=0.05, epochs=5)
     maps = [drawing(f"l{i}/feature_maps", 0.01, order=i, shares_pass=True) for i in range(4)]
     actmax = drawing("l0/actmax", 0.6, kind="actmax")
@@ -580,3 +580,22 @@ def test_at_the_last_epoch_a_scalable_drawing_takes_the_steps_that_leave_the_res
     chosen = dict((d.tag, s) for d, s in plan.draw)
     assert set(chosen) == {"l0/feature_maps", "l1/feature_maps", "gradcam/attribution", "l0/actmax"}
     assert chosen["l0/actmax"] == 12
+
+
+def test_a_drawing_that_waiting_brings_before_the_last_epoch_holds_the_cheaper_ones_back():
+    """Early in a long run the keep-back leaves room: a 0.3 s first drawing that 0.1 s of credit
+    cannot pay holds the feature maps back until it is drawn, well before the last epoch."""
+    clock = Clock(fraction=0.05, epochs=20)
+    maps = [drawing(f"l{i}/feature_maps", 0.02, order=i, shares_pass=True) for i in range(2)]
+    gradcam = drawing("gradcam/attribution", 0.3, kind="attribution")
+    clock.train(2.0)
+    clock.run(0, maps)  # the maps are measured; Grad-CAM comes in at the next epoch
+    drawn_at = None
+    for epoch in range(1, 19):
+        clock.train(2.0)  # 0.1 s earned per epoch
+        plan = clock.run(epoch, [*maps, gradcam])
+        if "gradcam/attribution" in tags(plan):
+            drawn_at = epoch
+            break
+        assert tags(plan) == [] and "waiting for gradcam" in plan.skipped["l0/feature_maps"]
+    assert drawn_at is not None and drawn_at <= 4

@@ -847,6 +847,8 @@ def test_writers_begun_in_one_second_past_the_tenth_are_read_in_the_order_they_w
     from tb_cnnviz import events, summary
 
     monkeypatch.setattr(events, "_file_ids", itertools.count(7))  # the count crosses 9 -> 10
+    second = int(events.time.time())
+    monkeypatch.setattr(events.time, "time", lambda: float(second))  # all begun in one second
     paths = []
     for step in range(5):  # one short fit() after another: a writer each, within a second
         writer = events.FileWriter(str(tmp_path / "train"))
@@ -854,5 +856,6 @@ def test_writers_begun_in_one_second_past_the_tenth_are_read_in_the_order_they_w
             summary.filter_weights("conv", np.full((3, 3, 1, 2), step, np.float32), step=step)
         writer.close()
         paths.append(os.path.basename(writer.path))
+    monkeypatch.undo()  # the clock runs again for TensorBoard's reader
     assert sorted(paths) == paths
     assert read_logdir(tmp_path).steps("train", "conv/weights") == [0, 1, 2, 3, 4]

@@ -526,10 +526,12 @@ class _Slot:
 
         Image `k`'s random numbers at a step hash `(seed, filters[k], steps it has taken)`, so
         they do not depend on its batch (`taken` counts per image: a warm start resumes its
-        count). For the standard transforms, one fused `Affine`, this is their `[n, 8]`
-        matrices (`Affine.plan`): traced into the step, the few dozen small matrix operations
-        took as long to trace as the layer's forward and backward pass. For any other
-        transform, the random numbers themselves. None without transforms.
+        count). For the standard transforms, one fused `Affine`, this is their matrices,
+        `[steps, n, 8]` (`Affine.plan`): traced into the step, the few dozen small matrix
+        operations took as long to trace as the layer's forward and backward pass. For any
+        other transform, the random numbers themselves, `[steps, n, draws]`. One tensor, which
+        `compile_loop` slices per step: the same shapes whatever `steps`, so nothing retraces.
+        None without transforms.
         """
         transforms = self.renderer.transforms
         if transforms is None:
@@ -539,7 +541,7 @@ class _Slot:
         draws = _uniform(seed, np.asarray(filters, np.uint32), counts, transforms.draws)
         if isinstance(transforms, transform_lib.Affine):
             h, w = self.renderer.size
-            flat, _ = transforms.plan(draws.reshape(-1, transforms.draws), h, w)
+            flat, _ = transforms.plan(draws.reshape(steps * self.batch, transforms.draws), h, w)
             draws = flat.reshape(steps, self.batch, -1)
         return ops.convert_to_tensor(draws)
 

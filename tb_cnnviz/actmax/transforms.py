@@ -1,4 +1,4 @@
-"""Transforms: random perturbations an image must survive, as `keras.ops` for the compiled step.
+"""Transforms: random perturbations an image must survive, in `keras.ops` (and NumPy, planned).
 
 Optimizing an image that still excites its filter after being padded, shifted, scaled and
 rotated a little ("transformation robustness") removes the high-frequency patterns a network
@@ -86,7 +86,10 @@ class Affine(Transform):
 
     Args:
         geometry: `(draws, h, w) -> (matrices [n, 3, 3], out_h, out_w)` for input size `(h, w)`;
-            a matrix maps an output pixel `(x, y, 1)` to the input position it samples.
+            a matrix maps an output pixel `(x, y, 1)` to the input position it samples. `draws`
+            is a NumPy array where the matrices are planned on the host (the renderer plans
+            them so), a backend tensor otherwise: `keras.ops` take both, and NumPy results
+            are fine where `draws` is one.
         draws: Random numbers used per image.
         description: What it is, in code form.
         fill: The value of pixels sampled outside the input, in `[0, 1]` image units; `None`
@@ -369,7 +372,9 @@ def _fuse(first: Affine, second: Affine) -> Affine:
     def geometry(draws, h, w):
         m1, h1, w1 = first.geometry(draws[:, : first.draws], h, w)
         m2, h2, w2 = second.geometry(draws[:, first.draws :], h1, w1)
-        return _ops_for(draws).matmul(m1, m2), h2, w2
+        if isinstance(draws, np.ndarray):  # planned on the host: a user's geometry may use ops
+            return np.matmul(backend.to_numpy(m1), backend.to_numpy(m2)), h2, w2
+        return ops.matmul(m1, m2), h2, w2
 
     fill = first.fill if first.fill is not None else second.fill
     return Affine(geometry, first.draws + second.draws, f"{first}, {second}", fill)

@@ -239,13 +239,19 @@ def activation_stats(activations: np.ndarray) -> dict[str, list]:
         >>> activation_stats(np.array([[[0.0, 2.0], [0.0, 0.0]]]))["dead"]
         [True, False]
     """
-    acts = np.asarray(activations, np.float64)
-    flat = np.moveaxis(acts, -1, 0).reshape(acts.shape[-1], -1)
-    peak = flat.max(axis=1)
+    acts = np.asarray(activations)
+    if acts.dtype.kind != "f":
+        acts = acts.astype(np.float64)
+    # Channels last, so `[positions, filters]` is a view: reduced along its first axis, no copy
+    # of the maps is made (a float64 copy moved to filters-first cost 0.04 s of MobileNetV2's
+    # `Conv1`, 8 x 112 x 112 x 32 values, half of its drawing). Means add up in float64.
+    flat = acts.reshape(-1, acts.shape[-1])
+    peak = flat.max(axis=0).astype(np.float64)
+    rows = max(flat.shape[0], 1)
     return {
-        "mean": round_floats(flat.mean(axis=1)),
+        "mean": round_floats(flat.mean(axis=0, dtype=np.float64)),
         "max": round_floats(peak),
-        "zero_fraction": round_floats((flat == 0).mean(axis=1)),
+        "zero_fraction": round_floats(np.count_nonzero(flat == 0, axis=0) / rows),
         "dead": [bool(p <= 0) for p in peak],
     }
 

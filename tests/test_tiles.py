@@ -147,6 +147,12 @@ def test_activation_stats_match_numpy_and_flag_dead_filters():
     np.testing.assert_allclose(stats["max"], per_filter.max(axis=1), rtol=1e-7)
     np.testing.assert_allclose(stats["zero_fraction"], (per_filter == 0).mean(axis=1))
     assert stats["dead"] == [False, True, True, False]
+    # float32 maps (as the callbacks pass them) are reduced without a float64 copy: same stats
+    single = tiles.activation_stats(acts.astype(np.float32))
+    np.testing.assert_allclose(single["mean"], stats["mean"], rtol=1e-6)
+    np.testing.assert_allclose(single["max"], stats["max"], rtol=1e-6)
+    assert single["zero_fraction"] == stats["zero_fraction"] and single["dead"] == stats["dead"]
+    assert tiles.activation_stats(np.array([[[0, 3], [0, 1]]]))["mean"] == [0.0, 2.0]  # integers
 
 
 def test_round_floats_keeps_eight_significant_digits():

@@ -891,6 +891,7 @@ def log_epoch(
                 first.add(drawing.kind)
             start = time.perf_counter()
             once = budget.profile.one_time(drawing.kind)
+            shared = budget.pass_seconds(drawing.kind)
             try:
                 with budget.profile.recording(drawing.kind):
                     later = drawing.draw(*([steps] if drawing.steps else []))
@@ -902,7 +903,10 @@ def log_epoch(
             for tag in (drawing.tag, *drawing.also):
                 skipped.pop(tag, None)
             drawn.extend((drawing.tag, *drawing.also))
+            # A pass it ran for the drawings of its kind at this step is the kind's, recorded
+            # on its own (`TimeBudget.record_pass`), not this drawing's.
             seconds = time.perf_counter() - start
+            seconds -= budget.pass_seconds(drawing.kind) - shared
             once = budget.profile.one_time(drawing.kind) - once  # tracing, setup
             job = _drawing_job(
                 run, budget, drawing, steps, later, (seconds, once), epoch, counts, outcome, costs

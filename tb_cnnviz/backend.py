@@ -39,6 +39,7 @@ __all__ = [
     "name",
     "process_count",
     "native_resampler",
+    "ready",
     "stateless_normal",
     "tensor_spec",
     "to_numpy",
@@ -89,6 +90,25 @@ def to_numpy(x: Any) -> np.ndarray:
     """
     with profile.phase("copy"):
         return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def ready(x: Any) -> Any:
+    """`x` (tensors, nested) once the device has computed it, without copying it to the host.
+
+    JAX dispatches a compiled call asynchronously: the call returns at once, and the time it
+    takes falls on whatever reads its outputs first. Timing a call needs this on JAX; elsewhere
+    the call has finished when it returns (TensorFlow and PyTorch on CPU), and `x` is returned.
+
+    Example:
+        >>> out = ready(keras.ops.ones((2,)))
+        >>> to_numpy(out).tolist()
+        [1.0, 1.0]
+    """
+    if name() == "jax":
+        import jax
+
+        return jax.block_until_ready(x)
+    return x
 
 
 def compile(

@@ -73,8 +73,11 @@ DEFAULT_MAX_BYTES = 16 * 2**20
 #: The least own time a `fit()` of a tutorial's size may take, in seconds, when its fraction of
 #: training time is less: a run of a few seconds still draws every kind once. It holds in full
 #: for up to `FLOOR_FULL_SECONDS` of training, fades out linearly until `FLOOR_END_SECONDS`, and
-#: does not affect longer runs, whose budget stays their fraction of training time.
-DEFAULT_FLOOR_SECONDS = 2.0
+#: does not affect longer runs, whose budget stays their fraction of training time. Keras'
+#: callback dispatch and the background worker add 0.2-0.4 s of wall time to own time on these
+#: 2 cores: at 2 s, a tutorial's `fit()` took 2.2-2.3 s longer than a plain one in two runs of
+#: four; at 1.6 s, 1.3-1.6 s longer, every kind still drawn (`benchmarks/overhead.py`).
+DEFAULT_FLOOR_SECONDS = 1.6
 #: Training time (seconds) up to which a `fit()` gets the whole floor.
 FLOOR_FULL_SECONDS = 5.0
 #: Training time (seconds) from which a `fit()` gets no floor at all.
@@ -111,6 +114,9 @@ class Drawing:
         shares_pass: Whether the drawings of its kind at one step share one pass of the
             model (feature maps): once one of them is chosen, the others cost only their own
             part, so they are not held back as first drawings of unknown cost.
+        pass_estimate: For a drawing that shares a pass, the seconds of that pass before it
+            was ever measured (`TimeBudget.record_pass`). `estimate` leaves it out: the first
+            drawing of its kind chosen at a step pays it, the others do not.
         estimate_once: Of a scalable drawing's `estimate`, the seconds that do not scale with
             its steps (tracing the optimization step): a first drawing short of credit may
             then take fewer steps too, paying its tracing once and its steps in part.
@@ -130,6 +136,7 @@ class Drawing:
     compiled_basis: bool = False
     shares_pass: bool = False
     estimate_once: float = 0.0
+    pass_estimate: float = 0.0
 
     @property
     def splits(self) -> bool:
@@ -401,6 +408,11 @@ class TimeBudget:
         # The same, of the two parts of split estimates (`Drawing.estimate_once` and the steps),
         # where a first drawing measured its one-time part: `(kind, basis, part)` -> ratio.
         self._part_ratios: dict[tuple[str, bool, str], float] = {}
+        # kind -> the seconds of the pass its drawings share at a step (`record_pass`), and all
+        # the seconds of such passes so far (a drawing's own cost is its time less what it
+        # added to them).
+        self._passes: dict[str, float] = {}
+        self._pass_totals: dict[str, float] = {}
         self._reported: set[str] = set()
         self._fit_start: float | None = None
         self._fit_own_start = 0.0
@@ -435,6 +447,7 @@ class TimeBudget:
             self._costs.clear()
             self._ratios.clear()
             self._part_ratios.clear()
+            self._passes.clear()
             self.timing, self.timing_model = None, model
 
     def start_fit(self, epochs: int | None, now: float | None = None) -> None:
@@ -592,6 +605,36 @@ class TimeBudget:
             cost.bytes = float(written)
         cost.last_turn = self._turn
 
+    def record_pass(self, kind: str, seconds: float) -> None:
+        """Records what the pass the drawings of `kind` share at one step cost (feature maps:
+        one forward pass of the probe images for every layer drawn at that step).
+
+        The drawing that ran it does not carry it (`pass_seconds`): on MobileNetV2 at 224 the
+        pass costs 0.1 s, and a 7x7 layer's own maps 5 ms; carried by whichever layer came
+        first at a step, it made that layer's cost, and the kind's calibration, 13x too high.
+
+        Example:
+            >>> budget = TimeBudget()
+            >>> budget.record_pass("feature_maps", 0.1)
+            >>> budget.pass_seconds("feature_maps")
+            0.1
+        """
+        with self._lock:
+            last = self._passes.get(kind)
+            self._passes[kind] = seconds if last is None else _EMA * seconds + (1 - _EMA) * last
+            self._pass_totals[kind] = self._pass_totals.get(kind, 0.0) + seconds
+
+    def pass_seconds(self, kind: str) -> float:
+        """All the seconds the shared passes of `kind` took so far (`record_pass`)."""
+        return self._pass_totals.get(kind, 0.0)
+
+    def pass_estimate(self, drawing: Drawing) -> float:
+        """Seconds of the pass `drawing` shares with the drawings of its kind at one step:
+        measured where it ran before, else its `pass_estimate` (0 for one that shares none)."""
+        if not drawing.shares_pass:
+            return 0.0
+        return self._passes.get(drawing.kind, drawing.pass_estimate)
+
     def estimate(self, drawing: Drawing, steps: int | None = None) -> float:
         """Seconds `drawing` is expected to cost now (with `steps`, or its full steps)."""
         cost = self._costs.get(drawing.tag)
@@ -616,7 +659,13 @@ class TimeBudget:
 
         `part`: `"once"` or `"steps"`, the part of split estimates (`Drawing.estimate_once`)
         to calibrate, by measurements of that part where there are some, else of the whole.
+        The one-time part (tracing) is never made smaller: one layer's tracing says little of
+        another's. On MobileNetV2 at 224, `Conv1`'s activation maximization traced in 0.44x
+        its estimate, and `block_5_project`'s, estimated at that ratio, took 1.4 s for 0.3 s
+        and ran the budget to 144%.
         """
+        if part == "once":
+            return 1.0
         basis = self._compiled_basis()
         ratio = self._part_ratios.get((kind, basis, part)) if part else None
         if ratio is None:
@@ -701,10 +750,13 @@ class TimeBudget:
         # drawn where this epoch's credit pays for them, but nothing is kept back for them
         # and nothing waits for them (see `_cheapest`).
         if_credit = set()
+        passes: set[str] = set()  # kinds whose shared pass is counted (once: the last epoch's)
         for d in self._kinds_in_turn(d for d in drawings if not d.cheap):
-            if self._epochs is None or self._cheapest(d) <= room:
+            cost = self._cheapest(d) + (0.0 if d.kind in passes else self.pass_estimate(d))
+            if self._epochs is None or cost <= room:
                 affordable.append(d)
-                room -= self._cheapest(d)
+                room -= cost
+                passes |= {d.kind} if d.shares_pass else set()
             elif not final and self.estimate(d, d.min_steps) <= room:
                 affordable.append(d)
                 if_credit.add(d.tag)
@@ -731,7 +783,9 @@ class TimeBudget:
             remaining = max(self.projected_train_seconds() - self.train_seconds, 0.0)
             # Once each, at the fewest steps worth drawing: a first activation maximization
             # kept back at its full steps held back every feature map of a short run.
-            needed = sum(self._cheapest(d) for d in affordable if d.tag not in if_credit)
+            kept = [d for d in affordable if d.tag not in if_credit]
+            needed = sum(self._cheapest(d) for d in kept)
+            needed += sum(self.pass_estimate(d) for d in {d.kind: d for d in kept}.values())
             needed += deferred
             available -= max(needed - self.fraction * remaining, 0.0)
             if self._epochs is not None:
@@ -747,12 +801,12 @@ class TimeBudget:
                 headroom = max(self.fraction * remaining - needed, 0.0)
                 growth = min(headroom, between * max(per_epoch, 0.0))
 
-        def waits_for(d: Drawing) -> bool:
+        def waits_for(d: Drawing, extra: float) -> bool:
             # A drawing that does not fit holds back the ones after it only where waiting
             # lets it be drawn before the last epoch (which draws every drawing once anyway).
             # On the demo CNN at 4,000 images a first activation maximization held back every
             # feature map and Grad-CAM for three epochs, for nothing: the keep-back had bound.
-            return self._steps_that_fit(d, available + growth) is not False
+            return self._steps_that_fit(d, available + growth - extra) is not False
 
         # At the last epoch, among the drawings never drawn, each kind's cheapest first, then
         # each kind's second cheapest, and so on: kinds go round here too. Cheapest first
@@ -798,16 +852,20 @@ class TimeBudget:
             if unknown and unmeasured_started and not final:
                 skipped[d.tag] = "first drawings are spread over epochs; it is drawn at a later one"
                 continue
-            steps = self._steps_that_fit(d, available)
+            # The first of its kind chosen at this step pays the pass the others share.
+            shared = {c.kind for c, _ in chosen if c.shares_pass}
+            extra = 0.0 if d.kind in shared else self.pass_estimate(d)
+            steps = self._steps_that_fit(d, available - extra)
             if final and steps and steps > (d.min_steps or steps):
-                steps = self._leaving_the_rest(d, steps, available, ordered[i + 1 :])
+                steps = self._leaving_the_rest(d, steps, available - extra, ordered[i + 1 :])
             # The first costly drawing of an epoch may pass the byte cap (one larger than the
             # cap would otherwise wait for ever); the others wait for a later epoch.
             too_big = costly_chosen and bytes_left < self.estimate_bytes(d)
             if steps is False or too_big:
-                if d.tag not in if_credit and (too_big or waits_for(d)):
+                if d.tag not in if_credit and (too_big or waits_for(d, extra)):
                     waiting = d
-                skipped[d.tag] = self._short(d, available, bytes_left if too_big else math.inf)
+                left = available - extra  # for the drawing itself, beyond the pass it needs
+                skipped[d.tag] = self._short(d, left, bytes_left if too_big else math.inf)
                 if final and d.tag not in self._drawn_in_fit:
                     # No later epoch will draw it: this fit goes without it, and says so.
                     left_out[d.tag] = skipped[d.tag] = (
@@ -815,12 +873,12 @@ class TimeBudget:
                         f"{_megabytes(self.max_bytes)} cap before it; pass a larger max_bytes "
                         "(or max_bytes=None) to draw it"
                         if too_big
-                        else self._too_costly(d, run_budget, available)
+                        else self._too_costly(d, run_budget, left)
                     )
                 continue
             chosen.append((d, steps))
             costly_chosen += 1
-            available -= self.estimate(d, steps)
+            available -= self.estimate(d, steps) + extra
             bytes_left -= self.estimate_bytes(d)
             unmeasured_started |= unknown
         return Plan(chosen, skipped, left_out)

@@ -427,6 +427,57 @@ def test_drawings_sharing_one_pass_start_together():
     assert "later" in plan.skipped["l0/actmax"]
 
 
+def test_the_pass_a_steps_feature_maps_share_is_counted_once_per_step_not_per_layer():
+    """Three layers' maps (5 ms each) from one 0.1 s pass cost 0.115 s at a step, not 0.3 s;
+    a measured pass replaces its estimate, and a layer's own cost never carries the pass."""
+
+    def maps(pass_estimate):
+        return [
+            drawing(
+                f"l{i}/feature_maps", 0.005, order=i, shares_pass=True, pass_estimate=pass_estimate
+            )
+            for i in range(3)
+        ]
+
+    clock = Clock(fraction=0.012, epochs=1)  # 0.12 s of credit at the last epoch
+    clock.train(10.0)
+    plan = clock.budget.plan(0, maps(0.1), final=True)
+    assert tags(plan) == ["l0/feature_maps", "l1/feature_maps", "l2/feature_maps"]
+    # The pass alone (0.1 s) and one layer's maps fit; without the pass's room, none is drawn.
+    clock = Clock(fraction=0.01, epochs=1)
+    clock.train(10.0)
+    assert len(tags(clock.budget.plan(0, maps(0.1), final=True))) == 0
+    clock = Clock(fraction=0.0108, epochs=1)
+    clock.train(10.0)
+    assert len(tags(clock.budget.plan(0, maps(0.1), final=True))) == 1
+    # Measured at 0.02 s, the pass leaves room for every layer in 0.04 s.
+    clock = Clock(fraction=0.004, epochs=1)
+    clock.train(10.0)
+    clock.budget.record_pass("feature_maps", 0.02)
+    assert clock.budget.pass_seconds("feature_maps") == pytest.approx(0.02)
+    assert len(tags(clock.budget.plan(0, maps(0.1), final=True))) == 3
+    # Other kinds share nothing: their estimate is all they cost.
+    assert clock.budget.pass_estimate(drawing("g/attribution", 0.1, kind="attribution")) == 0.0
+
+
+def test_a_first_drawings_quick_tracing_does_not_shrink_a_deeper_layers_tracing():
+    """A first layer whose tracing took a third of its estimate leaves a deeper layer's
+    tracing estimate whole: tracing does not scale from layer to layer (MobileNetV2's
+    block_5_project, shrunk so, traced in 1.4 s for 0.3 s and ran the budget to 144%)."""
+
+    def actmax(tag, estimate, once, order):
+        return drawing(
+            tag, estimate, kind="actmax", steps=16, min_steps=4, order=order, estimate_once=once
+        )
+
+    clock = Clock(fraction=1.0, epochs=10)
+    first, deep = actmax("c1/actmax", 0.7, 0.6, 0), actmax("c4/actmax", 2.0, 1.0, 1)
+    clock.train(10.0)
+    clock.budget.own_seconds += 0.3
+    clock.budget.record(first, 0.3, 16, 1, one_time=0.2)  # tracing 0.2 s of 0.6 s estimated
+    assert clock.budget.estimate(deep) == pytest.approx(1.0 + 1.0)  # steps: 0.1 / 0.1 = 1
+
+
 def test_a_timed_forward_trace_replaces_the_eager_guess_of_tracing_costs():
     """Once a forward trace of the model was timed, trace() scales from it (the slowest kept),
     not from the eager pass's fixed part; PyTorch still traces nothing."""
@@ -527,11 +578,12 @@ def test_a_first_drawings_tracing_and_steps_calibrate_the_next_first_drawings_ap
     clock.budget.record(first, 0.35, 4, 1, one_time=0.3)
     assert clock.budget.estimate(deep) == pytest.approx(0.3 + 3.0 * 0.25)
     assert clock.budget.estimate(deep, 4) == pytest.approx(0.3 + 0.75 * 0.25)
-    # Without the one-time part measured, the whole is calibrated by one ratio, as before.
+    # Without the one-time part measured, the steps are calibrated by the whole's ratio; the
+    # tracing is never made smaller (`test_a_first_drawings_quick_tracing_*`).
     clock = Clock(fraction=1.0, epochs=10)
     clock.train(10.0)
     clock.budget.record(first, 0.35, 4, 1)
-    assert clock.budget.estimate(deep) == pytest.approx(3.3 * 0.35 / 0.55)
+    assert clock.budget.estimate(deep) == pytest.approx(0.3 + 3.0 * 0.35 / 0.55)
 
 
 def test_at_the_last_epoch_each_kind_never_drawn_starts_before_a_kinds_second_drawing():

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tb_cnnviz import backend, tiles
+from tb_cnnviz import budget as budget_lib
 from tb_cnnviz.callbacks import (
     ActivationMaximization,
     Attribution,
@@ -438,8 +439,6 @@ def test_on_tensorflow_a_one_image_pass_splits_the_compiled_pass_before_the_firs
     """Where the feature maps' pass is traced for any batch (TensorFlow), one image's pass is
     timed with the probe batch's, so estimates of larger batches do not carry the call's fixed
     part per image; elsewhere no second trace is paid for it."""
-    from tb_cnnviz import budget as budget_lib
-
     seen = []
     observe = budget_lib.ModelTiming.observe_compiled
 
@@ -468,7 +467,8 @@ def test_default_budget_keeps_own_time_within_five_percent(tmp_path, read_logdir
     viz = CNNViz(str(tmp_path), probe_images=probes, labels=labels)
     fit(small_cnn(), [viz, SlowTraining(0.75)], epochs=6)  # 1.5 s per epoch
     budget = viz.time_budget
-    assert budget.fraction == 0.05 and budget.train_seconds > 9 and budget.floor == 2.0
+    assert budget.fraction == 0.05 and budget.train_seconds > 9
+    assert budget.floor == budget_lib.DEFAULT_FLOOR_SECONDS
     allowed = 0.05 * budget.train_seconds + budget.allowance()
     assert budget.own_seconds <= allowed + budget.largest_drawing()
     logs = read_logdir(tmp_path)
@@ -797,6 +797,30 @@ def test_background_writes_keep_steps_in_order_and_plans_carry_costs(tmp_path, r
         assert set(record["costs"]) == set(record["drawn"]), step
         for tag, cost in record["costs"].items():
             assert cost["seconds"] > 0 and cost["bytes"] > 0, (step, tag)
+
+
+def test_the_feature_maps_pass_is_the_kinds_cost_not_the_first_drawn_layers(tmp_path, read_logdir):
+    """Three 64-filter convs before a tiny one: the pass of the probes costs far more than the
+    tiny layer's maps, and the plan record gives the layer its own cost, the budget the pass."""
+    shape = (96, 96, 3)
+    layers = [keras.Input(shape)]
+    layers += [keras.layers.Conv2D(64, 3, padding="same", name=f"wide{i}") for i in range(3)]
+    layers += [keras.layers.Conv2D(2, 3, strides=8, name="tiny")]
+    layers += [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)]
+    model = keras.Sequential(layers)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    probes, _ = data(n=8, shape=shape, seed=1)
+    maps = FeatureMaps(str(tmp_path), probes, layers=["tiny"], budget=1.0)
+    fit(model, [maps], epochs=3, shape=shape)
+    budget = maps.time_budget
+    if budget.timing is None or not budget.timing.compiles:
+        pytest.skip("PyTorch runs the pass eagerly: there is nothing traced to time apart")
+    records = plans(read_logdir(tmp_path), owner="FeatureMaps")
+    passes = [r for r in records.values() if "tiny/feature_maps" in r["costs"]]
+    assert len(passes) == 3
+    each_pass = budget.pass_seconds("feature_maps") / len(passes)
+    own = [r["costs"]["tiny/feature_maps"]["seconds"] for r in passes]
+    assert max(own) < 0.5 * each_pass, (own, each_pass)
 
 
 @pytest.mark.timing

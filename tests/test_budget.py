@@ -651,3 +651,23 @@ def test_a_drawing_that_waiting_brings_before_the_last_epoch_holds_the_cheaper_o
             break
         assert tags(plan) == [] and "waiting for gradcam" in plan.skipped["l0/feature_maps"]
     assert drawn_at is not None and drawn_at <= 4
+
+
+def test_the_last_epochs_keep_back_counts_a_first_scalable_drawing_at_its_fewest_steps():
+    """A first activation maximization the run affords whole (0.8 s) is kept back for the last
+    epoch at its fewest steps (0.35 s), not whole: with 0.3 s of credit at the fourth epoch of
+    five, the feature maps are drawn (kept back whole, nothing was: the demo CNN at 4,000)."""
+    clock = Clock(fraction=0.05, epochs=5)
+    maps = [drawing(f"l{i}/feature_maps", 0.02, order=i, shares_pass=True) for i in range(2)]
+    actmax = drawing("l0/actmax", 0.8, kind="actmax", steps=32, min_steps=8, estimate_once=0.2)
+    for _ in range(4):
+        clock.train(4.0)  # 0.2 s earned per epoch, 1.0 s over the run
+    clock.budget.own_seconds = 0.5  # earlier epochs' drawings: 0.3 s of credit now
+    plan = clock.budget.plan(3, [*maps, actmax])
+    assert tags(plan) == ["l0/feature_maps", "l1/feature_maps"]
+    # The last epoch draws it at the steps its credit leaves, beside the maps.
+    clock.run(3, [*maps, actmax])
+    clock.train(4.0)
+    last = clock.budget.plan(4, [*maps, actmax], final=True)
+    chosen = dict((d.tag, s) for d, s in last.draw)
+    assert chosen.get("l0/actmax", 0) >= 8 and len(chosen) == 3, chosen

@@ -19,16 +19,18 @@ __all__ = ["ActivationMaximization"]
 #: refines the previous epoch's images, so the images sharpen as training goes on.
 DEFAULT_STEPS = 32
 #: Seconds to trace a renderer's optimization loop, resampling and parameterization, with the
-#: first run of the traced step; the estimate adds the model's own share (`ModelTiming.trace`,
-#: scaled by the layer's depth). Measured on these 2 cores, a renderer's whole first call, model
-#: included, takes 0.18-0.23 s beyond its steps for the demo CNN's layers and 0.19 s for
-#: MobileNetV2's first conv at its 24-pixel canvas, since the transforms' matrices are made on
-#: the host (0.26-0.34 s before).
+#: first run of the traced step; the estimate adds the model's own share (`TRACE_DEPTH_FACTOR`
+#: times the layer's share of `ModelTiming.trace`). Measured on these 2 cores, a renderer's
+#: whole first call, model included, takes 0.18-0.23 s beyond its steps for the demo CNN's
+#: layers and 0.19 s for MobileNetV2's first conv at its 24-pixel canvas, since the
+#: transforms' matrices are made on the host (0.26-0.34 s before).
 TRACE_SECONDS = 0.15
 #: Tracing a renderer's step through the model up to a layer costs about this many times the
 #: layer's share (its place among the conv layers) of the model's forward and backward trace
-#: (`ModelTiming.trace`). Measured on these 2 cores, MobileNetV2 at 224: `Conv1` 0.19 s in all,
-#: `block_5_project` (a third of the way) 0.78 s, where its share of the trace is 0.33 s.
+#: (`ModelTiming.trace`). Measured on these 2 cores, MobileNetV2 at 224, a renderer's first
+#: call: `Conv1` 0.19 s in all; `block_5_project`, a third of the way, 0.78 s on an idle machine
+#: (its first drawing in a run, beside the background worker, 1.64 s), where a third of the
+#: model's trace is 0.3 s.
 TRACE_DEPTH_FACTOR = 2.0
 #: The fewest steps a drawing takes when the time budget is short (a quarter of `steps` if
 #: that is more): fewer barely move a warm start.
@@ -196,16 +198,14 @@ class ActivationMaximization(VizCallback):
         # The pass runs up to the layer only: deeper layers cost more (taken as linear in the
         # layer's place among the conv layers, a quarter at least for the full-size input).
         paths = [p for p, _ in layer_lib.conv_layers(self.model)]
-        depth = max(0.25, (paths.index(path) + 1) / len(paths)) if path in paths else 1.0
+        place = (paths.index(path) + 1) / len(paths) if path in paths else 1.0
+        depth = max(0.25, place)
         # Transforms and the Fourier decode add about a third to each forward and backward pass;
         # tracing them and the optimization loop costs TRACE_SECONDS on its own. Tracing the
         # model's part up to the layer, with the gradient to the input, costs about twice its
         # share of a forward and backward trace (`TRACE_DEPTH_FACTOR`), without the quarter's
         # floor: a first layer traces in little more than TRACE_SECONDS.
-        share_of_trace = (paths.index(path) + 1) / len(paths) if path in paths else 1.0
-        once = (
-            TRACE_SECONDS * timing.compiles + TRACE_DEPTH_FACTOR * share_of_trace * timing.trace()
-        )
+        once = TRACE_SECONDS * timing.compiles + TRACE_DEPTH_FACTOR * place * timing.trace()
         steps = depth * 1.3 * self.steps * timing.backward(filters) * share
         return once, steps, filters * h * w * renderer.channels
 

@@ -898,7 +898,9 @@ def log_epoch(
             except Exception as e:  # a picture must never end a training run
                 reason = drawing.source._report_failure(drawing.tag, e)
                 skipped.update(dict.fromkeys((drawing.tag, *drawing.also), reason))
-                budget.record(drawing, time.perf_counter() - start, steps, 0)
+                seconds = time.perf_counter() - start
+                seconds -= budget.pass_seconds(drawing.kind) - shared  # the kind's (below)
+                budget.record(drawing, seconds, steps, 0)
                 continue
             for tag in (drawing.tag, *drawing.also):
                 skipped.pop(tag, None)

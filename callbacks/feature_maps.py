@@ -17,8 +17,9 @@ __all__ = ["FeatureMaps"]
 #: Seconds to copy, normalize and PNG-encode one layer's maps, besides their pixels, for
 #: estimates before a first drawing. Measured on these 2 cores, MobileNetV2's layers at 224
 #: cost 3.5 ms plus 20 ns a pixel (8 probe images: 5 ms for a 7x7 layer, 17 ms for a 14x14 one
-#: of 384 filters), and random maps of 8 x 112 x 112 x 32 77 ms: the two constants below are
-#: about 1.3x what was measured, and the budget calibrates them by the kind's first drawings.
+#: of 384 filters), and random maps 25-60 ns a pixel (77 ms for 8 x 112 x 112 x 32): the two
+#: constants below (4 ms, 40 ns) are cautious for the larger layers, and the budget
+#: calibrates them by the kind's first drawings.
 #: The forward pass all layers of a step share is counted apart (`Drawing.pass_estimate`).
 ENCODE_SECONDS_FIXED = 0.004
 #: Seconds to normalize and PNG-encode one pixel of a layer's maps (see `ENCODE_SECONDS_FIXED`).
@@ -115,11 +116,15 @@ class FeatureMaps(VizCallback):
         start = time.perf_counter()
         outs = backend.ready(extract(self.probe_images))  # JAX: the pass's time is its own
         seconds = time.perf_counter() - start
-        if self._passes.get(id(extract)) and self._time_budget.timed(self.model):
-            self._time_budget.timing.observe_compiled(self._count(), seconds)
-            # The step's layers share it: the budget counts it once per step, not as the cost
-            # of whichever layer came first (`Drawing.pass_estimate`).
-            self._time_budget.record_pass(self.kind, seconds)
+        budget = self._time_budget
+        if budget.timed(self.model):
+            if self._passes.get(id(extract)):  # traced before: a compiled pass's speed
+                budget.timing.observe_compiled(self._count(), seconds)
+            if self._passes.get(id(extract)) or not budget.timing.compiles:
+                # The step's layers share it: the budget counts it once per step, not as the
+                # cost of whichever layer came first (`Drawing.pass_estimate`). (A first
+                # traced call is the setup's, `_trace_and_time`.)
+                budget.record_pass(self.kind, seconds)
         self._passes[id(extract)] = self._passes.get(id(extract), 0) + 1
         chosen = [layer for _, layer in self._selected]
         self._outputs = {id(layer): out for layer, out in zip(chosen, outs, strict=True)}
@@ -171,14 +176,16 @@ class FeatureMaps(VizCallback):
 
     def _drawings(self, step):
         drawings = super()._drawings(step)
-        passes = self._time_budget.timing if self._time_budget.timed(self.model) else None
+        budget = self._time_budget
+        timing = budget.timing if budget.timed(self.model) else None
         for d in drawings:  # every layer's maps of a step come from one pass (`_prepare`)
             d.shares_pass = True
-            d.pass_estimate = passes.compiled_forward(self._count()) if passes else 0.0
+            d.pass_estimate = timing.compiled_forward(self._count()) if timing else 0.0
         return drawings
 
     def _estimate(self, path, layer):
-        self._model_timing(self.model, self.probe_images)  # the pass's (`_drawings`)
+        # The model's timing gives the pass's estimate (`_drawings`); timed once per model.
+        self._model_timing(self.model, self.probe_images)
         pixels = _map_pixels(self.model, layer, self._count(), self.max_filters)
         # One forward pass serves every layer drawn at a step: the budget counts it once per
         # step (`Drawing.pass_estimate`); a layer's own part is copying and encoding its maps.

@@ -93,11 +93,13 @@ def to_numpy(x: Any) -> np.ndarray:
 
 
 def ready(x: Any) -> Any:
-    """`x` (tensors, nested) once the device has computed it, without copying it to the host.
+    """`x` (tensors, nested) once the device has computed it: what timing a call needs.
 
-    JAX dispatches a compiled call asynchronously: the call returns at once, and the time it
-    takes falls on whatever reads its outputs first. Timing a call needs this on JAX; elsewhere
-    the call has finished when it returns (TensorFlow and PyTorch on CPU), and `x` is returned.
+    JAX dispatches a compiled call asynchronously, as TensorFlow and PyTorch do on an
+    accelerator: the call returns at once, and the time it takes falls on whatever reads its
+    outputs first. On JAX this waits without a copy. With an accelerator, TensorFlow and
+    PyTorch read back the smallest of the tensors (the outputs of one compiled call are ready
+    together); on CPU their calls have finished when they return, and `x` is returned as is.
 
     Example:
         >>> out = ready(keras.ops.ones((2,)))
@@ -108,6 +110,11 @@ def ready(x: Any) -> Any:
         import jax
 
         return jax.block_until_ready(x)
+    if has_accelerator():
+        flat = [t for t in keras.tree.flatten(x) if hasattr(t, "shape")]
+        if flat:
+            smallest = min(flat, key=lambda t: int(np.prod(tuple(t.shape))))
+            keras.ops.convert_to_numpy(smallest)
     return x
 
 

@@ -413,6 +413,10 @@ class TimeBudget:
         # added to them).
         self._passes: dict[str, float] = {}
         self._pass_totals: dict[str, float] = {}
+        # The kinds whose pass ran at the epoch being drawn: a plan made again at the last
+        # epoch (for what a first drawing's real cost now affords) does not charge it twice.
+        self._paid: set[str] = set()
+        self._paid_epoch: int | None = None
         self._reported: set[str] = set()
         self._fit_start: float | None = None
         self._fit_own_start = 0.0
@@ -455,6 +459,7 @@ class TimeBudget:
         if self._fit_start is not None:  # the fit before is over: its floor is settled
             self._past_allowance += self._fit_allowance(self.train_seconds - self._fit_train_start)
         self._fit_start = time.perf_counter() if now is None else now
+        self._paid, self._paid_epoch = set(), None
         self._fit_own_start = self.own_seconds
         self._fit_train_start = self.train_seconds
         self.set_epochs(epochs)
@@ -590,13 +595,10 @@ class TimeBudget:
                 # demo CNN's first layer is mostly tracing, estimated about right, while the
                 # steps of its deeper layers were estimated at 4-5x their cost. One ratio of
                 # the whole cannot correct the steps of a drawing whose tracing it was.
-                parts = (
-                    ("once", one_time / drawing.estimate_once),
-                    ("steps", (seconds - one_time) / (expected - drawing.estimate_once)),
-                )
-                for part, ratio in parts:
-                    key = (drawing.kind, drawing.compiled_basis, part)
-                    self._part_ratios[key] = max(ratio, self._part_ratios.get(key, 0.0))
+                # (The tracing part is measured but not calibrated: see `_calibration`.)
+                ratio = (seconds - one_time) / (expected - drawing.estimate_once)
+                key = (drawing.kind, drawing.compiled_basis, "steps")
+                self._part_ratios[key] = max(ratio, self._part_ratios.get(key, 0.0))
         else:
             known = cost.steady is not None and not cost.guessed
             cost.steady = _EMA * full + (1 - _EMA) * cost.steady if known else full
@@ -612,6 +614,7 @@ class TimeBudget:
         The drawing that ran it does not carry it (`pass_seconds`): on MobileNetV2 at 224 the
         pass costs 0.1 s, and a 7x7 layer's own maps 5 ms; carried by whichever layer came
         first at a step, it made that layer's cost, and the kind's calibration, 13x too high.
+        At the epoch being planned, the kind's later drawings do not pay it again.
 
         Example:
             >>> budget = TimeBudget()
@@ -623,14 +626,35 @@ class TimeBudget:
             last = self._passes.get(kind)
             self._passes[kind] = seconds if last is None else _EMA * seconds + (1 - _EMA) * last
             self._pass_totals[kind] = self._pass_totals.get(kind, 0.0) + seconds
+            self._paid.add(kind)
 
     def pass_seconds(self, kind: str) -> float:
-        """All the seconds the shared passes of `kind` took so far (`record_pass`)."""
+        """All the seconds the shared passes of `kind` took so far (`record_pass`).
+
+        Example:
+            >>> budget = TimeBudget()
+            >>> budget.record_pass("feature_maps", 0.1)
+            >>> budget.record_pass("feature_maps", 0.2)
+            >>> round(budget.pass_seconds("feature_maps"), 3)
+            0.3
+        """
         return self._pass_totals.get(kind, 0.0)
 
-    def pass_estimate(self, drawing: Drawing) -> float:
+    def pass_cost(self, drawing: Drawing) -> float:
         """Seconds of the pass `drawing` shares with the drawings of its kind at one step:
-        measured where it ran before, else its `pass_estimate` (0 for one that shares none)."""
+        measured where it ran before, else its `Drawing.pass_estimate` (0 for a drawing that
+        shares none).
+
+        Example:
+            >>> budget = TimeBudget()
+            >>> maps = Drawing("c/feature_maps", "feature_maps", print, estimate=0.01,
+            ...                shares_pass=True, pass_estimate=0.2)
+            >>> budget.pass_cost(maps)
+            0.2
+            >>> budget.record_pass("feature_maps", 0.1)
+            >>> budget.pass_cost(maps)
+            0.1
+        """
         if not drawing.shares_pass:
             return 0.0
         return self._passes.get(drawing.kind, drawing.pass_estimate)
@@ -640,14 +664,12 @@ class TimeBudget:
         cost = self._costs.get(drawing.tag)
         if cost is None or cost.first is None:
             # One-time costs (tracing) do not shrink with the steps; the rest does, where the
-            # drawing says which part is which. Each part is calibrated on its own.
+            # drawing says which part is which. Only the steps are calibrated (`_calibration`).
             whole = drawing.estimate_at(steps)
             if not drawing.splits:
                 return whole * self._calibration(drawing.kind)
             once = drawing.estimate_once
-            return once * self._calibration(drawing.kind, "once") + (
-                whole - once
-            ) * self._calibration(drawing.kind, "steps")
+            return once + (whole - once) * self._calibration(drawing.kind, "steps")
         full = cost.steady if cost.steady is not None else cost.first
         if drawing.steps and steps:
             return full * steps / drawing.steps
@@ -657,15 +679,13 @@ class TimeBudget:
         """What the kind's measured first drawings cost against their estimates: the largest
         ratio (the most cautious), at most 1 and at least `_LEAST_CALIBRATION`.
 
-        `part`: `"once"` or `"steps"`, the part of split estimates (`Drawing.estimate_once`)
-        to calibrate, by measurements of that part where there are some, else of the whole.
-        The one-time part (tracing) is never made smaller: one layer's tracing says little of
-        another's. On MobileNetV2 at 224, `Conv1`'s activation maximization traced in 0.44x
-        its estimate, and `block_5_project`'s, estimated at that ratio, took 1.4 s for 0.3 s
-        and ran the budget to 144%.
+        `part`: `"steps"` for the steps of split estimates (`Drawing.estimate_once`), by
+        measurements of the steps where there are some, else of the whole. Their one-time part
+        (tracing) is not calibrated at all: one layer's tracing says little of another's. On
+        MobileNetV2 at 224, `Conv1`'s activation maximization traced in 0.44x its estimate,
+        and `block_5_project`'s first drawing, its tracing estimated at that ratio, took 1.64 s
+        against 0.31 s estimated and ran the budget to 144%.
         """
-        if part == "once":
-            return 1.0
         basis = self._compiled_basis()
         ratio = self._part_ratios.get((kind, basis, part)) if part else None
         if ratio is None:
@@ -724,6 +744,8 @@ class TimeBudget:
     def _plan(self, epoch: int, drawings: Sequence[Drawing], final: bool) -> Plan:
         self._turn += 1
         self._final = final
+        if epoch != self._paid_epoch:
+            self._paid, self._paid_epoch = set(), epoch
         basis = self._compiled_basis()
         for d in drawings:
             d.compiled_basis = basis
@@ -750,18 +772,20 @@ class TimeBudget:
         # drawn where this epoch's credit pays for them, but nothing is kept back for them
         # and nothing waits for them (see `_cheapest`).
         if_credit = set()
-        passes: set[str] = set()  # kinds whose shared pass is counted (once: the last epoch's)
+        # The kinds whose shared pass is counted (once: the last epoch's), or ran at this epoch.
+        passes = set(self._paid)
         for d in self._kinds_in_turn(d for d in drawings if not d.cheap):
-            cost = self._cheapest(d) + (0.0 if d.kind in passes else self.pass_estimate(d))
-            if self._epochs is None or cost <= room:
+            pass_cost = 0.0 if d.kind in passes else self.pass_cost(d)
+            if self._epochs is None or self._cheapest(d) + pass_cost <= room:
                 affordable.append(d)
-                room -= cost
-                passes |= {d.kind} if d.shares_pass else set()
-            elif not final and self.estimate(d, d.min_steps) <= room:
+                room -= self._cheapest(d) + pass_cost
+                if d.shares_pass:
+                    passes.add(d.kind)
+            elif not final and self.estimate(d, d.min_steps) + pass_cost <= room:
                 affordable.append(d)
                 if_credit.add(d.tag)
             else:
-                left_out[d.tag] = skipped[d.tag] = self._too_costly(d, run_budget, room)
+                left_out[d.tag] = skipped[d.tag] = self._too_costly(d, run_budget, room - pass_cost)
 
         # The setup is amortized over the fit's epochs, as the budget is: charged whole before
         # the first epoch, it left the first epochs of a run nothing to draw with (the demo
@@ -790,7 +814,7 @@ class TimeBudget:
             # or Grad-CAM, and 0.2 s unspent at the end.
             kept = [d for d in affordable if d.tag not in if_credit]
             needed = sum(self.estimate(d, d.min_steps) for d in kept)
-            needed += sum(self.pass_estimate(d) for d in {d.kind: d for d in kept}.values())
+            needed += sum(self.pass_cost(d) for d in {d.kind: d for d in kept}.values())
             needed += deferred
             available -= max(needed - self.fraction * remaining, 0.0)
             if self._epochs is not None:
@@ -858,11 +882,12 @@ class TimeBudget:
                 skipped[d.tag] = "first drawings are spread over epochs; it is drawn at a later one"
                 continue
             # The first of its kind chosen at this step pays the pass the others share.
-            shared = {c.kind for c, _ in chosen if c.shares_pass}
-            extra = 0.0 if d.kind in shared else self.pass_estimate(d)
+            shared = self._paid | {c.kind for c, _ in chosen if c.shares_pass}
+            extra = 0.0 if d.kind in shared else self.pass_cost(d)
             steps = self._steps_that_fit(d, available - extra)
             if final and steps and steps > (d.min_steps or steps):
-                steps = self._leaving_the_rest(d, steps, available - extra, ordered[i + 1 :])
+                rest = ordered[i + 1 :]
+                steps = self._leaving_the_rest(d, steps, available - extra, rest, shared)
             # The first costly drawing of an epoch may pass the byte cap (one larger than the
             # cap would otherwise wait for ever); the others wait for a later epoch.
             too_big = costly_chosen and bytes_left < self.estimate_bytes(d)
@@ -913,13 +938,17 @@ class TimeBudget:
 
     def _cheapest(self, d: Drawing) -> float:
         if not self._final and not self.measured(d):
-            # Before the last epoch a first drawing counts whole: kept back at its fewest
-            # steps on a cautious estimate, a first activation maximization held back the
-            # feature maps and Grad-CAM of the epochs before, then did not fit the last one.
+            # Before the last epoch, whether the run affords a first drawing is judged on its
+            # whole estimate: judged at its fewest steps on a cautious estimate, a first
+            # activation maximization was taken as affordable, held back the feature maps and
+            # Grad-CAM of the epochs before, then did not fit the last one. (What is kept back
+            # for the last epoch counts its fewest steps: see `_plan`.)
             return self.estimate(d)
         return self.estimate(d, d.min_steps)
 
-    def _leaving_the_rest(self, d: Drawing, steps: int, available: float, rest) -> int:
+    def _leaving_the_rest(
+        self, d: Drawing, steps: int, available: float, rest, shared: set[str]
+    ) -> int:
         """At the last epoch, the steps `d` takes so that the drawings after it that fit still
         can: no later turn draws them. A first activation maximization of the demo CNN took 15
         steps of the last epoch's credit, and its Grad-CAM and three feature maps went
@@ -928,10 +957,13 @@ class TimeBudget:
         own = self.estimate(d, d.min_steps)
         if own >= self.estimate(d, steps):
             return steps  # fewer steps would not cost less (an estimate not split: PyTorch)
-        later = 0.0
-        for cost in map(self._cheapest, rest):  # those that fit after it, in turn
+        later, paid = 0.0, set(shared)
+        for r in rest:  # those that fit after it, in turn (the first of a kind pays its pass)
+            cost = self._cheapest(r) + (0.0 if r.kind in paid else self.pass_cost(r))
             if own + later + cost <= available:
                 later += cost
+                if r.shares_pass:
+                    paid.add(r.kind)
         spare = self._steps_that_fit(d, available - later)
         return min(steps, spare) if spare else d.min_steps
 
@@ -947,7 +979,7 @@ class TimeBudget:
             # estimate does not tell them apart cannot take fewer steps.
             if not d.splits:
                 return False
-            once = d.estimate_once * self._calibration(d.kind, "once")
+            once = d.estimate_once
         per_step = (self.estimate(d) - once) / d.steps
         steps = int((available - once) / per_step) if per_step > 0 else d.steps
         return min(steps, d.steps) if steps >= (d.min_steps or d.steps) else False

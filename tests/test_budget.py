@@ -429,7 +429,8 @@ def test_drawings_sharing_one_pass_start_together():
 
 def test_the_pass_a_steps_feature_maps_share_is_counted_once_per_step_not_per_layer():
     """Three layers' maps (5 ms each) from one 0.1 s pass cost 0.115 s at a step, not 0.3 s;
-    a measured pass replaces its estimate, and a layer's own cost never carries the pass."""
+    a measured pass replaces its estimate, and a plan made again at the epoch whose pass ran
+    does not charge it again (the last epoch's second plan)."""
 
     def maps(pass_estimate):
         return [
@@ -443,7 +444,7 @@ def test_the_pass_a_steps_feature_maps_share_is_counted_once_per_step_not_per_la
     clock.train(10.0)
     plan = clock.budget.plan(0, maps(0.1), final=True)
     assert tags(plan) == ["l0/feature_maps", "l1/feature_maps", "l2/feature_maps"]
-    # The pass alone (0.1 s) and one layer's maps fit; without the pass's room, none is drawn.
+    # Without room for the pass and one layer's maps (0.105 s), none is drawn; with it, one.
     clock = Clock(fraction=0.01, epochs=1)
     clock.train(10.0)
     assert len(tags(clock.budget.plan(0, maps(0.1), final=True))) == 0
@@ -456,8 +457,14 @@ def test_the_pass_a_steps_feature_maps_share_is_counted_once_per_step_not_per_la
     clock.budget.record_pass("feature_maps", 0.02)
     assert clock.budget.pass_seconds("feature_maps") == pytest.approx(0.02)
     assert len(tags(clock.budget.plan(0, maps(0.1), final=True))) == 3
+    # The pass ran at this epoch: planned again, 5 ms of credit draws a layer without it.
+    clock = Clock(fraction=0.0005, epochs=1)
+    clock.train(10.0)
+    clock.budget.plan(0, [], final=True)
+    clock.budget.record_pass("feature_maps", 0.1)
+    assert len(tags(clock.budget.plan(0, maps(0.1), final=True))) == 1
     # Other kinds share nothing: their estimate is all they cost.
-    assert clock.budget.pass_estimate(drawing("g/attribution", 0.1, kind="attribution")) == 0.0
+    assert clock.budget.pass_cost(drawing("g/attribution", 0.1, kind="attribution")) == 0.0
 
 
 def test_a_first_drawings_quick_tracing_does_not_shrink_a_deeper_layers_tracing():
@@ -560,10 +567,10 @@ def test_a_first_drawing_affordable_only_at_its_fewest_steps_holds_nothing_back(
     assert len(steps) == 1 and 8 <= steps[0] < 32
 
 
-def test_a_first_drawings_tracing_and_steps_calibrate_the_next_first_drawings_apart():
+def test_a_first_drawings_steps_calibrate_the_next_first_drawings_steps_apart():
     """A first layer's activation maximization, mostly tracing, measures its steps at a fifth
-    of their estimate: a deeper layer's steps shrink by that (at most 4x), its tracing by its
-    own ratio; one ratio of the whole would have left the deeper layer at 2x its cost."""
+    of their estimate: a deeper layer's steps shrink by that (at most 4x), its tracing stays
+    whole; one ratio of the whole would have left the deeper layer at 2x its cost."""
 
     def actmax(tag, estimate, order):
         return drawing(
@@ -631,6 +638,23 @@ def test_at_the_last_epoch_a_scalable_drawing_takes_the_steps_that_leave_the_res
     plan = clock.budget.plan(0, [*maps, gradcam, actmax], final=True)
     chosen = dict((d.tag, s) for d, s in plan.draw)
     assert set(chosen) == {"l0/feature_maps", "l1/feature_maps", "gradcam/attribution", "l0/actmax"}
+    assert chosen["l0/actmax"] == 12
+    # Maps drawn before, after it in turn, that share a 0.1 s pass: it leaves room for the
+    # pass too (12 steps; 19 without it, and no map fits after them).
+    clock = Clock(fraction=0.1, epochs=2)
+    shared = [
+        drawing(f"l{i}/feature_maps", 0.05, order=i, shares_pass=True, pass_estimate=0.1)
+        for i in range(2)
+    ]
+    clock.train(4.5)
+    clock.budget.plan(0, [])
+    for d in shared:
+        clock.budget.record(d, 0.05)
+    clock.budget.record_pass("feature_maps", 0.1)
+    clock.train(4.5)  # 0.9 s of credit
+    plan = clock.budget.plan(1, [*shared, actmax], final=True)
+    chosen = dict((d.tag, s) for d, s in plan.draw)
+    assert set(chosen) == {"l0/feature_maps", "l1/feature_maps", "l0/actmax"}
     assert chosen["l0/actmax"] == 12
 
 

@@ -744,7 +744,7 @@ def test_a_model_built_by_fit_is_checked_before_its_first_epoch_ends(tmp_path, r
 
 @pytest.mark.timing
 def test_a_tutorial_sized_run_draws_every_kind_within_the_floor(tmp_path, read_logdir):
-    """Two conv layers, epochs of 64 images: every kind at least once, about 2 s in all."""
+    """Two conv layers, epochs of 64 images: every kind at least once, within the floor."""
     x, y = data(n=64)
     probes, labels = data(n=4, seed=1)
     viz = CNNViz(str(tmp_path), probe_images=probes, labels=labels)
@@ -813,8 +813,8 @@ def test_the_feature_maps_pass_is_the_kinds_cost_not_the_first_drawn_layers(tmp_
     maps = FeatureMaps(str(tmp_path), probes, layers=["tiny"], budget=1.0)
     fit(model, [maps], epochs=3, shape=shape)
     budget = maps.time_budget
-    if budget.timing is None or not budget.timing.compiles:
-        pytest.skip("PyTorch runs the pass eagerly: there is nothing traced to time apart")
+    if backend.has_accelerator():
+        pytest.skip("on an accelerator both take a fraction of a millisecond: nothing to tell")
     records = plans(read_logdir(tmp_path), owner="FeatureMaps")
     passes = [r for r in records.values() if "tiny/feature_maps" in r["costs"]]
     assert len(passes) == 3

@@ -76,7 +76,8 @@ DEFAULT_MAX_BYTES = 16 * 2**20
 #: does not affect longer runs, whose budget stays their fraction of training time. Keras'
 #: callback dispatch and the background worker add 0.2-0.4 s of wall time to own time on these
 #: 2 cores: at 2 s, a tutorial's `fit()` took 2.2-2.3 s longer than a plain one in two runs of
-#: four; at 1.6 s, 1.3-1.6 s longer, every kind still drawn (`benchmarks/overhead.py`).
+#: four; at 1.6 s, 1.2-1.7 s longer in five runs of six, every kind still drawn (2.6 s in one,
+#: beside a test run; `artifacts/bench-overhead-session14.log`, `-session14-head.log`).
 DEFAULT_FLOOR_SECONDS = 1.6
 #: Training time (seconds) up to which a `fit()` gets the whole floor.
 FLOOR_FULL_SECONDS = 5.0

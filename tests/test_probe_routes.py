@@ -52,10 +52,13 @@ def make_client(logdir) -> werkzeug.test.Client:
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory):
-    """A 3-epoch fit of the small CNN with CNNViz's defaults (snapshots at steps 0 and 2)."""
+    """A 3-epoch fit of the small CNN with CNNViz's defaults (snapshots at steps 0 and 2), but
+    without a time budget: the routes' tests need the logged Grad-CAM and probe images at every
+    epoch, which a budget on a loaded machine may leave out."""
     log_dir = tmp_path_factory.mktemp("probe_routes")
     probes, labels = data(n=4, seed=1)
-    fit(small_cnn(), [CNNViz(str(log_dir), probes, labels=labels, class_names=["a", "b"])], 3)
+    viz = CNNViz(str(log_dir), probes, labels=labels, class_names=["a", "b"], budget=None)
+    fit(small_cnn(), [viz], 3)
     return log_dir, probes
 
 
@@ -306,7 +309,8 @@ def test_a_dataset_example_probed_by_its_source_equals_its_reference_image(tmp_p
     image index and step), answers as tb_cnnviz.probe does on that reference array."""
     references = data(n=16, seed=5)[0]
     probes, labels = data(n=4, seed=1)
-    fit(small_cnn(), [CNNViz(str(tmp_path), probes, labels=labels, reference_images=references)], 1)
+    viz = CNNViz(str(tmp_path), probes, labels=labels, reference_images=references, budget=None)
+    fit(small_cnn(), [viz], 1)
     client = make_client(tmp_path)
     examples = client.get(PREFIX + "examples?run=train&layer=conv_a").get_json()
     best, images = examples["examples"][2][0][0], examples["images"]

@@ -25,12 +25,14 @@ Readers meet data written by a newer version with a single warning and skip it; 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
 import re
 from typing import Any
 
+import numpy as np
 from tensorboard.compat.proto import summary_pb2
 
 __all__ = [
@@ -64,7 +66,9 @@ logger = logging.getLogger(__name__)
 PLUGIN_NAME = "cnnviz"
 
 #: The newest format this code writes and reads. Bump it only with a migration in `_migrate`.
-FORMAT_VERSION = 1
+#: Version 2 packs an index's per-tile `ranges` as little-endian floats in base64 (version 1
+#: wrote them as JSON pairs rounded to eight digits; `decode_index` reads both).
+FORMAT_VERSION = 2
 
 #: Kinds of picture, in the order the dashboard offers them.
 KINDS = ("weights", "feature_maps", "actmax", "attribution")
@@ -230,16 +234,28 @@ def parse_plugin_metadata(content: bytes) -> PluginMetadata | None:
 def encode_index(index: dict[str, Any]) -> bytes:
     """Serializes a per-step index blob, stamping it with `FORMAT_VERSION`.
 
+    A picture index's `ranges` (`[[lo, hi], …]`, one pair per tile) are stored packed: as
+    little-endian float32 where every value is one exactly (the ranges of float32 pictures), else
+    float64, in base64. That is lossless, and at 8 bytes a tile about a third of the JSON text a
+    pair takes: a 3x3 layer's 8,192 weight tiles cost 87 KB instead of 236 KB at every step.
+
     Args:
-        index: The index, as described in the `tb_cnnviz.summary` module docstring.
+        index: The index, as described in the `tb_cnnviz.summary` module docstring; `ranges`
+            may be a list of pairs or a float array `[n, 2]`.
 
     Returns:
         Compact UTF-8 JSON bytes.
 
+    Raises:
+        ValueError: If a value is NaN or infinite.
+
     Example:
-        >>> decode_index(encode_index({"kind": "weights"}))["version"]
-        1
+        >>> blob = encode_index({"kind": "weights", "ranges": [[-0.5, 2.0]]})
+        >>> decode_index(blob)["version"], decode_index(blob)["ranges"]
+        (2, [[-0.5, 2.0]])
     """
+    if "ranges" in index and not isinstance(index["ranges"], dict):
+        index = {**index, "ranges": _pack_ranges(index["ranges"])}
     return json.dumps(
         {**index, "version": FORMAT_VERSION}, separators=(",", ":"), allow_nan=False
     ).encode("utf-8")
@@ -263,7 +279,44 @@ def decode_index(blob: bytes) -> dict[str, Any] | None:
         >>> decode_index(b'{"version": 1, "kind": "weights"}')["kind"]
         'weights'
     """
-    return _load_json(blob, "index blob")
+    index = _load_json(blob, "index blob")
+    if index is not None and isinstance(index.get("ranges"), dict):
+        index["ranges"] = _unpack_ranges(index["ranges"])
+    return index
+
+
+#: How `encode_index` packs `ranges`: little-endian float32 where lossless, else float64.
+_RANGE_DTYPES = ("<f4", "<f8")
+
+
+def _pack_ranges(ranges) -> dict[str, Any]:
+    pairs = np.asarray(ranges, np.float64).reshape(-1, 2)
+    if not np.isfinite(pairs).all():
+        raise ValueError("index: ranges must be finite numbers")
+    narrow = pairs.astype(_RANGE_DTYPES[0])
+    packed = narrow if np.array_equal(narrow, pairs) else pairs.astype(_RANGE_DTYPES[1])
+    data = base64.b64encode(packed.tobytes()).decode("ascii")
+    return {"dtype": packed.dtype.str, "count": len(pairs), "data": data}
+
+
+def _unpack_ranges(packed: dict[str, Any]) -> list[list[float]]:
+    dtype, count, data = packed.get("dtype"), packed.get("count"), packed.get("data")
+    if dtype not in _RANGE_DTYPES or not isinstance(count, int) or not isinstance(data, str):
+        raise ValueError(
+            f"cnnviz index blob: packed ranges need a dtype in {_RANGE_DTYPES}, an int count "
+            f"and base64 data. Received: dtype={dtype!r}, count={count!r}"
+        )
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except ValueError as e:
+        raise ValueError(f"cnnviz index blob: packed ranges are not base64: {e}") from e
+    values = np.frombuffer(raw, dtype)
+    if values.size != 2 * count:
+        raise ValueError(
+            f"cnnviz index blob: packed ranges hold {values.size} values, not 2 per tile of "
+            f"{count} tiles"
+        )
+    return values.astype(np.float64).reshape(count, 2).tolist()
 
 
 def check_index(index: dict[str, Any], blob_count: int) -> dict[str, Any]:

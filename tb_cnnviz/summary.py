@@ -9,21 +9,21 @@ always write through `create_file_writer`. This module holds the per-kind writer
 format; the plumbing they share (which writer records, the step, the eager-only rule, bytes
 written) is `tb_cnnviz.writers`.
 
-On-disk format (format version 1, promised readable forever)
-============================================================
+On-disk format (format version 2; every version promised readable forever)
+==========================================================================
 
 Every picture summary is a `Summary.Value` with:
 
 * tag `"<layer>/<kind>"` (`tb_cnnviz.metadata.tag_for`), one tag per (layer, kind);
 * `metadata.plugin_data.plugin_name == "cnnviz"`, `metadata.data_class == DATA_CLASS_BLOB_SEQUENCE`
-  and `plugin_data.content` the JSON `{"version": 1, "kind": …, "layer": …, …static facts}`;
+  and `plugin_data.content` the JSON `{"version": 2, "kind": …, "layer": …, …static facts}`;
 * a rank-1 `DT_STRING` tensor of blobs: blob 0 is the *index* (UTF-8 JSON), blobs 1… are PNG
   *atlases*.
 
 The index of one step::
 
     {
-      "version": 1,
+      "version": 2,
       "kind": "weights",                  # one of metadata.KINDS
       "layer": "conv2d_1",
       "tile": [h, w, c],                  # every tile's size; c is 1 (gray) or 3 (RGB)
@@ -34,7 +34,8 @@ The index of one step::
                  "total": 32},            #   all its input weights, row-major), "rgb", "probe"
                                           #   or "image"; "total" counts them before any cap
       "atlases": [{"blob": 1, "cols": 40, "rows": 26, "count": 1024}, …],
-      "ranges": [[lo, hi], …],            # one per tile
+      "ranges": {"dtype": "<f4",          # one [lo, hi] per tile, packed (see below)
+                 "count": 1024, "data": "…"},
       "stats": {"l2_norm": […], …},       # one list per statistic, aligned with "filters"
                                           #   (actmax: "activation", the activation reached)
       "layer_stats": {"update_ratio": 0.01, …},
@@ -44,7 +45,11 @@ The index of one step::
 Tiles are ordered filter-major: tile `t = i * slices.count + s` is slice `s` of `filters[i]`.
 Atlases hold consecutive tiles row-major: the `k`-th tile of an atlas sits at column `k % cols`,
 row `k // cols`, at pixel `(col * w, row * h)`. A tile's pixel `p` stands for the value
-`lo + p / 255 * (hi - lo)`; a constant tile is drawn as 128. Statistics that do not exist yet
+`lo + p / 255 * (hi - lo)`; a constant tile is drawn as 128. `ranges.data` is the base64 of
+`count` pairs `(lo, hi)` as little-endian floats of `ranges.dtype`: `"<f4"` where every value is
+a float32 exactly (pictures of float32 tensors), else `"<f8"`. Version 1 wrote `ranges` as JSON
+`[[lo, hi], …]`, rounded to eight significant digits; `metadata.decode_index` turns both into
+that list of pairs. Statistics that do not exist yet
 (for example the change at the first step) are `null`.
 
 The `attribution` kind (`attribution`, tag `"<method>/attribution"`, e.g. `"gradcam/attribution"`)
@@ -74,7 +79,7 @@ forward pass meets them (the dashboard lists layers so). The datum holds one blo
 JSON::
 
     {
-      "version": 1,
+      "version": 2,
       "kind": "plan",
       "step": 3,
       "budget": 0.05,                      # the time budget (a fraction of training time), or null
@@ -107,7 +112,7 @@ Each *responses* datum (tag `"<layer>/responses"`, one per layer and logged step
 blob followed by one blob per array, raw little-endian bytes as the index describes them::
 
     {
-      "version": 1,
+      "version": 2,
       "kind": "responses",
       "layer": "conv1",
       "references": "3f9c0a…",            # hash of the reference images these came from
@@ -693,7 +698,7 @@ def reference_images(
         "total_filters": n,
         "slices": {"axis": "image", "count": 1, "total": 1},
         "atlases": [{"blob": k + 1, **a.describe()} for k, a in enumerate(atlases)],
-        "ranges": _pairs(ranges),
+        "ranges": ranges,
         "stats": {},
         "layer_stats": {},
         "notes": notes,
@@ -877,7 +882,7 @@ def write_layer(
         "total_filters": int(total_filters),
         "slices": slices,
         "atlases": [{"blob": k + 1, **a.describe()} for k, a in enumerate(atlases)],
-        "ranges": _pairs(ranges),
+        "ranges": ranges,
         "stats": stats,
         "layer_stats": layer_stats,
         "notes": notes,
@@ -1029,10 +1034,6 @@ def _shrink(maps: np.ndarray, max_side: int) -> np.ndarray:
     fh, fw = min(factor, h), min(factor, w)
     cropped = maps[..., : hh * fh, : ww * fw]
     return cropped.reshape(*maps.shape[:-2], hh, fh, ww, fw).mean(axis=(-3, -1))
-
-
-def _pairs(ranges: np.ndarray) -> list[list[float]]:
-    return np.reshape(tiles.round_floats(ranges), (-1, 2)).tolist()
 
 
 def _ratio(delta: np.ndarray, base: np.ndarray) -> float:

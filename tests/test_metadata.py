@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
 import pytest
 from tensorboard.compat.proto import summary_pb2
 
@@ -135,6 +136,59 @@ def test_index_encode_decode_round_trips():
     blob = metadata.encode_index(index)
     assert isinstance(blob, bytes)
     assert metadata.decode_index(blob) == {**index, "version": metadata.FORMAT_VERSION}
+
+
+def test_float32_ranges_are_packed_as_float32_and_read_back_exactly():
+    """The ranges of float32 pictures are stored as <f4 (8 bytes a tile in base64) and decode to
+    the very same values, unrounded."""
+    rng = np.random.default_rng(0)
+    values = np.sort(rng.normal(size=(8192, 2)).astype(np.float32), axis=1)
+    blob = metadata.encode_index({"kind": "weights", "ranges": values.astype(np.float64)})
+    stored = json.loads(blob)["ranges"]
+    assert stored["dtype"] == "<f4" and stored["count"] == 8192
+    assert len(blob) < 8192 * 11  # 29 bytes a tile as JSON pairs in format version 1
+    assert metadata.decode_index(blob)["ranges"] == values.astype(np.float64).tolist()
+
+
+def test_ranges_that_are_no_float32_are_packed_as_float64_without_loss():
+    """Ranges of float64 pictures (one value not a float32) are stored as <f8, losslessly."""
+    ranges = [[1000.000001, 1000.000002], [0.0, 1.0]]
+    blob = metadata.encode_index({"kind": "feature_maps", "ranges": ranges})
+    assert json.loads(blob)["ranges"]["dtype"] == "<f8"
+    assert metadata.decode_index(blob)["ranges"] == ranges
+
+
+def test_a_version_1_index_with_json_ranges_still_reads():
+    """Format version 1 wrote ranges as JSON pairs: they read back as written, and the index
+    passes check_index (every version stays readable)."""
+    v1 = {
+        "version": 1,
+        "kind": "weights",
+        "tile": [3, 3, 1],
+        "filters": [0],
+        "slices": {"axis": "input_channel", "count": 1, "total": 1},
+        "atlases": [{"blob": 1, "cols": 1, "rows": 1, "count": 1}],
+        "ranges": [[-0.17294115, 0.17997074]],
+    }
+    index = metadata.decode_index(json.dumps(v1).encode())
+    assert index == v1 and metadata.check_index(index, 2) is index
+
+
+@pytest.mark.parametrize(
+    "packed, message",
+    [
+        ({"dtype": "<i4", "count": 1, "data": ""}, "dtype in"),
+        ({"dtype": "<f4", "count": "1", "data": ""}, "an int count"),
+        ({"dtype": "<f4", "count": 1, "data": "not base64!"}, "not base64"),
+        ({"dtype": "<f4", "count": 2, "data": "AAAAAAAAgD8="}, "hold 2 values, not 2 per tile"),
+    ],
+)
+def test_damaged_packed_ranges_are_a_value_error_saying_what(packed, message):
+    """Packed ranges with a wrong dtype, count or data raise ValueError naming the fault, which
+    the readers report as a malformed step."""
+    blob = json.dumps({"version": metadata.FORMAT_VERSION, "ranges": packed}).encode()
+    with pytest.raises(ValueError, match=message):
+        metadata.decode_index(blob)
 
 
 def test_encode_index_overrides_a_stale_version():

@@ -388,7 +388,9 @@ def test_blob_is_cached_long_and_typed_by_content(client, provider):
     index = client.get(PREFIX + "blob", query_string={"key": datum.values[0].blob_key})
     assert index.mimetype == "application/json"
     assert index.headers["Cache-Control"] == atlas.headers["Cache-Control"]
-    assert json.loads(index.get_data()) == body["index"]
+    # As written: its ranges packed, which /layer serves unpacked.
+    assert json.loads(index.get_data())["ranges"]["count"] == len(body["index"]["ranges"])
+    assert metadata.decode_index(index.get_data()) == body["index"]
 
 
 @pytest.mark.parametrize("key", ["", "nope", "!!!", "a" * 3000, "WyJ4Il0", "%00", "é"])

@@ -882,6 +882,8 @@ def log_epoch(
     outcome: dict[str, str | None] = {}  # tag -> None (drawn) or why it failed
     costs: dict[str, dict[str, float]] = {}
     counts = not backend.has_accelerator()
+    # Each kind's shared pass at this step (`TimeBudget.record_pass`), for the plan record.
+    passes_before = {d.kind: budget.pass_seconds(d.kind) for d in drawings}
 
     def draw_all(chosen) -> set[str]:
         """Draws `chosen`; returns the kinds of the first drawings among them."""
@@ -944,12 +946,16 @@ def log_epoch(
                     "tb-cnnviz: not drawn in this run: %s. %s", ", ".join(tags), never[tags[0]]
                 )
 
-    _submit_plan(owner, budget, run, epoch, drawn, skipped, outcome, costs, layers, None, resumed)
+    passes = {k: budget.pass_seconds(k) - v for k, v in passes_before.items()}
+    passes = {k: v for k, v in passes.items() if v > 0}
+    _submit_plan(
+        owner, budget, run, epoch, drawn, skipped, outcome, costs, layers, None, resumed, passes
+    )
     return {"drawn": drawn, "skipped": skipped}
 
 
 def _submit_plan(
-    owner, budget, run, step, drawn, skipped, outcome, costs, layers, thinned, resumed
+    owner, budget, run, step, drawn, skipped, outcome, costs, layers, thinned, resumed, passes=None
 ):
     """Queues the plan record of `step`, after its drawings; it commits the step to disk."""
     counts = not backend.has_accelerator()
@@ -965,6 +971,7 @@ def _submit_plan(
                 drawn=[t for t in drawn if t not in failed],
                 skipped={**skipped, **failed},
                 costs=costs,
+                passes=passes,
                 budget=budget.fraction,
                 train_seconds=budget.train_seconds,
                 own_seconds=budget.own_seconds,

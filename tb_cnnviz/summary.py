@@ -87,6 +87,9 @@ JSON::
       "skipped": {"conv4/actmax": "…"},    # tags due at this step but not drawn, with the reason
       "costs": {"conv1/weights": {"seconds": 0.012, "bytes": 20480}, …},  # what each drawn tag
                                            #   cost at this step (optional: older records lack it)
+      "passes": {"feature_maps": {"seconds": 0.1}},  # work a kind's drawings shared at this
+                                           #   step, in no tag's cost: the feature maps' forward
+                                           #   pass of the probe images (optional, as costs)
       "train_seconds": 41.2,               # training time of the run so far (callbacks excluded)
       "own_seconds": 1.9                   # the callback's own time so far
     }
@@ -903,6 +906,7 @@ def write_plan(
     drawn: Sequence[str] = (),
     skipped: dict[str, str] | None = None,
     costs: dict[str, dict[str, float]] | None = None,
+    passes: dict[str, float] | None = None,
     budget: float | None = None,
     train_seconds: float | None = None,
     own_seconds: float | None = None,
@@ -920,6 +924,9 @@ def write_plan(
         costs: `{tag: {"seconds": s, "bytes": b}}`: what drawing each tag cost at this step
             (its time, background encoding included where it competes with training, and the
             bytes written).
+        passes: `{kind: seconds}`: the work a kind's drawings at this step shared, counted
+            once and in no tag's cost (the feature maps' forward pass of the probe images,
+            which every layer's maps come from). Recorded as `{kind: {"seconds": s}}`.
         budget: The time budget as a fraction of training time, or None for none.
         train_seconds: Training time of the run so far, the callbacks' time excluded.
         own_seconds: The callback's own time so far.
@@ -953,6 +960,9 @@ def write_plan(
         "costs": {
             str(tag): {"seconds": round(float(c["seconds"]), 4), "bytes": int(c["bytes"])}
             for tag, c in (costs or {}).items()
+        },
+        "passes": {
+            str(kind): {"seconds": round(float(v), 4)} for kind, v in (passes or {}).items()
         },
         "train_seconds": None if train_seconds is None else round(float(train_seconds), 3),
         "own_seconds": None if own_seconds is None else round(float(own_seconds), 3),

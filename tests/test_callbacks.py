@@ -801,7 +801,7 @@ def test_background_writes_keep_steps_in_order_and_plans_carry_costs(tmp_path, r
 
 def test_the_feature_maps_pass_is_the_kinds_cost_not_the_first_drawn_layers(tmp_path, read_logdir):
     """Three 64-filter convs before a tiny one: the pass of the probes costs far more than the
-    tiny layer's maps, and the plan record gives the layer its own cost, the budget the pass."""
+    tiny layer's maps, and the plan record gives the layer its own cost and the pass apart."""
     shape = (96, 96, 3)
     layers = [keras.Input(shape)]
     layers += [keras.layers.Conv2D(64, 3, padding="same", name=f"wide{i}") for i in range(3)]
@@ -821,6 +821,10 @@ def test_the_feature_maps_pass_is_the_kinds_cost_not_the_first_drawn_layers(tmp_
     each_pass = budget.pass_seconds("feature_maps") / len(passes)
     own = [r["costs"]["tiny/feature_maps"]["seconds"] for r in passes]
     assert max(own) < 0.5 * each_pass, (own, each_pass)
+    # The records give the pass on its own, so a step's costs and passes add up to its time.
+    recorded = [r.get("passes", {}).get("feature_maps", {}).get("seconds", 0.0) for r in passes]
+    assert sum(recorded) == pytest.approx(budget.pass_seconds("feature_maps"), abs=2e-4)
+    assert sum(recorded) > 0
 
 
 @pytest.mark.timing

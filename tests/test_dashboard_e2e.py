@@ -597,9 +597,11 @@ def write_plan_logdir(root: pathlib.Path, steps: int = 4) -> None:
                 drawn.append("conv2d/feature_maps")
             cost = {"seconds": 0.25, "bytes": 150 * 1024}
             costs = dict.fromkeys(drawn, cost)
+            passes = {} if step == 1 else {"feature_maps": 0.1}  # the probe images' pass
             summary.write_plan(
-                "cnnviz", step, drawn=drawn, skipped=skipped, costs=costs, budget=0.05
-            )
+                "cnnviz", step, drawn=drawn, skipped=skipped, costs=costs, passes=passes,
+                budget=0.05,
+            )  # fmt: skip
 
 
 def _write_and_serve(tmp_path_factory, name: str, write, runs: int):
@@ -645,7 +647,7 @@ def test_a_step_a_run_did_not_draw_says_why_and_offers_the_nearest(plan_tab):
     assert t.frame.is_hidden(f'.cv-panel[data-run="{BUDGET}"] .cv-grid')
     assert _messages(t, BUDGET) == (
         f"conv2d · Feature maps was not drawn at step 1 in this run | {SLOW}."
-        " Last drawn at step 3, for 0.25 s · 150 KB."
+        " Last drawn at step 3, for 0.25 s · 150 KB, and 0.10 s of the probe images' pass."
     )
     chips = t.frame.eval_on_selector_all(".cv-panel .cv-chip", "cs => cs.map(c => c.textContent)")
     assert chips == ["step 1", "step 1"]
@@ -661,10 +663,13 @@ def test_a_step_a_run_did_not_draw_says_why_and_offers_the_nearest(plan_tab):
     t.wait_hash("step", "0")
     t.wait_for(f"document.querySelectorAll('{SHOWN_TILES}').length === 32")
     assert _messages(t, BUDGET) == ""
-    # The inspector says what this step's drawing cost (the plan record's costs).
+    # The inspector says what this step's drawing cost (the plan record's costs), and the pass
+    # of the probe images it needed, which the record counts once for the kind.
     t.frame.click(f'.cv-panel[data-run="{BUDGET}"] .cv-tile')
     t.wait_for("document.querySelector('[data-cost]')?.textContent.includes('drawn in')")
-    assert t.frame.inner_text("[data-cost]") == "· drawn in 0.25 s · 150 KB"
+    assert t.frame.inner_text("[data-cost]") == (
+        "· drawn in 0.25 s · 150 KB, and 0.10 s of the probe images' pass"
+    )
 
 
 def test_kinds_a_run_left_out_are_named_with_their_reason(plan_tab):

@@ -553,7 +553,7 @@ def write_plan_runs(logdir: pathlib.Path) -> None:
     (skipped at 1 and 3); `conv4/actmax` is skipped at 0 and 2 and never drawn. The second owner
     `maps` draws `conv2d/feature_maps` at step 3, where `cnnviz` skipped it, and gives no costs
     (as records written before costs were). `cnnviz` gives each drawn tag's cost: 0.25 s and
-    1000 bytes times (step + 1).
+    1000 bytes times (step + 1), and where it drew feature maps their pass: 0.1 s times (step + 1).
     """
     writer = tf.summary.create_file_writer(str(logdir / PLAN_RUN))
     with writer.as_default():
@@ -574,6 +574,7 @@ def write_plan_runs(logdir: pathlib.Path) -> None:
                 costs={
                     t: {"seconds": 0.25 * (step + 1), "bytes": 1000 * (step + 1)} for t in drawn
                 },
+                passes={} if step % 2 else {"feature_maps": 0.1 * (step + 1)},
                 budget=0.05,
                 train_seconds=10.0 * (step + 1),
                 own_seconds=0.5 * (step + 1),
@@ -610,7 +611,8 @@ def plan_client(plan_provider) -> werkzeug.test.Client:
 
 
 def test_plan_merges_owners_and_steps(plan_client):
-    """/plan merges every owner's records by step, ascending; drawn wins over skipped."""
+    """/plan merges every owner's records by step, ascending; drawn wins over skipped; a step's
+    shared passes are given where its records give any."""
     body = get_json(plan_client, "plan", run=PLAN_RUN)
     assert body["run"] == PLAN_RUN
     assert body["steps"] == [
@@ -622,6 +624,7 @@ def test_plan_merges_owners_and_steps(plan_client):
                 "conv2d/feature_maps": {"seconds": 0.25, "bytes": 1000},
                 "conv2d/weights": {"seconds": 0.25, "bytes": 1000},
             },
+            "passes": {"feature_maps": {"seconds": 0.1}},
         },
         {
             "step": 1,
@@ -637,6 +640,7 @@ def test_plan_merges_owners_and_steps(plan_client):
                 "conv2d/feature_maps": {"seconds": 0.75, "bytes": 3000},
                 "conv2d/weights": {"seconds": 0.75, "bytes": 3000},
             },
+            "passes": {"feature_maps": {"seconds": 0.3}},
         },
         {
             "step": 3,
@@ -713,6 +717,17 @@ def test_plan_skips_malformed_and_newer_records(plan_provider, monkeypatch, capl
     messages = [r.getMessage() for r in caplog.records]
     assert len([m for m in messages if "plan records" in m]) == 1  # malformed, once per run
     assert len([m for m in messages if "format version 99" in m]) == 1
+
+
+@pytest.mark.parametrize(
+    "passes", [[0.1], {"feature_maps": 0.1}, {"feature_maps": {"seconds": "x"}}]
+)
+def test_plan_records_with_malformed_passes_are_refused_saying_so(passes):
+    """A plan record whose passes are not {kind: {seconds}} is malformed, and says which part."""
+    from tb_cnnviz.plugin.plans import check_plan
+
+    with pytest.raises(ValueError, match="'passes' must map kinds to"):
+        check_plan({"kind": "plan", "passes": passes})
 
 
 def test_plan_records_are_decoded_once(plan_provider, monkeypatch):

@@ -55,7 +55,8 @@ class Plans:
             "left_out", "train_seconds", "own_seconds"}`, steps ascending. A step's `costs`
             give each drawn tag's `seconds` and `bytes` (records written before costs were
             recorded give none); the top-level `costs` give each tag's latest, with its
-            `step`.
+            `step`. A step's `passes` (where its records give any) hold the seconds of work
+            a kind's drawings shared there, which no tag's cost includes.
 
         Raises:
             tensorboard.errors.NotFoundError: If the run holds no cnnviz data.
@@ -129,6 +130,11 @@ def check_plan(record: dict[str, Any]) -> None:
         for c in costs.values()
     ):
         raise ValueError("a plan record's 'costs' must map tags to {seconds, bytes} numbers")
+    passes = record.get("passes", {})
+    if not isinstance(passes, dict) or not all(
+        isinstance(p, dict) and _finite(p.get("seconds")) for p in passes.values()
+    ):
+        raise ValueError("a plan record's 'passes' must map kinds to {seconds} numbers")
     for name in ("budget", "train_seconds", "own_seconds"):
         value = record.get(name)
         if value is not None and not _finite(value):
@@ -142,6 +148,7 @@ def _finite(value) -> bool:
 def merge_plans(records, picture_tags) -> dict[str, Any]:
     """Merges `(owner tag, datum, record)` triples into the body of a `/plan` answer."""
     by_step: dict[int, tuple[dict[str, None], dict[str, str], dict[str, Any]]] = {}
+    passes: dict[int, dict[str, Any]] = {}  # a step's shared passes, by kind
     notes: dict[int, dict[str, Any]] = {}  # a step's "thinned" and "resumed", as recorded
     latest: dict[str, tuple[int, float, dict[str, Any]]] = {}  # per owner
     for tag, datum, record in records:
@@ -149,6 +156,8 @@ def merge_plans(records, picture_tags) -> dict[str, Any]:
         drawn.update(dict.fromkeys(record.get("drawn", [])))
         skipped.update(record.get("skipped", {}))
         costs.update(record.get("costs", {}))
+        if record.get("passes"):
+            passes.setdefault(datum.step, {}).update(record["passes"])
         for name in ("thinned", "resumed"):
             if record.get(name) is not None:
                 notes.setdefault(datum.step, {})[name] = record[name]
@@ -163,6 +172,8 @@ def merge_plans(records, picture_tags) -> dict[str, Any]:
         reasons.update(skipped)  # steps ascend, so the latest reason stays
         last_costs.update({t: {**c, "step": step} for t, c in costs.items()})
         entry = {"step": step, "drawn": list(drawn), "skipped": skipped, "costs": costs}
+        if step in passes:
+            entry["passes"] = dict(sorted(passes[step].items()))
         if drawn:  # a step one owner drew is not thinned
             notes.get(step, {}).pop("thinned", None)
         steps.append({**entry, **notes.get(step, {})})

@@ -247,6 +247,34 @@ test("a drawing's cost reads a step's plan, or the latest, and prints as a budge
 	assert.equal(S.costText(null), "")
 })
 
+test("a feature map's cost names the step's shared pass and how many layers shared it", () => {
+	const plan = {
+		steps: [
+			{
+				step: 2,
+				drawn: ["a/feature_maps", "b/feature_maps", "a/weights"],
+				costs: {"a/feature_maps": {seconds: 0.005, bytes: 40960}, "a/weights": {seconds: 0.01, bytes: 1024}},
+				passes: {feature_maps: {seconds: 0.1}},
+			},
+			{
+				step: 3,
+				drawn: ["b/feature_maps"],
+				costs: {"b/feature_maps": {seconds: 0.004, bytes: 2048}},
+				passes: {feature_maps: {seconds: 0.09}},
+			},
+		],
+		costs: {"a/feature_maps": {seconds: 0.005, bytes: 40960, step: 2}},
+	}
+	assert.deepEqual(S.cost(plan, "a/feature_maps", 2).pass, {seconds: 0.1, shared: 2})
+	assert.equal(
+		S.costText(S.cost(plan, "a/feature_maps", 2)),
+		"0.005 s · 40 KB, and 0.10 s of the probe images' pass, shared by 2 layers"
+	)
+	assert.equal(S.costText(S.cost(plan, "b/feature_maps", 3)), "0.004 s · 2.0 KB, and 0.090 s of the probe images' pass")
+	assert.equal(S.cost(plan, "a/feature_maps").pass.shared, 2) // the latest, at its step
+	assert.equal(S.cost(plan, "a/weights", 2).pass, undefined) // another kind shares nothing
+})
+
 test("layers come in the network's order where /tags gives it, else by name", () => {
 	const tags = {
 		a: {

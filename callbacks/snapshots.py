@@ -43,6 +43,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 import warnings
 
@@ -323,7 +324,8 @@ class Snapshots(keras.callbacks.Callback):
         except ValueError as e:  # a damaged index is replaced, not trusted
             logger.warning("tb-cnnviz: replacing the damaged snapshot index (%s)", e)
         model = self.model
-        _atomic(os.path.join(self.folder, ARCHITECTURE), lambda p: _write_text(p, model.to_json()))
+        architecture = _architecture_json(model)
+        _atomic(os.path.join(self.folder, ARCHITECTURE), lambda p: _write_text(p, architecture))
         shape, value_range = self._input()
         return {
             "version": 1,
@@ -407,6 +409,37 @@ def check_keep(keep):
         "epochs), the ModelCheckpoint of the same fit(), or None (no snapshots). "
         f"Received: snapshots={keep!r}"
     )
+
+
+def _architecture_json(model) -> str:
+    """`model.to_json()`, without importing TensorFlow into a process that has not.
+
+    Keras' serializer asks whether TensorFlow can be imported (to recognise a `tf.TensorShape`)
+    and so imports it wherever it is installed, whatever the backend: on JAX or PyTorch beside
+    an installed TensorFlow (as on Colab), a run's first snapshot took 2 s more, counted in the
+    callbacks' budget, and a tutorial-sized run lost its activation maximization and Grad-CAM
+    to it. A process that never imported TensorFlow holds none of its objects, so the question
+    is answered "no" for this one call. Where that Keras internal is missing, Keras decides.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> json.loads(_architecture_json(m))["class_name"]
+        'Sequential'
+    """
+    if "tensorflow" in sys.modules:
+        return model.to_json()
+    try:
+        from keras.src.utils import module_utils
+
+        lazy = module_utils.tensorflow
+        known = lazy._available
+    except (ImportError, AttributeError):
+        return model.to_json()
+    lazy._available = False
+    try:
+        return model.to_json()
+    finally:
+        lazy._available = known
 
 
 def _atomic(path: str, write) -> None:

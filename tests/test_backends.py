@@ -7,7 +7,10 @@ pictures they write are read back here through TensorBoard's real data provider.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -166,6 +169,39 @@ TWO_PROCESSES = textwrap.dedent(
     print("LOSS", history.history["loss"])
     """
 )
+
+
+# A fit() with CNNViz's snapshots on (its default), TensorFlow installed but not hidden.
+SNAPSHOTS_ON_JAX = (
+    SAME_MODEL
+    + textwrap.dedent(
+        """
+        from tb_cnnviz.callbacks import CNNViz
+
+        probes = np.load(weights.replace(".npz", "_probes.npy"))
+        viz = CNNViz(logdir, probe_images=probes, budget=None, attribution_freq=0, actmax_freq=0)
+        model.fit(probes, np.zeros(len(probes)), epochs=2, batch_size=4, verbose=0, callbacks=[viz])
+        """
+    )
+    + REPORT
+)
+
+
+def test_a_fit_on_jax_imports_no_installed_tensorflow_for_its_snapshots(tmp_path):
+    """On JAX beside an installed TensorFlow, the snapshots' architecture (Keras' to_json, which
+    imports TensorFlow wherever it is installed: 2 s of a tutorial's budget) imports none, and
+    the architecture written names every layer."""
+    pytest.importorskip("jax")
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("TensorFlow is not installed here: there is none to keep out")
+    weights = make_weights(tmp_path)
+    result = run_python(SNAPSHOTS_ON_JAX, str(tmp_path / "logs"), weights, backend="jax")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "BACKEND jax no-TF" in result.stdout
+    [written] = pathlib.Path(tmp_path / "logs").rglob("model.json")
+    layers = json.loads(written.read_text())["config"]["layers"]
+    assert [layer["config"]["name"] for layer in layers[1:]] == ["c1", "max_pooling2d", "c2",
+        "global_average_pooling2d", "out"]  # fmt: skip
 
 
 def test_two_jax_processes_write_each_step_exactly_once(tmp_path, read_logdir):

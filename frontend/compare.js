@@ -44,7 +44,11 @@ export function exampleCrops(body, pics, filter) {
 	return (body.examples[filter] || []).map(e => {
 		const data = new Uint8ClampedArray(side * side * 4)
 		copyCrop(body.images, pics, e, side, data, side, 0)
-		return {label: `#${e[0]} · ${Number(e[e.length - 1]).toPrecision(3)}`, pixels: {width: side, height: side, data}}
+		return {
+			image: e[0],
+			label: `#${e[0]} · ${Number(e[e.length - 1]).toPrecision(3)}`,
+			pixels: {width: side, height: side, data},
+		}
 	})
 }
 

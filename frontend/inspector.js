@@ -74,7 +74,10 @@ export async function renderInspector() {
 		.plan(run)
 		.then(plan => {
 			const c = S.cost(plan, tag, step)
-			if (c && ticket.live) view.cost.textContent = ` · drawn in ${S.costText(c)}`
+			// The line is cut to the inspector's width: the whole cost shows on hover.
+			if (!c || !ticket.live) return
+			view.cost.textContent = ` · drawn in ${S.costText(c)}`
+			view.cost.title = `drawn in ${S.costText(c)}`
 		})
 		.catch(() => {})
 	const runTags = layer.tags.filter(t => t.kind !== "responses" && C.stepsOf(run, t.tag).length)
@@ -102,7 +105,13 @@ export async function renderInspector() {
 			C.stepsOf(run, `${layer.name}/responses`),
 			async (last, from) => {
 				const {body, pics} = await C.model.examples(run, layer.name, last)
-				const items = body.images ? exampleCrops(body, pics, filter) : []
+				// Each one a button that probes the whole reference image, as the grid's thumbnails do.
+				const probe = item => ({
+					...item,
+					action: {action: "probe-example", run, image: item.image, step: body.images.step},
+					title: `Dataset example #${item.image} of filter ${filter} (step ${last}): probe it`,
+				})
+				const items = body.images ? exampleCrops(body, pics, filter).map(probe) : []
 				const zoom = Math.max(1, Math.floor(72 / (items[0]?.pixels.width || 72)))
 				const sub = `top ${items.length} of ${body.images?.count} reference images${from}`
 				return V.pictureSection(label, sub, body.warning || "", items, zoom, dpr())

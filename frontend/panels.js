@@ -467,7 +467,10 @@ function pairExamples(panel, job) {
 					V.paintCanvas(c, crop.pixels, Math.max(1, Math.round(20 / crop.pixels.width)), dpr())
 					const title = `Dataset example #${image} of filter ${filter} (step ${at}): probe it`
 					const data = {action: "probe-example", run: job.run, image, step: body.images.step}
-					return V.el("button", {class: "cv-thumb", data, attrs: {title, type: "button"}}, c)
+					// A span, not a button: the tile is a button, and a button inside one is invalid
+					// HTML that keyboards and screen readers cannot reach. These are the mouse's
+					// shortcut; the inspector's dataset examples are buttons that probe the same.
+					return V.el("span", {class: "cv-thumb", data, attrs: {title}}, c)
 				})
 				tile.querySelector(".cv-ex")?.remove()
 				if (thumbs.length) tile.append(V.el("span", {class: "cv-ex", data: {filter}}, ...thumbs))

@@ -481,7 +481,14 @@ export function pictureSection(title, subtitle, note = "", items = [], zoom = 1,
 	const figures = items.map(item => {
 		const canvas = el("canvas", "cv-canvas")
 		paintCanvas(canvas, item.pixels, zoom, dpr)
-		return el("figure", "cv-pic", canvas, el("figcaption", "", item.label))
+		const figure = el("figure", "cv-pic", canvas, el("figcaption", "", item.label))
+		// An item with an action (a dataset example: probe it) is a button around its figure.
+		if (!item.action) return figure
+		return el(
+			"button",
+			{class: "cv-pic-btn", data: item.action, attrs: {type: "button", title: item.title || ""}},
+			figure
+		)
 	})
 	return inspSection(
 		title,

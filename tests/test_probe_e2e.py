@@ -159,13 +159,28 @@ def pick_an_example(frame, page, shot: str) -> tuple[int, dict]:
         assert images == [e[0] for e in listed["examples"][int(filter)][:3]], (filter, images)
     EXAMPLE_SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(EXAMPLE_SHOTS / f"{shot}-examples.png"))
+    # A tile is a button: nothing inside it may be one (invalid, and out of a keyboard's reach).
+    assert frame.eval_on_selector_all(".cv-tile button, .cv-tile a", "bs => bs.length") == 0
     image = shown[0][1][0]
     frame.click(".cv-panel:first-child .cv-tile .cv-ex .cv-thumb >> nth=0")
     frame.wait_for_function(
         f"document.querySelector('.cv-probe')?.textContent.includes('dataset example #{image}')"
     )
     page.screenshot(path=str(EXAMPLE_SHOTS / f"{shot}-probed.png"))
-    return image, frame.evaluate(RECEIVED, 0)
+    answer = frame.evaluate(RECEIVED, 0)
+    # The keyboard's way: the inspector's dataset examples are buttons that probe them too.
+    frame.focus(".cv-panel:first-child .cv-tile >> nth=0")
+    page.keyboard.press("Enter")
+    button = frame.wait_for_selector(".cv-insp .cv-pic-btn >> nth=1")
+    second = shown[0][1][1]
+    assert f"#{second}" in button.inner_text()
+    button.focus()
+    page.keyboard.press("Enter")
+    frame.wait_for_function(
+        f"document.querySelector('.cv-probe')?.textContent.includes('dataset example #{second}')"
+    )
+    page.screenshot(path=str(EXAMPLE_SHOTS / f"{shot}-inspector-probed.png"))
+    return image, answer
 
 
 def pct(p: dict) -> str:

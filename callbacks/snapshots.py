@@ -44,6 +44,7 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 import warnings
 
@@ -432,14 +433,20 @@ def _architecture_json(model) -> str:
         from keras.src.utils import module_utils
 
         lazy = module_utils.tensorflow
-        known = lazy._available
+        lazy._available  # noqa: B018  (present in the Keras versions that have it)
     except (ImportError, AttributeError):
         return model.to_json()
-    lazy._available = False
-    try:
-        return model.to_json()
-    finally:
-        lazy._available = known
+    with _NO_TENSORFLOW:  # two snapshots at once must not restore each other's answer
+        known = lazy._available
+        lazy._available = False
+        try:
+            return model.to_json()
+        finally:
+            lazy._available = known
+
+
+#: Held while Keras is told TensorFlow is unavailable (`_architecture_json`).
+_NO_TENSORFLOW = threading.Lock()
 
 
 def _atomic(path: str, write) -> None:

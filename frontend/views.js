@@ -481,13 +481,15 @@ export function pictureSection(title, subtitle, note = "", items = [], zoom = 1,
 	const figures = items.map(item => {
 		const canvas = el("canvas", "cv-canvas")
 		paintCanvas(canvas, item.pixels, zoom, dpr)
-		const figure = el("figure", "cv-pic", canvas, el("figcaption", "", item.label))
-		// An item with an action (a dataset example: probe it) is a button around its figure.
-		if (!item.action) return figure
+		if (!item.action) return el("figure", "cv-pic", canvas, el("figcaption", "", item.label))
+		// An item with an action (a dataset example: probe it) is a button laid out as a figure:
+		// a button holds phrasing content only, so its caption is a span.
+		const attrs = {type: "button", title: item.title || ""}
 		return el(
 			"button",
-			{class: "cv-pic-btn", data: item.action, attrs: {type: "button", title: item.title || ""}},
-			figure
+			{class: "cv-pic cv-pic-btn", data: item.action, attrs},
+			canvas,
+			el("span", "cv-pic-cap", item.label)
 		)
 	})
 	return inspSection(

@@ -275,6 +275,11 @@ def decode_index(blob: bytes) -> dict[str, Any] | None:
         TypeError: If `blob` is not `bytes`.
         ValueError: If `blob` is not a cnnviz index.
 
+    A picture index's packed `ranges` (format version 2, `encode_index`) come back as the list
+    of `[lo, hi]` pairs version 1 wrote; float32 values with the nine significant digits that
+    give them back exactly (not the seventeen of their float64 widening: the tab's `/layer`
+    answers carry them).
+
     Example:
         >>> decode_index(b'{"version": 1, "kind": "weights"}')["kind"]
         'weights'
@@ -293,7 +298,8 @@ def _pack_ranges(ranges) -> dict[str, Any]:
     pairs = np.asarray(ranges, np.float64).reshape(-1, 2)
     if not np.isfinite(pairs).all():
         raise ValueError("index: ranges must be finite numbers")
-    narrow = pairs.astype(_RANGE_DTYPES[0])
+    with np.errstate(over="ignore"):  # beyond float32's range: float64 it is, silently
+        narrow = pairs.astype(_RANGE_DTYPES[0])
     packed = narrow if np.array_equal(narrow, pairs) else pairs.astype(_RANGE_DTYPES[1])
     data = base64.b64encode(packed.tobytes()).decode("ascii")
     return {"dtype": packed.dtype.str, "count": len(pairs), "data": data}
@@ -301,22 +307,26 @@ def _pack_ranges(ranges) -> dict[str, Any]:
 
 def _unpack_ranges(packed: dict[str, Any]) -> list[list[float]]:
     dtype, count, data = packed.get("dtype"), packed.get("count"), packed.get("data")
-    if dtype not in _RANGE_DTYPES or not isinstance(count, int) or not isinstance(data, str):
+    counted = isinstance(count, int) and not isinstance(count, bool) and count >= 0
+    if dtype not in _RANGE_DTYPES or not counted or not isinstance(data, str):
         raise ValueError(
-            f"cnnviz index blob: packed ranges need a dtype in {_RANGE_DTYPES}, an int count "
+            f"cnnviz index blob: packed ranges need a dtype in {_RANGE_DTYPES}, a count >= 0 "
             f"and base64 data. Received: dtype={dtype!r}, count={count!r}"
         )
     try:
         raw = base64.b64decode(data, validate=True)
     except ValueError as e:
         raise ValueError(f"cnnviz index blob: packed ranges are not base64: {e}") from e
-    values = np.frombuffer(raw, dtype)
-    if values.size != 2 * count:
+    size = np.dtype(dtype).itemsize
+    if len(raw) != 2 * count * size:
         raise ValueError(
-            f"cnnviz index blob: packed ranges hold {values.size} values, not 2 per tile of "
-            f"{count} tiles"
+            f"cnnviz index blob: packed ranges hold {len(raw) // size} values, not 2 per tile "
+            f"of {count} tiles"
         )
-    return values.astype(np.float64).reshape(count, 2).tolist()
+    values = np.frombuffer(raw, dtype).tolist()
+    if dtype == _RANGE_DTYPES[0]:  # the shortest text that reads back as the same float32
+        values = [float(f"{v:.9g}") for v in values]
+    return [values[i : i + 2] for i in range(0, len(values), 2)]
 
 
 def check_index(index: dict[str, Any], blob_count: int) -> dict[str, Any]:

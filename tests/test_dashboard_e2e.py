@@ -835,8 +835,9 @@ def test_dataset_examples_in_the_grid_and_the_inspector(compare_tab, compare_ten
     t.frame.focus('.cv-tile[data-filter="5"]')
     t.page.keyboard.press("Enter")
     section = _section("Dataset examples")
-    t.wait_for(f"{section}?.querySelectorAll('figure').length === 8")
-    captions = f"[...{section}.querySelectorAll('figcaption')].map(f => f.textContent)"
+    # Each a button that probes it, laid out as a figure with its caption.
+    t.wait_for(f"{section}?.querySelectorAll('button.cv-pic').length === 8")
+    captions = f"[...{section}.querySelectorAll('.cv-pic-cap')].map(f => f.textContent)"
     labels = t.frame.evaluate(captions)
     assert [label.split(" · ")[0] for label in labels] == [f"#{e[0]}" for e in body["examples"][5]]
     assert "top 8 of 48 reference images" in t.frame.evaluate(f"{section}.textContent")

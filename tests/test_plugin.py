@@ -730,6 +730,23 @@ def test_plan_records_with_malformed_passes_are_refused_saying_so(passes):
         check_plan({"kind": "plan", "passes": passes})
 
 
+def test_plan_passes_add_up_across_owners_and_take_each_owners_latest():
+    """Two owners' passes at one step add up, as their own seconds do; an owner that wrote the
+    step twice (a resumed run) counts with its latest record only."""
+    from types import SimpleNamespace
+
+    from tb_cnnviz.plugin.plans import merge_plans
+
+    def record(tag, wall, seconds):
+        datum = SimpleNamespace(step=2, wall_time=wall)
+        plan = {"drawn": [], "skipped": {}, "passes": {"feature_maps": {"seconds": seconds}}}
+        return tag, datum, plan
+
+    records = [record("a/plan", 1.0, 0.5), record("a/plan", 2.0, 0.25), record("b/plan", 1.5, 0.1)]
+    [step] = merge_plans(records, set())["steps"]
+    assert step["passes"] == {"feature_maps": {"seconds": 0.35}}
+
+
 def test_plan_records_are_decoded_once(plan_provider, monkeypatch):
     """A second /plan decodes no plan blob again: records are cached like index blobs."""
     client = make_client(plan_provider, {"cnnviz": 0})

@@ -172,6 +172,9 @@ def pick_an_example(frame, page, shot: str) -> tuple[int, dict]:
     frame.focus(".cv-panel:first-child .cv-tile >> nth=0")
     page.keyboard.press("Enter")
     button = frame.wait_for_selector(".cv-insp .cv-pic-btn >> nth=1")
+    # Phrasing content only inside a button: no figure, caption or block.
+    flow = frame.eval_on_selector_all(".cv-insp .cv-pic-btn :not(canvas, span)", "es => es.length")
+    assert flow == 0
     second = shown[0][1][1]
     assert f"#{second}" in button.inner_text()
     button.focus()

@@ -38,7 +38,8 @@ __all__ = ["SERIES_FRESH_SECONDS", "Data", "LRUCache", "Series", "read_downsampl
 logger = logging.getLogger(__name__)
 
 # Decoded index blobs are immutable, so they are cached; the bound is on the size of the raw JSON
-# (the decoded dicts are a few times larger) and on the number of entries.
+# with each decoded tile range counted at what it takes in memory (`_decoded_size`: a packed
+# range grows twelvefold), and on the number of entries.
 _INDEX_CACHE_BYTES = 64 * 2**20
 _INDEX_CACHE_ENTRIES = 8192
 
@@ -365,7 +366,7 @@ class Data:
             return cached[0]
         raw = bytes(self._provider.read_blob(ctx, blob_key=datum.values[0].blob_key))
         value = decode(raw)
-        self._index_cache.put(key, (value,), len(raw))
+        self._index_cache.put(key, (value,), _decoded_size(raw, value))
         return value
 
     def is_cached(self, key) -> bool:
@@ -441,3 +442,19 @@ class Data:
             f"no cnnviz run named {run!r}; runs with cnnviz data: "
             + metadata.names_text(sorted(self.list(ctx, experiment_id)))
         )
+
+
+#: Bytes of memory a decoded tile range takes: a list of two floats and its slot in the list.
+_BYTES_PER_RANGE = 128
+
+
+def _decoded_size(raw: bytes, value) -> int:
+    """What a decoded record costs the index cache: its JSON, and the per-tile ranges that a
+    packed index (format version 2: 11 bytes a tile) grows into when decoded.
+
+    Example:
+        >>> _decoded_size(b"{}", {"ranges": [[0.0, 1.0]] * 4})
+        514
+    """
+    ranges = value.get("ranges") if isinstance(value, dict) else None
+    return len(raw) + _BYTES_PER_RANGE * (len(ranges) if isinstance(ranges, list) else 0)

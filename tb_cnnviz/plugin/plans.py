@@ -148,7 +148,7 @@ def _finite(value) -> bool:
 def merge_plans(records, picture_tags) -> dict[str, Any]:
     """Merges `(owner tag, datum, record)` triples into the body of a `/plan` answer."""
     by_step: dict[int, tuple[dict[str, None], dict[str, str], dict[str, Any]]] = {}
-    passes: dict[int, dict[str, Any]] = {}  # a step's shared passes, by kind
+    passes: dict[int, dict[str, tuple]] = {}  # step -> owner -> (wall time, its passes)
     notes: dict[int, dict[str, Any]] = {}  # a step's "thinned" and "resumed", as recorded
     latest: dict[str, tuple[int, float, dict[str, Any]]] = {}  # per owner
     for tag, datum, record in records:
@@ -156,8 +156,10 @@ def merge_plans(records, picture_tags) -> dict[str, Any]:
         drawn.update(dict.fromkeys(record.get("drawn", [])))
         skipped.update(record.get("skipped", {}))
         costs.update(record.get("costs", {}))
-        if record.get("passes"):
-            passes.setdefault(datum.step, {}).update(record["passes"])
+        if record.get("passes"):  # each owner's latest at the step (a resumed run rewrites)
+            mine = passes.setdefault(datum.step, {})
+            if tag not in mine or datum.wall_time >= mine[tag][0]:
+                mine[tag] = (datum.wall_time, record["passes"])
         for name in ("thinned", "resumed"):
             if record.get(name) is not None:
                 notes.setdefault(datum.step, {})[name] = record[name]
@@ -172,8 +174,12 @@ def merge_plans(records, picture_tags) -> dict[str, Any]:
         reasons.update(skipped)  # steps ascend, so the latest reason stays
         last_costs.update({t: {**c, "step": step} for t, c in costs.items()})
         entry = {"step": step, "drawn": list(drawn), "skipped": skipped, "costs": costs}
-        if step in passes:
-            entry["passes"] = dict(sorted(passes[step].items()))
+        if step in passes:  # the owners' passes added up, as their own seconds are
+            shared: dict[str, float] = {}
+            for _, given in passes[step].values():
+                for kind, p in given.items():
+                    shared[kind] = shared.get(kind, 0.0) + p["seconds"]
+            entry["passes"] = {k: {"seconds": round(v, 4)} for k, v in sorted(shared.items())}
         if drawn:  # a step one owner drew is not thinned
             notes.get(step, {}).pop("thinned", None)
         steps.append({**entry, **notes.get(step, {})})

@@ -171,22 +171,6 @@ TWO_PROCESSES = textwrap.dedent(
 )
 
 
-# A fit() with CNNViz's snapshots on (its default), TensorFlow installed but not hidden.
-SNAPSHOTS_ON_JAX = (
-    SAME_MODEL
-    + textwrap.dedent(
-        """
-        from tb_cnnviz.callbacks import CNNViz
-
-        probes = np.load(weights.replace(".npz", "_probes.npy"))
-        viz = CNNViz(logdir, probe_images=probes, budget=None, attribution_freq=0, actmax_freq=0)
-        model.fit(probes, np.zeros(len(probes)), epochs=2, batch_size=4, verbose=0, callbacks=[viz])
-        """
-    )
-    + REPORT
-)
-
-
 def test_a_fit_on_jax_imports_no_installed_tensorflow_for_its_snapshots(tmp_path):
     """On JAX beside an installed TensorFlow, the snapshots' architecture (Keras' to_json, which
     imports TensorFlow wherever it is installed: 2 s of a tutorial's budget) imports none, and
@@ -195,7 +179,8 @@ def test_a_fit_on_jax_imports_no_installed_tensorflow_for_its_snapshots(tmp_path
     if importlib.util.find_spec("tensorflow") is None:
         pytest.skip("TensorFlow is not installed here: there is none to keep out")
     weights = make_weights(tmp_path)
-    result = run_python(SNAPSHOTS_ON_JAX, str(tmp_path / "logs"), weights, backend="jax")
+    # SAME_WEIGHTS keeps CNNViz's snapshots on (its default); TensorFlow is not hidden here.
+    result = run_python(SAME_WEIGHTS, str(tmp_path / "logs"), weights, backend="jax")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "BACKEND jax no-TF" in result.stdout
     [written] = pathlib.Path(tmp_path / "logs").rglob("model.json")

@@ -39,6 +39,18 @@ function copyCrop(images, pics, e, side, out, ow, ox) {
 }
 
 /** One filter's top-k crops, best first: [{label, pixels}]. */
+/**
+ * Probing dataset example `image` of `filter` (an /examples answer's `body`, of `step`): the
+ * `probe-example` action's data and the title that says so, for the grid's thumbnails and the
+ * inspector's buttons alike.
+ */
+export function exampleProbe(run, body, filter, image, step) {
+	return {
+		data: {action: "probe-example", run, image, step: body.images.step},
+		title: `Dataset example #${image} of filter ${filter} (step ${step}): probe it`,
+	}
+}
+
 export function exampleCrops(body, pics, filter) {
 	const side = cropSide(body.images)
 	return (body.examples[filter] || []).map(e => {

@@ -1,6 +1,6 @@
 // The inspector: one filter of one run, in every kind of its layer, its statistics, steps and examples.
 
-import {exampleCrops} from "./compare.js"
+import {exampleCrops, exampleProbe} from "./compare.js"
 import * as C from "./controller.js"
 import * as G from "./grid.js"
 import {
@@ -76,8 +76,8 @@ export async function renderInspector() {
 			const c = S.cost(plan, tag, step)
 			// The line is cut to the inspector's width: the whole cost shows on hover.
 			if (!c || !ticket.live) return
-			view.cost.textContent = ` · drawn in ${S.costText(c)}`
 			view.cost.title = `drawn in ${S.costText(c)}`
+			view.cost.textContent = ` · ${view.cost.title}`
 		})
 		.catch(() => {})
 	const runTags = layer.tags.filter(t => t.kind !== "responses" && C.stepsOf(run, t.tag).length)
@@ -106,11 +106,10 @@ export async function renderInspector() {
 			async (last, from) => {
 				const {body, pics} = await C.model.examples(run, layer.name, last)
 				// Each one a button that probes the whole reference image, as the grid's thumbnails do.
-				const probe = item => ({
-					...item,
-					action: {action: "probe-example", run, image: item.image, step: body.images.step},
-					title: `Dataset example #${item.image} of filter ${filter} (step ${last}): probe it`,
-				})
+				const probe = item => {
+					const {data, title} = exampleProbe(run, body, filter, item.image, last)
+					return {...item, action: data, title}
+				}
 				const items = body.images ? exampleCrops(body, pics, filter).map(probe) : []
 				const zoom = Math.max(1, Math.floor(72 / (items[0]?.pixels.width || 72)))
 				const sub = `top ${items.length} of ${body.images?.count} reference images${from}`

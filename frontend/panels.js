@@ -465,8 +465,7 @@ function pairExamples(panel, job) {
 					const image = body.examples[filter][k][0]
 					const c = V.el("canvas")
 					V.paintCanvas(c, crop.pixels, Math.max(1, Math.round(20 / crop.pixels.width)), dpr())
-					const title = `Dataset example #${image} of filter ${filter} (step ${at}): probe it`
-					const data = {action: "probe-example", run: job.run, image, step: body.images.step}
+					const {data, title} = K.exampleProbe(job.run, body, filter, image, at)
 					// A span, not a button: the tile is a button, and a button inside one is invalid
 					// HTML that keyboards and screen readers cannot reach. These are the mouse's
 					// shortcut; the inspector's dataset examples are buttons that probe the same.

@@ -602,8 +602,9 @@ def _cam_map(a, g, conv, plus_plus: bool, size):
 def runs_through_tail(model, layer) -> bool:
     """Whether Grad-CAM of `layer` (a path) runs from a compiled pass already made and the
     model's tail (`tb_cnnviz.layers.tail`), with no trace of the whole model: for a one-input
-    graph model whose feature maps' pass includes the layer, and everything after it is a
-    model of its own.
+    graph model whose feature maps' pass includes the layer and what its tail reads besides
+    (`Tail.extras`: a residual sum's skip tensor), and everything after it is a model of its
+    own.
 
     Example:
         >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3, name="c"),
@@ -616,25 +617,45 @@ def runs_through_tail(model, layer) -> bool:
     layers = dict(layer_lib.all_layers(model))
     if layer not in layers or len(layer_lib.input_shapes(model)) != 1:
         return False
-    conv = layers[layer]
-    return (
-        layer_lib.extractor_including(model, conv) is not None
-        and layer_lib.tail(model, conv) is not None
-    )
+    return _tail_reads(model, layers[layer]) is not None
 
 
-def _tail_pass(model, arrays, layer):
-    """`(activations of layer, its tail)` from an extractor already made, or None; the
-    activations a NumPy array (a later copy of the few small maps is cheaper than a first eager
-    gather on the device)."""
-    if len(arrays) != 1:
-        return None
+def _tail_reads(model, layer):
+    """`(extractor, index of layer, indices of the tail's extras there, tail)` for an extractor
+    already made that includes `layer` and everything its tail reads; None where there is none.
+    """
     # The pass is looked up first: a tail is made (a graph walk) only for a layer one includes.
     found = layer_lib.extractor_including(model, layer)
     after = layer_lib.tail(model, layer) if found is not None else None
     if after is None:
         return None
     extract, index = found
+    if not after.extras:
+        return extract, index, [], after
+    # The extras must come from the same pass: the widest pass with the layer may lack them
+    # where the feature maps' pass (which adds them) is not the widest.
+    for candidate in layer_lib.extractors(model):
+        layers = candidate.layers
+        places = [_position(layers, e) for e in (layer, *after.extras)]
+        if None not in places:
+            return candidate, places[0], places[1:], after
+    return None
+
+
+def _position(layers, layer):
+    return next((i for i, candidate in enumerate(layers) if candidate is layer), None)
+
+
+def _tail_pass(model, arrays, layer):
+    """`(activations of layer, the extras' activations, its tail)` from an extractor already
+    made, or None; NumPy arrays (a later copy of the few small maps is cheaper than a first
+    eager gather on the device)."""
+    if len(arrays) != 1:
+        return None
+    found = _tail_reads(model, layer)
+    if found is None:
+        return None
+    extract, index, extra_index, after = found
     # Grad-CAM of a callback's probes repeats the probes it explains for a second class: the
     # pass runs on each image once (on JAX, at the batch size the predictions traced it for).
     # (By a digest of each image's bytes: `np.unique(axis=0)` compares rows through a
@@ -643,11 +664,19 @@ def _tail_pass(model, arrays, layer):
     keys = [hashlib.blake2b(image.tobytes(), digest_size=16).digest() for image in images]
     place = {key: i for i, key in reversed(list(enumerate(keys)))}  # each key's first row
     if len(place) == len(keys):
-        return backend.to_numpy(extract(arrays)[index]), after
-    firsts = sorted(place.values())
-    acts = backend.to_numpy(extract([images[firsts]])[index])
-    position = {keys[row]: i for i, row in enumerate(firsts)}
-    return acts[[position[key] for key in keys]], after
+        outs = extract(arrays)
+        rows = None
+    else:
+        firsts = sorted(place.values())
+        outs = extract([images[firsts]])
+        position = {keys[row]: i for i, row in enumerate(firsts)}
+        rows = [position[key] for key in keys]
+
+    def read(i):
+        values = backend.to_numpy(outs[i])
+        return values if rows is None else values[rows]
+
+    return read(index), [read(i) for i in extra_index], after
 
 
 def _outputs_through_tail(model, arrays):
@@ -658,8 +687,8 @@ def _outputs_through_tail(model, arrays):
     for _, conv in reversed(layer_lib.conv_layers(model)):
         found = _tail_pass(model, arrays, conv)  # a pass already made first, then a tail
         if found is not None:
-            acts, after = found
-            return after(acts)  # layers called without `training` run at inference
+            acts, extras, after = found
+            return after(acts, extras)  # layers called without `training` run at inference
     return None
 
 
@@ -672,14 +701,15 @@ def _cam_through_tail(model, arrays, targets, checked, plus_plus):
     found = _tail_pass(model, arrays, conv)
     if found is None:
         return None
-    acts, after = found
+    acts, extras, after = found
     size = tuple(arrays[i].shape[1:-1])
-    key = ("tail-cam", plus_plus, tuple(acts.shape[1:]), id(conv), checked.key, size)
-    spec = (backend.tensor_spec([None, *acts.shape[1:]], "float32"),)
+    shapes = tuple(tuple(a.shape[1:]) for a in (acts, *extras))
+    key = ("tail-cam", plus_plus, shapes, id(conv), checked.key, size)
+    spec = tuple(backend.tensor_spec([None, *shape], "float32") for shape in shapes)
     fn = _cached(
         model, key, lambda ref: _build_tail_cam(ref, after, conv, checked, plus_plus, size, spec)
     )
-    (cam,) = _call(fn, [acts], _ids(checked, len(arrays[0])))
+    (cam,) = _call(fn, [acts, *extras], _ids(checked, len(arrays[0])))
     maps: list = [None] * len(arrays)
     maps[i] = np.clip(cam, 0.0, 1.0)
     return maps
@@ -687,12 +717,13 @@ def _cam_through_tail(model, arrays, targets, checked, plus_plus):
 
 def _build_tail_cam(model_ref, after, conv, checked, plus_plus, size, spec):
     def run(inputs, ids):
-        def forward(a, ids):
+        a, *extras = inputs
+
+        def forward(a, ids):  # differentiated at the layer's output only, not at the extras
             with heads.logits(model_ref()):
-                outputs = after(a)
+                outputs = after(a, extras)
             return ops.sum(heads.score(checked, outputs, ids)), None
 
-        a = inputs[0]
         _, g = backend.value_and_grad(forward)(a, ids)
         return (_cam_map(a, g, conv, plus_plus, size),)
 

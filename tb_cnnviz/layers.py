@@ -49,15 +49,18 @@ import numpy as np
 
 __all__ = [
     "CONV_TYPES",
+    "MAX_TAIL_EXTRAS",
     "Captured",
     "Extractor",
     "ForwardTrace",
     "StopForward",
+    "Tail",
     "all_layers",
     "capture_outputs",
     "conv_layers",
     "extractor",
     "extractor_including",
+    "extractors",
     "find_layer",
     "forward_trace",
     "graph_inputs",
@@ -611,6 +614,11 @@ class Extractor:
         self._eager = False
 
     @property
+    def layers(self) -> list[keras.layers.Layer]:
+        """The layers whose outputs it returns, in that order."""
+        return [ref() for ref in self._layers]
+
+    @property
     def tracing_count(self) -> int:
         """How many times the compiled pass was traced (1 for any batch on TensorFlow)."""
         return sum(self._backend.tracing_count(f) for f in self._compiled.values())
@@ -691,6 +699,18 @@ class StopForward(BaseException):  # noqa: N818  (a signal, not an error)
     """
 
 
+def extractors(model: keras.layers.Layer) -> list[Extractor]:
+    """The `Extractor`s made for `model` so far, widest first.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)])
+        >>> ex = extractor(m, m.layers)
+        >>> extractors(m) == [ex]
+        True
+    """
+    return sorted(_EXTRACTORS.get(model, {}).values(), key=lambda ex: -len(ex._layers))
+
+
 def extractor_including(
     model: keras.layers.Layer, layer: keras.layers.Layer
 ) -> tuple[Extractor, int] | None:
@@ -718,27 +738,79 @@ def extractor_including(
     return found
 
 
-def tail(model: keras.layers.Layer, layer: keras.layers.Layer) -> keras.Function | None:
-    """The part of a graph model after one of its layers: a `keras.Function` from `layer`'s
-    output to the model's outputs, running the model's own layers (and weights); None where
-    there is none.
+#: A tail reads at most this many tensors besides its layer's output (the skip tensors of the
+#: residual sums after it); a cut crossed by more is no small model of its own.
+MAX_TAIL_EXTRAS = 4
+
+
+class Tail:
+    """The part of a graph model after one of its layers (`tail`): a function of the layer's
+    output, and of the few tensors from before the layer that the rest of the model also reads
+    (a residual sum's skip tensor), to the model's outputs.
+
+    Attributes:
+        function: The `keras.Function` from `[layer's output, *extras' outputs]` (the layer's
+            output alone where there are no extras) to the model's outputs; it runs the
+            model's own layers and weights.
+        extras: The layers whose outputs it reads besides the layer's own, in its input order:
+            each a node of the model's graph, called once, with one output.
+        operations: The operations it runs, in order (`function.operations`).
+
+    Example:
+        >>> i = keras.Input((8, 8, 3))
+        >>> skip = keras.layers.Conv2D(3, 3, padding="same", name="skip")(i)
+        >>> branch = keras.layers.Conv2D(3, 3, padding="same", name="branch")(skip)
+        >>> m = keras.Model(i, keras.layers.Add(name="sum")([skip, branch]))
+        >>> t = tail(m, m.get_layer("branch"))  # None on Keras 3.6 (see `tail`)
+        >>> t is None or [layer.name for layer in t.extras] == ["skip"]
+        True
+        >>> t is None or [op.name for op in t.operations] == ["sum"]
+        True
+        >>> a = np.ones((1, 8, 8, 3), "float32")
+        >>> t is None or float(keras.ops.convert_to_numpy(t(a, [a])).max()) == 2.0
+        True
+    """
+
+    def __init__(self, function: keras.Function, extras: Sequence[keras.layers.Layer] = ()):
+        self.function = function
+        self.extras = tuple(extras)
+
+    @property
+    def operations(self) -> list:
+        return self.function.operations
+
+    def __call__(self, activations, extras: Sequence = ()):
+        """The model's outputs from the layer's output and, in `extras`' order, the extras'."""
+        if len(extras) != len(self.extras):
+            raise ValueError(
+                f"this tail reads {len(self.extras)} tensors besides the layer's output "
+                f"({[layer.name for layer in self.extras]}). Received: {len(extras)}"
+            )
+        return self.function([activations, *extras] if self.extras else activations)
+
+
+def tail(model: keras.layers.Layer, layer: keras.layers.Layer) -> Tail | None:
+    """The part of a graph model after one of its layers (a `Tail`), running the model's own
+    layers (and weights); None where there is none.
 
     There is one where `layer` is a node of the model's own graph, called once, with one
-    output, and every path from the model's inputs to its outputs runs through it: the last
-    conv layer of MobileNet, EfficientNet or a plain CNN, followed by normalization, pooling and
-    dense layers. Grad-CAM then needs only the gradient of this small function at the layer's
-    output, not a backward pass of the whole model. A residual block's last conv (ResNet's),
-    whose sum also reads the block's input, has none, and neither has any layer where this
-    Keras builds no function from an inner tensor (Keras 3.6: "Graph disconnected"); callers
-    then run the whole model, as before. Nothing is added to the model's graph (a
-    `keras.Model` from an inner tensor would call its layers again).
+    output, and what the model computes after it reads, besides its output, at most
+    `MAX_TAIL_EXTRAS` other tensors (`Tail.extras`), each the one output of a layer of the
+    graph called once: the last conv layer of MobileNet, EfficientNet or a plain CNN (no
+    extras), followed by normalization, pooling and dense layers, or a ResNet's last conv,
+    whose residual sum also reads the block's input (one extra). Grad-CAM then needs only the
+    gradient of this small function at the layer's output, not a backward pass of the whole
+    model. There is none for a layer inside a nested model or custom layer, a layer called
+    twice, or any layer where this Keras builds no function from an inner tensor (Keras 3.6:
+    "Graph disconnected"); callers then run the whole model, as before. Nothing is added to
+    the model's graph (a `keras.Model` from an inner tensor would call its layers again).
 
     Example:
         >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c"),
         ...                       keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
         >>> t = tail(m, m.get_layer("c"))
-        >>> tuple(t(np.zeros((1, 6, 6, 4), "float32")).shape)
-        (1, 2)
+        >>> t.extras, tuple(t(np.zeros((1, 6, 6, 4), "float32")).shape)
+        ((), (1, 2))
     """
     known = _TAILS.setdefault(model, {})
     if id(layer) not in known:
@@ -746,7 +818,7 @@ def tail(model: keras.layers.Layer, layer: keras.layers.Layer) -> keras.Function
     return known[id(layer)]
 
 
-def _make_tail(model, layer) -> keras.Function | None:
+def _make_tail(model, layer) -> Tail | None:
     reads = graph_inputs(model)
     if reads is None or id(layer) not in reads:
         return None
@@ -761,11 +833,75 @@ def _make_tail(model, layer) -> keras.Function | None:
             ends = model.output  # the model's own structure (a dict of named outputs stays one)
         except (AttributeError, ValueError):  # a Sequential model keeps only the flat list
             ends = model.outputs[0] if len(model.outputs) == 1 else model.outputs
+        cut = _cut(model, nodes[0])
+        if cut is None or len(cut[0]) > MAX_TAIL_EXTRAS:
+            return None
+        extras, operations = cut
+        for extra, _ in extras:
+            if id(extra) not in reads:  # called more than once: no one output to read
+                return None
+        inputs = [outputs[0], *(tensor for _, tensor in extras)]
         # Keras refuses a function whose outputs need a tensor other than its inputs ("not
-        # connected"): exactly the models where a path bypasses the layer.
-        return keras.Function(outputs[0], ends, name=f"{model.name}_after_{layer.name}")
+        # connected"): a cut `_cut` got wrong fails here, never silently.
+        function = keras.Function(
+            inputs if extras else outputs[0], ends, name=f"{model.name}_after_{layer.name}"
+        )
+        # Keras 3.6 builds a function from inner tensors that holds the operations before
+        # them too, and runs each one whose inputs it has: harmless from the layer's output
+        # alone (what reads it comes after the cut), but from a skip tensor it would compute
+        # the layer's output again, over the one it was given. Such a tail is refused.
+        if extras and {id(op) for op in function.operations} != operations:
+            return None
+        return Tail(function, [extra for extra, _ in extras])
     except Exception:  # any refusal means no tail: callers take the whole model
         return None
+
+
+def _cut(model, start) -> tuple[list[tuple[keras.layers.Layer, object]], set[int]] | None:
+    """`(crossing, operations)`: the tensors that cross from before `start` (a node) into what
+    the model computes after it, `(layer, its output tensor)` for each in the graph's order, and
+    the ids of the operations after it; None where a model input crosses (the tail would read
+    the image itself) or a tensor is not its layer's one output.
+    """
+
+    def node_of(tensor):
+        op, node_index, _ = tensor._keras_history
+        return op._inbound_nodes[node_index]
+
+    inputs = {id(t) for t in keras.tree.flatten(model.inputs)}
+    after: dict[int, bool] = {}  # id(node) -> whether it reads `start`'s output, at any remove
+    order: list = []
+    # Depth first from the outputs, without recursion (a 500-layer graph).
+    stack = [(node_of(t), False) for t in keras.tree.flatten(model.outputs)]
+    while stack:
+        node, expanded = stack.pop()
+        if id(node) in after:
+            continue
+        if node is start:
+            after[id(node)] = True
+            continue
+        tensors = [t for t in keras.tree.flatten(node.input_tensors) if id(t) not in inputs]
+        if not expanded:
+            stack.append((node, True))
+            stack.extend((node_of(t), False) for t in tensors)
+            continue
+        after[id(node)] = any(after[id(node_of(t))] for t in tensors)
+        order.append(node)
+    crossing: dict[int, tuple] = {}
+    for node in order:
+        if not after[id(node)]:
+            continue
+        for tensor in keras.tree.flatten(node.input_tensors):
+            if id(tensor) in inputs:
+                return None
+            source = node_of(tensor)
+            if source is start or after[id(source)] or id(tensor) in crossing:
+                continue
+            if len(keras.tree.flatten(source.output_tensors)) != 1:
+                return None
+            crossing[id(tensor)] = (source.operation, tensor)
+    operations = {id(node.operation) for node in order if after[id(node)]}
+    return list(crossing.values()), operations
 
 
 # model -> {id(layer): its tail or None}

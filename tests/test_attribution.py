@@ -625,16 +625,40 @@ def test_gradcam_maps_agree_on_tensorflow_and_jax_within_1e_3(tmp_path):
         assert difference <= 1e-3
 
 
-@pytest.mark.parametrize("binary", [False, True])
-def test_gradcam_through_a_traced_pass_and_the_tail_equals_the_whole_models_and_runs_no_model(
-    binary,
+def test_cnnviz_explains_a_resnets_last_conv_through_its_feature_maps_pass_and_the_tail(
+    tmp_path, read_logdir
 ):
-    """Once a compiled pass includes the last conv (the feature maps'), Grad-CAM and the
-    predictions come from it and the model's tail: the same maps and classes as from the whole
-    model, and on a compiling backend the model itself is not run (or traced) again."""
+    """On a model ending in a residual sum (a ResNet's last conv), CNNViz's feature-maps pass
+    also captures the sum's skip tensor, so Grad-CAM differentiates the small tail alone (no
+    Grad-CAM of the whole model is built) and the skip layer gets no feature maps of its own."""
     if not zoo.functions_from_inner_tensors():
         pytest.skip("this Keras builds no function from an inner tensor, so no tail")
-    model = zoo.head_after_last_conv(binary)
+    model = zoo.residual_head()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((16, 12, 12, 3), dtype=np.float32), rng.integers(0, 3, 16)
+    viz = CNNViz(str(tmp_path), x[:4], labels=y[:4], budget=None, actmax_freq=0)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[viz])
+    built = [key[0] for key in attribution._CACHE[model]]
+    assert "tail-cam" in built and "cam" not in built, built
+    logs = read_logdir(tmp_path)
+    assert logs.steps("train", "gradcam/attribution") == [0, 1]
+    maps = {tag for _, tag in logs.cnnviz_tags() if tag.endswith("/feature_maps")}
+    assert maps == {"stem/feature_maps", "first/feature_maps", "last/feature_maps"}
+
+
+@pytest.mark.parametrize("build", ["head_after_last_conv", "residual_head"])
+@pytest.mark.parametrize("binary", [False, True])
+def test_gradcam_through_a_traced_pass_and_the_tail_equals_the_whole_models_and_runs_no_model(
+    binary, build
+):
+    """Once a compiled pass includes the last conv (the feature maps') and what its tail reads
+    besides (a residual sum's skip tensor), Grad-CAM and the predictions come from it and the
+    model's tail: the same maps and classes as from the whole model, and on a compiling backend
+    the model itself is not run (or traced) again."""
+    if not zoo.functions_from_inner_tensors():
+        pytest.skip("this Keras builds no function from an inner tensor, so no tail")
+    model = getattr(zoo, build)(binary)
     images = np.random.default_rng(1).random((5, 12, 12, 3)).astype("float32")
     whole = attribution.gradcam(model, images)
     repeated = images[[0, 3, 0]]  # a probe explained for a second class repeats it
@@ -644,7 +668,12 @@ def test_gradcam_through_a_traced_pass_and_the_tail_equals_the_whole_models_and_
     from tb_cnnviz import layers as layer_lib
 
     convs = [layer for _, layer in layer_lib.conv_layers(model)]
-    layer_lib.extractor(model, convs)(images)  # the feature maps' pass, traced
+    extras = list(layer_lib.tail(model, model.get_layer("last")).extras)
+    assert [e.name for e in extras] == (["stem_out"] if build == "residual_head" else [])
+    if extras:  # a pass without the skip tensor cannot serve the tail
+        layer_lib.extractor(model, convs)(images)
+        assert not attribution.runs_through_tail(model, "last")
+    layer_lib.extractor(model, convs + extras)(images)  # the feature maps' pass, traced
     assert attribution.runs_through_tail(model, "last")
     calls = []
     plain_call = model.call

@@ -196,14 +196,15 @@ def test_gradcam_finds_its_layer_in_a_graph_model_without_running_the_model():
     assert len(calls) == before
 
 
-def test_the_tail_after_a_last_conv_is_a_model_of_the_same_layers_and_none_where_a_path_skips_it():
-    """A plain CNN's last conv has a tail running the model's layers; the conv a residual sum
-    bypasses, a conv inside a nested model and a layer called twice have none; the model's
-    graph is left as it was."""
+def test_the_tail_after_a_last_conv_is_a_model_of_the_same_layers_and_none_where_it_cannot_be():
+    """A plain CNN's last conv has a tail running the model's layers, with no extras; a conv
+    inside a nested model, a layer called twice and a conv whose residual sum reads the image
+    itself have none; the model's graph is left as it was."""
     if not zoo.functions_from_inner_tensors():
         pytest.skip("this Keras builds no function from an inner tensor, so no tail")
     model = zoo.head_after_last_conv()
     after = layer_lib.tail(model, model.get_layer("last"))
+    assert after.extras == ()
     assert [type(op).__name__ for op in after.operations] == [
         "BatchNormalization",
         "ReLU",
@@ -218,18 +219,59 @@ def test_the_tail_after_a_last_conv_is_a_model_of_the_same_layers_and_none_where
     )
     assert layer_lib.tail(model, model.get_layer("first")) is not None  # all paths run through
     inp = keras.Input((8, 8, 3))
-    skip = keras.layers.Conv2D(3, 3, padding="same", name="skip")(inp)
-    branch = keras.layers.Conv2D(3, 3, padding="same", name="branch")(skip)
-    residual = keras.Model(inp, keras.layers.Add()([skip, branch]))
-    assert layer_lib.tail(residual, residual.get_layer("branch")) is None
-    assert layer_lib.tail(residual, residual.get_layer("skip")) is not None
+    conv = keras.layers.Conv2D(3, 3, padding="same", name="conv")
+    from_image = keras.Model(inp, keras.layers.Add()([inp, conv(inp)]))
+    assert layer_lib.tail(from_image, conv) is None  # the tail would read the image itself
     nested, *_ = zoo.nested()
     assert layer_lib.tail(nested, nested.get_layer("block").get_layer("deep")) is None
     shared = keras.layers.Conv2D(3, 3, padding="same")
     twice = keras.Model(inp, shared(shared(inp)))
     assert layer_lib.tail(twice, shared) is None
     # Making tails adds nothing to the model's graph: each layer is still called once.
-    assert all(len(layer._inbound_nodes) == 1 for layer in residual.layers)
+    assert all(len(layer._inbound_nodes) == 1 for layer in from_image.layers)
+
+
+def test_a_residual_sums_last_conv_has_a_tail_that_also_reads_the_skip_tensor():
+    """A conv whose residual sum also reads the block's input (a ResNet's last conv) has a tail
+    with that input's layer as its one extra, computing the model's outputs from both; a cut
+    crossed by more than `MAX_TAIL_EXTRAS` tensors has none, and the tail checks its inputs.
+    Where Keras would run operations from before the cut again (3.6), there is none."""
+    model = zoo.residual_head()
+    if not zoo.functions_from_inner_tensors():
+        assert layer_lib.tail(model, model.get_layer("last")) is None
+        inp = keras.Input((8, 8, 3))
+        skip = keras.layers.Conv2D(3, 3, padding="same", name="skip")(inp)
+        branch = keras.layers.Conv2D(3, 3, padding="same", name="branch")
+        short = keras.Model(inp, keras.layers.Add()([skip, branch(skip)]))
+        assert layer_lib.tail(short, branch) is None  # it would run `branch` on the skip again
+        return
+    after = layer_lib.tail(model, model.get_layer("last"))
+    assert [layer.name for layer in after.extras] == ["stem_out"]
+    assert [op.name for op in after.operations][:2] == ["bn", "sum"]
+    x = np.random.default_rng(0).random((2, 12, 12, 3)).astype("float32")
+    skip, last = layer_lib.extractor(model, [model.get_layer("stem_out"), model.get_layer("last")])(
+        x
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(after(last, [skip])),
+        keras.ops.convert_to_numpy(model(x)),
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match=r"reads 1 tensors besides the layer's output"):
+        after(last)
+
+    def sum_of(skips):  # a conv whose sum also reads `skips` tensors from before it
+        inp = keras.Input((8, 8, 3))
+        stems = [keras.layers.Conv2D(3, 1, name=f"s{i}")(inp) for i in range(skips)]
+        out = keras.layers.Add()([keras.layers.Conv2D(3, 1, name="conv")(stems[0]), *stems])
+        return keras.Model(inp, out)
+
+    wide = sum_of(layer_lib.MAX_TAIL_EXTRAS + 1)
+    assert layer_lib.tail(wide, wide.get_layer("conv")) is None
+    narrow = sum_of(layer_lib.MAX_TAIL_EXTRAS)
+    assert [e.name for e in layer_lib.tail(narrow, narrow.get_layer("conv")).extras] == [
+        f"s{i}" for i in range(layer_lib.MAX_TAIL_EXTRAS)
+    ]
 
 
 def test_a_model_whose_only_conv_is_inside_a_custom_layer_has_one():

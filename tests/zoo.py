@@ -76,6 +76,21 @@ def head_after_last_conv(binary=False):
     return keras.Model(inp, out)
 
 
+def residual_head(binary=False):
+    """A stem and a residual block whose sum reads the block's input, as a ResNet ends: the
+    last conv's tail (`tb_cnnviz.layers.tail`) also reads the stem's activation (an extra)."""
+    inp = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inp)
+    x = keras.layers.ReLU(name="stem_out")(keras.layers.BatchNormalization(name="stem_bn")(x))
+    y = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="first")(x)
+    y = keras.layers.Conv2D(4, 3, padding="same", name="last")(y)
+    y = keras.layers.BatchNormalization(name="bn")(y)
+    y = keras.layers.ReLU()(keras.layers.Add(name="sum")([x, y]))
+    x = keras.layers.GlobalAveragePooling2D()(y)
+    out = keras.layers.Dense(1 if binary else 3, activation="sigmoid" if binary else "softmax")(x)
+    return keras.Model(inp, out)
+
+
 def nested():
     inner = keras.Sequential(
         [keras.Input((14, 14, 8)), keras.layers.Conv2D(8, 3, activation="relu", name="deep")],

@@ -550,6 +550,23 @@ class TimeBudget:
         fade = min(max((FLOOR_END_SECONDS - fit_train_seconds) / span, 0.0), 1.0)
         return max(self.floor * fade - self.fraction * fit_train_seconds, 0.0)
 
+    def run_seconds(self) -> float:
+        """What the whole run may spend, as far as its epochs so far tell: its fraction of the
+        training projected for the current `fit()` (and the fits before), plus the floor's
+        allowance; infinite without a budget.
+
+        Example:
+            >>> budget = TimeBudget(0.05, floor=2.0)
+            >>> budget.start_fit(epochs=3)
+            >>> budget.run_seconds()
+            2.0
+            >>> TimeBudget(None).run_seconds()
+            inf
+        """
+        if self.fraction is None:
+            return math.inf
+        return self.fraction * self.projected_train_seconds() + self.allowance()
+
     def projected_train_seconds(self) -> float:
         """Training time the current `fit()` is expected to take in all, from its epochs so far."""
         fit_train = self.train_seconds - self._fit_train_start
@@ -764,7 +781,7 @@ class TimeBudget:
         # The drawings the run can afford, each once, after the setup and the cheap kinds at
         # every epoch: they take turns; the rest are left out. Kinds go round, cheapest first
         # within each, so one Grad-CAM is not crowded out by a fiftieth layer of feature maps.
-        run_budget = self.fraction * self.projected_train_seconds() + self.allowance()
+        run_budget = self.run_seconds()
         room = run_budget
         if self._epochs is not None:
             room -= self._setup_seconds + self._cheap_projection(drawings) + self.reserved

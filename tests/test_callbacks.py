@@ -887,3 +887,42 @@ def test_writers_begun_in_one_second_past_the_tenth_are_read_in_the_order_they_w
     monkeypatch.undo()  # the clock runs again for TensorBoard's reader
     assert sorted(paths) == paths
     assert read_logdir(tmp_path).steps("train", "conv/weights") == [0, 1, 2, 3, 4]
+
+
+def test_a_layer_too_costly_for_its_part_of_the_budget_draws_fewer_filters_and_keeps_them(
+    tmp_path, read_logdir, monkeypatch
+):
+    """Activation maximization of a layer whose drawing would take more than its part of the
+    run's budget (`RUN_SHARE`) draws `MIN_FILTERS` evenly spaced filters, the same ones at
+    every step (warm starts continue them) and says so; a narrower layer keeps all of its."""
+    from tb_cnnviz.callbacks import actmax as actmax_module
+
+    monkeypatch.setattr(actmax_module, "RUN_SHARE", 1e-9)  # every layer is over its part
+    model = keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="narrow"),
+            keras.layers.Conv2D(40, 3, activation="relu", name="wide"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    viz = CNNViz(
+        str(tmp_path), None, feature_maps_freq=0, attribution_freq=0, actmax_steps=4, budget=1.0
+    )
+    viz.time_budget.floor = 600.0  # whatever this machine's speed, the run affords every layer
+    fit(model, [viz], epochs=3)
+    logs = read_logdir(tmp_path)
+    steps = logs.steps("train", "wide/actmax")
+    assert steps, "the wide layer was not drawn at all"
+    drawn = [logs.datum("train", "wide/actmax", s)[0] for s in steps]
+    expected = tiles.sample_filters(40, actmax_module.MIN_FILTERS)
+    assert all(index["filters"] == expected for index in drawn), [i["filters"] for i in drawn]
+    assert all(index["total_filters"] == 40 for index in drawn)
+    about = logs.mux.SummaryMetadata("train", "wide/actmax").summary_description
+    assert f"{actmax_module.MIN_FILTERS} of the 40 filters" in about and "budget" in about
+    narrow = [
+        logs.datum("train", "narrow/actmax", s)[0] for s in logs.steps("train", "narrow/actmax")
+    ]
+    assert narrow and all(index["filters"] == [0, 1, 2, 3] for index in narrow)

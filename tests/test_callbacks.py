@@ -893,11 +893,17 @@ def test_a_layer_too_costly_for_its_part_of_the_budget_draws_fewer_filters_and_k
     tmp_path, read_logdir, monkeypatch
 ):
     """Activation maximization of a layer whose drawing would take more than its part of the
-    run's budget (`RUN_SHARE`) draws `MIN_FILTERS` evenly spaced filters, the same ones at
-    every step (warm starts continue them) and says so; a narrower layer keeps all of its."""
+    run's budget draws the filters `filters_within` allows, evenly spaced, the same ones at
+    every step (warm starts continue them) and says so; a layer within it keeps all of its."""
     from tb_cnnviz.callbacks import actmax as actmax_module
 
-    monkeypatch.setattr(actmax_module, "RUN_SHARE", 1e-9)  # every layer is over its part
+    sized = []
+
+    def within(full, once, steps, part):  # as if every layer of more than 16 were over its part
+        sized.append((full, part))
+        return min(full, actmax_module.MIN_FILTERS)
+
+    monkeypatch.setattr(actmax_module, "filters_within", within)
     model = keras.Sequential(
         [
             keras.Input((12, 12, 3)),
@@ -926,3 +932,19 @@ def test_a_layer_too_costly_for_its_part_of_the_budget_draws_fewer_filters_and_k
         logs.datum("train", "narrow/actmax", s)[0] for s in logs.steps("train", "narrow/actmax")
     ]
     assert narrow and all(index["filters"] == [0, 1, 2, 3] for index in narrow)
+    # Sized against the run's budget at each epoch until its first drawing, then kept.
+    assert sized and all(full == 40 and part > 0 for full, part in sized)
+    assert len(sized) == steps[0] + 1, (sized, steps)
+
+
+def test_filters_within_keeps_every_filter_that_fits_and_sizes_the_steps_to_the_room():
+    """The filter count a layer's drawing keeps: all that fit its part; else the steps get
+    what is left of the part after the tracing (at least as long as the tracing), never fewer
+    than `MIN_FILTERS` filters nor more than there are."""
+    from tb_cnnviz.callbacks.actmax import MIN_FILTERS, filters_within
+
+    assert filters_within(64, once=0.1, steps=0.3, part=0.5) == 64
+    assert filters_within(64, once=0.1, steps=0.8, part=0.5) == 32  # 0.4 s of room of 0.8
+    assert filters_within(64, once=0.4, steps=0.8, part=0.5) == 32  # room: the tracing's 0.4
+    assert filters_within(64, once=0.01, steps=100.0, part=0.5) == MIN_FILTERS
+    assert filters_within(4, once=0.01, steps=100.0, part=0.5) == 4  # never more than there are

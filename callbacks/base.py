@@ -919,20 +919,27 @@ def log_epoch(
         return first
 
     left_out = dict(plan.left_out)
-    learned = draw_all(plan.draw)
-    # At the last epoch, what a first drawing really cost is what the estimates of the others
-    # of its kind lacked (they are cautious, up to 4x): once it is recorded (its encoding done
-    # on the worker), what was left out is planned again, so a short run that can afford a
-    # second layer's activation maximization draws it.
-    while final and learned & {d.kind for d in drawings if d.tag in left_out}:
-        wait_for_worker(budget, run.worker.join, counts)
-        retry = [d for d in drawings if d.tag in left_out]
-        with budget.profile.recording("plan"):
-            again = budget.plan(epoch, retry, final=True)
-        left_out = dict(again.left_out)
-        for tag, reason in again.skipped.items():
-            skipped.update(dict.fromkeys((tag, *also[tag]), reason))
-        learned = draw_all(again.draw)
+    # The step's drawings share the passes of the probe images (`reusing_passes`): the feature
+    # maps', Grad-CAM's through the model's tail and the probes' predictions are one.
+    reuse = layer_lib.reusing_passes()
+    reuse.__enter__()
+    try:
+        learned = draw_all(plan.draw)
+        # At the last epoch, what a first drawing really cost is what the estimates of the others
+        # of its kind lacked (they are cautious, up to 4x): once it is recorded (its encoding done
+        # on the worker), what was left out is planned again, so a short run that can afford a
+        # second layer's activation maximization draws it.
+        while final and learned & {d.kind for d in drawings if d.tag in left_out}:
+            wait_for_worker(budget, run.worker.join, counts)
+            retry = [d for d in drawings if d.tag in left_out]
+            with budget.profile.recording("plan"):
+                again = budget.plan(epoch, retry, final=True)
+            left_out = dict(again.left_out)
+            for tag, reason in again.skipped.items():
+                skipped.update(dict.fromkeys((tag, *also[tag]), reason))
+            learned = draw_all(again.draw)
+    finally:
+        reuse.__exit__(None, None, None)
     if final:  # the log says once, per kind, what the whole run went without, and why
         by_kind: dict[str, list[str]] = {}
         for d in drawings:

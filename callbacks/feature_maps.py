@@ -117,7 +117,8 @@ class FeatureMaps(VizCallback):
         outs = backend.ready(extract(self.probe_images))  # JAX: the pass's time is its own
         seconds = time.perf_counter() - start
         budget = self._time_budget
-        if budget.timed(self.model):
+        # A pass another kind ran at this step (`layers.reusing_passes`) cost nothing here.
+        if budget.timed(self.model) and not extract.reused:
             if self._passes.get(id(extract)):  # traced before: a compiled pass's speed
                 budget.timing.observe_compiled(self._count(), seconds)
             if self._passes.get(id(extract)) or not budget.timing.compiles:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import math
 import threading
@@ -72,6 +73,7 @@ __all__ = [
     "output_shape",
     "override",
     "resolve_layers",
+    "reusing_passes",
     "run_model",
     "tail",
     "weights_only",
@@ -612,6 +614,8 @@ class Extractor:
         self._layers = [weakref.ref(layer) for layer in layers]
         self._compiled: dict[tuple, Callable] = {}  # per input signature (ranks, dtypes)
         self._eager = False
+        #: Whether the last call returned the outputs of an earlier one (`reusing_passes`).
+        self.reused = False
 
     @property
     def layers(self) -> list[keras.layers.Layer]:
@@ -624,8 +628,24 @@ class Extractor:
         return sum(self._backend.tracing_count(f) for f in self._compiled.values())
 
     def __call__(self, inputs) -> list:
-        """The layers' outputs (backend tensors) for `inputs`, an array or one per model input."""
+        """The layers' outputs (backend tensors) for `inputs`, an array or one per model input.
+
+        Inside `reusing_passes` (on the calling thread), a call with the same inputs as one
+        before returns that call's outputs, and `reused` says so.
+        """
         arrays = [np.asarray(a) for a in (inputs if isinstance(inputs, list | tuple) else [inputs])]
+        memo = getattr(_REUSE, "memo", None)
+        key = (id(self), _digest(arrays)) if memo is not None else None
+        if key is not None and key in memo:
+            self.reused = True
+            return list(memo[key])
+        self.reused = False
+        outs = self._outputs(arrays)
+        if key is not None:
+            memo[key] = outs
+        return list(outs)
+
+    def _outputs(self, arrays) -> list:
         n = len(arrays[0])
         if not self._eager:
             try:
@@ -668,6 +688,48 @@ class Extractor:
 
 # model -> {layer ids: Extractor}
 _EXTRACTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# `.memo` on a thread inside `reusing_passes`: (id(extractor), digest of inputs) -> outputs
+_REUSE = threading.local()
+
+
+def _digest(arrays) -> tuple:
+    return tuple(
+        (
+            a.shape,
+            a.dtype.str,
+            hashlib.blake2b(np.ascontiguousarray(a).data, digest_size=16).digest(),
+        )
+        for a in arrays
+    )
+
+
+@contextlib.contextmanager
+def reusing_passes():
+    """Inside it, on the calling thread, an `Extractor` called again with the same inputs
+    returns the outputs of its first such call instead of running the model again.
+
+    The callbacks draw a step inside it: the feature maps, Grad-CAM of the last conv and the
+    probes' predictions all read the one pass of the probe images (on ResNet50 at 224, three
+    passes of 0.4 s each before). The model's weights must not change inside it; the outputs
+    are held until it ends. Nested, the outer one holds.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)])
+        >>> ex, x = extractor(m, m.layers), np.zeros((2, 8, 8, 3), "float32")
+        >>> with reusing_passes():
+        ...     first, again = ex(x), ex(x)
+        ...     reused = ex.reused
+        >>> reused, first[0] is again[0]
+        (True, True)
+    """
+    if getattr(_REUSE, "memo", None) is not None:
+        yield
+        return
+    _REUSE.memo = {}
+    try:
+        yield
+    finally:
+        _REUSE.memo = None
 
 
 def extractor(model: keras.layers.Layer, layers: Sequence[keras.layers.Layer]) -> Extractor:

@@ -648,6 +648,72 @@ def test_cnnviz_explains_a_resnets_last_conv_through_its_feature_maps_pass_and_t
 
 
 @pytest.mark.parametrize("build", ["head_after_last_conv", "residual_head"])
+def test_a_step_runs_the_probe_images_through_the_model_once_for_maps_gradcam_and_predictions(
+    tmp_path, read_logdir, monkeypatch, build
+):
+    """At each step the feature maps, Grad-CAM of the last conv (through the model's tail) and
+    the probes' predictions read one pass of the probe images (`layers.reusing_passes`), not
+    three; each step's pass sees that step's weights."""
+    if not zoo.functions_from_inner_tensors():
+        pytest.skip("this Keras builds no function from an inner tensor, so no tail")
+    from tb_cnnviz import layers as layer_lib
+
+    passes = []
+    run = layer_lib.Extractor._outputs
+
+    def counted(self, arrays):
+        passes.append(len(arrays[0]))
+        return run(self, arrays)
+
+    monkeypatch.setattr(layer_lib.Extractor, "_outputs", counted)
+    model = getattr(zoo, build)()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((16, 12, 12, 3), dtype=np.float32), rng.integers(0, 3, 16)
+    viz = CNNViz(str(tmp_path), x[:4], labels=y[:4], budget=None, actmax_freq=0)
+    model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[viz])
+    logs = read_logdir(tmp_path)
+    assert logs.steps("train", "gradcam/attribution") == [0, 1, 2]
+    assert logs.steps("train", "last/feature_maps") == [0, 1, 2]
+    assert passes == [4, 4, 4]  # budget=None: no timed pass before epoch 0; one per step
+    # Each step's maps are that step's: the weights changed between steps.
+    first = logs.datum("train", "last/feature_maps", 0)[1]
+    last = logs.datum("train", "last/feature_maps", 2)[1]
+    assert first != last
+
+
+def test_reusing_passes_reuses_only_the_same_inputs_inside_it_on_its_thread():
+    """Outside `reusing_passes` every call runs the model; inside, other inputs run it again,
+    the same inputs do not; nested scopes keep the outer one's passes."""
+    from tb_cnnviz import layers as layer_lib
+
+    model = zoo.head_after_last_conv()
+    ex = layer_lib.extractor(model, [model.get_layer("last")])
+    a = np.random.default_rng(0).random((2, 12, 12, 3)).astype("float32")
+    b = a[::-1].copy()
+    ex(a)
+    assert not ex.reused
+    ex(a)
+    assert not ex.reused  # no scope: the model runs again
+    with layer_lib.reusing_passes():
+        (maps_a,) = ex(a)
+        assert not ex.reused
+        (maps_b,) = ex(b)
+        assert not ex.reused  # other inputs
+        with layer_lib.reusing_passes():
+            (again,) = ex(a)
+            assert ex.reused and again is maps_a
+        (again,) = ex(a.copy())  # the same values in another array
+        assert ex.reused and again is maps_a
+    (after,) = ex(a)
+    assert not ex.reused
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(after), keras.ops.convert_to_numpy(maps_a)
+    )
+    assert not np.allclose(keras.ops.convert_to_numpy(maps_a), keras.ops.convert_to_numpy(maps_b))
+
+
+@pytest.mark.parametrize("build", ["head_after_last_conv", "residual_head"])
 @pytest.mark.parametrize("binary", [False, True])
 def test_gradcam_through_a_traced_pass_and_the_tail_equals_the_whole_models_and_runs_no_model(
     binary, build

@@ -192,6 +192,9 @@ class Attribution(VizCallback):
                     estimate=self._estimate_method(method),
                     estimate_bytes=len(tags) * self._count() * 3 * 64 * 64,
                     order=order,
+                    # One picture of what decides the output, worth following from epoch to
+                    # epoch; SmoothGrad's many passes take their turn like the rest.
+                    priority=method != "smoothgrad",
                 )
             )
         return out

@@ -12,13 +12,18 @@ training, amortized over the run:
   for it before the last epoch, instead of going to smaller ones: every drawing gets its turn.
   Where waiting cannot (the last epoch's keep-back, below, takes what the epochs still earn),
   the ones after it are drawn, and it is drawn at the last epoch.
+* *Priority* drawings (Grad-CAM: one picture of what decides the output, followed from epoch
+  to epoch) come first at every epoch their credit allows, and earlier epochs keep back what
+  they will need at the epochs to come (up to half of what those earn). One that does not fit
+  holds nothing back.
 * The last epoch of `fit()` is preferred: earlier epochs keep back the credit that the last one
   needs to draw everything once, beyond what training will still earn by then. At the last
   epoch nothing waits for a turn; a drawing that scales takes the steps that leave the
   drawings after it their turn, and a drawing that still does not fit and was not drawn in
   this fit is left out, with the same kind of reason.
 * The drawings the whole run can afford once each (after the setup and the cheap drawings of
-  every epoch; kinds in turn, each kind's cheapest first) take turns; the others are *left out*,
+  every epoch; priority drawings first, then kinds in turn, each kind's cheapest first) take
+  turns; the others are *left out*,
   and the reason names their cost and how to get them (a larger `budget`, or `budget=None`).
 * Drawings that scale (activation-maximization steps) take fewer steps when credit is short;
   a first one too (its tracing paid whole, `Drawing.estimate_once`). One the run affords only
@@ -85,6 +90,9 @@ FLOOR_FULL_SECONDS = 5.0
 FLOOR_END_SECONDS = 10.0
 
 _EMA = 0.3  # weight of a new measurement in a drawing's steady cost
+#: At most this share of what the epochs to come will earn is kept back for the priority
+#: drawings (`Drawing.priority`) at each of them.
+_PRIORITY_SHARE = 0.5
 #: Estimates shrink by measurements at most this far (a cheap first layer does not make a deep
 #: one free).
 _LEAST_CALIBRATION = 0.25
@@ -121,6 +129,10 @@ class Drawing:
         estimate_once: Of a scalable drawing's `estimate`, the seconds that do not scale with
             its steps (tracing the optimization step): a first drawing short of credit may
             then take fewer steps too, paying its tracing once and its steps in part.
+        priority: Drawn first among the costly drawings, at every epoch its credit allows,
+            and judged affordable for the run before them (Grad-CAM: one picture of what
+            decides the output, followed from epoch to epoch). Its first drawing does not
+            keep the first drawing of another kind from starting at the same epoch.
     """
 
     tag: str
@@ -138,6 +150,7 @@ class Drawing:
     shares_pass: bool = False
     estimate_once: float = 0.0
     pass_estimate: float = 0.0
+    priority: bool = False
 
     @property
     def splits(self) -> bool:
@@ -834,6 +847,14 @@ class TimeBudget:
             needed = sum(self.estimate(d, d.min_steps) for d in kept)
             needed += sum(self.pass_cost(d) for d in {d.kind: d for d in kept}.values())
             needed += deferred
+            if self._epochs is not None:
+                # And the priority drawings at each epoch between this one and the last, so
+                # that this epoch's turns do not spend what those will need for them: up to
+                # `_PRIORITY_SHARE` of what those epochs will earn (a Grad-CAM costlier than
+                # that takes its turns like the rest).
+                later = max(self._epochs - self._epochs_done - 1, 0)
+                priority = later * sum(self.estimate(d) for d in kept if d.priority)
+                needed += min(priority, _PRIORITY_SHARE * self.fraction * remaining)
             available -= max(needed - self.fraction * remaining, 0.0)
             if self._epochs is not None:
                 # Each epoch before the last adds what it earns, less the setup's share and
@@ -878,10 +899,13 @@ class TimeBudget:
             # pass times the compiled model) make the estimates of the costlier ones less
             # cautious, so a costly one waiting for its turn does not hold back, on a cautious
             # estimate, drawings that cost a tenth of it.
+            # Priority drawings first, drawn or not (Grad-CAM at every epoch it affords: on
+            # ResNet50 it waited behind 50 never-drawn layers of feature maps for two epochs).
+            first = 0 if d.priority else 1
             cost = self._costs.get(d.tag)
             if cost is None:
-                return (-1, rank.get(d.tag, 0), self.estimate(d), d.order)
-            return (cost.last_turn, 0, 0.0, d.order)
+                return (first, -1, rank.get(d.tag, 0), self.estimate(d), d.order)
+            return (first, cost.last_turn, 0, 0.0, d.order)
 
         unmeasured_started = False
         costly_chosen = 0
@@ -910,7 +934,9 @@ class TimeBudget:
             # cap would otherwise wait for ever); the others wait for a later epoch.
             too_big = costly_chosen and bytes_left < self.estimate_bytes(d)
             if steps is False or too_big:
-                if d.tag not in if_credit and (too_big or waits_for(d, extra)):
+                # A priority drawing that does not fit holds back nothing: it comes first again
+                # at the next epoch, and the last one keeps back what it needs.
+                if d.tag not in if_credit and not d.priority and (too_big or waits_for(d, extra)):
                     waiting = d
                 left = available - extra  # for the drawing itself, beyond the pass it needs
                 skipped[d.tag] = self._short(d, left, bytes_left if too_big else math.inf)
@@ -928,7 +954,7 @@ class TimeBudget:
             costly_chosen += 1
             available -= self.estimate(d, steps) + extra
             bytes_left -= self.estimate_bytes(d)
-            unmeasured_started |= unknown
+            unmeasured_started |= unknown and not d.priority
         return Plan(chosen, skipped, left_out)
 
     def _calibrated(self, kind: str) -> bool:
@@ -936,14 +962,18 @@ class TimeBudget:
         return any(k == kind for k, _ in self._ratios)
 
     def _kinds_in_turn(self, drawings) -> list[Drawing]:
-        """The cheapest drawing of each kind, then the second cheapest of each, and so on."""
+        """The priority drawings, cheapest first; then the cheapest drawing of each kind, the
+        second cheapest of each, and so on."""
+        drawings = sorted(drawings, key=self._cheapest)
         by_kind: dict[str, list[Drawing]] = {}
-        for d in sorted(drawings, key=self._cheapest):
-            by_kind.setdefault(d.kind, []).append(d)
+        for d in drawings:
+            if not d.priority:
+                by_kind.setdefault(d.kind, []).append(d)
         ranked = [
             (rank, self._cheapest(d), d) for ds in by_kind.values() for rank, d in enumerate(ds)
         ]
-        return [d for _, _, d in sorted(ranked, key=lambda r: r[:2])]
+        first = [d for d in drawings if d.priority]
+        return first + [d for _, _, d in sorted(ranked, key=lambda r: r[:2])]
 
     def _cheap_projection(self, drawings: Sequence[Drawing]) -> float:
         """Seconds the cheap drawings will cost over this fit: spent so far, then at their rate."""

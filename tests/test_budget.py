@@ -695,3 +695,32 @@ def test_the_last_epochs_keep_back_counts_a_first_scalable_drawing_at_its_fewest
     last = clock.budget.plan(4, [*maps, actmax], final=True)
     chosen = dict((d.tag, s) for d, s in last.draw)
     assert chosen.get("l0/actmax", 0) >= 8 and len(chosen) == 3, chosen
+
+
+def test_a_priority_drawing_comes_first_at_every_epoch_and_holds_nothing_back():
+    """Grad-CAM (priority) is drawn first at every epoch its credit allows, beside the first
+    feature maps of epoch 0 (its first drawing does not spread them over epochs), and where it
+    does not fit, the feature maps after it are drawn anyway."""
+    clock = Clock(fraction=0.05, epochs=4)
+    gradcam = drawing("gradcam/attribution", 0.1, kind="attribution", priority=True)
+    maps = [drawing(f"l{i}/feature_maps", 0.05, order=i) for i in range(20)]
+    drawn = []
+    for epoch in range(4):
+        clock.train(10.0)  # 0.5 s of credit an epoch
+        plan = clock.run(epoch, [*maps, gradcam], final=epoch == 3)
+        drawn.append(tags(plan))
+    assert all(epoch[0] == "gradcam/attribution" for epoch in drawn), drawn
+    assert "l0/feature_maps" in drawn[0]
+    assert clock.budget.own_seconds <= 0.05 * clock.budget.train_seconds + 0.1
+    # Without priority the same Grad-CAM waits for the never-drawn layers: not at epoch 0.
+    plain = Clock(fraction=0.05, epochs=4)
+    plain.train(10.0)
+    waiting = drawing("gradcam/attribution", 0.1, kind="attribution")
+    assert "gradcam/attribution" not in tags(plain.run(0, [*maps, waiting]))
+    # A Grad-CAM the credit cannot pay yet holds back none of the feature maps after it.
+    short = Clock(fraction=0.05, epochs=10)
+    short.train(4.0)  # 0.2 s of credit
+    costly = drawing("gradcam/attribution", 0.6, kind="attribution", priority=True)
+    plan = short.run(0, [*maps[:2], costly])
+    assert tags(plan) == ["l0/feature_maps"]
+    assert not plan.skipped["l1/feature_maps"].startswith("deferred by the time budget: waiting")

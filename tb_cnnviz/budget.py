@@ -13,9 +13,10 @@ training, amortized over the run:
   Where waiting cannot (the last epoch's keep-back, below, takes what the epochs still earn),
   the ones after it are drawn, and it is drawn at the last epoch.
 * *Priority* drawings (Grad-CAM: one picture of what decides the output, followed from epoch
-  to epoch) come first at every epoch their credit allows, and earlier epochs keep back what
-  they will need at the epochs to come (up to half of what those earn). One that does not fit
-  holds nothing back.
+  to epoch) come first at every epoch their credit allows; one that does not fit holds nothing
+  back. Nothing is kept back for them at later epochs: tried, keeping back their cost at the
+  epochs to come left MobileNetV2's first two epochs without a picture, and Grad-CAM still
+  did not fit them.
 * The last epoch of `fit()` is preferred: earlier epochs keep back the credit that the last one
   needs to draw everything once, beyond what training will still earn by then. At the last
   epoch nothing waits for a turn; a drawing that scales takes the steps that leave the
@@ -90,9 +91,6 @@ FLOOR_FULL_SECONDS = 5.0
 FLOOR_END_SECONDS = 10.0
 
 _EMA = 0.3  # weight of a new measurement in a drawing's steady cost
-#: At most this share of what the epochs to come will earn is kept back for the priority
-#: drawings (`Drawing.priority`) at each of them.
-_PRIORITY_SHARE = 0.5
 #: Estimates shrink by measurements at most this far (a cheap first layer does not make a deep
 #: one free).
 _LEAST_CALIBRATION = 0.25
@@ -847,14 +845,6 @@ class TimeBudget:
             needed = sum(self.estimate(d, d.min_steps) for d in kept)
             needed += sum(self.pass_cost(d) for d in {d.kind: d for d in kept}.values())
             needed += deferred
-            if self._epochs is not None:
-                # And the priority drawings at each epoch between this one and the last, so
-                # that this epoch's turns do not spend what those will need for them: up to
-                # `_PRIORITY_SHARE` of what those epochs will earn (a Grad-CAM costlier than
-                # that takes its turns like the rest).
-                later = max(self._epochs - self._epochs_done - 1, 0)
-                priority = later * sum(self.estimate(d) for d in kept if d.priority)
-                needed += min(priority, _PRIORITY_SHARE * self.fraction * remaining)
             available -= max(needed - self.fraction * remaining, 0.0)
             if self._epochs is not None:
                 # Each epoch before the last adds what it earns, less the setup's share and

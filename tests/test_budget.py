@@ -697,10 +697,10 @@ def test_the_last_epochs_keep_back_counts_a_first_scalable_drawing_at_its_fewest
     assert chosen.get("l0/actmax", 0) >= 8 and len(chosen) == 3, chosen
 
 
-def test_a_priority_drawing_comes_first_at_every_epoch_and_holds_nothing_back():
-    """Grad-CAM (priority) is drawn first at every epoch its credit allows, beside the first
-    feature maps of epoch 0 (its first drawing does not spread them over epochs), and where it
-    does not fit, the feature maps after it are drawn anyway."""
+def test_a_priority_drawing_comes_first_at_every_epoch_it_fits_and_holds_nothing_back():
+    """Grad-CAM (priority) is drawn first at every epoch where anything costly is, beside the
+    first feature maps of epoch 0 (its first drawing does not spread them over epochs), and
+    where it does not fit, the feature maps after it are drawn anyway."""
     clock = Clock(fraction=0.05, epochs=4)
     gradcam = drawing("gradcam/attribution", 0.1, kind="attribution", priority=True)
     maps = [drawing(f"l{i}/feature_maps", 0.05, order=i) for i in range(20)]
@@ -709,7 +709,8 @@ def test_a_priority_drawing_comes_first_at_every_epoch_and_holds_nothing_back():
         clock.train(10.0)  # 0.5 s of credit an epoch
         plan = clock.run(epoch, [*maps, gradcam], final=epoch == 3)
         drawn.append(tags(plan))
-    assert all(epoch[0] == "gradcam/attribution" for epoch in drawn), drawn
+    assert all(epoch[0] == "gradcam/attribution" for epoch in drawn if epoch), drawn
+    assert sum(1 for epoch in drawn if epoch) >= 3, drawn  # the last epoch's keep-back may bind
     assert "l0/feature_maps" in drawn[0]
     assert clock.budget.own_seconds <= 0.05 * clock.budget.train_seconds + 0.1
     # Without priority the same Grad-CAM waits for the never-drawn layers: not at epoch 0.

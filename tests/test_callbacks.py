@@ -9,6 +9,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+import zoo
 
 from tb_cnnviz import backend, tiles
 from tb_cnnviz import budget as budget_lib
@@ -901,40 +902,32 @@ def test_a_layer_too_costly_for_its_part_of_the_budget_draws_fewer_filters_and_k
 
     def within(full, once, steps, part):  # as if every layer of more than 16 were over its part
         sized.append((full, part))
-        return min(full, actmax_module.MIN_FILTERS)
+        return full if full <= 16 else actmax_module.MIN_FILTERS
 
     monkeypatch.setattr(actmax_module, "filters_within", within)
-    model = keras.Sequential(
-        [
-            keras.Input((12, 12, 3)),
-            keras.layers.Conv2D(4, 3, activation="relu", name="narrow"),
-            keras.layers.Conv2D(40, 3, activation="relu", name="wide"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(2),
-        ]
-    )
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model, *_ = zoo.wide_layer()  # 16 filters, then 2048 (CNNViz draws up to 64 of them)
     viz = CNNViz(
         str(tmp_path), None, feature_maps_freq=0, attribution_freq=0, actmax_steps=4, budget=1.0
     )
     viz.time_budget.floor = 600.0  # whatever this machine's speed, the run affords every layer
-    fit(model, [viz], epochs=3)
+    fit(model, [viz], epochs=3, shape=(8, 8, 3))
     logs = read_logdir(tmp_path)
     steps = logs.steps("train", "wide/actmax")
     assert steps, "the wide layer was not drawn at all"
     drawn = [logs.datum("train", "wide/actmax", s)[0] for s in steps]
-    expected = tiles.sample_filters(40, actmax_module.MIN_FILTERS)
+    expected = tiles.sample_filters(2048, actmax_module.MIN_FILTERS)
     assert all(index["filters"] == expected for index in drawn), [i["filters"] for i in drawn]
-    assert all(index["total_filters"] == 40 for index in drawn)
+    assert all(index["total_filters"] == 2048 for index in drawn)
     about = logs.mux.SummaryMetadata("train", "wide/actmax").summary_description
-    assert f"{actmax_module.MIN_FILTERS} of the 40 filters" in about and "budget" in about
+    assert f"{actmax_module.MIN_FILTERS} of the 2048 filters" in about and "budget" in about
     narrow = [
         logs.datum("train", "narrow/actmax", s)[0] for s in logs.steps("train", "narrow/actmax")
     ]
-    assert narrow and all(index["filters"] == [0, 1, 2, 3] for index in narrow)
+    assert narrow and all(index["filters"] == list(range(16)) for index in narrow)
     # Sized against the run's budget at each epoch until its first drawing, then kept.
-    assert sized and all(full == 40 and part > 0 for full, part in sized)
-    assert len(sized) == steps[0] + 1, (sized, steps)
+    wide = [(full, part) for full, part in sized if full == 64]
+    assert wide and all(part > 0 for _, part in wide)
+    assert len(wide) == steps[0] + 1, (sized, steps)
 
 
 def test_filters_within_keeps_every_filter_that_fits_and_sizes_the_steps_to_the_room():

@@ -114,7 +114,7 @@ class FeatureMaps(VizCallback):
         # own): a step that draws 3 of MobileNetV2's 52 layers does not copy the other 49.
         extract = self._extractor()
         start = time.perf_counter()
-        outs = backend.ready(extract(self.probe_images))  # JAX: the pass's time is its own
+        outs = backend.ready(extract(self.probe_images, reuse=True))  # JAX: its time is its own
         seconds = time.perf_counter() - start
         budget = self._time_budget
         # A pass another kind ran at this step (`layers.reusing_passes`) cost nothing here.
@@ -132,18 +132,13 @@ class FeatureMaps(VizCallback):
         self._outputs = {id(layer): out for layer, out in zip(chosen, outs, strict=True)}
 
     def _extractor(self):
-        chosen = [layer for _, layer in self._selected]
-        # Grad-CAM explains the model's last conv through the pass made here and the small
-        # model after that conv (`tb_cnnviz.layers.tail`). Where that tail also reads tensors
-        # from before the conv (a ResNet's last residual sum reads its block's input), the pass
-        # captures them too, at the cost of a few more outputs: Grad-CAM then differentiates
-        # the tail alone, not the whole model (on ResNet50 at 224, 2.6 s of tracing and 1.6 s
-        # a drawing).
-        convs = layer_lib.conv_layers(self.model)
-        last = convs[-1][1] if convs else None
-        after = layer_lib.tail(self.model, last) if any(last is c for c in chosen) else None
-        extras = [e for e in (after.extras if after else ()) if not any(e is c for c in chosen)]
-        return layer_lib.extractor(self.model, chosen + extras)
+        # Grad-CAM explains the model's last conv through this pass and the small model after
+        # that conv (`tb_cnnviz.layers.tail`). Where that tail also reads tensors from before
+        # the conv (a ResNet's last residual sum reads its block's input), the pass captures
+        # them too (`layers.probe_extractor`), at the cost of a few more outputs: Grad-CAM then
+        # differentiates the tail alone, not the whole model (on ResNet50 at 224, 2.6 s of
+        # tracing and 1.6 s a drawing).
+        return layer_lib.probe_extractor(self.model, [layer for _, layer in self._selected])
 
     def _trace_and_time(self) -> None:
         """Traces the extractor and times one compiled pass, before the first epoch.

@@ -122,12 +122,13 @@ class References(VizCallback):
             self._model_timing(model, self.reference_images)
 
     def _prepare(self, step):
-        # The compiled pass feature maps use (`tb_cnnviz.layers.extractor`), batch by batch.
+        # The compiled pass feature maps use (`tb_cnnviz.layers.probe_extractor`), batch by
+        # batch; its outputs beyond the chosen layers' are for Grad-CAM.
         chosen = [layer for _, layer in self._selected]
-        extract = layer_lib.extractor(self.model, chosen)
+        extract = layer_lib.probe_extractor(self.model, chosen)
         parts: list[list] = [[] for _ in chosen]
         for start in range(0, self._count(), BATCH_SIZE):
-            outs = extract(_batch(self.reference_images, start, BATCH_SIZE))
+            outs = extract(_batch(self.reference_images, start, BATCH_SIZE))[: len(chosen)]
             for part, out in zip(parts, outs, strict=True):
                 part.append(backend.to_numpy(out))
         self._outputs = {

@@ -664,11 +664,11 @@ def _tail_pass(model, arrays, layer):
     keys = [hashlib.blake2b(image.tobytes(), digest_size=16).digest() for image in images]
     place = {key: i for i, key in reversed(list(enumerate(keys)))}  # each key's first row
     if len(place) == len(keys):
-        outs = extract(arrays)
+        outs = extract(arrays, reuse=True)
         rows = None
     else:
         firsts = sorted(place.values())
-        outs = extract([images[firsts]])
+        outs = extract([images[firsts]], reuse=True)
         position = {keys[row]: i for i, row in enumerate(firsts)}
         rows = [position[key] for key in keys]
 

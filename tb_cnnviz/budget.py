@@ -941,7 +941,9 @@ class TimeBudget:
                     )
                 continue
             chosen.append((d, steps))
-            costly_chosen += 1
+            # A priority drawing (first at every epoch) leaves the byte cap's exception to the
+            # first of the others: one larger than the cap would otherwise never be drawn.
+            costly_chosen += 0 if d.priority else 1
             available -= self.estimate(d, steps) + extra
             bytes_left -= self.estimate_bytes(d)
             unmeasured_started |= unknown and not d.priority

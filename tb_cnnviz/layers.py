@@ -71,6 +71,7 @@ __all__ = [
     "is_conv2d",
     "kernel_for_display",
     "output_shape",
+    "probe_extractor",
     "override",
     "resolve_layers",
     "reusing_passes",
@@ -627,14 +628,16 @@ class Extractor:
         """How many times the compiled pass was traced (1 for any batch on TensorFlow)."""
         return sum(self._backend.tracing_count(f) for f in self._compiled.values())
 
-    def __call__(self, inputs) -> list:
+    def __call__(self, inputs, *, reuse: bool = False) -> list:
         """The layers' outputs (backend tensors) for `inputs`, an array or one per model input.
 
-        Inside `reusing_passes` (on the calling thread), a call with the same inputs as one
-        before returns that call's outputs, and `reused` says so.
+        With `reuse`, inside `reusing_passes` (on the calling thread), a call with the same
+        inputs as one before with `reuse` returns that call's outputs, and `reused` says so.
+        Without it nothing is kept (a batch of many, as the reference images' batches, is
+        freed as soon as it is read).
         """
         arrays = [np.asarray(a) for a in (inputs if isinstance(inputs, list | tuple) else [inputs])]
-        memo = getattr(_REUSE, "memo", None)
+        memo = getattr(_REUSE, "memo", None) if reuse else None
         key = (id(self), _digest(arrays)) if memo is not None else None
         if key is not None and key in memo:
             self.reused = True
@@ -705,8 +708,8 @@ def _digest(arrays) -> tuple:
 
 @contextlib.contextmanager
 def reusing_passes():
-    """Inside it, on the calling thread, an `Extractor` called again with the same inputs
-    returns the outputs of its first such call instead of running the model again.
+    """Inside it, on the calling thread, an `Extractor` called again with the same inputs and
+    `reuse=True` returns the outputs of its first such call instead of running the model again.
 
     The callbacks draw a step inside it: the feature maps, Grad-CAM of the last conv and the
     probes' predictions all read the one pass of the probe images (on ResNet50 at 224, three
@@ -717,7 +720,7 @@ def reusing_passes():
         >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)])
         >>> ex, x = extractor(m, m.layers), np.zeros((2, 8, 8, 3), "float32")
         >>> with reusing_passes():
-        ...     first, again = ex(x), ex(x)
+        ...     first, again = ex(x, reuse=True), ex(x, reuse=True)
         ...     reused = ex.reused
         >>> reused, first[0] is again[0]
         (True, True)
@@ -745,6 +748,26 @@ def extractor(model: keras.layers.Layer, layers: Sequence[keras.layers.Layer]) -
     if key not in known:
         known[key] = Extractor(model, layers)
     return known[key]
+
+
+def probe_extractor(model: keras.layers.Layer, layers: Sequence[keras.layers.Layer]) -> Extractor:
+    """The `Extractor` the callbacks share for `layers`: theirs, and, where the model's last conv
+    is among them in a one-input model, what the small model after it also reads (`Tail.extras`:
+    a ResNet's last skip tensor), so that Grad-CAM of that conv runs from this pass and the
+    tail. Its first `len(layers)` outputs are the layers'.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)])
+        >>> probe_extractor(m, m.layers) is extractor(m, m.layers)
+        True
+    """
+    convs = conv_layers(model)
+    last = convs[-1][1] if convs else None
+    after = None
+    if any(last is layer for layer in layers) and len(input_shapes(model)) == 1:
+        after = tail(model, last)
+    extras = [e for e in (after.extras if after else ()) if not any(e is x for x in layers)]
+    return extractor(model, [*layers, *extras])
 
 
 # -- capture and override: one mechanism ---------------------------------------------------------

@@ -675,6 +675,8 @@ def test_a_step_runs_the_probe_images_through_the_model_once_for_maps_gradcam_an
     logs = read_logdir(tmp_path)
     assert logs.steps("train", "gradcam/attribution") == [0, 1, 2]
     assert logs.steps("train", "last/feature_maps") == [0, 1, 2]
+    built = [key[0] for key in attribution._CACHE[model]]  # through the tail, not the model
+    assert "tail-cam" in built and "cam" not in built, built
     assert passes == [4, 4, 4]  # budget=None: no timed pass before epoch 0; one per step
     # Each step's maps are that step's: the weights changed between steps.
     first = logs.datum("train", "last/feature_maps", 0)[1]
@@ -682,30 +684,32 @@ def test_a_step_runs_the_probe_images_through_the_model_once_for_maps_gradcam_an
     assert first != last
 
 
-def test_reusing_passes_reuses_only_the_same_inputs_inside_it_on_its_thread():
-    """Outside `reusing_passes` every call runs the model; inside, other inputs run it again,
-    the same inputs do not; nested scopes keep the outer one's passes."""
+def test_reusing_passes_reuses_only_the_same_inputs_asked_to_inside_it():
+    """Outside `reusing_passes` every call runs the model; inside, a call with `reuse=True` and
+    the inputs of an earlier such call does not, other inputs or a call without `reuse` (the
+    reference images' batches) do; nested scopes keep the outer one's passes."""
     from tb_cnnviz import layers as layer_lib
 
     model = zoo.head_after_last_conv()
     ex = layer_lib.extractor(model, [model.get_layer("last")])
     a = np.random.default_rng(0).random((2, 12, 12, 3)).astype("float32")
     b = a[::-1].copy()
-    ex(a)
-    assert not ex.reused
-    ex(a)
+    ex(a, reuse=True)
+    ex(a, reuse=True)
     assert not ex.reused  # no scope: the model runs again
     with layer_lib.reusing_passes():
-        (maps_a,) = ex(a)
+        (maps_a,) = ex(a, reuse=True)
         assert not ex.reused
-        (maps_b,) = ex(b)
+        (maps_b,) = ex(b, reuse=True)
         assert not ex.reused  # other inputs
+        (fresh,) = ex(a)
+        assert not ex.reused and fresh is not maps_a  # not asked to reuse
         with layer_lib.reusing_passes():
-            (again,) = ex(a)
+            (again,) = ex(a, reuse=True)
             assert ex.reused and again is maps_a
-        (again,) = ex(a.copy())  # the same values in another array
+        (again,) = ex(a.copy(), reuse=True)  # the same values in another array
         assert ex.reused and again is maps_a
-    (after,) = ex(a)
+    (after,) = ex(a, reuse=True)
     assert not ex.reused
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(after), keras.ops.convert_to_numpy(maps_a)

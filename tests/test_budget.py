@@ -725,3 +725,14 @@ def test_a_priority_drawing_comes_first_at_every_epoch_it_fits_and_holds_nothing
     plan = short.run(0, [*maps[:2], costly])
     assert tags(plan) == ["l0/feature_maps"]
     assert not plan.skipped["l1/feature_maps"].startswith("deferred by the time budget: waiting")
+
+
+def test_a_priority_drawing_leaves_the_byte_caps_exception_to_the_first_of_the_others():
+    """The first costly drawing of an epoch may pass the byte cap: Grad-CAM drawn first (as a
+    priority drawing) does not take that from an activation maximization larger than the cap."""
+    clock = Clock(fraction=0.5, epochs=2, max_bytes=1000)
+    gradcam = drawing("gradcam/attribution", 0.01, kind="attribution", priority=True)
+    gradcam.estimate_bytes = 100
+    big = drawing("l0/actmax", 0.01, kind="actmax", estimate_bytes=5000)
+    clock.train(10.0)
+    assert tags(clock.run(0, [big, gradcam])) == ["gradcam/attribution", "l0/actmax"]

@@ -218,10 +218,14 @@ class ActivationMaximization(VizCallback):
         self._planned = {path: self._filter_count(path) for path, _ in self._selected}
         drawings = super()._drawings(step)
         for d, (path, _) in zip(drawings, self._selected, strict=True):
-            d.steps, d.min_steps = self.steps, max(1, min(MIN_STEPS, self.steps), self.steps // 4)
+            d.steps, d.min_steps = self.steps, self._min_steps()
             # Tracing is paid whole; a first drawing short of credit takes fewer steps.
             d.estimate_once = self._estimate_parts(path)[0]
         return drawings
+
+    def _min_steps(self) -> int:
+        """The fewest steps a drawing takes: `MIN_STEPS`, or a quarter of `steps` if more."""
+        return max(1, min(MIN_STEPS, self.steps), self.steps // 4)
 
     def _filter_count(self, path) -> int:
         """How many filters of `path` a drawing renders: fixed once drawn; before, all of them
@@ -234,7 +238,7 @@ class ActivationMaximization(VizCallback):
         if budget is None or budget.fraction is None or full <= MIN_FILTERS:
             return full
         once, steps, _ = self._estimate_parts(path, full)
-        fewest = steps * max(1, min(MIN_STEPS, self.steps), self.steps // 4) / self.steps
+        fewest = steps * self._min_steps() / self.steps
         part = RUN_SHARE * budget.run_seconds() / max(len(self._selected), 1)
         return filters_within(full, once, fewest, part)
 

@@ -921,9 +921,7 @@ def log_epoch(
     left_out = dict(plan.left_out)
     # The step's drawings share the passes of the probe images (`reusing_passes`): the feature
     # maps', Grad-CAM's through the model's tail and the probes' predictions are one.
-    reuse = layer_lib.reusing_passes()
-    reuse.__enter__()
-    try:
+    with layer_lib.reusing_passes():
         learned = draw_all(plan.draw)
         # At the last epoch, what a first drawing really cost is what the estimates of the others
         # of its kind lacked (they are cautious, up to 4x): once it is recorded (its encoding done
@@ -938,8 +936,6 @@ def log_epoch(
             for tag, reason in again.skipped.items():
                 skipped.update(dict.fromkeys((tag, *also[tag]), reason))
             learned = draw_all(again.draw)
-    finally:
-        reuse.__exit__(None, None, None)
     if final:  # the log says once, per kind, what the whole run went without, and why
         by_kind: dict[str, list[str]] = {}
         for d in drawings:

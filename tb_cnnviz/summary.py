@@ -9,21 +9,21 @@ always write through `create_file_writer`. This module holds the per-kind writer
 format; the plumbing they share (which writer records, the step, the eager-only rule, bytes
 written) is `tb_cnnviz.writers`.
 
-On-disk format (format version 2; every version promised readable forever)
+On-disk format (format version 3; every version promised readable forever)
 ==========================================================================
 
 Every picture summary is a `Summary.Value` with:
 
 * tag `"<layer>/<kind>"` (`tb_cnnviz.metadata.tag_for`), one tag per (layer, kind);
 * `metadata.plugin_data.plugin_name == "cnnviz"`, `metadata.data_class == DATA_CLASS_BLOB_SEQUENCE`
-  and `plugin_data.content` the JSON `{"version": 2, "kind": …, "layer": …, …static facts}`;
+  and `plugin_data.content` the JSON `{"version": 3, "kind": …, "layer": …, …static facts}`;
 * a rank-1 `DT_STRING` tensor of blobs: blob 0 is the *index* (UTF-8 JSON), blobs 1… are PNG
   *atlases*.
 
 The index of one step::
 
     {
-      "version": 2,
+      "version": 3,
       "kind": "weights",                  # one of metadata.KINDS
       "layer": "conv2d_1",
       "tile": [h, w, c],                  # every tile's size; c is 1 (gray) or 3 (RGB)
@@ -35,7 +35,8 @@ The index of one step::
                                           #   or "image"; "total" counts them before any cap
       "atlases": [{"blob": 1, "cols": 40, "rows": 26, "count": 1024}, …],
       "ranges": {"dtype": "<f4",          # one [lo, hi] per tile, packed (see below)
-                 "count": 1024, "data": "…"},
+                 "count": 1024, "data": "…",
+                 "repeat": 32},           # optional: each pair stands for 32 tiles in a row
       "stats": {"l2_norm": […], …},       # one list per statistic, aligned with "filters"
                                           #   (actmax: "activation", the activation reached)
       "layer_stats": {"update_ratio": 0.01, …},
@@ -47,9 +48,12 @@ Atlases hold consecutive tiles row-major: the `k`-th tile of an atlas sits at co
 row `k // cols`, at pixel `(col * w, row * h)`. A tile's pixel `p` stands for the value
 `lo + p / 255 * (hi - lo)`; a constant tile is drawn as 128. `ranges.data` is the base64 of
 `count` pairs `(lo, hi)` as little-endian floats of `ranges.dtype`: `"<f4"` where every value is
-a float32 exactly (pictures of float32 tensors), else `"<f8"`. Version 1 wrote `ranges` as JSON
-`[[lo, hi], …]`, rounded to eight significant digits; `metadata.decode_index` turns both into
-that list of pairs. Statistics that do not exist yet
+a float32 exactly (pictures of float32 tensors), else `"<f8"`. With `"repeat": k` (version 3)
+the data holds `count / k` pairs, each the range of `k` consecutive tiles: a filter's weight
+slices are normalized together, over their filter's range, so their contrast compares across
+input channels, and 3x3 slices do not pay 8 bytes of range for 9 pixels. Version 1 wrote
+`ranges` as JSON `[[lo, hi], …]`, rounded to eight significant digits; `metadata.decode_index`
+turns every version into that list of pairs, one per tile. Statistics that do not exist yet
 (for example the change at the first step) are `null`.
 
 The `attribution` kind (`attribution`, tag `"<method>/attribution"`, e.g. `"gradcam/attribution"`)
@@ -79,7 +83,7 @@ forward pass meets them (the dashboard lists layers so). The datum holds one blo
 JSON::
 
     {
-      "version": 2,
+      "version": 3,
       "kind": "plan",
       "step": 3,
       "budget": 0.05,                      # the time budget (a fraction of training time), or null
@@ -115,7 +119,7 @@ Each *responses* datum (tag `"<layer>/responses"`, one per layer and logged step
 blob followed by one blob per array, raw little-endian bytes as the index describes them::
 
     {
-      "version": 2,
+      "version": 3,
       "kind": "responses",
       "layer": "conv1",
       "references": "3f9c0a…",            # hash of the reference images these came from
@@ -210,6 +214,9 @@ def filter_weights(
 ) -> bool:
     """Writes every filter of a conv kernel as pictures, with per-filter statistics.
 
+    A filter's slices (one per input channel) are normalized together, over the filter's range,
+    so a weak input channel looks weak; each value is kept within 1/255 of that range.
+
     Args:
         name: The layer name; the tag is `"<name>/weights"`.
         kernel: The kernel in Keras' conv layout `[*spatial, in_channels, filters]` with 1 to 3
@@ -285,7 +292,12 @@ def filter_weights(
             layer_stats["update_ratio"] = _ratio(kernel - previous, previous)
         return pics, slices, stats, layer_stats, notes
 
-    written = write_layer("weights", name, build, ids, total, step, description=description)
+    # A filter's slices share its range: 3x3 slices are 9 pixels, and a range of their own
+    # (8 bytes) doubled the bytes of a ResNet's filter weights. Per-filter is the tab's default
+    # normalization, and it shows which input channels a filter weighs most.
+    written = write_layer(
+        "weights", name, build, ids, total, step, description=description, shared_ranges=True
+    )
     if written and previous is not None:
         ratio = _ratio(kernel - previous, previous)
         writers.current().scalar(
@@ -837,6 +849,7 @@ def write_layer(
     step: int | None = None,
     *,
     description: str | None = None,
+    shared_ranges: bool = False,
     **static: Any,
 ) -> bool:
     """Writes one layer's pictures of one kind: the building block of every summary function.
@@ -853,6 +866,7 @@ def write_layer(
         total_filters: The number of filters in the layer.
         step: The step; defaults to the default writer's step.
         description: Optional Markdown for TensorBoard.
+        shared_ranges: Normalize each filter's slices together, over one range (stored once).
         **static: Further static facts stored in the plugin metadata (`None` values dropped).
 
     Returns:
@@ -874,7 +888,9 @@ def write_layer(
     pictures, slices, stats, layer_stats, notes = build()
     pictures = np.asarray(pictures)
     n, count = pictures.shape[:2]
-    atlases, ranges = tiles.pack_tiles(pictures.reshape(n * count, *pictures.shape[2:]))
+    atlases, ranges = tiles.pack_tiles(
+        pictures.reshape(n * count, *pictures.shape[2:]), group=count if shared_ranges else 1
+    )
     if len(filter_ids) < total_filters:
         notes = [f"sampled {len(filter_ids)} of {total_filters} filters", *notes]
     index = {

@@ -97,23 +97,29 @@ def decode_png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
-def pack_tiles(tiles: np.ndarray) -> tuple[list[Atlas], np.ndarray]:
-    """Normalizes each tile to 0..255 and packs the tiles into PNG atlases.
+def pack_tiles(tiles: np.ndarray, group: int = 1) -> tuple[list[Atlas], np.ndarray]:
+    """Normalizes each tile (or each group of tiles) to 0..255 and packs them into PNG atlases.
 
     Args:
         tiles: Finite floats `[n, h, w]` or `[n, h, w, c]` with `c` 1 or 3.
+        group: Normalize each run of this many consecutive tiles over their common range (the
+            slices of one filter): they share one `(min, max)`. `n` must be a multiple of it.
 
     Returns:
         `(atlases, ranges)`: the atlases in order, and a float64 array `[n, 2]` holding each
-        tile's `(min, max)` before normalization. A constant tile is drawn mid-gray.
+        tile's `(min, max)` before normalization (its group's, with `group` > 1). A constant
+        tile (group) is drawn mid-gray.
 
     Raises:
-        ValueError: If `tiles` has the wrong rank or channel count, is empty, or is not finite.
+        ValueError: If `tiles` has the wrong rank or channel count, is empty, is not finite, or
+            does not split into groups of `group`.
 
     Example:
         >>> atlases, ranges = pack_tiles(np.arange(8.0).reshape(2, 2, 2))
         >>> [a.describe() for a in atlases], ranges.tolist()
         ([{'cols': 2, 'rows': 1, 'count': 2}], [[0.0, 3.0], [4.0, 7.0]])
+        >>> pack_tiles(np.arange(8.0).reshape(2, 2, 2), group=2)[1].tolist()
+        [[0.0, 7.0], [0.0, 7.0]]
     """
     tiles = np.asarray(tiles)
     # float32 data is normalized in float32 (a 255-level picture needs no more), which halves
@@ -130,7 +136,10 @@ def pack_tiles(tiles: np.ndarray) -> tuple[list[Atlas], np.ndarray]:
     if not np.isfinite(tiles).all():
         raise ValueError(f"tiles contain {int((~np.isfinite(tiles)).sum())} NaN or Inf values")
     n, h, w, c = tiles.shape
-    flat = tiles.reshape(n, -1)
+    group = int(group)
+    if group < 1 or n % group:
+        raise ValueError(f"group must be >= 1 and divide the {n} tiles. Received: group={group}")
+    flat = tiles.reshape(n // group, -1)  # one row per group: its tiles are consecutive
     lo, hi = flat.min(axis=1), flat.max(axis=1)
     span = hi - lo
     scale = np.divide(255.0, span, out=np.zeros_like(span), where=span > 0)
@@ -141,6 +150,7 @@ def pack_tiles(tiles: np.ndarray) -> tuple[list[Atlas], np.ndarray]:
     pixels = work.astype(np.uint8)
     pixels[span <= 0] = 128  # a constant tile is drawn mid-gray
     pixels = pixels.reshape(n, h, w, c)
+    lo, hi = np.repeat(lo, group), np.repeat(hi, group)
 
     cols = max(1, min(MAX_ATLAS_SIDE // w, math.ceil(math.sqrt(n * h / w))))
     rows_per_atlas = max(1, MAX_ATLAS_SIDE // h)

@@ -106,13 +106,19 @@ def test_reader_skips_plan_records(tmp_path):
 
 
 def test_reader_returns_tiles_in_their_original_units(logs):
-    """Read tiles are [filters, slices, h, w, c] and span exactly each tile's stored range."""
+    """Read tiles are [filters, slices, h, w, c] and span exactly the stored range: a weight
+    filter's slices share their filter's; feature maps' tiles each have their own."""
     pictures = logs.read("a", "conv2", "weights", step=1)
     assert pictures.step == 1 and pictures.filters == [0, 1, 2, 3, 4]
     assert pictures.tiles.shape == (5, 6, 3, 3, 1)
     ranges = np.asarray(pictures.index["ranges"]).reshape(5, 6, 2)
-    np.testing.assert_allclose(pictures.tiles.min(axis=(2, 3, 4)), ranges[..., 0], atol=1e-6)
-    np.testing.assert_allclose(pictures.tiles.max(axis=(2, 3, 4)), ranges[..., 1], atol=1e-6)
+    assert (ranges == ranges[:, :1]).all()
+    np.testing.assert_allclose(pictures.tiles.min(axis=(1, 2, 3, 4)), ranges[:, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(pictures.tiles.max(axis=(1, 2, 3, 4)), ranges[:, 0, 1], atol=1e-6)
+    maps = logs.read("a", "conv2", "feature_maps", step=1)
+    ranges = np.asarray(maps.index["ranges"]).reshape(*maps.tiles.shape[:2], 2)
+    np.testing.assert_allclose(maps.tiles.min(axis=(2, 3, 4)), ranges[..., 0], atol=1e-6)
+    np.testing.assert_allclose(maps.tiles.max(axis=(2, 3, 4)), ranges[..., 1], atol=1e-6)
 
 
 @pytest.mark.parametrize("ext", [".png", ".pdf", ".svg"])

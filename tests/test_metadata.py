@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 
@@ -186,6 +187,11 @@ def test_a_version_1_index_with_json_ranges_still_reads():
         ({"dtype": "<f4", "count": True, "data": ""}, "a count >= 0"),
         ({"dtype": "<f4", "count": -1, "data": ""}, "a count >= 0"),
         ({"dtype": "<f8", "count": 1, "data": "AAAAAAAAgD8="}, "hold 1 values, not 2 per tile"),
+        ({"dtype": "<f4", "count": 3, "data": "AAAAAAAAgD8=", "repeat": 2}, "divides their"),
+        ({"dtype": "<f4", "count": 2, "data": "AAAAAAAAgD8=", "repeat": 0}, "whole number >= 1"),
+        ({"dtype": "<f4", "count": 2, "data": "AAAAAAAAgD8=", "repeat": True}, "whole number"),
+        ({"dtype": "<f4", "count": 4, "data": "AAAAAAAAgD8=", "repeat": 1}, "not 2 per tile"),
+        ({"dtype": "<f4", "count": 8, "data": "AAAAAAAAgD8=", "repeat": 2}, "per run of 2"),
     ],
 )
 def test_damaged_packed_ranges_are_a_value_error_saying_what(packed, message):
@@ -220,3 +226,29 @@ def test_decode_index_rejects_malformed_blobs(blob):
     """Bytes that are not a cnnviz index raise ValueError."""
     with pytest.raises(ValueError):
         metadata.decode_index(blob)
+
+
+@pytest.mark.parametrize(
+    "ranges, repeat",
+    [
+        ([[0.0, 1.0]] * 3 + [[-2.0, 0.5]] * 3, 3),
+        # two neighbouring groups with the same range merge into a run of 6: still 3 a pair
+        ([[0.0, 1.0]] * 6 + [[-2.0, 0.5]] * 3, 3),
+        ([[0.0, 1.0], [0.0, 1.0], [0.5, 1.0]], 1),
+        ([[0.25, 0.75]] * 5, 5),
+        ([], 1),
+    ],
+)
+def test_ranges_shared_by_runs_of_tiles_are_stored_once_a_run_and_read_back_per_tile(
+    ranges, repeat
+):
+    """encode_index stores one pair per run of tiles sharing it, and decode_index gives every
+    tile its pair back, each a list of its own."""
+    packed = json.loads(metadata.encode_index({"kind": "weights", "ranges": ranges}))["ranges"]
+    assert packed.get("repeat", 1) == repeat and packed["count"] == len(ranges)
+    assert len(base64.b64decode(packed["data"])) == 8 * len(ranges) // repeat
+    back = metadata.decode_index(metadata.encode_index({"kind": "weights", "ranges": ranges}))
+    assert back["ranges"] == ranges
+    if len(ranges) > 1:
+        back["ranges"][0][0] = 99.0
+        assert back["ranges"][1][0] != 99.0

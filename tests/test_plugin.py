@@ -345,6 +345,12 @@ def test_layer_atlases_decode_to_the_written_kernel(client):
             want = kernel_at(run_index, step).transpose(3, 2, 0, 1).reshape(-1, 3, 3)
             span = (ranges[:, 1] - ranges[:, 0])[:, None, None]
             assert np.all(np.abs(got - want) <= span / 255 + 1e-6)
+            # A filter's slices share the filter's range (format version 3's runs).
+            per_filter = ranges.reshape(len(index["filters"]), -1, 2)
+            assert (per_filter == per_filter[:, :1]).all()
+            by_filter = want.reshape(len(index["filters"]), -1)
+            np.testing.assert_allclose(per_filter[:, 0, 0], by_filter.min(axis=1), rtol=1e-6)
+            np.testing.assert_allclose(per_filter[:, 0, 1], by_filter.max(axis=1), rtol=1e-6)
 
 
 def test_layer_defaults_to_the_latest_step(client):

@@ -45,6 +45,23 @@ def test_each_tile_uses_the_full_pixel_range():
     assert raw.reshape(2, -1).max(axis=1).tolist() == [255, 255]
 
 
+def test_a_group_of_tiles_shares_one_range_and_keeps_each_value_within_one_level_of_it():
+    """pack_tiles(group=k) normalizes each run of k tiles over their union: a weak tile keeps
+    its contrast relative to its group, every value within 1/255 of the group's range."""
+    rng = np.random.default_rng(1)
+    pictures = rng.normal(size=(6, 3, 3)) * np.array([1, 0.01, 5, 2, 2, 0.5])[:, None, None]
+    atlases, ranges = tiles.pack_tiles(pictures, group=3)
+    groups = pictures.reshape(2, -1)
+    want = np.repeat(np.stack([groups.min(axis=1), groups.max(axis=1)], axis=1), 3, axis=0)
+    np.testing.assert_array_equal(ranges, want)
+    back = tiles.unpack_tiles([(a.png, a.cols) for a in atlases], (3, 3, 1), ranges)
+    _assert_within_one_level(pictures, back, ranges)
+    raw = tiles.unpack_tiles([(a.png, a.cols) for a in atlases], (3, 3, 1)).reshape(6, -1)
+    assert np.ptp(raw[1]) < 10  # the weak tile is faint within its group, not stretched
+    with pytest.raises(ValueError, match="divide the 6 tiles"):
+        tiles.pack_tiles(pictures, group=4)
+
+
 def test_many_tiles_split_into_several_atlases(monkeypatch):
     """Tiles that do not fit one atlas side go to further atlases, in order, and all come back."""
     monkeypatch.setattr(tiles, "MAX_ATLAS_SIDE", 16)

@@ -727,6 +727,37 @@ def test_a_priority_drawing_comes_first_at_every_epoch_it_fits_and_holds_nothing
     assert not plan.skipped["l1/feature_maps"].startswith("deferred by the time budget: waiting")
 
 
+def test_a_priority_drawing_just_short_of_its_epochs_credit_borrows_one_epoch_ahead():
+    """Grad-CAM whose first estimate (0.35 s) is over what an epoch leaves (0.3 s) is drawn at
+    once on credit from the epochs to come, and so at every epoch; one costing more than two
+    epochs' credit still waits, and the run stays within its budget."""
+
+    def run(gradcam_estimate, spent):
+        clock = Clock(fraction=0.05, epochs=5)
+        gradcam = drawing(
+            "gradcam/attribution", gradcam_estimate, kind="attribution", priority=True
+        )
+        weights = drawing("c/weights", 0.2, cheap=True, kind="weights")
+        maps = [drawing(f"l{i}/feature_maps", 0.05, order=i) for i in range(4)]
+        drawn = []
+        for epoch in range(5):
+            clock.train(10.0)  # 0.5 s of credit an epoch, 0.3 s after the weights
+            plan = clock.run(
+                epoch, [weights, *maps, gradcam], final=epoch == 4, cost={gradcam.tag: spent}
+            )
+            drawn.append("gradcam/attribution" in tags(plan))
+        assert clock.budget.own_seconds <= 0.05 * clock.budget.train_seconds + 1e-9
+        return drawn
+
+    assert run(0.35, 0.15) == [True] * 5  # [False, True, True, True, True] without borrowing
+    assert run(0.7, 0.15)[0] is False
+    # The last epoch has no epochs to come to borrow from.
+    clock = Clock(fraction=0.05, epochs=1)
+    clock.train(10.0)
+    gradcam = drawing("gradcam/attribution", 0.55, kind="attribution", priority=True)
+    assert tags(clock.run(0, [gradcam], final=True)) == []
+
+
 def test_a_priority_drawing_leaves_the_byte_caps_exception_to_the_first_of_the_others():
     """The first costly drawing of an epoch may pass the byte cap: Grad-CAM drawn first (as a
     priority drawing) does not take that from an activation maximization larger than the cap."""

@@ -68,17 +68,15 @@ class FilterWeights(VizCallback):
 
     def _estimate(self, path, layer):
         # Weights are cheap in time (drawn at every epoch), but not in bytes on deep models:
-        # about a byte per drawn weight and 25 bytes of index per tile.
+        # about a byte per drawn weight and 25 bytes of index per filter (its statistics and
+        # its range, shared by its slices since format version 3).
         if path not in self._shapes:
             self._shapes[path] = tuple(layer_lib.kernel_for_display(layer).shape)
         shape = self._shapes[path]
         filters = min(shape[-1], self.max_filters)
         inputs = min(shape[-2], self.max_input_channels * summary.GRID_INPUTS_PER_SLICE)
-        tiles = filters * min(shape[-2], self.max_input_channels)
         per_input = int(np.prod(shape[:-2]))
-        if per_input == 1:
-            tiles = filters
-        return 0.0, filters * inputs * per_input + 25 * tiles
+        return 0.0, filters * inputs * per_input + 25 * filters
 
     def _draw(self, path, layer, step):
         kernel = layer_lib.kernel_for_display(layer)

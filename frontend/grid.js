@@ -63,6 +63,21 @@ export function shownSlices(index, slice) {
 /** Attribution heatmaps, stored gray in RGB tiles. */
 export const monoSlices = index => new Set(index.tile[2] === 3 ? overlayPairs(index.slices).map(p => p[1]) : [])
 
+/**
+ * Whether every filter's slices share one stored range, as weights do since format version 3:
+ * then "slice" normalization would draw exactly what "filter" draws, and the tab does not offer it.
+ */
+export function rangesShared(index) {
+	const count = index?.slices?.count || 0
+	if (count < 2 || !index.ranges?.length) return false
+	for (let t = 0; t < index.ranges.length; t++) {
+		const [lo, hi] = tileRange(index.ranges[t]),
+			[flo, fhi] = tileRange(index.ranges[t - (t % count)])
+		if (lo !== flo || hi !== fhi) return false
+	}
+	return true
+}
+
 /** A tile's range ("tile"), or the union over its filter or layer. */
 export function normBounds(index, mode) {
 	const count = index.slices.count,

@@ -114,9 +114,12 @@ function renderLayers(has, kind) {
 	else V.swapContent(ui.layers, ...V.layersList(entries))
 }
 
-function renderDisplay(rgb = false, range = null) {
-	const {norm, cmap, zoom} = C.state
-	const norms = options(G.NORM_MODES, G.NORM_LABELS)
+function renderDisplay(rgb = false, range = null, shared = false) {
+	const {cmap, zoom} = C.state
+	// Slices stored over their filter's range (weights) look the same per slice as per filter.
+	const modes = shared ? G.NORM_MODES.filter(m => m !== "tile") : G.NORM_MODES
+	const norm = modes.includes(C.state.norm) ? C.state.norm : "filter"
+	const norms = options(modes, G.NORM_LABELS)
 	const cmaps = options(COLORMAPS, COLORMAP_LABELS)
 	const a = {norms, norm, cmaps, cmap: C.effectiveCmap(), cmapAuto: !cmap, zoom: zoom || autoZoom, zoomAuto: !zoom}
 	V.swapContent(ui.display, ...V.displayControls({...a, rgb, range}))
@@ -324,7 +327,7 @@ function paintAll(jobs, settled, extra) {
 	renderTools(first?.index, sortStats, anyDead)
 	if (first) {
 		const b = state.norm === "layer" ? boundsFor(first, "layer") : null
-		renderDisplay(first.index.tile[2] === 3, b?.lo.length ? [b.lo[0], b.hi[0]] : null)
+		renderDisplay(first.index.tile[2] === 3, b?.lo.length ? [b.lo[0], b.hi[0]] : null, G.rangesShared(first.index))
 	}
 }
 

@@ -148,7 +148,8 @@ def _parser() -> argparse.ArgumentParser:
         "--normalization",
         choices=("filter", "layer", "tile"),
         default="filter",
-        help="stretch colours per filter (default), share one scale per layer, or per slice",
+        help="stretch colours per filter (default), share one scale per layer, or per slice "
+        "(weights are stored per filter since format version 3)",
     )
     export.add_argument("--cmap", help="a matplotlib colormap (default: by kind)")
     export.add_argument(

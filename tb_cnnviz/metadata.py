@@ -65,12 +65,14 @@ logger = logging.getLogger(__name__)
 #: The plugin name: the route prefix in TensorBoard and `plugin_data.plugin_name` on disk.
 PLUGIN_NAME = "cnnviz"
 
-#: The newest format this code writes and reads. Bump it only with a migration in `_migrate`.
+#: The newest format this code writes and reads. Bump it when a reader of the version before would
+#: misread what this one writes; `_migrate` brings an older version up where a field changed.
 #: Version 2 packs an index's per-tile `ranges` as little-endian floats in base64 (version 1
 #: wrote them as JSON pairs rounded to eight digits; `decode_index` reads both). Version 3 stores
 #: a pair shared by each run of `repeat` consecutive tiles once (the slices of a filter's
-#: weights share their filter's range): a reader of version 2 would misread it, so it says
-#: "upgrade" instead.
+#: weights share their filter's range): a reader of version 2 would reject such an index as
+#: malformed, so every index and tag is stamped 3 and that reader says "upgrade" instead. Old
+#: versions need no migration: `decode_index` reads versions 1-3 into the same per-tile pairs.
 FORMAT_VERSION = 3
 
 #: Kinds of picture, in the order the dashboard offers them.
@@ -300,6 +302,10 @@ def decode_index(blob: bytes) -> dict[str, Any] | None:
 
 #: How `encode_index` packs `ranges`: little-endian float32 where lossless, else float64.
 _RANGE_DTYPES = ("<f4", "<f8")
+#: The most tiles a packed `ranges` may claim. Shared runs (`repeat`) let a few stored bytes
+#: stand for many tiles, so a damaged count must not make a reader build billions of pairs; a
+#: layer's drawings hold thousands (8,192 for 256 filters of 32 slices).
+MAX_RANGE_TILES = 2**22
 
 
 def _pack_ranges(ranges) -> dict[str, Any]:
@@ -338,6 +344,11 @@ def _unpack_ranges(packed: dict[str, Any]) -> list[list[float]]:
         raise ValueError(
             f"cnnviz index blob: packed ranges need a dtype in {_RANGE_DTYPES}, a count >= 0 "
             f"and base64 data. Received: dtype={dtype!r}, count={count!r}"
+        )
+    if count > MAX_RANGE_TILES:
+        raise ValueError(
+            f"cnnviz index blob: packed ranges claim {count} tiles, more than the "
+            f"{MAX_RANGE_TILES} an index may hold"
         )
     if not runs or count % repeat:
         raise ValueError(

@@ -19,7 +19,8 @@ the colours mean:
 
 * `normalization="filter"` (the default, as in the dashboard) stretches each filter to its own
   range, so weak filters stay visible; `"layer"` puts every filter on one scale, in the original
-  units, so strong and weak filters can be told apart; `"tile"` stretches every slice on its own.
+  units, so strong and weak filters can be told apart; `"tile"` stretches every slice on its own
+  (weights since format version 3 are stored over their filter's range: for them it is `"filter"`).
 * Weights are centred on zero (a diverging colormap by default): the middle colour is 0, so a
   weight's sign reads as its hue. Other kinds map their minimum to the colormap's start.
 * RGB pictures (a first layer's filters, actmax images) keep their colours; the colorbar then

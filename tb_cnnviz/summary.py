@@ -46,9 +46,10 @@ The index of one step::
 Tiles are ordered filter-major: tile `t = i * slices.count + s` is slice `s` of `filters[i]`.
 Atlases hold consecutive tiles row-major: the `k`-th tile of an atlas sits at column `k % cols`,
 row `k // cols`, at pixel `(col * w, row * h)`. A tile's pixel `p` stands for the value
-`lo + p / 255 * (hi - lo)`; a constant tile is drawn as 128. `ranges.data` is the base64 of
-`count` pairs `(lo, hi)` as little-endian floats of `ranges.dtype`: `"<f4"` where every value is
-a float32 exactly (pictures of float32 tensors), else `"<f8"`. With `"repeat": k` (version 3)
+`lo + p / 255 * (hi - lo)`; a constant tile (or a constant group of tiles sharing one range) is
+drawn as 128. `ranges.data` is the base64 of `count` pairs `(lo, hi)` as little-endian floats of
+`ranges.dtype`: `"<f4"` where every value is a float32 exactly (pictures of float32 tensors),
+else `"<f8"`. With `"repeat": k` (version 3)
 the data holds `count / k` pairs, each the range of `k` consecutive tiles: a filter's weight
 slices are normalized together, over their filter's range, so their contrast compares across
 input channels, and 3x3 slices do not pay 8 bytes of range for 9 pixels. Version 1 wrote
@@ -214,8 +215,9 @@ def filter_weights(
 ) -> bool:
     """Writes every filter of a conv kernel as pictures, with per-filter statistics.
 
-    A filter's slices (one per input channel) are normalized together, over the filter's range,
-    so a weak input channel looks weak; each value is kept within 1/255 of that range.
+    A filter's slices (one per input channel) are normalized together, over the range of its
+    slices drawn, so a weak input channel looks weak; each value is kept within 1/255 of that
+    range.
 
     Args:
         name: The layer name; the tag is `"<name>/weights"`.

@@ -3,8 +3,9 @@
 Nothing here imports TensorFlow or TensorBoard, so the same code serves the callbacks, the summary
 functions, `replay` and tests. A *tile* is one small picture (one kernel slice, one feature map,
 one actmax image); tiles of a layer are packed row-major into one or more PNG *atlases*, each tile
-stretched to the full 0..255 range of its own values. The per-tile `(min, max)` is kept beside the
-atlas, so a reader can recover the real values and re-normalize per layer or apply a colormap.
+stretched to the full 0..255 range of its own values (or of its group's: a weight filter's slices
+share their filter's range). The per-tile `(min, max)` is kept beside the atlas, so a reader can
+recover the real values and re-normalize per layer or apply a colormap.
 """
 
 from __future__ import annotations

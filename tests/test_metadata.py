@@ -192,6 +192,8 @@ def test_a_version_1_index_with_json_ranges_still_reads():
         ({"dtype": "<f4", "count": 2, "data": "AAAAAAAAgD8=", "repeat": True}, "whole number"),
         ({"dtype": "<f4", "count": 4, "data": "AAAAAAAAgD8=", "repeat": 1}, "not 2 per tile"),
         ({"dtype": "<f4", "count": 8, "data": "AAAAAAAAgD8=", "repeat": 2}, "per run of 2"),
+        # One stored pair may not stand for a trillion tiles: the reader would build them all.
+        ({"dtype": "<f4", "count": 10**12, "data": "AAAAAAAAgD8=", "repeat": 10**12}, "claim"),
     ],
 )
 def test_damaged_packed_ranges_are_a_value_error_saying_what(packed, message):

@@ -200,5 +200,5 @@ def test_replay_draws_the_convs_inside_custom_layers(tmp_path, read_logdir):
     drawn = reader.Logdir(str(tmp_path / "logs")).read("train", "res2/c2", "weights", 1).tiles
     want = np.moveaxis(kernel, -1, 0)  # [filters, h, w, inputs]
     got = np.moveaxis(drawn[..., 0], 1, -1)  # [filters, slices, h, w] -> [filters, h, w, slices]
-    span = np.ptp(want, axis=(1, 2), keepdims=True)
+    span = np.ptp(want, axis=(1, 2, 3), keepdims=True)  # a filter's slices share its range
     assert np.all(np.abs(got - want) <= span / 255 + 1e-6)

@@ -39,7 +39,8 @@ logger = logging.getLogger(__name__)
 
 # Decoded index blobs are immutable, so they are cached; the bound is on the size of the raw JSON
 # with each decoded tile range counted at what it takes in memory (`_decoded_size`: a packed
-# range grows twelvefold), and on the number of entries.
+# range grows twelvefold, and one a run of tiles shares, format version 3, by the run's length
+# more), and on the number of entries.
 _INDEX_CACHE_BYTES = 64 * 2**20
 _INDEX_CACHE_ENTRIES = 8192
 
@@ -450,7 +451,8 @@ _BYTES_PER_RANGE = 128
 
 def _decoded_size(raw: bytes, value) -> int:
     """What a decoded record costs the index cache: its JSON, and the per-tile ranges that a
-    packed index (format version 2: 11 bytes a tile) grows into when decoded.
+    packed index (format version 2: 11 bytes a tile; version 3: 11 bytes a run of tiles sharing
+    one range) grows into when decoded.
 
     Example:
         >>> _decoded_size(b"{}", {"ranges": [[0.0, 1.0]] * 4})

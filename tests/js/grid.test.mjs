@@ -194,6 +194,26 @@ test("normalization bounds per tile, per filter and per layer", () => {
 	assert.deepEqual([...new Set(layer.hi)], [10])
 })
 
+test("rangesShared tells weights stored over their filter's range from per-slice ranges", () => {
+	assert.equal(G.rangesShared(INDEX), false) // INDEX's slices each have their own range
+	const shared = {
+		...INDEX,
+		ranges: [
+			[-1, 2],
+			[-1, 2],
+			[-4, 1],
+			[-4, 1],
+			[0, 3],
+			[0, 3],
+		],
+	}
+	assert.equal(G.rangesShared(shared), true)
+	assert.equal(G.rangesShared({...shared, slices: {axis: "rgb", count: 1, total: 1}}), false)
+	assert.equal(G.rangesShared({...shared, ranges: []}), false)
+	// Filter 2's second slice differs: per-slice normalization would show something else there.
+	assert.equal(G.rangesShared({...shared, ranges: [...shared.ranges.slice(0, 5), [0, 2]]}), false)
+})
+
 test("pixel transform maps the stored range onto the bounds, and zero to the diverging centre", () => {
 	const [a, b] = G.pixelTransform(0, 2, -1, 3, false) // value = 2p/255; t = (v + 1) / 4
 	assert.equal(b, 0.25)

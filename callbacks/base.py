@@ -389,6 +389,8 @@ class VizCallback(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self._validation_pending and self.model.built:
             self.check_when_built()
+        if not self._managed and self._time_budget is not None:
+            self._time_budget.batch_begins(batch)  # the first epoch's compiling, for projections
 
     def check_when_built(self) -> None:
         """Runs the checks a model built by `fit()` deferred (`on_train_begin` could not)."""

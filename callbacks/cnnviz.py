@@ -249,6 +249,7 @@ class CNNViz(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self._deferred and self.model.built:
             self._check_when_built()
+        self._planner.budget.batch_begins(batch)  # the first epoch's compiling, for projections
 
     def _check_when_built(self) -> None:
         self._deferred = False

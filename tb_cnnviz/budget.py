@@ -14,9 +14,11 @@ training, amortized over the run:
   the ones after it are drawn, and it is drawn at the last epoch.
 * *Priority* drawings (Grad-CAM: one picture of what decides the output, followed from epoch
   to epoch) come first at every epoch their credit allows; one that does not fit holds nothing
-  back. Nothing is kept back for them at later epochs: tried, keeping back their cost at the
-  epochs to come left MobileNetV2's first two epochs without a picture, and Grad-CAM still
-  did not fit them.
+  back. From the second epoch on, one just short of its epoch's credit borrows up to an
+  epoch's earnings from the epochs to come (once an epoch, never at the last, and only what
+  the last epoch's keep-back leaves). Nothing is kept back for them at later epochs: tried,
+  keeping back their cost at the epochs to come left MobileNetV2's first two epochs without a
+  picture, and Grad-CAM still did not fit them.
 * The last epoch of `fit()` is preferred: earlier epochs keep back the credit that the last one
   needs to draw everything once, beyond what training will still earn by then. At the last
   epoch nothing waits for a turn; a drawing that scales takes the steps that leave the
@@ -435,6 +437,11 @@ class TimeBudget:
         self._fit_train_start = 0.0
         self._epochs: int | None = 1
         self._epochs_done = 0
+        # The first epoch's batches (`batch_begins`): the training time when its second batch
+        # began, how many it had, and what its first batch took beyond a later one's.
+        self._second_batch_at: float | None = None
+        self._batches = 0
+        self._warmup = 0.0
         self._turn = 0  # plans made so far: how long ago a drawing was drawn, across fits
         self._setup_seconds = 0.0
         #: Seconds of own work the last epoch of a fit will do after its pictures whatever the
@@ -476,6 +483,7 @@ class TimeBudget:
         self._fit_train_start = self.train_seconds
         self.set_epochs(epochs)
         self._epochs_done = 0
+        self._second_batch_at, self._batches, self._warmup = None, 0, 0.0
         self._cheap_seconds = 0.0
         self._drawn_in_fit = set()
 
@@ -497,10 +505,39 @@ class TimeBudget:
             wall - (self.own_seconds - self._fit_own_start), 0.0
         )
 
+    def batch_begins(self, batch: int, now: float | None = None) -> None:
+        """Notes that batch `batch` of an epoch begins (Keras' `on_train_batch_begin`).
+
+        Only the first epoch's are kept: its first batch holds the compiling of the train step
+        (MobileNetV2 at 224: a first epoch of 26-32 s, the next ones 11 s), which later epochs
+        do not pay again. `projected_train_seconds` leaves it out of the epochs to come.
+
+        Example:
+            >>> budget = TimeBudget(0.05, floor=0.0)
+            >>> budget.start_fit(3, now=0.0)
+            >>> for batch, at in enumerate([0.0, 10.0, 11.0, 12.0]):  # a first batch of 10 s
+            ...     budget.batch_begins(batch, now=at)
+            >>> budget.tick(now=13.0); budget.end_epoch()
+            >>> budget.projected_train_seconds()  # 13 s now, then 4 s an epoch; not 39 s
+            21.0
+        """
+        if self._epochs_done or self._fit_start is None:
+            return
+        self._batches = max(self._batches, batch + 1)
+        if batch == 1:
+            now = time.perf_counter() if now is None else now
+            own = self.own_seconds - self._fit_own_start
+            self._second_batch_at = max(now - self._fit_start - own, 0.0)
+
     def end_epoch(self) -> None:
         """Counts one finished epoch of the current `fit()` (call after `tick`)."""
         if self._epochs_done == 0:  # own time so far is the fit's setup (checks, timing)
             self._setup_seconds = self.own_seconds - self._fit_own_start
+            first = self.train_seconds - self._fit_train_start
+            if self._second_batch_at is not None and self._batches >= 3:
+                # A later batch's time, from the first epoch's batches after its first.
+                later = max(first - self._second_batch_at, 0.0) / (self._batches - 1)
+                self._warmup = max(self._second_batch_at - later, 0.0)
         self._epochs_done += 1
 
     @contextlib.contextmanager
@@ -579,12 +616,15 @@ class TimeBudget:
         return self.fraction * self.projected_train_seconds() + self.allowance()
 
     def projected_train_seconds(self) -> float:
-        """Training time the current `fit()` is expected to take in all, from its epochs so far."""
+        """Training time the current `fit()` is expected to take in all, from its epochs so far:
+        the epochs to come at the epochs' mean, without what the first batch took beyond a
+        later one's (its compiling; see `batch_begins`)."""
         fit_train = self.train_seconds - self._fit_train_start
         if self._epochs_done == 0 or self._epochs is None:
             return self._fit_train_start + fit_train
-        per_epoch = fit_train / self._epochs_done
-        return self._fit_train_start + per_epoch * self._epochs
+        warmup = min(self._warmup, fit_train)
+        per_epoch = (fit_train - warmup) / self._epochs_done
+        return self._fit_train_start + warmup + per_epoch * self._epochs
 
     # -- costs -------------------------------------------------------------------------------
     def record(self, drawing: Drawing, seconds: float, steps=None, written=None, one_time=0.0):
@@ -861,7 +901,10 @@ class TimeBudget:
                 per_epoch -= self._setup_seconds / self._epochs + cheap_seconds
                 headroom = max(self.fraction * remaining - needed, 0.0)
                 growth = min(headroom, between * max(per_epoch, 0.0))
-                borrow = min(growth, max(per_epoch, 0.0))
+                # Not at the first epoch: its time holds the compiling, so what the epochs to
+                # come will earn is projected high there.
+                if self._epochs_done >= 2:
+                    borrow = min(growth, max(per_epoch, 0.0))
 
         def waits_for(d: Drawing, extra: float) -> bool:
             # A drawing that does not fit holds back the ones after it only where waiting
@@ -926,7 +969,9 @@ class TimeBudget:
                 # Grad-CAM just short of this epoch's credit takes up to one epoch's earnings
                 # from the epochs to come (beyond what the last keeps back), once: waiting, it
                 # would wait again, as the cheaper drawings after it spend each epoch's credit.
-                # On the demo CNN at 2,000 images it missed two epochs of five by 0.01 s.
+                # On the demo CNN at 2,000 images it missed two epochs of five by 0.01 s. A fit
+                # stopped early (EarlyStopping) leaves that much unpaid, as it leaves the
+                # setup's share of the epochs it did not train.
                 steps = self._steps_that_fit(d, available + borrow - extra)
                 borrowed = steps is not False
             if final and steps and steps > (d.min_steps or steps):
@@ -952,8 +997,7 @@ class TimeBudget:
                         else self._too_costly(d, run_budget, left)
                     )
                 continue
-            if borrowed:  # the epochs to come pay it back: they have that much less to give
-                growth -= borrow
+            if borrowed:  # once an epoch; `available` goes below zero by what it owes
                 borrow = 0.0
             chosen.append((d, steps))
             # A priority drawing (first at every epoch) leaves the byte cap's exception to the

@@ -103,8 +103,28 @@ def test_a_fit_reads_back_through_the_plugin(tmp_path, read_logdir):
             assert png.status_code == 200 and png.data[:8] == b"\x89PNG\r\n\x1a\n", tag
 
 
+@pytest.mark.parametrize("kind", ["cnnviz", "feature_maps"])
+def test_the_first_epochs_batches_reach_the_budget_and_its_compiling_leaves_the_projection(
+    tmp_path, kind
+):
+    """CNNViz, and a kind on its own, pass the first epoch's batch begins to the time budget: it
+    counts them and keeps the first batch's extra time (the train step's compiling) out of the
+    training it projects for the epochs to come."""
+    model = small_cnn()
+    probes, _ = data(n=3, seed=1)
+    make = CNNViz if kind == "cnnviz" else FeatureMaps
+    callback = make(str(tmp_path), probe_images=probes)
+    x, y = data(n=32)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[callback])
+    budget = callback.time_budget
+    assert budget._batches == 4  # the first epoch's; the second's are not counted again
+    if backend.name() in ("tensorflow", "jax"):  # compiled train steps: a slow first batch
+        assert 0 < budget._warmup < budget.train_seconds
+
+
 def test_drawn_weight_tile_equals_the_kernel(tmp_path, read_logdir):
-    """Every drawn weight tile decodes to the kernel within 1/255 of its tile's range."""
+    """Every drawn weight tile decodes to the kernel within 1/255 of its filter's range (a
+    filter's slices share it)."""
     model = small_cnn()
     fit(model, [FilterWeights(str(tmp_path))], epochs=1)
     index, atlases = read_logdir(tmp_path).datum("train", "conv_b/weights", 0)
@@ -117,8 +137,10 @@ def test_drawn_weight_tile_equals_the_kernel(tmp_path, read_logdir):
         index["ranges"],
     )
     expected = np.moveaxis(kernel, (-1, -2), (0, 1)).reshape(-1, 3, 3, 1)  # filter-major
-    span = np.ptp(expected.reshape(len(expected), -1), axis=1)[:, None, None, None]
+    span = np.repeat(np.ptp(expected.reshape(6, -1), axis=1), 4)[:, None, None, None]
     assert np.all(np.abs(drawn - expected) <= span / 255 + 1e-6)
+    by_filter = expected.reshape(6, -1)
+    np.testing.assert_allclose(np.asarray(index["ranges"])[::4, 1], by_filter.max(axis=1))
 
 
 def test_first_rgb_layer_is_drawn_in_colour(tmp_path, read_logdir):

@@ -521,6 +521,8 @@ class TimeBudget:
             >>> budget.tick(now=13.0); budget.end_epoch()
             >>> budget.projected_train_seconds()  # 13 s now, then 4 s an epoch; not 39 s
             21.0
+            >>> budget.first_epoch_batches, budget.warmup_seconds
+            (4, 9.0)
         """
         if self._epochs_done or self._fit_start is None:
             return
@@ -529,6 +531,17 @@ class TimeBudget:
             now = time.perf_counter() if now is None else now
             own = self.own_seconds - self._fit_own_start
             self._second_batch_at = max(now - self._fit_start - own, 0.0)
+
+    @property
+    def first_epoch_batches(self) -> int:
+        """The batches `batch_begins` saw in this fit's first epoch (0 where none was noted)."""
+        return self._batches
+
+    @property
+    def warmup_seconds(self) -> float:
+        """What this fit's first batch took beyond a later one's (its compiling), once its
+        first epoch ended with 3 batches or more; else 0. See `batch_begins`."""
+        return self._warmup
 
     def end_epoch(self) -> None:
         """Counts one finished epoch of the current `fit()` (call after `tick`)."""

@@ -117,9 +117,9 @@ def test_the_first_epochs_batches_reach_the_budget_and_its_compiling_leaves_the_
     x, y = data(n=32)
     model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[callback])
     budget = callback.time_budget
-    assert budget._batches == 4  # the first epoch's; the second's are not counted again
+    assert budget.first_epoch_batches == 4  # the first epoch's; the second's not again
     if backend.name() in ("tensorflow", "jax"):  # compiled train steps: a slow first batch
-        assert 0 < budget._warmup < budget.train_seconds
+        assert 0 < budget.warmup_seconds < budget.train_seconds
 
 
 def test_drawn_weight_tile_equals_the_kernel(tmp_path, read_logdir):
